@@ -1,0 +1,17 @@
+"""psp-export: turn a checkpoint into deployable model files."""
+from __future__ import annotations
+
+import click
+
+from runtime.commandline import LazyGroup
+
+
+@click.group(cls=LazyGroup, lazy={
+    "onnx": "export.onnx_cli:onnx_command",
+    "fp16": "export.precision_cli:fp16_command",
+    "int8": "export.precision_cli:int8_command",
+    "triton": "export.triton_cli:triton_command",
+})
+def main():
+    """Export PSPNet models: `onnx` from a checkpoint, then `fp16` / `int8` from the ONNX model,
+    and `triton` for a Triton Inference Server model repository."""

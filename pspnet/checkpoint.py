@@ -1,0 +1,137 @@
+"""Reading and writing checkpoints: hszhao/semseg `train_epoch_*.pth` files, bare state_dicts, and this
+project's own format, which adds the model's config and metadata so later stages need no repeated flags."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pspnet.factory import VARIANTS, create_from_config, model_config
+from pspnet.pspnet import PSPNet, PSPNetConfig
+from runtime.errors import CheckpointError
+from runtime.files import atomic_output, require_file
+from runtime.labels import label_set_for
+from runtime.metadata import ModelInfo
+
+FORMAT = "pspnet-deploy"
+FORMAT_VERSION = 1
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The raw checkpoint dict, or a CheckpointError naming the file (missing, truncated, not a checkpoint)."""
+    p = require_file(path, "checkpoint", CheckpointError)
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated/corrupt files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{p}: not a readable PyTorch checkpoint (truncated or corrupt?): {reason}")
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{p}: expected a dict checkpoint, found {type(obj).__name__}")
+    return obj
+
+
+def extract_state_dict(obj: dict, path: str | os.PathLike = "checkpoint") -> dict[str, torch.Tensor]:
+    """The model weights from a semseg checkpoint ({'state_dict': ...}), our format, or a bare state_dict,
+    with DataParallel/DDP's `module.` prefix removed."""
+    state = obj.get("state_dict", obj.get("model", obj))
+    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        raise CheckpointError(f"{path}: no model state_dict found (keys: {', '.join(list(obj)[:6])})")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def infer_config(state: dict[str, torch.Tensor], path: str | os.PathLike = "checkpoint") -> PSPNetConfig:
+    """Architecture, classes, PPM and aux read off the weights themselves (for checkpoints that don't say)."""
+    depths = []
+    for layer in range(1, 5):
+        idx = {int(m.group(1)) for k in state if (m := re.match(rf"layer{layer}\.(\d+)\.", k))}
+        depths.append(max(idx) + 1 if idx else 0)
+    block = "bottleneck" if "layer1.0.conv3.weight" in state else "basic"
+    arch = next((a for a, v in VARIANTS.items() if v.block == block and v.depths == tuple(depths)), None)
+    if arch is None or "cls.4.weight" not in state:
+        raise CheckpointError(f"{path}: weights do not look like a PSPNet (block={block}, depths={depths})")
+    n_bins = len({k.split(".")[2] for k in state if k.startswith("ppm.features.")})
+    bins = (1, 2, 3, 6) if n_bins in (0, 4) else tuple(range(1, n_bins + 1))
+    return model_config(arch, int(state["cls.4.weight"].shape[0]), bins=bins, use_ppm=n_bins > 0,
+                        aux="aux.4.weight" in state)
+
+
+def _first(items: list[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def check_compatible(model: nn.Module, state: dict[str, torch.Tensor], path) -> dict[str, torch.Tensor]:
+    """The state to load, or one CheckpointError that says exactly what does not match."""
+    expected = model.state_dict()
+    if not any(k.startswith("aux.") for k in expected):
+        state = {k: v for k, v in state.items() if not k.startswith("aux.")}  # training-only head
+    if "cls.4.weight" in state and "cls.4.weight" in expected:
+        have, want = state["cls.4.weight"].shape[0], expected["cls.4.weight"].shape[0]
+        if have != want:
+            raise CheckpointError(f"{path}: checkpoint has {have} classes, the model has {want} "
+                                  f"(cls.4.weight {tuple(state['cls.4.weight'].shape)} vs "
+                                  f"{tuple(expected['cls.4.weight'].shape)})")
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        arch = getattr(getattr(model, "config", None), "arch", type(model).__name__)
+        try:
+            looks_like = f" (it looks like {infer_config(state, path).arch})"
+        except CheckpointError:
+            looks_like = ""
+        parts = [f"missing keys: {_first(missing)}" if missing else "",
+                 f"unexpected keys: {_first(unexpected)}" if unexpected else "",
+                 f"shape mismatches: {_first(shapes, 3)}" if shapes else ""]
+        raise CheckpointError(f"{path}: checkpoint does not fit {arch}{looks_like}; "
+                              + "; ".join(p for p in parts if p))
+    return state
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> ModelInfo | None:
+    """Load weights into `model` with strict key checking; returns the stored ModelInfo (our format) or None."""
+    obj = read_checkpoint(path)
+    state = check_compatible(model, extract_state_dict(obj, path), path)
+    model.load_state_dict(state, strict=True)
+    return ModelInfo.from_dict(obj["info"]) if obj.get("format") == FORMAT else None
+
+
+def default_info(config: PSPNetConfig, dataset: str = "") -> ModelInfo:
+    labels = label_set_for(config.num_classes, dataset)
+    return ModelInfo(arch=config.arch, num_classes=config.num_classes, class_names=labels.class_names,
+                     palette=labels.palette, input_size=VARIANTS[config.arch].input_size, dataset=labels.name)
+
+
+def load_model(path: str | os.PathLike, arch: str | None = None, num_classes: int | None = None,
+               **options) -> tuple[PSPNet, ModelInfo]:
+    """Build the model a checkpoint describes and load it. `arch`/`num_classes` are needed only when the
+    checkpoint does not say (they are read off the weights for semseg checkpoints), and must agree if given."""
+    obj = read_checkpoint(path)
+    state = extract_state_dict(obj, path)
+    if obj.get("format") == FORMAT:
+        config = create_from_config(obj["config"]).config
+        info = ModelInfo.from_dict(obj["info"])
+    else:
+        config = infer_config(state, path)
+        info = None
+    if arch or num_classes:
+        config = model_config(arch or config.arch, num_classes or config.num_classes, bins=config.bins,
+                              aux=config.aux, dropout=config.dropout, use_ppm=config.use_ppm)
+    model = create_from_config(config, **options)
+    model.load_state_dict(check_compatible(model, state, path), strict=True)
+    return model.eval(), info or default_info(model.config)
+
+
+def save_checkpoint(path: str | os.PathLike, model: PSPNet, info: ModelInfo, **training_state) -> Path:
+    """Write our format atomically. `training_state` (epoch, iteration, optimizer, rng, ...) is kept as is;
+    it must hold only tensors, numbers, strings, lists and dicts so it loads with weights_only=True."""
+    model = getattr(model, "module", model)  # unwrap DDP
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": asdict(model.config),
+               "info": info.to_dict(), "state_dict": model.state_dict(), **training_state}
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine: sets up .venv on first use, then
+#   ./run.sh demo [OUT_DIR]   the end-to-end demo (train on CPU, export, convert, infer on video, benchmark)
+#   ./run.sh test [PYTEST_ARGS...]   the test suite
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV="${PSP_VENV:-.venv}"
+PY="$VENV/bin/python"
+
+setup() {
+    local stamp="$VENV/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
+    [ -f "$stamp" ] && return 0
+    echo "== setting up $VENV (first run only)"
+    [ -x "$PY" ] || python3 -m venv "$VENV"
+    "$PY" -m pip install -q --upgrade pip
+    # Exactly this torch: an unpinned one pulls gigabytes of CUDA packages on a CPU machine.
+    "$PY" -m pip install -q "torch==2.13.0"
+    "$PY" -m pip install -q -e ".[torch,convert,bench,dev]"
+    rm -f "$VENV"/.installed-*
+    touch "$stamp"
+}
+
+cmd="${1:-}"; shift || true
+case "$cmd" in
+    demo)
+        setup
+        exec "$VENV/bin/python" -m benchmarks.demo "${@:-demo-out}" ;;
+    test)
+        setup
+        set +e
+        "$VENV/bin/python" -m pytest "$@"
+        rc=$?
+        # pytest exit 5 means no test ran: that is a failure, not a pass.
+        [ "$rc" -eq 5 ] && echo "error: pytest collected no tests" >&2
+        exit "$rc" ;;
+    setup)
+        setup ;;
+    *)
+        echo "usage: ./run.sh demo [OUT_DIR] | ./run.sh test [PYTEST_ARGS...] | ./run.sh setup" >&2
+        exit 2 ;;
+esac
