@@ -1,0 +1,283 @@
+"""Triton Inference Server backend: the same Runner, with the model served by a (remote) Triton server over
+gRPC or HTTP. ModelInfo comes from the served model's config `parameters` (written by psp-export triton)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.backends.base import InputSpec, Runner
+from runtime.errors import BackendUnavailable, InputError, PSPError
+from runtime.metadata import INPUT_NAME, ModelInfo
+from runtime.model_info import default_info, notice_once
+
+DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
+SCHEMES = {"grpc": "grpc", "http": "http", "https": "http", "triton": "grpc"}
+NOT_READY_PHRASES = ("not ready", "not at ready state", "no available versions", "is loading")
+
+
+@dataclass(frozen=True)
+class ServerError:
+    """A failed call, sorted: `retry` when waiting may help (server starting, model loading)."""
+
+    kind: str  # "unavailable" | "timeout" | "not_found" | "not_ready" | "rejected"
+    detail: str
+    retry: bool
+
+
+def classify_error(exc: BaseException) -> ServerError:
+    """Sort what tritonclient raises (gRPC status codes, HTTP status codes, socket errors) into our kinds."""
+    status = str(exc.status() or "") if callable(getattr(exc, "status", None)) else ""
+    message = exc.message() if callable(getattr(exc, "message", None)) else None
+    detail = " ".join(str(message or exc).split()) or type(exc).__name__
+    lowered = detail.lower()
+    if isinstance(exc, TimeoutError) or "DEADLINE_EXCEEDED" in status or "timed out" in lowered:
+        return ServerError("timeout", detail, retry=False)
+    if isinstance(exc, OSError) or "UNAVAILABLE" in status or status == "503":
+        return ServerError("unavailable", detail, retry=True)
+    # Triton words a model that exists but failed to load or is still loading as an "unknown model" too.
+    if any(phrase in lowered for phrase in NOT_READY_PHRASES):
+        return ServerError("not_ready", detail, retry=True)
+    if "unknown model" in lowered or "NOT_FOUND" in status or status == "404":
+        return ServerError("not_found", detail, retry=False)
+    return ServerError("rejected", detail, retry=False)
+
+
+def parse_target(model: str, url: str | None, protocol: str | None) -> tuple[str, str, str]:
+    """(model name, host:port, protocol) from a model name, a model folder of a repository, or a URL such
+    as grpc://host:8001/pspnet; `url` and `protocol` fill in what the model argument does not say."""
+    text = str(model)
+    if "://" in text:
+        scheme, rest = text.split("://", 1)
+        if scheme not in SCHEMES:
+            raise InputError(f"unknown server scheme {scheme!r} in {text}; use grpc:// or http://")
+        address, _, name = rest.partition("/")
+        if url and url != address:
+            raise InputError(f"{text} names server {address} but --url says {url}")
+        protocol, url = protocol or SCHEMES[scheme], address
+    else:
+        name = _name_from_folder(Path(text)) if Path(text).is_dir() else text
+    protocol = protocol or "grpc"
+    if protocol not in DEFAULT_PORTS:
+        raise InputError(f"protocol must be grpc or http, got {protocol!r}")
+    name = name.strip("/")
+    if not name or "/" in name:
+        raise InputError(f"{text}: give the served model's name (e.g. pspnet), its repository folder, or "
+                         "grpc://host:8001/NAME")
+    return name, url or f"localhost:{DEFAULT_PORTS[protocol]}", protocol
+
+
+def _name_from_folder(folder: Path) -> str:
+    """A repository's model folder is served under the name in its config.pbtxt (else the folder's)."""
+    config = folder / "config.pbtxt"
+    if not config.is_file():
+        raise InputError(f"{folder} is not a Triton model folder (no config.pbtxt)")
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    try:
+        parsed = text_format.Parse(config.read_text(), model_config_pb2.ModelConfig())
+    except text_format.ParseError as exc:
+        raise InputError(f"{config}: not a valid model config ({exc})") from None
+    return parsed.name or folder.resolve().name
+
+
+def info_from_config(config) -> ModelInfo | None:
+    """The ModelInfo psp-export triton stored in a ModelConfig's parameters, or None when there is none."""
+    return ModelInfo.from_props({k: v.string_value for k, v in config.parameters.items()})
+
+
+def spec_from_config(config) -> InputSpec:
+    """Input size and batch limits of a served model: dims exclude the batch when max_batch_size > 0."""
+    dims = list(config.input[0].dims)
+    if config.max_batch_size > 0:
+        dims = [-1, *dims]
+    size = (dims[2], dims[3]) if len(dims) == 4 and dims[2] > 0 and dims[3] > 0 else None
+    if config.max_batch_size > 0:
+        return InputSpec(size=size, min_batch=1, max_batch=config.max_batch_size)
+    fixed = dims[0] if dims and dims[0] > 0 else None
+    return InputSpec(size=size, min_batch=fixed or 1, max_batch=fixed, fixed_batch=fixed)
+
+
+def _fallback_info(config, spec: InputSpec) -> ModelInfo:
+    out = config.output[0]
+    dims = list(out.dims) if config.max_batch_size > 0 else list(out.dims)[1:]
+    output = "labels" if len(dims) == 2 or out.name == "labels" else "logits"
+    num_classes = dims[0] if output == "logits" and len(dims) == 3 and dims[0] > 0 else 0
+    return default_info(num_classes, spec.size, output)
+
+
+class TritonRunner(Runner):
+    """Options: url (host:port; default localhost:8001 for grpc, :8000 for http), protocol (grpc | http),
+    timeout (seconds per request), retries (extra attempts while the server or model is unavailable),
+    backoff (first wait in seconds, doubled each retry), model_version ("" = the server's choice)."""
+
+    name = "triton"
+
+    def __init__(self, model_path, *, url: str | None = None, protocol: str | None = None, timeout: float = 30.0,
+                 retries: int = 3, backoff: float = 0.5, model_version: str = ""):
+        self.model_name, self.url, self.protocol = parse_target(str(model_path), url, protocol)
+        super().__init__(str(model_path))
+        self.timeout, self.retries, self.backoff = float(timeout), max(0, int(retries)), float(backoff)
+        self.model_version = str(model_version)
+        self._client = None
+        self.config = None
+        self.activate()  # the served config holds the metadata and shapes every caller needs right away
+
+    def describe(self) -> str:
+        return f"triton {self.model_name}@{self.url} ({self.protocol}, {self.info.precision})"
+
+    def _where(self) -> str:
+        return f"Triton at {self.url} ({self.protocol})"
+
+    def _connect(self):
+        try:
+            if self.protocol == "grpc":
+                import tritonclient.grpc as client_module
+
+                return client_module.InferenceServerClient(self.url)
+            import tritonclient.http as client_module
+
+            return client_module.InferenceServerClient(self.url, connection_timeout=self.timeout,
+                                                       network_timeout=self.timeout)
+        except ImportError as exc:
+            raise BackendUnavailable(f"tritonclient {self.protocol} support is not installed ({exc.name}); "
+                                     "pip install 'pspnet-deploy[triton]'") from None
+        except Exception as exc:  # a malformed URL fails here already
+            raise InputError(f"cannot use {self._where()}: {classify_error(exc).detail}") from None
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        """fn(*args) with bounded retries (backoff doubling) while the server/model may still come up; any
+        failure left becomes one PSPError line naming the server, the model and what to do."""
+        for attempt in range(self.retries + 1):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # tritonclient raises InferenceServerException, OSError, gevent errors
+                error = classify_error(exc)
+                if not error.retry or attempt == self.retries:
+                    raise self._user_error(what, error, attempt + 1) from None
+                time.sleep(self.backoff * 2 ** attempt)
+
+    def _user_error(self, what: str, error: ServerError, attempts: int) -> PSPError:
+        tried = f" (tried {attempts} times)" if attempts > 1 else ""
+        if error.kind == "unavailable":
+            return PSPError(f"cannot reach {self._where()}{tried}: {error.detail}; is the server running "
+                            "and the port right (gRPC 8001, HTTP 8000)?")
+        if error.kind == "timeout":
+            return PSPError(f"{what} on {self._where()} timed out after {self.timeout:g} s; raise --timeout "
+                            "or check the server's load")
+        if error.kind == "not_found":
+            return InputError(f"{self._where()} has no model {self.model_name!r}: {error.detail}")
+        if error.kind == "not_ready":
+            return PSPError(f"model {self.model_name!r} is not ready on {self._where()}{tried}: {error.detail};"
+                            " see the server log")
+        return PSPError(f"{what} failed on {self._where()}: {error.detail}")
+
+    def _wait_until_ready(self) -> None:
+        def ready():
+            if not self._client.is_model_ready(self.model_name, self.model_version, **self._deadline()):
+                # Unknown models and models still loading both answer "not ready"; the config tells which.
+                self._client.get_model_config(self.model_name, self.model_version, **self._deadline())
+                raise PSPError(f"model {self.model_name} is not ready")
+            return True
+
+        self._call("readiness check", ready)
+
+    def _fetch_config(self):
+        from google.protobuf import json_format
+        from tritonclient.grpc import model_config_pb2
+
+        served = self._call("get_model_config", self._client.get_model_config, self.model_name,
+                            self.model_version, **self._deadline())
+        if self.protocol == "grpc":
+            return served.config
+        return json_format.ParseDict(served, model_config_pb2.ModelConfig(), ignore_unknown_fields=True)
+
+    def _deadline(self) -> dict:
+        # gRPC takes a deadline per call; the HTTP client got its timeouts when it was created.
+        return {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
+
+    def activate(self) -> None:
+        if self._client is None:
+            self._client = self._connect()
+            self._wait_until_ready()
+            self.config = self._fetch_config()
+            self.input_spec = spec_from_config(self.config)
+            self.info = info_from_config(self.config) or self._assumed_info()
+        super().activate()
+
+    def _assumed_info(self) -> ModelInfo:
+        note = (f"model {self.model_name!r} on {self._where()} carries no pspnet parameters in its config; "
+                "assuming generic classes and ImageNet mean/std (export it with psp-export triton)")
+        self.notes.append(note)
+        notice_once(f"triton:{self.url}/{self.model_name}", note)
+        return _fallback_info(self.config, self.input_spec)
+
+    def deactivate(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        super().deactivate()
+
+    @property
+    def input_name(self) -> str:
+        names = [t.name for t in self.config.input]
+        return INPUT_NAME if INPUT_NAME in names else names[0]
+
+    @property
+    def output_name(self) -> str:
+        names = [t.name for t in self.config.output]
+        return self.info.output if self.info.output in names else names[0]
+
+    def build_request(self, batch: np.ndarray) -> tuple[list, list]:
+        """tritonclient InferInput/InferRequestedOutput lists for one float32 [N, 3, H, W] batch."""
+        module = _client_module(self.protocol)
+        image = module.InferInput(self.input_name, list(batch.shape), "FP32")
+        image.set_data_from_numpy(batch)
+        return [image], [module.InferRequestedOutput(self.output_name)]
+
+    def decode(self, result) -> np.ndarray:
+        """The requested output of an InferResult as a numpy array."""
+        array = result.as_numpy(self.output_name)
+        if array is None:
+            raise PSPError(f"{self._where()} returned no {self.output_name!r} output for {self.model_name!r}")
+        return array
+
+    def _check_batch(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if batch.ndim != 4 or batch.shape[1] != 3:
+            raise InputError(f"expected a float32 [N, 3, H, W] batch, got shape {tuple(batch.shape)}")
+        size, fixed = self.input_spec.size, self.input_spec.fixed_batch
+        if size and tuple(batch.shape[2:]) != size:
+            raise InputError(f"{self.model_name!r} takes {size[0]}x{size[1]} inputs, got "
+                             f"{batch.shape[2]}x{batch.shape[3]}")
+        if fixed and batch.shape[0] != fixed:
+            raise InputError(f"{self.model_name!r} takes batches of exactly {fixed}, got {batch.shape[0]}")
+        return batch
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        if not self.is_active:
+            self.activate()
+        batch = self._check_batch(batch)
+        # Larger batches than the server takes are sent in pieces; its dynamic batcher merges small ones.
+        step = self.input_spec.max_batch or batch.shape[0]
+        start = time.perf_counter()
+        parts = [self._infer_once(batch[i:i + step]) for i in range(0, batch.shape[0], step)]
+        self.last_timing.compute_ms = (time.perf_counter() - start) * 1e3
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _infer_once(self, batch: np.ndarray) -> np.ndarray:
+        inputs, outputs = self.build_request(batch)
+        result = self._call("inference", self._client.infer, self.model_name, inputs,
+                            model_version=self.model_version, outputs=outputs, **self._deadline())
+        return self.decode(result)
+
+
+def _client_module(protocol: str):
+    if protocol == "grpc":
+        import tritonclient.grpc as module
+    else:
+        import tritonclient.http as module
+    return module

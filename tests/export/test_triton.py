@@ -1,0 +1,182 @@
+"""psp-export triton: the repository layout, and config.pbtxt parsed with Triton's own schema (tritonclient's
+model_config_pb2), so a field or value Triton would reject fails here. Tiny ONNX graphs, no torch."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("tritonclient.grpc", reason="tritonclient is the `triton` extra")
+from google.protobuf import text_format  # noqa: E402
+from tritonclient.grpc import model_config_pb2 as pb2  # noqa: E402
+
+from export.triton import export_triton  # noqa: E402
+from export.triton_cli import triton_command  # noqa: E402
+from runtime.backends.triton import info_from_config  # noqa: E402
+from runtime.errors import InputError  # noqa: E402
+from runtime.metadata import ModelInfo  # noqa: E402
+
+from tests.runtime.conftest import make_onnx, tiny_info  # noqa: E402
+
+
+def parse_config(model_dir: Path) -> pb2.ModelConfig:
+    return text_format.Parse((model_dir / "config.pbtxt").read_text(), pb2.ModelConfig())
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("triton-models")
+    return {"static": make_onnx(d / "static.onnx", size=(33, 41)),
+            "dynamic": make_onnx(d / "dynamic.onnx", dynamic_shape=True),
+            "fixed_batch": make_onnx(d / "fixed.onnx", batch=2),
+            "labels": make_onnx(d / "labels.onnx", output="labels"),
+            "bare": make_onnx(d / "bare.onnx", num_classes=5, info=None)}
+
+
+def test_a_field_triton_does_not_know_fails_to_parse():
+    # What makes parse_config a real check: the schema refuses unknown fields and enum values.
+    with pytest.raises(text_format.ParseError):
+        text_format.Parse('name: "m"\nmax_batch: 8\n', pb2.ModelConfig())
+    with pytest.raises(text_format.ParseError):
+        text_format.Parse('input { name: "x" data_type: TYPE_FLOAT32 }', pb2.ModelConfig())
+
+
+def test_onnx_config_matches_the_model_and_its_metadata(models, tmp_path):
+    result = export_triton(models["static"], tmp_path / "repo")
+    config = parse_config(result.model_dir)
+    assert (config.name, config.platform, config.max_batch_size) == ("pspnet", "onnxruntime_onnx", 8)
+    (image,), (logits,) = config.input, config.output
+    assert (image.name, image.data_type, list(image.dims)) == ("image", pb2.TYPE_FP32, [3, 33, 41])
+    assert (logits.name, logits.data_type, list(logits.dims)) == ("logits", pb2.TYPE_FP32, [4, 33, 41])
+    assert logits.label_filename == "labels.txt"
+    assert list(config.dynamic_batching.preferred_batch_size) == [4, 8]
+    assert config.dynamic_batching.max_queue_delay_microseconds == 100
+    (group,) = config.instance_group
+    assert (group.kind, group.count) == (pb2.ModelInstanceGroup.KIND_GPU, 1)
+    assert info_from_config(config) == tiny_info(4, (33, 41))
+
+
+def test_repository_layout(models, tmp_path):
+    repo = tmp_path / "repo"
+    export_triton(models["static"], repo, name="seg")
+    files = sorted(str(p.relative_to(repo)) for p in repo.rglob("*"))
+    assert files == ["seg", "seg/1", "seg/1/model.onnx", "seg/config.pbtxt", "seg/labels.txt"]
+    assert (repo / "seg/1/model.onnx").read_bytes() == models["static"].read_bytes()
+    assert (repo / "seg/labels.txt").read_text().splitlines() == ["c0", "c1", "c2", "c3"]
+
+
+def test_dynamic_shape_gives_open_dims(models, tmp_path):
+    config = parse_config(export_triton(models["dynamic"], tmp_path).model_dir)
+    assert list(config.input[0].dims) == [3, -1, -1]
+    assert list(config.output[0].dims) == [4, -1, -1]
+    assert info_from_config(config).dynamic_shape
+
+
+def test_fixed_batch_model_is_served_without_batching(models, tmp_path):
+    result = export_triton(models["fixed_batch"], tmp_path)
+    config = parse_config(result.model_dir)
+    assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
+    assert list(config.input[0].dims) == [2, 3, 32, 32]
+    assert result.notes and "fixed batch" in result.notes[0]
+    with pytest.raises(InputError, match="fixed batch size"):
+        export_triton(models["fixed_batch"], tmp_path, name="other", max_batch=4)
+
+
+def test_labels_output_type_and_dims(models, tmp_path):
+    config = parse_config(export_triton(models["labels"], tmp_path).model_dir)
+    assert (config.output[0].name, config.output[0].data_type) == ("labels", pb2.TYPE_UINT8)
+    assert list(config.output[0].dims) == [32, 32]
+
+
+def test_model_without_metadata_gets_defaults_read_off_its_shapes(models, tmp_path):
+    result = export_triton(models["bare"], tmp_path)
+    info = info_from_config(parse_config(result.model_dir))
+    assert (info.num_classes, info.input_size) == (5, (32, 32))
+    assert (result.model_dir / "labels.txt").read_text().splitlines() == [f"class_{i}" for i in range(5)]
+
+
+def test_batching_and_instance_options(models, tmp_path):
+    result = export_triton(models["static"], tmp_path, max_batch=16, preferred_batch=(8, 2, 16),
+                           queue_delay_us=500, instances=3, kind="cpu")
+    config = parse_config(result.model_dir)
+    assert config.max_batch_size == 16
+    assert list(config.dynamic_batching.preferred_batch_size) == [2, 8, 16]
+    assert config.dynamic_batching.max_queue_delay_microseconds == 500
+    assert (config.instance_group[0].kind, config.instance_group[0].count) == (pb2.ModelInstanceGroup.KIND_CPU, 3)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"preferred_batch": (4, 16)}, "preferred batch sizes must lie in 1..8"),
+    ({"max_batch": -1}, "--max-batch must be >= 0"),
+    ({"kind": "tpu"}, "--kind must be gpu or cpu"),
+    ({"name": "../escape"}, "invalid model name"),
+])
+def test_bad_options_write_nothing(models, tmp_path, options, message):
+    with pytest.raises(InputError, match=message):
+        export_triton(models["static"], tmp_path / "repo", **options)
+    assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
+
+
+def test_existing_model_folder_needs_force(models, tmp_path):
+    export_triton(models["static"], tmp_path)
+    with pytest.raises(InputError, match="already exists; pass --force"):
+        export_triton(models["dynamic"], tmp_path)
+    export_triton(models["dynamic"], tmp_path, force=True)
+    assert list(parse_config(tmp_path / "pspnet").input[0].dims) == [3, -1, -1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pspnet"]  # no staging or backup folders left
+
+
+def write_fake_engine(path: Path, info: ModelInfo, low: list[int], high: list[int]) -> Path:
+    """A stand-in plan file and a sidecar as export.engine writes it (the plan's bytes are not read here)."""
+    path.write_bytes(b"not a real engine")
+    sidecar = {"format": 1, "tensorrt_version": "10.13.0", "gpu_name": "NVIDIA H100", "compute_capability": "9.0",
+               "precision": "fp16", "profiles": {"image": {"min": low, "opt": high, "max": high}},
+               "onnx_sha256": "", "engine_sha256": "", "info": info.to_dict()}
+    Path(str(path) + ".json").write_text(json.dumps(sidecar))
+    return path
+
+
+def test_engine_with_sidecar(tmp_path):
+    info = tiny_info(6, (65, 65), precision="fp16")
+    engine = write_fake_engine(tmp_path / "m.engine", info, [1, 3, 65, 65], [4, 3, 65, 65])
+    result = export_triton(engine, tmp_path / "repo")
+    config = parse_config(result.model_dir)
+    assert (config.platform, config.max_batch_size) == ("tensorrt_plan", 4)  # capped by the profile
+    assert list(config.dynamic_batching.preferred_batch_size) == [2, 4]
+    assert list(config.input[0].dims) == [3, 65, 65] and list(config.output[0].dims) == [6, 65, 65]
+    assert (result.model_dir / "1/model.plan").read_bytes() == b"not a real engine"
+    assert info_from_config(config) == info
+    with pytest.raises(InputError, match="exceeds the engine's profile maximum 4"):
+        export_triton(engine, tmp_path / "repo", name="big", max_batch=8)
+    with pytest.raises(InputError, match="GPU only"):
+        export_triton(engine, tmp_path / "repo", name="cpu", kind="cpu")
+
+
+def test_engine_with_dynamic_size_profile_and_fixed_batch(tmp_path):
+    dynamic = write_fake_engine(tmp_path / "d.plan", tiny_info(3, None, dynamic_shape=True),
+                                [1, 3, 33, 33], [8, 3, 129, 129])
+    assert list(parse_config(export_triton(dynamic, tmp_path / "r").model_dir).input[0].dims) == [3, -1, -1]
+    fixed = write_fake_engine(tmp_path / "f.plan", tiny_info(3, (33, 33)), [2, 3, 33, 33], [2, 3, 33, 33])
+    config = parse_config(export_triton(fixed, tmp_path / "r", name="fixed").model_dir)
+    assert config.max_batch_size == 0 and list(config.input[0].dims) == [2, 3, 33, 33]
+
+
+def test_engine_without_sidecar_is_refused(tmp_path):
+    (tmp_path / "m.engine").write_bytes(b"x")
+    with pytest.raises(InputError, match="no sidecar"):
+        export_triton(tmp_path / "m.engine", tmp_path / "repo")
+
+
+def test_cli_writes_the_repository_and_reports_errors_in_one_line(models, tmp_path):
+    runner = CliRunner()
+    args = [str(models["static"]), "-o", str(tmp_path), "--preferred-batch", "2,4", "--max-batch", "4"]
+    result = runner.invoke(triton_command, args)
+    assert result.exit_code == 0, result.output
+    assert "onnxruntime_onnx, max batch 4" in result.output
+    assert list(parse_config(tmp_path / "pspnet").dynamic_batching.preferred_batch_size) == [2, 4]
+    again = runner.invoke(triton_command, args)
+    assert again.exit_code == 2 and "error:" in again.output and "--force" in again.output
+    bad = runner.invoke(triton_command, [*args[:3], "--preferred-batch", "four"])
+    assert bad.exit_code == 2 and "comma-separated integers" in bad.output
