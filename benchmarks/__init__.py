@@ -1,0 +1,1 @@
+"""psp-bench: latency, throughput and accuracy of every backend and precision, measured the same way."""

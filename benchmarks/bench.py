@@ -1,0 +1,404 @@
+"""psp-bench's measurement: load every model/backend once, then time them INTERLEAVED (round-robin slices)
+so a noisy, shared machine slows all of them alike and their ratio stays fair. trtexec's convention:
+warm-up, then at least `duration_s` and at least `min_iters` per runner."""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from benchmarks.memory import NOTE, MemoryProbe
+from benchmarks.stats import Summary, summarize
+from runtime.backends.base import Runner
+from runtime.errors import InputError, PSPError
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    batches: tuple[int, ...] = (1,)
+    size: tuple[int, int] | None = None  # None: the first loaded model's input size, used for all
+    warmup_ms: float = 200.0
+    duration_s: float = 3.0
+    min_iters: int = 10
+    slice_ms: float = 200.0  # one runner's turn in the round robin
+    threads: int | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One thing to measure: a model file on a backend ('auto' picks by file type)."""
+
+    model: str
+    backend: str = "auto"
+    baseline: bool = False
+
+
+@dataclass
+class Loaded:
+    candidate: Candidate
+    runner: Runner
+    label: str
+    load_s: float
+    memory: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    model: str
+    backend: str
+    reason: str
+    batch: int | None = None  # None: the model could not be used at all
+
+    def line(self) -> str:
+        where = f" at batch {self.batch}" if self.batch is not None else ""
+        return f"{Path(self.model).name} on {self.backend}{where}: {self.reason}"
+
+
+@dataclass
+class Series:
+    """Raw per-iteration samples of one runner at one batch size, in milliseconds."""
+
+    latency_ms: list[float] = field(default_factory=list)
+    h2d_ms: list[float] = field(default_factory=list)
+    compute_ms: list[float] = field(default_factory=list)
+    d2h_ms: list[float] = field(default_factory=list)
+
+    @property
+    def busy_s(self) -> float:
+        return sum(self.latency_ms) / 1e3
+
+
+@dataclass
+class Result:
+    label: str
+    model: str
+    backend: str
+    precision: str
+    batch: int
+    size: tuple[int, int]
+    baseline: bool
+    latency: Summary
+    h2d: Summary | None
+    compute: Summary | None
+    d2h: Summary | None
+    qps: float  # batches per second: iterations / time spent inside infer (one synchronous stream)
+    images_per_s: float
+    speedup: float | None = None  # baseline median latency / this median latency, same batch
+    memory: dict = field(default_factory=dict)
+    latency_samples_ms: list[float] = field(default_factory=list)
+
+    def to_dict(self, samples: bool = True) -> dict:
+        data = asdict(self)
+        if not samples:
+            data.pop("latency_samples_ms")
+        return data
+
+
+@dataclass
+class BenchReport:
+    config: BenchConfig
+    results: list[Result]
+    unavailable: list[Unavailable]
+    machine: dict
+    memory_note: str
+    schedule: dict[int, list[str]] = field(default_factory=dict)  # batch -> runner labels, slice by slice
+
+    @property
+    def baseline(self) -> str | None:
+        return next((r.label for r in self.results if r.baseline), None)
+
+    def batches(self) -> list[int]:
+        return sorted({r.batch for r in self.results})
+
+    def fastest(self, batch: int) -> Result | None:
+        at = [r for r in self.results if r.batch == batch]
+        return max(at, key=lambda r: r.images_per_s) if at else None
+
+
+def machine_info(threads: int | None) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "threads": threads,
+            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+
+def run_slice(runner: Runner, batch: np.ndarray, series: Series | None, seconds: float, clock: Clock,
+              min_iters: int = 1) -> None:
+    """Run `runner` back to back until `seconds` have passed and `min_iters` iterations are done; record
+    each iteration's latency (and the runner's own h2d/compute/d2h split) into `series` unless None."""
+    start = clock()
+    done = 0
+    while done < min_iters or clock() - start < seconds:
+        t0 = clock()
+        runner.infer(batch)
+        t1 = clock()
+        done += 1
+        if series is not None:
+            timing = runner.last_timing
+            series.latency_ms.append((t1 - t0) * 1e3)
+            series.h2d_ms.append(timing.h2d_ms)
+            series.compute_ms.append(timing.compute_ms)
+            series.d2h_ms.append(timing.d2h_ms)
+
+
+def measure_interleaved(runners: dict[str, Runner], batch: np.ndarray, config: BenchConfig,
+                        clock: Clock = time.perf_counter,
+                        on_slice: Callable[[str, dict[str, Series]], None] | None = None
+                        ) -> tuple[dict[str, Series], list[str]]:
+    """Warm each runner up, then give each a slice in turn (order reversed every other round so each one
+    follows each neighbour equally) until EVERY runner has `duration_s` of samples and `min_iters`.
+    Runners that are done keep taking turns, so the slow ones are never measured alone.
+    Returns the samples per runner and the schedule (runner label per slice, in order)."""
+    for runner in runners.values():
+        run_slice(runner, batch, None, config.warmup_ms / 1e3, clock)
+    series = {name: Series() for name in runners}
+    schedule: list[str] = []
+    order = list(runners)
+
+    def done(name: str) -> bool:
+        s = series[name]
+        return len(s.latency_ms) >= config.min_iters and s.busy_s >= config.duration_s
+
+    rnd = 0
+    while not all(done(name) for name in order):
+        for name in order if rnd % 2 == 0 else reversed(order):
+            run_slice(runners[name], batch, series[name], config.slice_ms / 1e3, clock)
+            schedule.append(name)
+            if on_slice:
+                on_slice(name, series)
+        rnd += 1
+    return series, schedule
+
+
+def summarize_series(loaded: Loaded, series: Series, batch: int, size: tuple[int, int]) -> Result:
+    """One Result from raw samples: trtexec statistics, throughput, and the split where a backend has it."""
+    latency = summarize(series.latency_ms)
+    has_transfers = any(series.h2d_ms) or any(series.d2h_ms)
+    qps = len(series.latency_ms) / series.busy_s if series.busy_s > 0 else 0.0
+    return Result(
+        label=loaded.label, model=loaded.candidate.model, backend=loaded.runner.name,
+        precision=loaded.runner.info.precision, batch=batch, size=size, baseline=loaded.candidate.baseline,
+        latency=latency, h2d=summarize(series.h2d_ms) if has_transfers else None,
+        compute=summarize(series.compute_ms) if any(series.compute_ms) else None,
+        d2h=summarize(series.d2h_ms) if has_transfers else None,
+        qps=qps, images_per_s=qps * batch, memory=dict(loaded.memory),
+        latency_samples_ms=[round(v, 4) for v in series.latency_ms])
+
+
+def add_speedups(results: list[Result]) -> None:
+    """Speed-up of every result over the baseline at the same batch (median latency ratio)."""
+    for batch in {r.batch for r in results}:
+        base = next((r for r in results if r.batch == batch and r.baseline), None)
+        for r in results:
+            if r.batch == batch and base is not None:
+                r.speedup = base.latency.median / r.latency.median
+
+
+# ------------------------------------------------------------------------------------------ loading models
+
+def _runner_options(backend: str, threads: int | None) -> dict:
+    """Pass `threads` only to backends whose runner takes it (a GPU runner has no CPU thread pool)."""
+    from runtime.backends import resolve_backend, runner_class
+
+    if threads is None:
+        return {}
+    name, _ = resolve_backend(backend, "x")
+    try:
+        params = inspect.signature(runner_class(name).__init__).parameters
+    except PSPError:
+        return {}
+    return {"threads": threads} if "threads" in params else {}
+
+
+def load_candidate(candidate: Candidate, threads: int | None, probe: MemoryProbe) -> Loaded:
+    """Create and activate the runner, measuring its load time and memory growth. Raises PSPError."""
+    from runtime.backends import REQUIREMENTS, create_runner, resolve_backend
+
+    name, _ = resolve_backend(candidate.backend, candidate.model)
+    if not Path(candidate.model).exists() and not candidate.model.startswith(("grpc://", "http")):
+        raise InputError(f"model not found: {candidate.model}")
+    for package in REQUIREMENTS.get(name, ()):  # import cost is not the model's memory
+        with contextlib.suppress(ImportError):
+            importlib.import_module(package)
+    probe.start()
+    t0 = time.perf_counter()
+    try:
+        runner = create_runner(name, candidate.model, **_runner_options(name, threads))
+        runner.activate()
+    except PSPError:
+        raise
+    except Exception as exc:  # a backend's own failure type: still one clear line for the user
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot load: {first}") from None
+    load_s = time.perf_counter() - t0
+    label = f"{runner.name} {runner.info.precision}"
+    return Loaded(candidate, runner, label, load_s, probe.stop())
+
+
+def unique_labels(loaded: list[Loaded]) -> None:
+    """'onnxruntime fp32' unless two share it; then add the model's file name."""
+    counts: dict[str, int] = {}
+    for item in loaded:
+        counts[item.label] = counts.get(item.label, 0) + 1
+    for item in loaded:
+        if counts[item.label] > 1:
+            item.label = f"{item.label} ({Path(item.candidate.model).name})"
+
+
+def batch_problem(runner: Runner, batch: int, size: tuple[int, int]) -> str | None:
+    """Why `runner` cannot take [batch, 3, *size], or None."""
+    spec = runner.input_spec
+    if spec.size and tuple(spec.size) != tuple(size):
+        return f"the model accepts only {spec.size[0]}x{spec.size[1]} inputs, not {size[0]}x{size[1]}"
+    if spec.max_batch is not None and batch > spec.max_batch and spec.fixed_batch is None:
+        return f"the model accepts batches up to {spec.max_batch}, not {batch}"
+    if batch < spec.min_batch:
+        return f"the model needs batches of at least {spec.min_batch}"
+    return None
+
+
+def default_size(loaded: list[Loaded]) -> tuple[int, int]:
+    """The baseline's input size if it has one, else the first model's that has one (same size for all)."""
+    ordered = sorted(loaded, key=lambda item: not item.candidate.baseline)
+    for item in ordered:
+        size = item.runner.input_spec.size or item.runner.info.input_size
+        if size:
+            return tuple(size)
+    raise InputError("no model states its input size; pass --size HxW")
+
+
+# ---------------------------------------------------------------------------------------------- one run
+
+Log = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_all(candidates: list[Candidate], config: BenchConfig, log: Log
+             ) -> tuple[list[Loaded], list[Unavailable], tuple[int, int] | None, dict[str, set[int]]]:
+    """Load the baseline first, then the rest; each runner's first inference at every batch size happens
+    here (inside its memory probe), so a size or batch it rejects is found before any timing starts.
+    Returns the loaded runners, the unavailable ones, the common input size and the batches each takes."""
+    probe = MemoryProbe()
+    loaded: list[Loaded] = []
+    unavailable: list[Unavailable] = []
+    usable: dict[int, set[int]] = {}
+    size = config.size
+    for cand in sorted(candidates, key=lambda c: not c.baseline):
+        try:
+            item = load_candidate(cand, config.threads, probe)
+            probe.start()  # the peak of the first inferences, relative to RSS after loading
+            size = size or default_size([item])
+            ok = _first_inferences(item, config, size, unavailable)
+            first = probe.stop()
+        except PSPError as exc:
+            probe.stop()
+            unavailable.append(Unavailable(cand.model, _backend_name(cand), _first_line(exc)))
+            log(f"unavailable: {unavailable[-1].line()}")
+            continue
+        item.memory = {"load_mb": item.memory.get("resident_mb"), "peak_mb": _peak(item.memory, first),
+                       "resident_mb": _sum(item.memory.get("resident_mb"), first.get("resident_mb"))}
+        if not ok:
+            item.runner.deactivate()
+            continue
+        usable[id(item)] = ok
+        loaded.append(item)
+        log(f"loaded {Path(cand.model).name} on {item.runner.describe()} in {item.load_s:.1f} s")
+    unique_labels(loaded)
+    return loaded, unavailable, size, usable
+
+
+def _backend_name(cand: Candidate) -> str:
+    from runtime.backends import resolve_backend
+
+    try:
+        return resolve_backend(cand.backend, cand.model)[0]
+    except PSPError:
+        return cand.backend
+
+
+def _sum(a, b):
+    return None if a is None or b is None else round(a + b, 1)
+
+
+def _peak(load: dict, first: dict):
+    """Peak over loading and first inferences, both measured from the RSS before loading."""
+    if "peak_mb" not in load or "peak_mb" not in first:
+        return None
+    return round(max(load["peak_mb"], load["resident_mb"] + first["peak_mb"]), 1)
+
+
+def _first_inferences(item: Loaded, config: BenchConfig, size, unavailable: list[Unavailable]) -> set[int]:
+    ok = set()
+    for b in config.batches:
+        problem = batch_problem(item.runner, b, size)
+        if problem is None:
+            try:
+                item.runner.infer(make_input(b, size, config.seed))
+                ok.add(b)
+                continue
+            except PSPError as exc:
+                problem = _first_line(exc)
+            except Exception as exc:  # the backend's own error type for a shape it refuses
+                problem = f"inference failed: {_first_line(exc)}"
+        unavailable.append(Unavailable(item.candidate.model, item.runner.name, problem, b))
+    return ok
+
+
+def make_input(batch: int, size: tuple[int, int], seed: int) -> np.ndarray:
+    """The same normalised-looking random batch for every runner."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((batch, 3, *size), dtype=np.float32)
+
+
+def run_benchmark(candidates: list[Candidate], config: BenchConfig, log: Log = _quiet,
+                  on_slice: Callable[[int, dict[str, Series]], None] | None = None,
+                  clock: Clock = time.perf_counter) -> BenchReport:
+    """Measure every candidate at every batch size, interleaved. Candidates that cannot run are listed in
+    `report.unavailable` with the reason; the rest are measured and reported."""
+    if not candidates:
+        raise InputError("no model to benchmark")
+    loaded, unavailable, size, usable = load_all(candidates, config, log)
+    results: list[Result] = []
+    schedule: dict[int, list[str]] = {}
+    try:
+        for b in config.batches:
+            group = [item for item in loaded if b in usable[id(item)]]
+            if not group:
+                continue
+            runners = {item.label: item.runner for item in group}
+            log(f"batch {b}: measuring {', '.join(runners)} interleaved")
+            tick = (lambda name, series, b=b: on_slice(b, series)) if on_slice else None
+            measured, schedule[b] = measure_interleaved(runners, make_input(b, size, config.seed), config,
+                                                        clock, tick)
+            results += [summarize_series(item, measured[item.label], b, size) for item in group]
+    finally:
+        for item in loaded:
+            item.runner.deactivate()
+    add_speedups(results)
+    return BenchReport(config=config, results=results, unavailable=unavailable,
+                       machine=machine_info(config.threads), memory_note=NOTE, schedule=schedule)

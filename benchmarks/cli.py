@@ -1,0 +1,181 @@
+"""psp-bench: `psp-bench MODEL...` measures latency and throughput (the default command, `latency`);
+`psp-bench accuracy --data LIST MODEL...` measures mIoU on the same images for every backend/precision."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from benchmarks.bench import BenchConfig, BenchReport, Candidate, Series, run_benchmark
+from runtime.commandline import SIZE, Command, Group
+from runtime.errors import InputError, PSPError
+
+
+class DefaultGroup(Group):
+    """A group whose first argument may be a model instead of a command: anything that is not a command
+    name (or --help) goes to `default_command`, so `psp-bench a.onnx b.pth` means `psp-bench latency ...`."""
+
+    default_command = "latency"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=DefaultGroup)
+def main():
+    """Benchmark PSPNet models on every backend and precision, side by side.
+
+    \b
+      psp-bench model.onnx model-int8.onnx --baseline model.pth --plot bench.png
+      psp-bench accuracy --data val.txt model.onnx model-int8.onnx --baseline model.pth
+
+    MODEL: .onnx (ONNX Runtime), .engine (TensorRT) or a .pth checkpoint (PyTorch eager FP32, the
+    baseline). Run `psp-bench latency --help` for every option."""
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    try:
+        batches = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise InputError(f"--batch takes positive integers separated by commas, got {text!r}") from None
+    if not batches or min(batches) < 1:
+        raise InputError(f"--batch takes positive integers separated by commas, got {text!r}")
+    return tuple(dict.fromkeys(batches))
+
+
+def build_candidates(models: tuple[str, ...], backends: str, baseline: str | None) -> list[Candidate]:
+    """Every MODEL on every --backend (comma list, 'auto' picks by file type), plus --baseline on torch.
+    Without --baseline, the first checkpoint run on torch is the baseline."""
+    names = [b.strip() for b in backends.split(",") if b.strip()] or ["auto"]
+    candidates = [Candidate(str(baseline), "torch", baseline=True)] if baseline else []
+    for model in models:
+        for name in names:
+            if baseline and Path(model) == Path(baseline) and name in ("auto", "torch"):
+                continue  # already there as the baseline
+            candidates.append(Candidate(model, name))
+    if not baseline:
+        from runtime.backends import resolve_backend
+
+        for i, c in enumerate(candidates):
+            if resolve_backend(c.backend, c.model)[0] == "torch":
+                candidates[i] = Candidate(c.model, c.backend, baseline=True)
+                break
+    if not candidates:
+        raise InputError("give at least one MODEL (or --baseline CHECKPOINT)")
+    return candidates
+
+
+class _Progress:
+    """A tqdm bar per batch size counting seconds of samples collected (capped at --duration-s each)."""
+
+    def __init__(self, config: BenchConfig):
+        self.config = config
+        self.bars: dict[int, object] = {}
+
+    def __call__(self, batch: int, series: dict[str, Series]) -> None:
+        from tqdm import tqdm
+
+        goal = self.config.duration_s
+        if batch not in self.bars:
+            self.close()  # the previous batch is finished
+            self.bars[batch] = tqdm(total=round(goal * len(series), 1), unit="s", desc=f"batch {batch}",
+                                    leave=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} s")
+        bar = self.bars[batch]
+        bar.n = round(sum(min(s.busy_s, goal) for s in series.values()), 1)
+        bar.refresh()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def write_outputs(report: BenchReport, json_path, markdown_path, plot_path) -> None:
+    from benchmarks.report import write_json, write_markdown
+
+    if json_path:
+        click.echo(f"wrote {write_json(report, json_path)}", err=True)
+    if markdown_path:
+        click.echo(f"wrote {write_markdown(report, markdown_path)}", err=True)
+    if plot_path:
+        from benchmarks.plot import write_plot
+
+        click.echo(f"wrote {write_plot(report, plot_path)}", err=True)
+
+
+@main.command("latency", cls=Command)
+@click.argument("models", nargs=-1, metavar="MODEL...")
+@click.option("--backend", default="auto", show_default=True,
+              help="Backend(s) for every MODEL, comma-separated: auto (by file type), onnxruntime, tensorrt, "
+                   "torch, triton.")
+@click.option("--batch", "batches", default="1", show_default=True, help="Batch sizes, e.g. 1,4.")
+@click.option("--size", type=SIZE, default=None, help="Input HxW for all models [default: the baseline's "
+                                                      "input size, else the first model's].")
+@click.option("--warmup-ms", type=click.FloatRange(min=0), default=200, show_default=True)
+@click.option("--duration-s", type=click.FloatRange(min=0), default=3, show_default=True,
+              help="Minimum seconds of samples per runner and batch.")
+@click.option("--min-iters", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--slice-ms", type=click.FloatRange(min=0), default=200, show_default=True,
+              help="Length of one runner's turn in the round robin (at least one iteration).")
+@click.option("--baseline", type=click.Path(), default=None,
+              help="Checkpoint run on PyTorch eager FP32; speed-ups are against it.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per runner.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write every number to this JSON.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Write a Markdown report.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Write a PNG: latency distribution per runner and throughput vs batch.")
+def latency_command(models, backend, batches, size, warmup_ms, duration_s, min_iters, slice_ms, baseline,
+                    threads, json_path, markdown_path, plot_path):
+    """Latency and throughput of every MODEL, measured interleaved in one run (trtexec statistics)."""
+    from benchmarks.report import format_terminal
+
+    config = BenchConfig(batches=parse_batches(batches), size=size, warmup_ms=warmup_ms,
+                         duration_s=duration_s, min_iters=min_iters, slice_ms=slice_ms, threads=threads)
+    candidates = build_candidates(models, backend, baseline)
+    progress = _Progress(config)
+    try:
+        report = run_benchmark(candidates, config, log=lambda line: click.echo(line, err=True),
+                               on_slice=progress)
+    finally:
+        progress.close()
+    if not report.results:
+        raise PSPError("nothing could be measured: " + "; ".join(u.line() for u in report.unavailable))
+    click.echo(format_terminal(report))
+    write_outputs(report, json_path, markdown_path, plot_path)
+
+
+@main.command("accuracy", cls=Command)
+@click.argument("models", nargs=-1, metavar="MODEL...")
+@click.option("--data", "data_list", required=True, type=click.Path(),
+              help="List file of `image label` pairs (e.g. from context-scenes export_split).")
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="Data root the list's paths are relative to [default: the list's folder].")
+@click.option("--baseline", type=click.Path(), default=None,
+              help="Checkpoint evaluated on PyTorch FP32: the reference for the mIoU drop.")
+@click.option("--backend", default="auto", show_default=True, help="Backend(s) for every MODEL, comma-separated.")
+@click.option("--size", type=SIZE, default=None, help="Network input HxW [default: the model's].")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N images.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per runner.")
+@click.option("--bench", "bench_json", type=click.Path(dir_okay=False), default=None,
+              help="A psp-bench --json report whose speed joins the accuracy table.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results to this JSON.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Write a Markdown table.")
+def accuracy_command(models, data_list, root, baseline, backend, size, limit, threads, bench_json, json_path,
+                     markdown_path):
+    """mIoU of every MODEL on the same validation images, and its drop against PyTorch FP32."""
+    from benchmarks.accuracy import (AccuracyConfig, format_accuracy, run_accuracy, write_accuracy_json,
+                                     write_accuracy_markdown)
+
+    candidates = build_candidates(models, backend, baseline)
+    config = AccuracyConfig(data_list=data_list, root=root, size=size, limit=limit, threads=threads)
+    report = run_accuracy(candidates, config, log=lambda line: click.echo(line, err=True))
+    if not report.rows:
+        raise PSPError("nothing could be evaluated: " + "; ".join(u.line() for u in report.unavailable))
+    if bench_json:
+        report.join_speed(bench_json)
+    click.echo(format_accuracy(report))
+    if json_path:
+        click.echo(f"wrote {write_accuracy_json(report, json_path)}", err=True)
+    if markdown_path:
+        click.echo(f"wrote {write_accuracy_markdown(report, markdown_path)}", err=True)

@@ -1,0 +1,118 @@
+"""psp-bench's reports from one BenchReport: a terminal table, JSON (every number and raw sample) and
+Markdown. All three share the same rows, so they never disagree."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from benchmarks.bench import BenchReport, Result
+from runtime.files import atomic_output
+
+SCHEMA = "psp-bench/1"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f}" if value < 100 else f"{value:.1f}"
+
+
+def _transfers(report: BenchReport) -> bool:
+    return any(r.h2d is not None for r in report.results)
+
+
+def table_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
+    """Headers and one row per (runner, batch): trtexec's latency statistics of one batch in ms, throughput,
+    speed-up over the baseline, peak host memory; H2D/compute/D2H means where a backend measures them."""
+    headers = ["backend", "batch", "median ms", "mean", "min", "p90", "p95", "p99", "max", "img/s",
+               "speed-up", "peak MiB"]
+    split = _transfers(report)
+    if split:
+        headers[9:9] = ["H2D", "compute", "D2H"]
+    rows = []
+    for r in sorted(report.results, key=lambda r: (r.batch, -r.images_per_s)):
+        lat = r.latency
+        row = [r.label + (" *" if r.baseline else ""), str(r.batch), _ms(lat.median), _ms(lat.mean),
+               _ms(lat.min), _ms(lat.p90), _ms(lat.p95), _ms(lat.p99), _ms(lat.max), f"{r.images_per_s:.2f}",
+               f"{r.speedup:.2f}x" if r.speedup is not None else "-",
+               f"{r.memory['peak_mb']:.0f}" if r.memory.get("peak_mb") is not None else "-"]
+        if split:
+            row[9:9] = [_ms(s.mean) if s else "-" for s in (r.h2d, r.compute, r.d2h)]
+        rows.append(row)
+    return headers, rows
+
+
+def headline(report: BenchReport) -> list[str]:
+    """One line per batch naming the fastest runner and its speed-up; the unavailable ones after."""
+    lines = []
+    for b in report.batches():
+        best = report.fastest(b)
+        gain = f", {best.speedup:.2f}x PyTorch eager FP32" if best.speedup is not None else \
+            " (no PyTorch FP32 baseline in this run)"
+        lines.append(f"fastest at batch {b}: {best.label}, {best.latency.median:.2f} ms median, "
+                     f"{best.images_per_s:.2f} images/s{gain}")
+    lines += [f"unavailable: {u.line()}" for u in report.unavailable]
+    return lines
+
+
+def setup_line(report: BenchReport) -> str:
+    c, m = report.config, report.machine
+    size = f"{report.results[0].size[0]}x{report.results[0].size[1]}" if report.results else "-"
+    return (f"{size} input, warm-up {c.warmup_ms:.0f} ms, >= {c.duration_s:g} s and >= {c.min_iters} "
+            f"iterations each, interleaved in {c.slice_ms:.0f} ms slices; {m['cpu']}, {m['cores']} cores, "
+            f"threads {m['threads'] or 'default'}; {m['date']}")
+
+
+def format_terminal(report: BenchReport) -> str:
+    headers, rows = table_rows(report)
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
+                                  for i, (c, w) in enumerate(zip(cells, widths)))
+    lines = [setup_line(report), "", fmt(headers), fmt(["-" * w for w in widths])]
+    lines += [fmt(row) for row in rows]
+    lines += ["", "* baseline (PyTorch eager FP32); latency of one batch in ms; " + report.memory_note, ""]
+    return "\n".join(lines + headline(report))
+
+
+def format_markdown(report: BenchReport) -> str:
+    headers, rows = table_rows(report)
+    lines = ["# psp-bench", "", setup_line(report), "",
+             "| " + " | ".join(headers) + " |", "|" + "|".join("---" if i == 0 else "---:"
+                                                              for i in range(len(headers))) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["", "`*` baseline (PyTorch eager FP32). Latency of one batch in milliseconds, trtexec "
+              "statistics. " + report.memory_note, ""]
+    lines += [f"- {line}" for line in headline(report)]
+    return "\n".join(lines) + "\n"
+
+
+def result_dict(r: Result) -> dict:
+    return r.to_dict(samples=True)
+
+
+def to_json(report: BenchReport) -> dict:
+    fastest = {str(b): report.fastest(b).label for b in report.batches()}
+    return {
+        "schema": SCHEMA,
+        "machine": report.machine,
+        "config": asdict(report.config),
+        "baseline": report.baseline,
+        "fastest": fastest,
+        "memory_note": report.memory_note,
+        "results": [result_dict(r) for r in report.results],
+        "unavailable": [asdict(u) for u in report.unavailable],
+        "schedule": {str(b): s for b, s in report.schedule.items()},
+    }
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(text)
+    return Path(path)
+
+
+def write_json(report: BenchReport, path: str | Path) -> Path:
+    return write_text(json.dumps(to_json(report), indent=2) + "\n", path)
+
+
+def write_markdown(report: BenchReport, path: str | Path) -> Path:
+    return write_text(format_markdown(report), path)
