@@ -1,0 +1,80 @@
+"""psp-infer: segment a video, an image or a folder of images with an exported model (no torch needed)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from runtime.backends import BACKENDS
+from runtime.commandline import SIZE, Command
+
+
+def _quiet_opencv() -> None:
+    # FFmpeg and OpenCV log every corrupt packet and failed codec probe; we report those ourselves, once.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
+def _notice(text: str) -> None:
+    click.echo(f"notice: {text}", err=True)
+
+
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model")
+@click.argument("source", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Overlay video (.mp4/.avi) for a video; image file or folder for images.")
+@click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto", show_default=True,
+              help="auto: tensorrt for engines, torch for checkpoints, else onnxruntime on its best provider.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Frames per inference.")
+@click.option("--size", type=SIZE, default=None,
+              help="Network input HxW for dynamic-shape models (default: the size stored with the model).")
+@click.option("--opacity", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Mask opacity in the overlay (0 frame only, 1 mask only).")
+@click.option("--mask-video", type=click.Path(path_type=Path), help="Also write the colour mask as a video.")
+@click.option("--masks-dir", type=click.Path(path_type=Path), help="Also write per-frame label PNGs here.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
+              help="Also write per-frame class pixel fractions as JSON.")
+@click.option("--codec", default="mp4v", show_default=True,
+              help="FourCC of the output video; falls back to mp4v/MJPG with a notice if unavailable.")
+@click.option("--threads", type=click.IntRange(min=1), help="Inference threads (onnxruntime, torch).")
+@click.option("--tile", is_flag=True, help="Sliding windows of the input size over full-resolution frames.")
+@click.option("--discard-partial", is_flag=True,
+              help="On Ctrl-C remove the unfinished video instead of keeping <name>.partial.<ext>.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def main(model, source, output, backend, batch, size, opacity, mask_video, masks_dir, json_path, codec, threads,
+         tile, discard_partial, quiet):
+    """Segment INPUT (a video, an image or a folder of images) with MODEL (.onnx, .engine, a .pth
+    checkpoint or a Triton URL) and write the overlay to OUTPUT.
+
+    \b
+    Example:
+      psp-infer pspnet50.onnx street.mp4 -o street-seg.mp4 --batch 4 --json street.json
+    """
+    _quiet_opencv()
+    from runtime.backends import create_runner
+    from runtime.outputs import OutputPaths
+    from runtime.pipeline import SegmentOptions, segment
+    from runtime.video import partial_name
+
+    runner = create_runner(backend, model, threads=threads)
+    for note in runner.notes:
+        _notice(note)
+    options = SegmentOptions(batch=batch, size=size, opacity=opacity, tile=tile, codec=codec,
+                             keep_partial=not discard_partial, progress=not quiet)
+    paths = OutputPaths(output, mask_video, masks_dir, json_path)
+    try:
+        with runner:
+            result = segment(runner, source, paths, options)
+    except KeyboardInterrupt:
+        kept = [p for p in (partial_name(output), mask_video and partial_name(mask_video)) if p and p.exists()]
+        click.echo("interrupted: " + (f"kept the frames so far in {', '.join(map(str, kept))}" if kept
+                                      else "no output written"), err=True)
+        sys.exit(130)
+    for note in result.notes[len(runner.notes):]:
+        _notice(note)
+    click.echo(result.summary())

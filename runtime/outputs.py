@@ -1,0 +1,110 @@
+"""Where a segmentation goes: the overlay video or images, an optional colour-mask video, per-frame label
+PNGs and a JSON of per-frame class pixel fractions. Every file appears at its final name only when complete."""
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.files import atomic_output
+from runtime.metadata import ModelInfo
+from runtime.postprocess import class_fractions, colorize
+from runtime.video import VideoWriter, write_image
+
+
+@dataclass
+class OutputPaths:
+    overlay: Path  # a video file, an image file, or a folder for a folder of images
+    mask_video: Path | None = None
+    masks_dir: Path | None = None
+    json: Path | None = None
+
+
+class FrameRecords:
+    """Per-frame label PNGs (--masks-dir) and class pixel fractions (--json), collected as frames finish."""
+
+    def __init__(self, paths: OutputPaths, info: ModelInfo):
+        self.masks_dir, self.json_path, self.info = paths.masks_dir, paths.json, info
+        self.frames: list[dict] = []
+        if self.masks_dir:
+            self.masks_dir.mkdir(parents=True, exist_ok=True)
+
+    def add(self, name: str, labels: np.ndarray) -> None:
+        if self.masks_dir:
+            # PNG keeps label values exact; 16 bits when a model has more than 256 classes.
+            png = labels if labels.dtype == np.uint8 else labels.astype(np.uint16)
+            write_image(self.masks_dir / f"{Path(name).stem}.png", png)
+        if self.json_path:
+            fractions = class_fractions(labels, self.info.num_classes)
+            self.frames.append({"frame": len(self.frames), "name": name, "fractions": {
+                self.info.class_name(int(c)): round(float(fractions[c]), 6) for c in np.flatnonzero(fractions)}})
+
+    def save(self, summary: dict) -> list[Path]:
+        if not self.json_path:
+            return []
+        doc = {**summary, "classes": [self.info.class_name(i) for i in range(self.info.num_classes)],
+               "frames": self.frames}
+        with atomic_output(self.json_path, suffix=".json") as tmp:
+            tmp.write_text(json.dumps(doc, indent=1))
+        return [self.json_path]
+
+
+class VideoOutputs(contextlib.ExitStack):
+    """The overlay (and mask) videos of one input video; a context manager around their VideoWriters."""
+
+    def __init__(self, paths: OutputPaths, info: ModelInfo, lut: np.ndarray, fps: float, size: tuple[int, int],
+                 codec: str, keep_partial: bool):
+        super().__init__()
+        self.paths, self.lut = paths, lut
+        self.records = FrameRecords(paths, info)
+        self._writers = [(p, VideoWriter(p, fps, size, codec, keep_partial))
+                         for p in (paths.overlay, paths.mask_video) if p]
+
+    def __enter__(self) -> "VideoOutputs":
+        super().__enter__()
+        try:
+            for _, writer in self._writers:
+                self.enter_context(writer)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    @property
+    def overlay_writer(self) -> VideoWriter:
+        return self._writers[0][1]
+
+    def write(self, frame: np.ndarray, labels: np.ndarray, blended: np.ndarray) -> None:
+        index = self.overlay_writer.frames
+        self.overlay_writer.write(blended)
+        if self.paths.mask_video:
+            self._writers[1][1].write(colorize(labels, self.lut))
+        self.records.add(f"frame_{index:06d}", labels)
+
+    def files(self) -> list[Path]:
+        return [p for p, _ in self._writers] + ([self.paths.masks_dir] if self.paths.masks_dir else [])
+
+
+class ImageOutputs:
+    """Overlay images, one per input image, named after it (in a folder, or the one output file)."""
+
+    def __init__(self, paths: OutputPaths, info: ModelInfo, names: list[str], single: bool):
+        self.paths, self.names, self.single = paths, names, single
+        self.records = FrameRecords(paths, info)
+        self.written: list[Path] = []
+        if not single:
+            paths.overlay.mkdir(parents=True, exist_ok=True)
+
+    def write(self, frame: np.ndarray, labels: np.ndarray, blended: np.ndarray) -> None:
+        name = self.names[len(self.written)]
+        target = self.paths.overlay
+        if not self.single or target.is_dir() or not target.suffix:
+            target = target / name
+        self.written.append(write_image(target, blended))
+        self.records.add(name, labels)
+
+    def files(self) -> list[Path]:
+        return self.written + ([self.paths.masks_dir] if self.paths.masks_dir else [])

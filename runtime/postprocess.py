@@ -1,0 +1,73 @@
+"""Network output back to the frame: argmax (or the model's own labels), letterbox padding cropped, resized to
+the frame with nearest neighbour, coloured with the model's palette, blended over the frame, and counted."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from runtime.labels import generic_palette
+from runtime.metadata import ModelInfo
+from runtime.preprocess import Letterbox, Tiling
+
+
+def to_labels(output: np.ndarray) -> np.ndarray:
+    """logits [N, C, H, W] -> labels [N, H, W] (uint8 when C <= 256); a labels output [N, H, W] as is."""
+    if output.ndim == 3:
+        return output
+    if output.ndim != 4:
+        raise ValueError(f"expected logits [N, C, H, W] or labels [N, H, W], got shape {output.shape}")
+    labels = output.argmax(axis=1)
+    return labels.astype(np.uint8 if output.shape[1] <= 256 else np.int32)
+
+
+def _resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if labels.shape == tuple(size):
+        return labels
+    # OpenCV resizes 8/16-bit integers exactly with nearest neighbour; wider labels go through uint16.
+    source = labels if labels.dtype in (np.uint8, np.uint16) else labels.astype(np.uint16)
+    out = cv2.resize(source, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+    return out.astype(labels.dtype, copy=False)
+
+
+def labels_to_frame(labels: np.ndarray, box: Letterbox) -> np.ndarray:
+    """Labels [H, W] at network resolution -> labels at the frame's size, padding dropped."""
+    return _resize_labels(np.ascontiguousarray(box.crop(labels)), box.frame_size)
+
+
+def merge_tiles(logits: np.ndarray, tiling: Tiling) -> np.ndarray:
+    """Sliding-window logits [K, C, h, w] -> labels at the frame's size (overlaps averaged, then argmax)."""
+    num_classes = logits.shape[1]
+    height = max(y for y, _ in tiling.origins) + tiling.window[0]
+    width = max(x for _, x in tiling.origins) + tiling.window[1]
+    total = np.zeros((num_classes, height, width), np.float32)
+    count = np.zeros((height, width), np.float32)
+    for (y, x), tile in zip(tiling.origins, logits):
+        total[:, y:y + tile.shape[1], x:x + tile.shape[2]] += tile
+        count[y:y + tile.shape[1], x:x + tile.shape[2]] += 1
+    # Every pixel is covered at least once; the division only matters where windows overlap.
+    scores = (total / count)[:, : tiling.scaled[0], : tiling.scaled[1]]
+    return _resize_labels(to_labels(scores[None])[0], tiling.frame_size)
+
+
+def palette_lut(info: ModelInfo) -> np.ndarray:
+    """A BGR colour table indexed by label: the model's palette, extended with generic colours to cover
+    every label a uint8 output can hold (or all classes, if more)."""
+    size = max(256, info.num_classes, len(info.palette))
+    colours = list(info.palette) + list(generic_palette(size)[len(info.palette):])
+    return np.ascontiguousarray(np.asarray(colours, np.uint8)[:, ::-1])
+
+
+def colorize(labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """Labels [H, W] -> BGR image [H, W, 3]."""
+    return np.take(lut, labels, axis=0, mode="clip")
+
+
+def overlay(frame_bgr: np.ndarray, colour_bgr: np.ndarray, opacity: float) -> np.ndarray:
+    """The colour mask blended over the frame: 0 shows the frame only, 1 the mask only."""
+    return cv2.addWeighted(frame_bgr, 1.0 - opacity, colour_bgr, opacity, 0.0)
+
+
+def class_fractions(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """The fraction of pixels per class, length max(num_classes, largest label + 1)."""
+    counts = np.bincount(labels.ravel(), minlength=num_classes)
+    return counts / max(1, labels.size)
