@@ -10,6 +10,12 @@ from pathlib import Path
 from runtime.errors import InputError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, suffix: str = ""):
     """Yield a temporary path beside `path`; on success it is renamed to `path`, on any failure removed.
@@ -25,6 +31,7 @@ def atomic_output(path: str | os.PathLike, suffix: str = ""):
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the final file gets the usual permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
