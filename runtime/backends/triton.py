@@ -58,7 +58,8 @@ def parse_target(model: str, url: str | None, protocol: str | None) -> tuple[str
             raise InputError(f"{text} names server {address} but --url says {url}")
         protocol, url = protocol or SCHEMES[scheme], address
     else:
-        name = _name_from_folder(Path(text)) if Path(text).is_dir() else text
+        # A folder counts only with a config.pbtxt: `pspnet` may name both a model and a local folder.
+        name = _name_from_folder(Path(text)) if (Path(text) / "config.pbtxt").is_file() else text
     protocol = protocol or "grpc"
     if protocol not in DEFAULT_PORTS:
         raise InputError(f"protocol must be grpc or http, got {protocol!r}")
@@ -72,8 +73,6 @@ def parse_target(model: str, url: str | None, protocol: str | None) -> tuple[str
 def _name_from_folder(folder: Path) -> str:
     """A repository's model folder is served under the name in its config.pbtxt (else the folder's)."""
     config = folder / "config.pbtxt"
-    if not config.is_file():
-        raise InputError(f"{folder} is not a Triton model folder (no config.pbtxt)")
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
@@ -119,6 +118,7 @@ class TritonRunner(Runner):
     def __init__(self, model_path, *, url: str | None = None, protocol: str | None = None, timeout: float = 30.0,
                  retries: int = 3, backoff: float = 0.5, model_version: str = ""):
         self.model_name, self.url, self.protocol = parse_target(str(model_path), url, protocol)
+        self.ssl = str(model_path).startswith("https://")
         super().__init__(str(model_path))
         self.timeout, self.retries, self.backoff = float(timeout), max(0, int(retries)), float(backoff)
         self.model_version = str(model_version)
@@ -141,7 +141,7 @@ class TritonRunner(Runner):
             import tritonclient.http as client_module
 
             return client_module.InferenceServerClient(self.url, connection_timeout=self.timeout,
-                                                       network_timeout=self.timeout)
+                                                       network_timeout=self.timeout, ssl=self.ssl)
         except ImportError as exc:
             raise BackendUnavailable(f"tritonclient {self.protocol} support is not installed ({exc.name}); "
                                      "pip install 'pspnet-deploy[triton]'") from None
@@ -262,10 +262,10 @@ class TritonRunner(Runner):
             self.activate()
         batch = self._check_batch(batch)
         # Larger batches than the server takes are sent in pieces; its dynamic batcher merges small ones.
+        # last_timing stays empty: the server's own queue/compute split is not in a response (perf_analyzer
+        # reads it from Triton's statistics, see docs/triton.md), and a round trip is no "compute" time.
         step = self.input_spec.max_batch or batch.shape[0]
-        start = time.perf_counter()
         parts = [self._infer_once(batch[i:i + step]) for i in range(0, batch.shape[0], step)]
-        self.last_timing.compute_ms = (time.perf_counter() - start) * 1e3
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _infer_once(self, batch: np.ndarray) -> np.ndarray:

@@ -180,3 +180,17 @@ def test_cli_writes_the_repository_and_reports_errors_in_one_line(models, tmp_pa
     assert again.exit_code == 2 and "error:" in again.output and "--force" in again.output
     bad = runner.invoke(triton_command, [*args[:3], "--preferred-batch", "four"])
     assert bad.exit_code == 2 and "comma-separated integers" in bad.output
+
+
+def test_external_data_travels_with_the_model_and_a_failed_copy_leaves_nothing(tmp_path):
+    import onnx
+
+    model = onnx.load(str(make_onnx(tmp_path / "inline.onnx")))
+    onnx.save(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="ext.weights", size_threshold=0)
+    result = export_triton(tmp_path / "ext.onnx", tmp_path / "repo")
+    assert (result.model_dir / "1/ext.weights").read_bytes() == (tmp_path / "ext.weights").read_bytes()
+    (tmp_path / "ext.weights").unlink()
+    with pytest.raises(InputError, match="external data file not found"):
+        export_triton(tmp_path / "ext.onnx", tmp_path / "repo", name="broken")
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["pspnet"]
