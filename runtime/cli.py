@@ -78,3 +78,7 @@ def main(model, source, output, backend, batch, size, opacity, mask_video, masks
     for note in result.notes[len(runner.notes):]:
         _notice(note)
     click.echo(result.summary())
+
+
+if __name__ == "__main__":
+    main()

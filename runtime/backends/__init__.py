@@ -44,8 +44,15 @@ def runner_class(name: str) -> type[Runner]:
         raise BackendUnavailable(f"backend {name} is not installed ({exc})") from None
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a module blocked or half-imported in sys.modules
+        return False
+
+
 def _unavailable_reason(name: str) -> str | None:
-    missing = [m for m in REQUIREMENTS.get(name, ()) if importlib.util.find_spec(m) is None]
+    missing = [m for m in REQUIREMENTS.get(name, ()) if not _installed(m)]
     if missing:
         return f"needs the {' and '.join(missing)} package{'s' if len(missing) > 1 else ''}"
     try:

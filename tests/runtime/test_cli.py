@@ -1,0 +1,70 @@
+"""psp-infer as a user runs it: the summary line, notices, one-line errors with exit codes."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from runtime.cli import main
+
+from tests.runtime.test_video import corrupt_frame, count_frames
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_video_with_a_corrupt_frame(tiny_model, tiny_video, tmp_path):
+    bad = corrupt_frame(tiny_video, tmp_path / "bad.avi", 3)
+    out, js = tmp_path / "out.mp4", tmp_path / "out.json"
+    result = run(tiny_model, bad, "-o", out, "--batch", "4", "--json", js, "--codec", "avc1", "-q",
+                 "--threads", "1")
+    assert result.exit_code == 0, result.output
+    assert "29 frames in, 29 out, 1 skipped/corrupt" in result.stdout and "backend onnxruntime" in result.stdout
+    assert "notice: backend auto: onnxruntime" in result.stderr
+    assert "1 corrupt frame skipped" in result.stderr
+    assert count_frames(out) == 29 and js.exists()
+
+
+@pytest.mark.parametrize("make_input, message", [
+    (lambda d: d / "missing.mp4", "video not found"),
+    (lambda d: (d / "x.mp4").write_text("text") and d / "x.mp4", "not a video"),
+    (lambda d: (d / "empty.avi").write_bytes(b"") or d / "empty.avi", "zero-length"),
+])
+def test_bad_inputs_are_one_line_errors(tiny_model, tmp_path, make_input, message):
+    result = run(tiny_model, make_input(tmp_path), "-o", tmp_path / "out.mp4", "-q")
+    assert result.exit_code == 2 and f"{message}" in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_unwritable_output_and_bad_options(tiny_model, tiny_video, tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = run(tiny_model, tiny_video, "-o", tmp_path / "file" / "out.mp4", "-q")
+    assert result.exit_code == 2 and "cannot write" in result.stderr
+    result = run(tiny_model, tiny_video, "-o", tmp_path / "o.mp4", "--size", "64x64", "-q")
+    assert result.exit_code == 2 and "takes 32x32 inputs only" in result.stderr
+    result = run(tiny_model, tiny_video, "-o", tmp_path / "o.mp4", "--backend", "torch", "--threads", "1")
+    assert result.exit_code != 0 and "error:" in result.stderr
+
+
+def test_runtime_never_imports_torch(tiny_model, tiny_video, tmp_path):
+    """The whole psp-infer path runs with torch made unimportable (and without importing pspnet)."""
+    code = f"""
+import sys
+sys.modules['torch'] = None  # any `import torch` now raises ImportError
+import runtime.backends, runtime.backends.onnxruntime, runtime.backends.torch, runtime.model_info
+import runtime.preprocess, runtime.postprocess, runtime.video, runtime.outputs, runtime.pipeline, runtime.cli
+from runtime.backends import available_backends
+assert available_backends()['torch'], 'torch reported available while blocked'
+from runtime.cli import main
+try:
+    main([{str(tiny_model)!r}, {str(tiny_video)!r}, '-o', {str(tmp_path / 'o.mp4')!r}, '-q'])
+except SystemExit as exit:
+    assert exit.code in (0, None), exit.code
+assert 'pspnet' not in sys.modules, 'runtime imported pspnet'
+print('ok')
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr

@@ -1,0 +1,160 @@
+"""The threaded segmentation pipeline: every frame out, in order, at the input's fps; failures and Ctrl-C in
+any stage stop it cleanly and leave no corrupt file at the final name."""
+from __future__ import annotations
+
+import json
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime.backends import create_runner
+from runtime.errors import InputError
+from runtime.outputs import OutputPaths
+from runtime.pipeline import SegmentOptions, segment, segment_images, segment_video
+from runtime.postprocess import labels_to_frame, to_labels
+from runtime.preprocess import prepare_batch
+from runtime.video import VideoReader
+
+from tests.runtime.conftest import make_onnx, write_video
+from tests.runtime.test_video import corrupt_frame, count_frames
+
+QUIET = dict(progress=False)
+
+
+@pytest.fixture
+def runner(tiny_model):
+    return create_runner("onnxruntime", tiny_model, threads=1)
+
+
+def expected_labels(runner, frame):
+    batch, boxes = prepare_batch([frame], runner.info, (32, 32))
+    return labels_to_frame(to_labels(runner.infer(batch))[0], boxes[0])
+
+
+@pytest.mark.parametrize("batch", [1, 4, 7])
+def test_every_frame_in_order_at_the_input_fps(runner, tiny_video, tmp_path, batch):
+    paths = OutputPaths(tmp_path / "out.avi", masks_dir=tmp_path / "masks", json=tmp_path / "f.json")
+    result = segment_video(runner, tiny_video, paths, SegmentOptions(batch=batch, codec="MJPG", **QUIET))
+    assert (result.frames_in, result.frames_out, result.skipped) == (30, 30, 0)
+    out = VideoReader(paths.overlay)
+    assert len(list(out)) == 30 and out.fps == pytest.approx(10.0) and out.size == (64, 48)
+    masks = sorted(paths.masks_dir.iterdir())
+    assert len(masks) == 30 and len({m.read_bytes() for m in masks}) > 10  # frames differ, so order shows
+    for i, frame in enumerate(VideoReader(tiny_video)):  # exact labels: a reordered frame would differ
+        np.testing.assert_array_equal(cv2.imread(str(masks[i]), cv2.IMREAD_UNCHANGED),
+                                      expected_labels(runner, frame))
+    doc = json.loads(paths.json.read_text())
+    assert len(doc["frames"]) == 30 and doc["frames"][29]["name"] == "frame_000029"
+    assert all(sum(f["fractions"].values()) == pytest.approx(1, abs=1e-4) for f in doc["frames"])
+
+
+def test_corrupt_frame_is_reported_and_the_rest_segmented(runner, tiny_video, tmp_path):
+    bad = corrupt_frame(tiny_video, tmp_path / "bad.avi", 12)
+    result = segment(runner, bad, tmp_path / "out.mp4", SegmentOptions(batch=4, **QUIET))
+    assert (result.frames_in, result.frames_out, result.skipped) == (29, 29, 1)
+    assert count_frames(tmp_path / "out.mp4") == 29
+    assert "1 corrupt frame skipped" in result.notes[-1] and "1 skipped" in result.summary()
+
+
+def test_mask_video_and_labels_model(onnx_dir, tiny_video, tmp_path):
+    runner = create_runner("onnxruntime", make_onnx(onnx_dir / "argmax.onnx", output="labels"))
+    paths = OutputPaths(tmp_path / "out.mp4", mask_video=tmp_path / "mask.avi")
+    result = segment(runner, tiny_video, paths, SegmentOptions(batch=3, **QUIET))
+    assert result.frames_out == 30 and count_frames(paths.mask_video) == 30
+    with pytest.raises(InputError, match="need a logits output"):
+        segment(runner, tiny_video, tmp_path / "tiled.mp4", SegmentOptions(tile=True, **QUIET))
+
+
+class FailingRunner:
+    """Wraps a runner and raises on the n-th batch: an inference failure mid-video."""
+
+    def __init__(self, runner, fail_at: int):
+        self._runner, self.fail_at, self.calls = runner, fail_at, 0
+
+    def __getattr__(self, name):
+        return getattr(self._runner, name)
+
+    def infer(self, batch):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("device lost")
+        return self._runner.infer(batch)
+
+
+def test_inference_error_propagates_and_leaves_nothing(runner, tiny_video, tmp_path):
+    with pytest.raises(RuntimeError, match="device lost"):
+        segment(FailingRunner(runner, 3), tiny_video, tmp_path / "out.mp4", SegmentOptions(batch=2, **QUIET))
+    assert list(tmp_path.iterdir()) == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("psp-")]
+
+
+def test_error_in_the_writer_stage_propagates(runner, tiny_video, tmp_path):
+    def boom(count):
+        if count == 5:
+            raise ValueError("disk full")
+
+    with pytest.raises(ValueError, match="disk full"):
+        segment_video(runner, tiny_video, tmp_path / "out.mp4", SegmentOptions(**QUIET), on_frame=boom)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_ctrl_c_mid_video(runner, tiny_video, tmp_path, keep):
+    def interrupt(count):
+        if count == 8:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "out.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        segment_video(runner, tiny_video, out, SegmentOptions(batch=2, keep_partial=keep, **QUIET),
+                      on_frame=interrupt)
+    assert not out.exists()
+    partial = tmp_path / "out.partial.mp4"
+    assert [p.name for p in tmp_path.iterdir()] == (["out.partial.mp4"] if keep else [])
+    if keep:
+        assert count_frames(partial) == 8  # finalised: playable up to the interruption
+
+
+def test_size_option_against_fixed_and_dynamic_models(runner, onnx_dir, tiny_video, tmp_path):
+    with pytest.raises(InputError, match="takes 32x32 inputs only"):
+        segment(runner, tiny_video, tmp_path / "a.mp4", SegmentOptions(size=(48, 48), **QUIET))
+    dynamic = create_runner("onnxruntime", make_onnx(onnx_dir / "dyn-noinfo.onnx", dynamic_shape=True, info=None))
+    with pytest.raises(InputError, match="pass --size"):
+        segment(dynamic, tiny_video, tmp_path / "b.mp4", SegmentOptions(**QUIET))
+    result = segment(dynamic, tiny_video, tmp_path / "c.mp4", SegmentOptions(size=(24, 40), **QUIET))
+    assert result.input_size == (24, 40) and result.frames_out == 30
+    assert list(tmp_path.iterdir()) == [tmp_path / "c.mp4"]
+
+
+def test_sliding_windows_on_video(onnx_dir, tiny_video, tmp_path):
+    runner = create_runner("onnxruntime", make_onnx(onnx_dir / "dyn16.onnx", dynamic_shape=True))
+    result = segment(runner, tiny_video, tmp_path / "out.mp4", SegmentOptions(size=(16, 16), tile=True, batch=2,
+                                                                               **QUIET))
+    assert result.frames_out == 30 and count_frames(tmp_path / "out.mp4") == 30
+
+
+def test_images_single_and_folder(runner, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i, size in enumerate([(40, 60), (33, 33), (80, 20)]):
+        cv2.imwrite(str(folder / f"img{i}.png"), rng.integers(0, 255, (*size, 3), np.uint8))
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    result = segment(runner, folder, tmp_path / "out", SegmentOptions(batch=2, **QUIET))
+    assert (result.frames_in, result.frames_out, result.skipped) == (3, 3, 1)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["img0.png", "img1.png", "img2.png"]
+    assert cv2.imread(str(tmp_path / "out" / "img2.png")).shape == (80, 20, 3)
+    assert "broken.jpg" in result.notes[-1]
+    single = segment_images(runner, folder / "img0.png", tmp_path / "one.jpg", SegmentOptions(**QUIET))
+    assert single.outputs == [tmp_path / "one.jpg"] and cv2.imread(str(tmp_path / "one.jpg")).shape == (40, 60, 3)
+    with pytest.raises(InputError, match="not an image"):
+        segment(runner, folder / "broken.jpg", tmp_path / "x.png", SegmentOptions(**QUIET))
+
+
+def test_long_video_with_small_queues(runner, tmp_path):
+    video = write_video(tmp_path / "long.avi", frames=120)
+    result = segment(runner, video, tmp_path / "out.avi", SegmentOptions(batch=3, queue_batches=1, codec="MJPG",
+                                                                         **QUIET))
+    assert result.frames_out == 120 == count_frames(tmp_path / "out.avi")
