@@ -1,0 +1,91 @@
+"""INT8 calibration images: found in a folder or a list file, read and preprocessed exactly as the runtime
+prepares frames (runtime.preprocess.prepare_frame at the model's input size)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.errors import InputError
+from runtime.files import require_file
+from runtime.metadata import ModelInfo
+from runtime.preprocess import prepare_frame
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+DEFAULT_NUM_IMAGES = 64
+
+
+def _images_in(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise InputError(f"calibration image folder not found: {folder}")
+    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not found:
+        raise InputError(f"no calibration images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return found
+
+
+def _images_listed(list_file: Path, data_root: Path | None) -> list[Path]:
+    """First column of each line (`image [label]`, the training list format), relative to `data_root`
+    (default: the list's folder); blank lines and # comments skipped."""
+    list_file = require_file(list_file, "calibration list")
+    root = data_root or list_file.parent
+    lines = (line.split("#", 1)[0].split() for line in list_file.read_text().splitlines())
+    found = [root / fields[0] for fields in lines if fields]
+    if not found:
+        raise InputError(f"{list_file}: no calibration images listed")
+    return found
+
+
+def find_calibration_images(images_dir: str | os.PathLike | None = None, list_file: str | os.PathLike | None = None,
+                            data_root: str | os.PathLike | None = None) -> list[Path]:
+    """The calibration image paths from a folder (searched recursively) or a list file: exactly one of them."""
+    if (images_dir is None) == (list_file is None):
+        raise InputError("give calibration images as exactly one of --calib-images DIR or --calib-list FILE")
+    if images_dir is not None:
+        return _images_in(Path(images_dir))
+    return _images_listed(Path(list_file), Path(data_root) if data_root else None)
+
+
+def spread(items: list, count: int | None) -> list:
+    """`count` items spread evenly over `items` (all when count is None or larger): a calibration subset
+    that covers the whole set, not just its first scenes."""
+    if count is None or count >= len(items):
+        return list(items)
+    if count < 1:
+        raise InputError(f"the number of calibration images must be at least 1, got {count}")
+    return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
+
+
+@dataclass
+class CalibrationSet:
+    """Preprocessed images [N, 3, H, W] float32, the files used, and those skipped with the reason."""
+
+    batch: np.ndarray
+    used: list[Path]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def load_calibration_set(paths: list[str | os.PathLike], info: ModelInfo, input_size: tuple[int, int],
+                         num_images: int | None = DEFAULT_NUM_IMAGES, progress: bool = True) -> CalibrationSet:
+    """Read up to `num_images` of `paths` (spread over the set) and prepare them like runtime frames.
+    Unreadable files are skipped and reported; none readable is an InputError."""
+    from tqdm import tqdm
+
+    chosen = spread([Path(p) for p in paths], num_images)
+    if not chosen:
+        raise InputError("no calibration images given")
+    arrays, used, skipped = [], [], []
+    for path in tqdm(chosen, desc="calibration images", unit="img", disable=not progress, leave=False):
+        frame = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
+        if frame is None:
+            skipped.append((path, "missing" if not path.exists() else "not an image OpenCV can decode"))
+            continue
+        arrays.append(prepare_frame(frame, info, input_size)[0])
+        used.append(path)
+    if not arrays:
+        first, reason = skipped[0]
+        raise InputError(f"none of the {len(chosen)} calibration images could be read (e.g. {first}: {reason})")
+    return CalibrationSet(np.stack(arrays), used, skipped)

@@ -1,0 +1,60 @@
+"""psp-build-engine: a TensorRT engine (and its JSON sidecar) from an ONNX model."""
+from __future__ import annotations
+
+import click
+
+from runtime.commandline import Command
+from runtime.errors import InputError
+
+
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("onnx_model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "engine", required=True, type=click.Path(dir_okay=False),
+              help="Engine file to write (its sidecar goes to ENGINE.json).")
+@click.option("--fp16", "precision", flag_value="fp16", help="Convert an FP32 model to FP16 first (ModelOpt AutoCast).")
+@click.option("--int8", "precision", flag_value="int8",
+              help="Quantize an FP32 model to INT8 first (explicit Q/DQ; needs --calib-images or --calib-list).")
+@click.option("--calib-images", type=click.Path(file_okay=False), help="Folder of calibration images (--int8).")
+@click.option("--calib-list", type=click.Path(dir_okay=False),
+              help="List file of calibration images, `image [label]` a line (--int8).")
+@click.option("--num-images", type=click.IntRange(min=1), default=None,
+              help="Calibrate on at most this many images, spread evenly over the set [default: 64].")
+@click.option("--method", "calib_method", type=click.Choice(["entropy", "max"]), default="entropy",
+              show_default=True, help="INT8 calibration method.")
+@click.option("--batch", default="1", show_default=True, help="Batch size N or MIN:OPT:MAX (dynamic-batch models).")
+@click.option("--size", default=None,
+              help="Input HxW, or MIN:OPT:MAX sizes like 257x257:513x513:1025x1025 (dynamic-shape models) "
+                   "[default: the model's own size].")
+@click.option("--workspace", "workspace_gib", type=click.FloatRange(min=0, min_open=True), default=4.0,
+              show_default=True, help="Builder workspace limit in GiB.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False),
+              help="Timing cache file: read if present, updated after the build (makes rebuilds fast).")
+@click.option("--device", type=click.IntRange(min=0), default=0, show_default=True, help="CUDA device index.")
+@click.option("--verbose", is_flag=True, help="Keep TensorRT's verbose log (shown if the build fails).")
+def main(onnx_model, engine, precision, calib_images, calib_list, num_images, calib_method, batch, size,
+         workspace_gib, timing_cache, device, verbose):
+    """Build a TensorRT engine for this machine's GPU from ONNX_MODEL.
+
+    The engine is strongly typed: its precision is the ONNX model's own (TensorRT 11 has no FP16/INT8 builder
+    flags). With --fp16/--int8 an FP32 model is converted first, exactly like `psp-export fp16/int8`.
+    Needs TensorRT (`pip install tensorrt`) and an NVIDIA GPU; an engine only runs on the GPU model and
+    TensorRT version that built it, which the sidecar records.
+    """
+    from export.engine import build_engine
+
+    if (calib_images or calib_list) and precision != "int8":
+        raise InputError("--calib-images/--calib-list are for --int8")
+    images = []
+    if precision == "int8":
+        from export.calibration import find_calibration_images
+
+        images = find_calibration_images(calib_images, calib_list)
+    result = build_engine(onnx_model, engine, precision=precision, batch=batch, size=size,
+                          workspace_gib=workspace_gib, timing_cache=timing_cache, calib_images=images,
+                          calib_method=calib_method, num_images=num_images, device=device, verbose=verbose)
+    for note in result.notes:
+        click.echo(f"notice: {note}", err=True)
+    for name, shapes in result.profiles.items():
+        click.echo(f"profile {name}: min {shapes['min']} opt {shapes['opt']} max {shapes['max']}")
+    click.echo(f"wrote {result.engine_path} ({result.precision}, TensorRT {result.sidecar.platform.tensorrt_version}, "
+               f"{result.sidecar.platform.gpu_name}) and {result.sidecar_path.name} in {result.seconds:.1f} s")
