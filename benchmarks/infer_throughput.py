@@ -1,0 +1,133 @@
+"""Issue 7's closing-note benchmark: how close psp-infer's end-to-end video throughput (decode, preprocess,
+inference, post-process, encode) comes to the backend's pure inference throughput at the same size and batch.
+
+    python -m benchmarks.infer_throughput [--model M.onnx] [--frames 300] [--batch 1] [--json out.json]
+
+Without --model it exports pspnet18 (context-scenes classes, random weights: speed does not depend on them)
+at the variant's 129x129 input. The two measurements alternate for `--rounds` rounds and the best of each is
+kept, which is the fairest reading on a machine shared with other work."""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import click
+
+from benchmarks.bench import Series, machine_info, make_input, run_slice
+from benchmarks.stats import summarize
+from runtime.backends import create_runner
+from runtime.backends.base import Runner
+from runtime.commandline import SIZE, Command
+from runtime.files import atomic_output
+from runtime.labels import get_label_set
+from runtime.pipeline import SegmentOptions, resolve_input_size, segment_video
+
+
+@dataclass
+class ThroughputReport:
+    model: str
+    backend: str
+    input_size: tuple[int, int]
+    batch: int
+    video: str
+    frames: int
+    pure_fps: list[float]  # one per round
+    e2e_fps: list[float]
+    pure_latency_ms: dict  # trtexec-style statistics of the best pure round's batch latencies
+    machine: dict
+
+    @property
+    def ratio(self) -> float:
+        return max(self.e2e_fps) / max(self.pure_fps)
+
+    def lines(self) -> list[str]:
+        h, w = self.input_size
+        return [f"model {Path(self.model).name}, backend {self.backend}, input {h}x{w}, batch {self.batch}, "
+                f"{self.frames} frames of {Path(self.video).name}",
+                f"pure inference : {max(self.pure_fps):7.1f} frames/s  (rounds: "
+                f"{', '.join(f'{v:.1f}' for v in self.pure_fps)})",
+                f"psp-infer e2e  : {max(self.e2e_fps):7.1f} frames/s  (rounds: "
+                f"{', '.join(f'{v:.1f}' for v in self.e2e_fps)})",
+                f"e2e / pure     : {self.ratio:7.1%}  (target >= 85%)"]
+
+
+def pure_fps(runner: Runner, size: tuple[int, int], batch: int, seconds: float) -> tuple[float, Series]:
+    """Frames per second of back-to-back `infer` calls on one prepared batch (after a short warm-up)."""
+    x = make_input(batch, size, seed=0)
+    run_slice(runner, x, None, 0.5, time.perf_counter, min_iters=2)
+    series = Series()
+    run_slice(runner, x, series, seconds, time.perf_counter, min_iters=10)
+    return batch * len(series.latency_ms) / series.busy_s, series
+
+
+def e2e_fps(runner: Runner, video: Path, out_dir: Path, batch: int, size) -> tuple[float, int]:
+    result = segment_video(runner, video, out_dir / "out.mp4", SegmentOptions(batch=batch, size=size, progress=False))
+    return result.fps, result.frames_out
+
+
+def export_demo_model(path: Path) -> Path:
+    """pspnet18 with the context-scenes classes, exported at its 129x129 input (needs torch)."""
+    from export.onnx import export_onnx
+    from pspnet import create_model
+    from pspnet.checkpoint import default_info
+
+    classes = get_label_set("context-scenes").num_classes
+    model = create_model("pspnet18", num_classes=classes, aux=False).eval()
+    info = default_info(model.config, "context-scenes")
+    export_onnx(model, info, path, size=info.input_size)
+    return path
+
+
+def measure(model: Path, video: Path, work: Path, backend: str, batch: int, size, threads: int | None,
+            rounds: int, seconds: float) -> ThroughputReport:
+    runner = create_runner(backend, model, threads=threads)
+    input_size = resolve_input_size(runner, size)
+    pure, e2e, best_series, frames = [], [], None, 0
+    with runner:
+        for _ in range(rounds):  # alternate, so a burst of load elsewhere hits both sides alike
+            fps, series = pure_fps(runner, input_size, batch, seconds)
+            if not pure or fps > max(pure):
+                best_series = series
+            pure.append(fps)
+            fps, frames = e2e_fps(runner, video, work, batch, size)
+            e2e.append(fps)
+    per_batch = summarize(best_series.latency_ms).to_dict()
+    return ThroughputReport(str(model), runner.describe(), input_size, batch, str(video), frames, pure, e2e, per_batch,
+                            machine_info(threads))
+
+
+@click.command(cls=Command)
+@click.option("--model", type=click.Path(path_type=Path), help="An ONNX model (default: export pspnet18).")
+@click.option("--video", type=click.Path(path_type=Path), help="Input video (default: a generated one).")
+@click.option("--frames", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Length of the generated video.")
+@click.option("--video-size", type=SIZE, default="240x320", show_default=True, help="Generated video HxW.")
+@click.option("--backend", default="auto", show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--size", type=SIZE, default=None, help="Input HxW for dynamic-shape models.")
+@click.option("--threads", type=click.IntRange(min=1), help="Inference threads.")
+@click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--seconds", type=float, default=5.0, show_default=True, help="Pure-inference time per round.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the report as JSON.")
+def main(model, video, frames, video_size, backend, batch, size, threads, rounds, seconds, json_path):
+    """Pure inference vs end-to-end psp-infer throughput (issue 7's closing note)."""
+    with tempfile.TemporaryDirectory(prefix="psp-throughput-") as tmp:
+        work = Path(tmp)
+        model = model or export_demo_model(work / "pspnet18_context-scenes_129.onnx")
+        if video is None:
+            from pspnet.data.context_scenes import write_video
+
+            video = write_video(work / "clip.mp4", num_frames=frames, size=video_size)
+        report = measure(model, video, work, backend, batch, size, threads, rounds, seconds)
+    for line in report.lines():
+        click.echo(line)
+    if json_path:
+        with atomic_output(json_path, suffix=".json") as out:
+            out.write_text(json.dumps({**asdict(report), "ratio": report.ratio}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
