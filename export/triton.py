@@ -243,17 +243,26 @@ def _fill_model_dir(model_dir: Path, model: ServedModel, config) -> None:
     (model_dir / "config.pbtxt").write_text(config_text(config))
 
 
-def _replace_dir(built: Path, final: Path, force: bool) -> None:
-    """Move a finished model folder into place; an existing one only with force, swapped out last."""
-    if not final.exists():
-        os.rename(built, final)
-        return
-    if not force:
-        raise InputError(f"{final} already exists; pass --force to replace it")
-    old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-    os.rename(final, old / final.name)
+def _staging_dir(repo: Path, name: str) -> Path:
+    """A temporary folder on the repository's file system (so the final move is a rename). Beside the
+    repository when possible: a server polling the repository then never sees a half-written model."""
+    try:
+        repo.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot write {repo}: {exc.strerror or exc}") from None
+    for where in (repo.resolve().parent, repo):
+        try:
+            return Path(tempfile.mkdtemp(prefix=f".{repo.resolve().name}-{name}.partial-", dir=where))
+        except OSError as exc:
+            error = exc
+    raise InputError(f"cannot write {repo}: {error.strerror or error}")
+
+
+def _move_into_place(built: Path, final: Path, staging: Path) -> None:
+    """Rename the finished folder to `final`; an existing one (force) is swapped into `staging` first."""
+    if final.exists():
+        os.rename(final, staging / "replaced")
     os.rename(built, final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_model(model: ServedModel, repository: str | os.PathLike, options: TritonOptions) -> TritonExport:
@@ -261,18 +270,13 @@ def write_model(model: ServedModel, repository: str | os.PathLike, options: Trit
     if not options.name or "/" in options.name or options.name.startswith("."):
         raise InputError(f"invalid model name {options.name!r}: use a plain folder name")
     config = build_config(model, options)
-    repo = Path(repository)
-    final = repo / options.name
+    final = Path(repository) / options.name
     if final.exists() and not options.force:
         raise InputError(f"{final} already exists; pass --force to replace it")
-    try:
-        repo.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{options.name}.partial-", dir=repo))
-    except OSError as exc:
-        raise InputError(f"cannot write {repo}: {exc.strerror or exc}") from None
+    staging = _staging_dir(Path(repository), options.name)
     try:
         _fill_model_dir(staging / options.name, model, config)
-        _replace_dir(staging / options.name, final, options.force)
+        _move_into_place(staging / options.name, final, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     notes = [] if config.max_batch_size else ["the model has a fixed batch: Triton serves it without batching"]

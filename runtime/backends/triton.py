@@ -253,8 +253,9 @@ class TritonRunner(Runner):
         if size and tuple(batch.shape[2:]) != size:
             raise InputError(f"{self.model_name!r} takes {size[0]}x{size[1]} inputs, got "
                              f"{batch.shape[2]}x{batch.shape[3]}")
-        if fixed and batch.shape[0] != fixed:
-            raise InputError(f"{self.model_name!r} takes batches of exactly {fixed}, got {batch.shape[0]}")
+        if fixed and batch.shape[0] % fixed:
+            raise InputError(f"{self.model_name!r} takes batches of exactly {fixed} (or multiples, sent in "
+                             f"turn), got {batch.shape[0]}")
         return batch
 
     def infer(self, batch: np.ndarray) -> np.ndarray:

@@ -120,12 +120,14 @@ def test_bad_options_write_nothing(models, tmp_path, options, message):
 
 
 def test_existing_model_folder_needs_force(models, tmp_path):
-    export_triton(models["static"], tmp_path)
+    repo = tmp_path / "repo"
+    export_triton(models["static"], repo)
     with pytest.raises(InputError, match="already exists; pass --force"):
-        export_triton(models["dynamic"], tmp_path)
-    export_triton(models["dynamic"], tmp_path, force=True)
-    assert list(parse_config(tmp_path / "pspnet").input[0].dims) == [3, -1, -1]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pspnet"]  # no staging or backup folders left
+        export_triton(models["dynamic"], repo)
+    export_triton(models["dynamic"], repo, force=True)
+    assert list(parse_config(repo / "pspnet").input[0].dims) == [3, -1, -1]
+    # No staging or replaced folders left, in the repository or beside it.
+    assert [p.name for p in repo.iterdir()] == ["pspnet"] and [p.name for p in tmp_path.iterdir()] == ["repo"]
 
 
 def write_fake_engine(path: Path, info: ModelInfo, low: list[int], high: list[int]) -> Path:
@@ -193,4 +195,5 @@ def test_external_data_travels_with_the_model_and_a_failed_copy_leaves_nothing(t
     (tmp_path / "ext.weights").unlink()
     with pytest.raises(InputError, match="external data file not found"):
         export_triton(tmp_path / "ext.onnx", tmp_path / "repo", name="broken")
-    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["pspnet"]
+    assert [p.name for p in (tmp_path / "repo").iterdir()] == ["pspnet"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -108,6 +108,7 @@ def repository(tmp_path_factory) -> Path:
     export_triton(make_onnx(d / "static.onnx", size=(33, 41)), d / "repo", name="pspnet", max_batch=4)
     export_triton(make_onnx(d / "labels.onnx", output="labels", dynamic_shape=True), d / "repo", name="labels")
     export_triton(make_onnx(d / "bare.onnx", num_classes=5, info=None), d / "repo", name="bare")
+    export_triton(make_onnx(d / "fixed.onnx", batch=2), d / "repo", name="fixed")
     return d / "repo"
 
 
@@ -161,6 +162,16 @@ def test_request_is_built_from_tritonclient_objects(monkeypatch, repository):
     assert isinstance(inputs[0], grpcclient.InferInput) and isinstance(outputs[0], grpcclient.InferRequestedOutput)
     assert (inputs[0].name(), inputs[0].datatype(), list(inputs[0].shape())) == ("image", "FP32", [2, 3, 33, 41])
     assert outputs[0].name() == "logits"
+
+
+def test_fixed_batch_model_takes_multiples_of_its_batch(monkeypatch, repository):
+    server = serve(monkeypatch, FakeGrpcServer(repository))
+    runner = TritonRunner("fixed")
+    assert (runner.input_spec.fixed_batch, runner.input_spec.max_batch) == (2, 2)
+    assert runner.infer(np.zeros((4, 3, 32, 32), np.float32)).shape == (4, 4, 32, 32)
+    assert server.batches == [2, 2]
+    with pytest.raises(InputError, match="takes batches of exactly 2"):
+        runner.infer(np.zeros((3, 3, 32, 32), np.float32))
 
 
 def test_model_without_parameters_gets_defaults_and_a_note(monkeypatch, repository):
