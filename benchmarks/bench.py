@@ -293,7 +293,7 @@ def _quiet(_: str) -> None:
     pass
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -317,7 +317,7 @@ def load_all(candidates: list[Candidate], config: BenchConfig, log: Log
             first = probe.stop()
         except PSPError as exc:
             probe.stop()
-            unavailable.append(Unavailable(cand.model, _backend_name(cand), _first_line(exc)))
+            unavailable.append(Unavailable(cand.model, backend_name(cand), first_line(exc)))
             log(f"unavailable: {unavailable[-1].line()}")
             continue
         item.memory = {"load_mb": item.memory.get("resident_mb"), "peak_mb": _peak(item.memory, first),
@@ -332,7 +332,7 @@ def load_all(candidates: list[Candidate], config: BenchConfig, log: Log
     return loaded, unavailable, size, usable
 
 
-def _backend_name(cand: Candidate) -> str:
+def backend_name(cand: Candidate) -> str:
     from runtime.backends import resolve_backend
 
     try:
@@ -362,9 +362,9 @@ def _first_inferences(item: Loaded, config: BenchConfig, size, unavailable: list
                 ok.add(b)
                 continue
             except PSPError as exc:
-                problem = _first_line(exc)
+                problem = first_line(exc)
             except Exception as exc:  # the backend's own error type for a shape it refuses
-                problem = f"inference failed: {_first_line(exc)}"
+                problem = f"inference failed: {first_line(exc)}"
         unavailable.append(Unavailable(item.candidate.model, item.runner.name, problem, b))
     return ok
 

@@ -32,7 +32,7 @@ CLOCK = FakeClock()
 
 
 class FakeRunner(Runner):
-    """Reads its behaviour from the model file (JSON): cost_ms, precision, size, max_batch, fail.
+    """Reads its behaviour from the model file (JSON): cost_ms, precision, size, max_batch, label, fail.
     With `real=True` it sleeps instead of advancing the fake clock (for CLI tests on the wall clock)."""
 
     name = "fake"
@@ -50,6 +50,7 @@ class FakeRunner(Runner):
                               input_size=size or (33, 33))
         self.input_spec = InputSpec(size=size, max_batch=spec.get("max_batch"))
         self.threads = threads
+        self.label = int(spec.get("label", 0))  # the class its logits favour everywhere
         self.calls = 0
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -60,7 +61,9 @@ class FakeRunner(Runner):
         else:
             self.clock.spend(cost)
         self.last_timing.compute_ms = cost
-        return np.zeros((len(batch), 3, *batch.shape[2:]), np.float32)
+        logits = np.zeros((len(batch), 3, *batch.shape[2:]), np.float32)
+        logits[:, self.label] = 1.0
+        return logits
 
 
 def write_model(path: Path, **spec) -> str:

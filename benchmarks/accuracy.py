@@ -1,0 +1,181 @@
+"""psp-bench accuracy: the same validation images through every backend/precision with pspnet.evaluate (a
+Runner's `infer` is its `predict`), so FP16/INT8 accuracy is judged exactly like the PyTorch FP32 reference,
+and optionally joined with a psp-bench speed report so speed and accuracy sit in one table."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from benchmarks.bench import Candidate, Loaded, Unavailable, backend_name, first_line, load_candidate
+from benchmarks.memory import MemoryProbe
+from benchmarks.report import write_text
+from runtime.errors import InputError, PSPError
+from runtime.files import require_file
+
+
+@dataclass(frozen=True)
+class AccuracyConfig:
+    data_list: str
+    root: str | None = None  # None: the list file's folder
+    size: tuple[int, int] | None = None
+    limit: int | None = None
+    threads: int | None = None
+
+
+@dataclass
+class AccuracyRow:
+    label: str
+    model: str
+    backend: str
+    precision: str
+    reference: bool
+    miou: float
+    macc: float
+    allacc: float
+    images: int
+    seconds: float
+    drop: float | None = None  # reference mIoU - this mIoU, in points (positive = worse)
+    median_ms: float | None = None  # joined from a psp-bench report
+    speedup: float | None = None
+
+
+@dataclass
+class AccuracyReport:
+    config: AccuracyConfig
+    rows: list[AccuracyRow]
+    unavailable: list[Unavailable] = field(default_factory=list)
+    speed_source: str | None = None
+
+    def join_speed(self, bench_json: str | Path) -> None:
+        """Add median latency and speed-up from a psp-bench --json report (smallest batch), matched by model
+        file and backend."""
+        path = require_file(bench_json, "psp-bench report")
+        try:
+            data = json.loads(path.read_text())
+            results = data["results"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise InputError(f"{path}: not a psp-bench --json report") from None
+        smallest = min((r["batch"] for r in results), default=None)
+        speed = {(_key(r["model"]), r["backend"]): r for r in results if r["batch"] == smallest}
+        for row in self.rows:
+            match = speed.get((_key(row.model), row.backend))
+            if match:
+                row.median_ms, row.speedup = match["latency"]["median"], match.get("speedup")
+        self.speed_source = str(path)
+
+
+def _key(model: str) -> str:
+    return str(Path(model).resolve())
+
+
+def evaluate_runner(item: Loaded, config: AccuracyConfig, crop: tuple[int, int]):
+    """pspnet.evaluate over the list with this runner's infer as the predict callable: sliding windows of
+    `crop` (one window when the images are that size), the same for every candidate."""
+    from pspnet.data.listfile import ListFileSource
+    from pspnet.evaluate import EvalMode, evaluate
+
+    info = item.runner.info
+    return evaluate(item.runner.infer, ListFileSource(config.data_list, config.root), info.num_classes,
+                    mode=EvalMode("slide", crop=crop), class_names=info.class_names, mean=info.mean,
+                    std=info.std, limit=config.limit)
+
+
+def run_accuracy(candidates: list[Candidate], config: AccuracyConfig, log=lambda line: None) -> AccuracyReport:
+    """Evaluate every candidate in turn (one loaded at a time, to keep memory low); a candidate that cannot
+    load or run is listed as unavailable and the rest still run."""
+    require_file(config.data_list, "data list")
+    rows: list[AccuracyRow] = []
+    unavailable: list[Unavailable] = []
+    crop = None  # the reference's input size unless --size: one evaluation protocol for all
+    for cand in sorted(candidates, key=lambda c: not c.baseline):
+        try:
+            item = load_candidate(cand, config.threads, MemoryProbe())
+        except PSPError as exc:
+            unavailable.append(Unavailable(cand.model, backend_name(cand), first_line(exc)))
+            log(f"unavailable: {unavailable[-1].line()}")
+            continue
+        crop = crop or config.size or item.runner.input_spec.size or item.runner.info.input_size
+        log(f"evaluating {Path(cand.model).name} on {item.runner.describe()}")
+        started = time.perf_counter()
+        try:
+            if crop is None:
+                raise InputError("the model states no input size; pass --size HxW")
+            result = evaluate_runner(item, config, tuple(crop))
+        except PSPError as exc:
+            unavailable.append(Unavailable(cand.model, item.runner.name, first_line(exc)))
+            log(f"unavailable: {unavailable[-1].line()}")
+            continue
+        finally:
+            item.runner.deactivate()
+        rows.append(AccuracyRow(
+            label=item.label, model=cand.model, backend=item.runner.name, precision=item.runner.info.precision,
+            reference=cand.baseline, miou=float(result.miou), macc=float(result.macc),
+            allacc=float(result.allacc), images=int(result.num_images),
+            seconds=time.perf_counter() - started))
+    _label_duplicates(rows)
+    reference = next((r for r in rows if r.reference), None)
+    for row in rows:
+        if reference is not None:
+            row.drop = (reference.miou - row.miou) * 100
+    return AccuracyReport(config, rows, unavailable)
+
+
+def _label_duplicates(rows: list[AccuracyRow]) -> None:
+    labels = [r.label for r in rows]
+    for row in rows:
+        if labels.count(row.label) > 1:
+            row.label = f"{row.label} ({Path(row.model).name})"
+
+
+def accuracy_table(report: AccuracyReport) -> tuple[list[str], list[list[str]]]:
+    headers = ["backend", "model", "mIoU %", "drop (pts)", "mAcc %", "allAcc %"]
+    joined = report.speed_source is not None
+    if joined:
+        headers += ["median ms", "speed-up"]
+    rows = []
+    for r in report.rows:
+        row = [r.label + (" *" if r.reference else ""), Path(r.model).name, f"{r.miou * 100:.2f}",
+               f"{r.drop:+.2f}" if r.drop is not None else "-", f"{r.macc * 100:.2f}", f"{r.allacc * 100:.2f}"]
+        if joined:
+            row += [f"{r.median_ms:.2f}" if r.median_ms is not None else "-",
+                    f"{r.speedup:.2f}x" if r.speedup is not None else "-"]
+        rows.append(row)
+    return headers, rows
+
+
+def _footer(report: AccuracyReport, star: str = "*") -> list[str]:
+    lines = [f"{star} reference: PyTorch FP32; drop = reference mIoU - mIoU in percentage points"]
+    if report.speed_source:
+        lines.append(f"speed from {report.speed_source} (median latency of one batch, smallest batch)")
+    return lines + [f"unavailable: {u.line()}" for u in report.unavailable]
+
+
+def format_accuracy(report: AccuracyReport) -> str:
+    headers, rows = accuracy_table(report)
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    fmt = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)  # noqa: E731
+                                  for i, (c, w) in enumerate(zip(cells, widths)))
+    lines = [f"accuracy on {report.config.data_list}", "", fmt(headers), fmt(["-" * w for w in widths])]
+    return "\n".join(lines + [fmt(r) for r in rows] + [""] + _footer(report))
+
+
+def format_accuracy_markdown(report: AccuracyReport) -> str:
+    headers, rows = accuracy_table(report)
+    lines = ["# psp-bench accuracy", "", f"Validation list: `{report.config.data_list}`", "",
+             "| " + " | ".join(headers) + " |", "|" + "|".join("---" if i < 2 else "---:"
+                                                              for i in range(len(headers))) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines + [""] + [f"- {line}" for line in _footer(report, "`*`")]) + "\n"
+
+
+def write_accuracy_json(report: AccuracyReport, path: str | Path) -> Path:
+    data = {"schema": "psp-bench-accuracy/1", "config": asdict(report.config),
+            "rows": [asdict(r) for r in report.rows], "unavailable": [asdict(u) for u in report.unavailable],
+            "speed_source": report.speed_source}
+    return write_text(json.dumps(data, indent=2) + "\n", path)
+
+
+def write_accuracy_markdown(report: AccuracyReport, path: str | Path) -> Path:
+    return write_text(format_accuracy_markdown(report), path)
