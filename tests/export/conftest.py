@@ -1,0 +1,37 @@
+"""Shared export fixtures: a tiny PSPNet and its verified ONNX export, made once per session."""
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """pspnet18, 5 classes, random weights with randomised BN statistics (so the outputs are not flat)."""
+    import torch
+
+    from pspnet import create_model
+
+    torch.manual_seed(0)
+    model = create_model("pspnet18", num_classes=5)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_info(tiny_model):
+    from pspnet.checkpoint import default_info
+
+    return default_info(tiny_model.config)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, tiny_model, tiny_info):
+    """(path, torch_model): the tiny model exported at 65x65 with a dynamic batch, logits output, verified."""
+    from export.onnx import export_onnx
+
+    path = tmp_path_factory.mktemp("tiny_onnx") / "pspnet18_5c_65.onnx"
+    export_onnx(tiny_model, tiny_info, path, size=(65, 65))
+    return path, tiny_model
