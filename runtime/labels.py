@@ -90,11 +90,17 @@ VOC_NAMES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
+# The built-in procedural dataset (pspnet/data/context_scenes.py): boat and car look identical and are
+# told apart only by the scene around them; bird is the small, inconspicuous class.
+CONTEXT_SCENES_NAMES = ("sky", "water", "road", "boat", "car", "bird")
+CONTEXT_SCENES_PALETTE = ((135, 206, 250), (0, 70, 180), (128, 64, 128), (255, 160, 0), (220, 20, 60),
+                          (255, 255, 0))
 
 LABEL_SETS: dict[str, LabelSet] = {
     "ade20k": LabelSet("ade20k", ADE20K_NAMES, ADE20K_PALETTE),
     "cityscapes": LabelSet("cityscapes", CITYSCAPES_NAMES, CITYSCAPES_PALETTE),
     "voc": LabelSet("voc", VOC_NAMES, generic_palette(len(VOC_NAMES))),
+    "context-scenes": LabelSet("context-scenes", CONTEXT_SCENES_NAMES, CONTEXT_SCENES_PALETTE),
 }
 
 

@@ -1,0 +1,1 @@
+"""Segmentation data: list files, the reference augmentations, the built-in context-scenes dataset, loaders."""
