@@ -190,7 +190,9 @@ def _batching(model: ServedModel, options: TritonOptions) -> tuple[int, tuple[in
 
 def _tensor_message(message, spec: TensorSpec, batched: bool) -> None:
     message.name = spec.name
-    message.data_type = model_config_pb2().DataType.Value(f"TYPE_{spec.data_type}")
+    # The wire protocol says BYTES where the config schema says STRING; every other name is shared.
+    name = "STRING" if spec.data_type == "BYTES" else spec.data_type
+    message.data_type = model_config_pb2().DataType.Value(f"TYPE_{name}")
     message.dims.extend(spec.shape[1:] if batched else spec.shape)
 
 

@@ -72,10 +72,10 @@ def parse_target(model: str, url: str | None, protocol: str | None) -> tuple[str
 
 def _name_from_folder(folder: Path) -> str:
     """A repository's model folder is served under the name in its config.pbtxt (else the folder's)."""
-    config = folder / "config.pbtxt"
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
+    config = folder / "config.pbtxt"
     try:
         parsed = text_format.Parse(config.read_text(), model_config_pb2.ModelConfig())
     except text_format.ParseError as exc:

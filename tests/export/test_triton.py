@@ -2,7 +2,6 @@
 model_config_pb2), so a field or value Triton would reject fails here. Tiny ONNX graphs, no torch."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -131,12 +130,13 @@ def test_existing_model_folder_needs_force(models, tmp_path):
 
 
 def write_fake_engine(path: Path, info: ModelInfo, low: list[int], high: list[int]) -> Path:
-    """A stand-in plan file and a sidecar as export.engine writes it (the plan's bytes are not read here)."""
+    """A stand-in plan file with a real sidecar (export.engine's format); the plan's bytes are not read here."""
+    from runtime.backends.tensorrt import EngineSidecar, Platform, write_sidecar
+
     path.write_bytes(b"not a real engine")
-    sidecar = {"format": 1, "tensorrt_version": "10.13.0", "gpu_name": "NVIDIA H100", "compute_capability": "9.0",
-               "precision": "fp16", "profiles": {"image": {"min": low, "opt": high, "max": high}},
-               "onnx_sha256": "", "engine_sha256": "", "info": info.to_dict()}
-    Path(str(path) + ".json").write_text(json.dumps(sidecar))
+    write_sidecar(Path(str(path) + ".json"), EngineSidecar(
+        platform=Platform("10.13.0", "NVIDIA H100", "9.0"), precision=info.precision,
+        profiles={"image": {"min": low, "opt": high, "max": high}}, onnx_sha256="", engine_sha256="", info=info))
     return path
 
 
@@ -197,3 +197,12 @@ def test_external_data_travels_with_the_model_and_a_failed_copy_leaves_nothing(t
         export_triton(tmp_path / "ext.onnx", tmp_path / "repo", name="broken")
     assert [p.name for p in (tmp_path / "repo").iterdir()] == ["pspnet"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_exported_pspnet_goes_into_the_repository_with_its_metadata(tiny_onnx, tmp_path):
+    from runtime.model_info import read_onnx_info
+
+    path, _ = tiny_onnx
+    config = parse_config(export_triton(path, tmp_path).model_dir)
+    assert list(config.input[0].dims) == [3, 65, 65] and list(config.output[0].dims) == [5, 65, 65]
+    assert info_from_config(config) == read_onnx_info(path)
