@@ -26,7 +26,8 @@ class RandomScale:
         h, w = label.shape
         size = (max(1, round(w * s)), max(1, round(h * s)))
         return (cv2.resize(image, size, interpolation=cv2.INTER_LINEAR),
-                cv2.resize(label, size, interpolation=cv2.INTER_NEAREST))
+                # NEAREST_EXACT samples pixel centres like the bilinear image resize; NEAREST is offset
+                cv2.resize(label, size, interpolation=cv2.INTER_NEAREST_EXACT))
 
 
 @dataclass(frozen=True)
