@@ -9,15 +9,11 @@ def tiny_model():
     """pspnet18, 5 classes, random weights with randomised BN statistics (so the outputs are not flat)."""
     import torch
 
+    from benchmarks.export_report import randomize_batchnorm
     from pspnet import create_model
 
     torch.manual_seed(0)
-    model = create_model("pspnet18", num_classes=5)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-    return model.eval()
+    return randomize_batchnorm(create_model("pspnet18", num_classes=5)).eval()
 
 
 @pytest.fixture(scope="session")

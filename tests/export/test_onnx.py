@@ -174,3 +174,4 @@ def test_export_semseg_checkpoint_reads_arch_and_classes(tmp_path, tiny_model):
     result = export_checkpoint(checkpoint, tmp_path / "m.onnx", size=(49, 49), batch=1)
     assert (result.info.arch, result.info.num_classes) == ("pspnet18", 5)
     assert result.info.source_sha256 == file_sha256(checkpoint) and result.parity.ok()
+    assert [name for name, _ in result.checks] == ["2x3x49x49"]  # batch 1: a scene and a noise image
