@@ -31,7 +31,8 @@ def _horizontal() -> dict:
 
 def _latency_panel(ax, report: BenchReport, colours: dict[str, str]) -> None:
     batch = min(report.batches())
-    results = sorted((r for r in report.results if r.batch == batch), key=lambda r: r.latency.median)
+    # slowest at the bottom, fastest on top, as in the throughput panel
+    results = sorted((r for r in report.results if r.batch == batch), key=lambda r: -r.latency.median)
     box = ax.boxplot([r.latency_samples_ms for r in results], **_horizontal(), patch_artist=True, widths=0.6,
                      showfliers=True, flierprops={"markersize": 3, "alpha": 0.5},
                      medianprops={"color": "black"})

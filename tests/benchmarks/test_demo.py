@@ -1,0 +1,41 @@
+"""The end-to-end demo in its --quick form: every psp-* command in sequence, as a user runs them."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_quick_demo_writes_every_output(tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.demo", str(out), "--quick", "--threads", "2"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for name in ("train/model.pth", "models/pspnet18-fp32.onnx", "models/pspnet18-fp16.onnx",
+                 "models/pspnet18-int8.onnx", "video/context-scenes-seg.mp4", "bench.json", "bench.md",
+                 "bench.png", "accuracy.json", "accuracy.md", "summary.txt"):
+        assert (out / name).stat().st_size > 0, name
+    frames = sorted((out / "frames").glob("overlay_*.png"))
+    assert len(frames) == 2
+    bench = json.loads((out / "bench.json").read_text())
+    assert {r["precision"] for r in bench["results"]} == {"fp32", "fp16", "int8"}
+    assert bench["baseline"] == "torch fp32"
+    rows = json.loads((out / "accuracy.json").read_text())["rows"]
+    assert len(rows) == 4 and rows[0]["reference"] and all(r["drop"] is not None for r in rows)
+    summary = (out / "summary.txt").read_text()
+    assert "TensorRT engines" in summary and "key numbers:" in summary
+    assert "== [7/7]" in result.stdout  # stage headers shown throughout
+
+
+def test_demo_refuses_a_file_as_output(tmp_path):
+    from click.testing import CliRunner
+
+    from benchmarks.demo import main
+
+    target = tmp_path / "file"
+    target.write_text("x")
+    result = CliRunner().invoke(main, [str(target)])
+    assert result.exit_code == 2 and "is a file" in result.output
