@@ -204,7 +204,7 @@ def collecting_logger(trt, min_severity=None):
 
         def log(self, severity, msg):
             if int(severity) <= int(self.min_severity):  # lower value = more severe
-                self.messages.append((str(severity).rsplit(".", 1)[-1], str(msg)))
+                self.messages.append((getattr(severity, "name", str(severity)), str(msg)))
 
         def text(self, last: int = 20) -> str:
             return "\n".join(f"  [{sev}] {msg}" for sev, msg in self.messages[-last:])

@@ -1,0 +1,78 @@
+"""Calibration images: found in folders and list files, prepared exactly like runtime frames."""
+import cv2
+import numpy as np
+import pytest
+
+from export.calibration import find_calibration_images, load_calibration_set, spread
+from export.parity import draw_scene
+from runtime.errors import InputError
+from runtime.metadata import ModelInfo
+from runtime.preprocess import prepare_frame
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.png"), draw_scene(40, 60, seed=i))
+    cv2.imwrite(str(folder / "sub" / "3.jpg"), draw_scene(50, 30, seed=3))
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_folder_is_searched_recursively_for_images(image_dir):
+    found = find_calibration_images(image_dir)
+    assert [p.name for p in found] == ["0.png", "1.png", "2.png", "3.jpg"]
+
+
+def test_list_file_takes_the_image_column_relative_to_its_folder(image_dir, tmp_path):
+    listing = tmp_path / "calib.txt"
+    listing.write_text("# calibration\nimages/0.png labels/0.png\n\nimages/sub/3.jpg\n")
+    assert find_calibration_images(list_file=listing) == [tmp_path / "images/0.png", tmp_path / "images/sub/3.jpg"]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({}, "exactly one of"),
+    ({"images_dir": "a", "list_file": "b"}, "exactly one of"),
+    ({"images_dir": "/no/such/folder"}, "folder not found"),
+    ({"list_file": "/no/such/list.txt"}, "not found"),
+])
+def test_bad_sources_are_input_errors(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        find_calibration_images(**kwargs)
+
+
+def test_empty_folder_and_empty_list(tmp_path):
+    with pytest.raises(InputError, match="no calibration images"):
+        find_calibration_images(tmp_path)
+    listing = tmp_path / "empty.txt"
+    listing.write_text("# nothing\n")
+    with pytest.raises(InputError, match="no calibration images listed"):
+        find_calibration_images(list_file=listing)
+
+
+def test_spread_covers_the_whole_set():
+    assert spread(list(range(10)), 3) == [0, 4, 9]
+    assert spread(list(range(3)), 8) == [0, 1, 2]
+    assert spread(list(range(3)), None) == [0, 1, 2]
+
+
+def test_images_are_prepared_like_runtime_frames(image_dir):
+    info = ModelInfo(mean=(100.0, 110.0, 120.0), std=(50.0, 60.0, 70.0))
+    paths = find_calibration_images(image_dir)
+    calib = load_calibration_set(paths, info, (33, 49), progress=False)
+    assert calib.batch.shape == (4, 3, 33, 49) and calib.batch.dtype == np.float32
+    expected = prepare_frame(cv2.imread(str(paths[3])), info, (33, 49))[0]
+    np.testing.assert_array_equal(calib.batch[3], expected)
+
+
+def test_unreadable_images_are_skipped_and_reported(image_dir):
+    bad = image_dir / "broken.png"
+    bad.write_bytes(b"\x89PNG truncated")
+    paths = [*find_calibration_images(image_dir), image_dir / "gone.png"]
+    calib = load_calibration_set(paths, ModelInfo(), (33, 33), progress=False)
+    assert len(calib.used) == 4
+    assert {(p.name, why.split()[0]) for p, why in calib.skipped} == {("broken.png", "not"), ("gone.png", "missing")}
+    with pytest.raises(InputError, match="none of the 2 calibration images could be read"):
+        load_calibration_set([bad, image_dir / "gone.png"], ModelInfo(), (33, 33), progress=False)

@@ -1,0 +1,236 @@
+"""psp-build-engine without a GPU: option parsing, profiles, precision choice, and the build flow (sidecar,
+atomic writes, TensorRT's log on failure) against a stand-in for the tensorrt module's build API."""
+import enum
+import hashlib
+import importlib.util
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import export.engine as engine_module
+from export.engine import (EngineBuildError, Profile, build_engine, input_profile, parse_batch, parse_size_profile,
+                           prepare_onnx)
+from export.engine_cli import main as build_engine_cli
+from runtime.backends.tensorrt import Platform, read_sidecar
+from runtime.errors import InputError
+from runtime.files import file_sha256
+from runtime.metadata import ModelInfo
+from runtime.model_info import read_onnx_info
+
+HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
+PLATFORM = Platform("10.13.3.9", "NVIDIA L4", "8.9")
+
+
+class FakeTensorRT:
+    """The slice of the tensorrt module build_engine uses, recording what it was asked to do."""
+
+    class ILogger:
+        class Severity(enum.IntEnum):
+            INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
+
+        def __init__(self):
+            pass
+
+    class NetworkDefinitionCreationFlag:
+        STRONGLY_TYPED = 1
+
+    class MemoryPoolType:
+        WORKSPACE = 0
+
+    class BuilderFlag:
+        TF32 = 7
+
+    def __init__(self, version="10.13.3.9", input_shape=(-1, 3, 65, 65), engine=b"serialized engine",
+                 parse_ok=True):
+        self.__version__ = version
+        self.input_shape, self.engine, self.parse_ok = input_shape, engine, parse_ok
+        self.calls: dict = {}
+        fake = self
+
+        class Network:
+            num_inputs = 1
+
+            def get_input(self, i):
+                return type("Tensor", (), {"name": "image", "shape": fake.input_shape})()
+
+        class Cache:
+            def __init__(self, data):
+                self.data = data
+
+            def serialize(self):
+                return b"cache:" + self.data
+
+        class Config:
+            def set_memory_pool_limit(self, pool, size):
+                fake.calls["workspace"] = size
+
+            def clear_flag(self, flag):
+                fake.calls["cleared"] = flag
+
+            def add_optimization_profile(self, profile):
+                fake.calls["profile"] = profile.shapes
+
+            def create_timing_cache(self, data):
+                fake.calls["cache_in"] = bytes(data)
+                return Cache(bytes(data))
+
+            def set_timing_cache(self, cache, ignore_mismatch):
+                self.cache = cache
+                return True
+
+            def get_timing_cache(self):
+                return self.cache
+
+        class Profile:
+            def __init__(self):
+                self.shapes = {}
+
+            def set_shape(self, name, lo, opt, hi):
+                self.shapes[name] = (lo, opt, hi)
+
+        class Builder:
+            def __init__(self, logger):
+                self.logger = logger
+
+            def create_network(self, flags):
+                fake.calls["flags"] = flags
+                return Network()
+
+            def create_builder_config(self):
+                return Config()
+
+            def create_optimization_profile(self):
+                return Profile()
+
+            def build_serialized_network(self, network, config):
+                self.logger.log(FakeTensorRT.ILogger.Severity.WARNING, "a build warning")
+                if fake.engine is None:
+                    self.logger.log(FakeTensorRT.ILogger.Severity.ERROR, "out of workspace for tactic X")
+                return fake.engine
+
+        class OnnxParser:
+            def __init__(self, network, logger):
+                self.num_errors = 0 if fake.parse_ok else 1
+
+            def parse_from_file(self, path):
+                fake.calls["parsed"] = path
+                return fake.parse_ok
+
+            def get_error(self, i):
+                return "In node 3 (Resize): unsupported mode"
+
+        self.Builder, self.OnnxParser = Builder, OnnxParser
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    def install(**options):
+        fake = FakeTensorRT(**options)
+        monkeypatch.setattr(engine_module, "import_tensorrt", lambda: fake)
+        monkeypatch.setattr(engine_module, "current_platform", lambda device=0: PLATFORM)
+        return fake
+    return install
+
+
+def test_parse_batch_and_sizes():
+    assert parse_batch("4") == (4, 4, 4)
+    assert parse_batch("1:4:8") == (1, 4, 8)
+    assert parse_size_profile("473") == ((473, 473),) * 3
+    assert parse_size_profile("257x257:513x1025:1025x2049") == ((257, 257), (513, 1025), (1025, 2049))
+    for bad in ("0", "1:2", "8:4:1", "a"):
+        with pytest.raises(InputError, match="batch"):
+            parse_batch(bad)
+    for bad in ("1x2:3x4", "513x513:257x257:1025x1025", "12y5"):
+        with pytest.raises(InputError):
+            parse_size_profile(bad)
+
+
+def test_input_profiles_follow_what_the_model_allows():
+    info = ModelInfo(input_size=(97, 129))
+    shapes, notes = input_profile((-1, 3, 65, 65), Profile((1, 2, 4)), info)
+    assert shapes == ((1, 3, 65, 65), (2, 3, 65, 65), (4, 3, 65, 65)) and not notes
+    shapes, notes = input_profile((-1, 3, -1, -1), Profile((1, 1, 1)), info)
+    assert shapes[2] == (1, 3, 97, 129) and "recorded input size" in notes[0]
+    sizes = parse_size_profile("33x33:65x65:129x129")
+    assert input_profile((1, 3, -1, -1), Profile((1, 1, 1), sizes), info)[0][2] == (1, 3, 129, 129)
+    with pytest.raises(InputError, match="batch 1 only"):
+        input_profile((1, 3, 65, 65), Profile((1, 2, 4)), info)
+    with pytest.raises(InputError, match="65x65 inputs only"):
+        input_profile((-1, 3, 65, 65), Profile((1, 1, 1), sizes), info)
+    with pytest.raises(InputError, match="pass --size"):
+        input_profile((-1, 3, -1, -1), Profile(), ModelInfo())
+
+
+def test_build_writes_engine_and_sidecar(tmp_path, fake_trt, tiny_onnx):
+    fake = fake_trt()
+    onnx_path, _ = tiny_onnx
+    cache = tmp_path / "timing.cache"
+    result = build_engine(onnx_path, tmp_path / "m.engine", batch="1:2:4", timing_cache=cache, workspace_gib=0.5)
+    assert (tmp_path / "m.engine").read_bytes() == b"serialized engine"
+    assert fake.calls["flags"] == 1 << 1  # TensorRT 10: STRONGLY_TYPED requested
+    assert fake.calls["cleared"] == FakeTensorRT.BuilderFlag.TF32 and fake.calls["workspace"] == 1 << 29
+    assert fake.calls["profile"]["image"] == ((1, 3, 65, 65), (2, 3, 65, 65), (4, 3, 65, 65))
+    assert cache.read_bytes() == b"cache:"
+    sidecar = read_sidecar(tmp_path / "m.engine")
+    assert sidecar.platform == PLATFORM and sidecar.precision == "fp32" == result.precision
+    assert sidecar.profiles == {"image": {"min": [1, 3, 65, 65], "opt": [2, 3, 65, 65], "max": [4, 3, 65, 65]}}
+    assert sidecar.onnx_sha256 == file_sha256(onnx_path)
+    assert sidecar.engine_sha256 == hashlib.sha256(b"serialized engine").hexdigest()
+    assert sidecar.info == read_onnx_info(onnx_path)
+    assert result.warnings == ["a build warning"]
+    build_engine(onnx_path, tmp_path / "m2.engine", timing_cache=cache)  # the saved cache is read back
+    assert fake.calls["cache_in"] == b"cache:"
+
+
+def test_tensorrt_11_networks_are_strongly_typed_without_a_flag(tmp_path, fake_trt, tiny_onnx):
+    fake = fake_trt(version="11.1.0.5")
+    build_engine(tiny_onnx[0], tmp_path / "m.engine")
+    assert fake.calls["flags"] == 0
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"engine": None}, "could not build an engine.*out of workspace for tactic X"),
+    ({"parse_ok": False}, "could not parse.*unsupported mode"),
+])
+def test_failed_build_shows_the_log_and_leaves_no_file(tmp_path, fake_trt, tiny_onnx, options, message):
+    fake_trt(**options)
+    with pytest.raises(EngineBuildError, match=f"(?s){message}"):
+        build_engine(tiny_onnx[0], tmp_path / "m.engine")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_precision_choice(tmp_path, tiny_onnx):
+    src, _ = tiny_onnx
+    info = read_onnx_info(src)
+    assert prepare_onnx(src, None, info, tmp_path) == (src, info, [])
+    with pytest.raises(InputError, match="needs calibration images"):
+        prepare_onnx(src, "int8", info, tmp_path)
+    with pytest.raises(InputError, match="already an fp16 model"):
+        prepare_onnx(src, "int8", info.with_(precision="fp16"), tmp_path)
+    cpu_int8 = info.with_(precision="int8", extra={"int8_target": "onnxruntime"})
+    with pytest.raises(InputError, match="quantized for ONNX Runtime"):
+        prepare_onnx(src, None, cpu_int8, tmp_path)
+
+
+@pytest.mark.skipif(HAVE_TRT, reason="checks the message shown where TensorRT is not installed")
+def test_cli_without_tensorrt_says_how_to_install(tmp_path, tiny_onnx):
+    result = CliRunner().invoke(build_engine_cli, [str(tiny_onnx[0]), "-o", str(tmp_path / "m.engine")])
+    assert result.exit_code == 1
+    assert "pip install tensorrt" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "m.engine").exists()
+
+
+def test_cli_rejects_calibration_images_without_int8(tmp_path, tiny_onnx):
+    result = CliRunner().invoke(build_engine_cli, [str(tiny_onnx[0]), "-o", str(tmp_path / "m.engine"),
+                                                   "--calib-images", str(tmp_path)])
+    assert result.exit_code == 2 and "--int8" in result.output
+
+
+def test_cli_passes_options_through(tmp_path, fake_trt, tiny_onnx):
+    fake_trt()
+    result = CliRunner().invoke(build_engine_cli, [str(tiny_onnx[0]), "-o", str(tmp_path / "m.engine"),
+                                                   "--batch", "1:4:8", "--workspace", "1"])
+    assert result.exit_code == 0, result.output
+    assert "profile image: min [1, 3, 65, 65] opt [4, 3, 65, 65] max [8, 3, 65, 65]" in result.output
+    assert json.loads((tmp_path / "m.engine.json").read_text())["gpu_name"] == "NVIDIA L4"

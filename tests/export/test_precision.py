@@ -1,0 +1,189 @@
+"""FP16 and INT8 ONNX models against the FP32 PyTorch model, on drawn street scenes in ONNX Runtime (CPU)."""
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from export.parity import compare_outputs, draw_scene
+from export.precision import (POOLING_PATTERN, calibration_size, convert_fp16, output_region, pooling_nodes,
+                              quantize_int8)
+from export.precision_cli import fp16_command, int8_command
+from runtime.errors import InputError
+from runtime.metadata import ModelInfo
+from runtime.model_info import read_onnx_info
+from runtime.preprocess import prepare_frame
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("modelopt.onnx")
+
+SIZE = (65, 65)
+
+
+def _scenes(info: ModelInfo, count: int = 4, seed: int = 100) -> np.ndarray:
+    """Real-looking inputs: drawn scenes of several aspect ratios, letterboxed like runtime frames."""
+    shapes = [(60, 90), (90, 60), (65, 65), (48, 128)]
+    frames = [draw_scene(*shapes[i % len(shapes)], seed=seed + i) for i in range(count)]
+    return np.stack([prepare_frame(f, info, SIZE)[0] for f in frames])
+
+
+@pytest.fixture(scope="module")
+def scene_onnx(tiny_model, tiny_info, tmp_path_factory):
+    """(path, model, info): the tiny PSPNet with a classifier that separates drawn scenes, exported to ONNX.
+    A random classifier's logits barely differ between classes (nearly one argmax everywhere), which says
+    nothing about a conversion; projecting the head's features on their principal directions (no training)
+    gives logits that vary over the scene like a trained model's."""
+    import copy
+
+    from export.onnx import export_onnx
+
+    model = copy.deepcopy(tiny_model).eval()
+    features = []
+    hook = model.cls[4].register_forward_hook(lambda module, inputs, output: features.append(inputs[0]))
+    with torch.no_grad():
+        model(torch.from_numpy(_scenes(tiny_info, seed=50)))
+    hook.remove()
+    flat = features[0].permute(0, 2, 3, 1).reshape(-1, features[0].shape[1])
+    mean = flat.mean(0)
+    _, singular, directions = torch.linalg.svd(flat - mean, full_matrices=False)
+    k = model.cls[4].out_channels
+    weight = directions[:k] / singular[:k, None] * len(flat) ** 0.5  # unit-variance projections
+    with torch.no_grad():
+        model.cls[4].weight.copy_(weight[:, :, None, None])
+        model.cls[4].bias.copy_(-(weight @ mean))
+    path = tmp_path_factory.mktemp("scene_onnx") / "scene.onnx"
+    export_onnx(model, tiny_info, path, size=SIZE)
+    return path, model, tiny_info
+
+
+def _parity(path, model, info):
+    batch = _scenes(info)
+    with torch.no_grad():
+        reference = model(torch.from_numpy(batch)).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return compare_outputs(reference, session.run(None, {"image": batch})[0])
+
+
+def _types(model) -> dict[str, int]:
+    inferred = onnx.shape_inference.infer_shapes(model)
+    values = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+    return {v.name: v.type.tensor_type.elem_type for v in values}
+
+
+@pytest.fixture(scope="module")
+def fp16_model(scene_onnx, tmp_path_factory):
+    path = tmp_path_factory.mktemp("fp16") / "m.fp16.onnx"
+    return convert_fp16(scene_onnx[0], path)
+
+
+@pytest.fixture(scope="module")
+def calib_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("calib")
+    for i in range(6):
+        cv2.imwrite(str(folder / f"scene_{i}.png"), draw_scene(72 + 8 * i, 96, seed=i))
+    return folder
+
+
+def test_fp16_agrees_with_pytorch_on_scenes(fp16_model, scene_onnx):
+    report = _parity(fp16_model, scene_onnx[1], scene_onnx[2])
+    print(f"FP16 vs PyTorch FP32: {report.describe()}")
+    assert report.argmax_agreement >= 0.995, report.describe()
+    assert report.max_rel_to_range <= 1e-2, report.describe()
+
+
+def test_fp16_keeps_io_metadata_and_sensitive_ops_fp32(fp16_model, scene_onnx):
+    source, converted = onnx.load(str(scene_onnx[0])), onnx.load(str(fp16_model))
+    types = _types(converted)
+    float32, float16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    assert types["image"] == types["logits"] == float32
+    assert float16 in types.values()
+    by_name = {n.name: n for n in converted.graph.node}
+    for name in pooling_nodes(source) + output_region(source):
+        node = by_name[name]
+        if node.op_type in ("MatMul", "Resize"):
+            assert types[node.output[0]] == float32, name
+    assert read_onnx_info(fp16_model) == read_onnx_info(scene_onnx[0]).with_(precision="fp16")
+
+
+def test_the_pooling_pattern_finds_every_pyramid_matmul(tiny_onnx):
+    source = onnx.load(str(tiny_onnx[0]))
+    matmuls = [n.name for n in source.graph.node if n.op_type == "MatMul"]
+    assert len(matmuls) == 8 and set(matmuls) <= set(pooling_nodes(source))
+    assert POOLING_PATTERN.startswith(".*")  # AutoCast and ModelOpt match names from the start
+
+
+def test_model_without_our_metadata_converts_with_a_notice(tiny_onnx, tmp_path, capsys):
+    foreign = onnx.load(str(tiny_onnx[0]))
+    del foreign.metadata_props[:]
+    onnx.save(foreign, str(tmp_path / "foreign.onnx"))
+    out = convert_fp16(tmp_path / "foreign.onnx", tmp_path / "foreign.fp16.onnx")
+    assert "carries no pspnet metadata" in capsys.readouterr().err
+    info = read_onnx_info(out)
+    assert info.precision == "fp16" and info.num_classes == 5
+
+
+def test_converted_models_are_not_converted_again(fp16_model, tmp_path, calib_dir):
+    with pytest.raises(InputError, match="already an fp16 model"):
+        convert_fp16(fp16_model, tmp_path / "again.onnx")
+    with pytest.raises(InputError, match="already an fp16 model"):
+        quantize_int8(fp16_model, tmp_path / "again.onnx", [calib_dir / "scene_0.png"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_int8_options(tiny_onnx, tmp_path, calib_dir):
+    with pytest.raises(InputError, match="target"):
+        quantize_int8(tiny_onnx[0], tmp_path / "q.onnx", [calib_dir / "scene_0.png"], target="tflite")
+    with pytest.raises(InputError, match="method"):
+        quantize_int8(tiny_onnx[0], tmp_path / "q.onnx", [calib_dir / "scene_0.png"], method="percentile")
+    with pytest.raises(InputError, match="could be read"):
+        quantize_int8(tiny_onnx[0], tmp_path / "q.onnx", [tmp_path / "missing.png"])
+    with pytest.raises(InputError, match="pass --size"):
+        calibration_size("m.onnx", ModelInfo(input_size=None), None)
+    assert calibration_size("m.onnx", ModelInfo(input_size=(97, 97)), (33, 49)) == (33, 49)
+    assert not (tmp_path / "q.onnx").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["tensorrt", "onnxruntime"])
+def test_int8_runs_in_onnxruntime_and_agrees(target, scene_onnx, tmp_path, calib_dir):
+    path = quantize_int8(scene_onnx[0], tmp_path / f"m.int8.{target}.onnx", sorted(calib_dir.iterdir()),
+                         target=target, num_images=4, progress=False)
+    report = _parity(path, scene_onnx[1], scene_onnx[2])
+    print(f"INT8 ({target}) vs PyTorch FP32: {report.describe()}")
+    assert report.argmax_agreement >= 0.97, report.describe()
+    info = read_onnx_info(path)
+    assert info.precision == "int8" and info.extra["int8_target"] == target
+    assert info.extra["calibration"] == {"method": "entropy", "images": 4, "size": [65, 65]}
+    model = onnx.load(str(path))
+    assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    # The pooling MatMuls read no dequantized tensors: the exact averages stay unquantized.
+    dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    pooling = [n for n in model.graph.node if n.op_type == "MatMul"]
+    assert pooling and not any(set(n.input) & dequantized for n in pooling)
+    zero_points = [onnx.numpy_helper.to_array(t) for t in model.graph.initializer if t.name.endswith("zero_point")]
+    if target == "tensorrt":  # TensorRT takes symmetric INT8 only
+        assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    else:  # ONNX Runtime's fast CPU kernels: U8 activations
+        assert any(z.dtype == np.uint8 for z in zero_points)
+
+
+@pytest.mark.slow
+def test_cli_fp16_and_int8_from_a_list_file(tiny_onnx, tmp_path, calib_dir):
+    shutil.copytree(calib_dir, tmp_path / "images")
+    listing = tmp_path / "calib.txt"
+    listing.write_text("".join(f"images/scene_{i}.png labels/none.png\n" for i in range(6)))
+    (tmp_path / "images" / "scene_5.png").write_bytes(b"corrupt")
+    runner = CliRunner()
+    result = runner.invoke(fp16_command, [str(tiny_onnx[0]), "-o", str(tmp_path / "m.fp16.onnx")])
+    assert result.exit_code == 0, result.output
+    assert "(fp16," in result.output
+    result = runner.invoke(int8_command, [str(tiny_onnx[0]), "-o", str(tmp_path / "m.int8.onnx"), "--calib-list",
+                                          str(listing), "--target", "onnxruntime", "--method", "max"])
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 unreadable calibration image(s): scene_5.png" in result.output
+    assert read_onnx_info(tmp_path / "m.int8.onnx").extra["calibration"]["images"] == 5
+    result = runner.invoke(int8_command, [str(tiny_onnx[0]), "-o", str(tmp_path / "x.onnx")])
+    assert result.exit_code == 2 and "--calib-images DIR or --calib-list FILE" in result.output
