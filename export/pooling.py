@@ -11,14 +11,16 @@ from torch import nn
 
 def pooling_matrix(length, bins: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """[bins, length] matrix whose row i averages positions floor(i·L/b) .. ceil((i+1)·L/b)-1, the windows
-    torch's adaptive_avg_pool uses. `length` is an int, or a 0-d int64 tensor taken from a traced shape, in
+    torch's adaptive_avg_pool uses. `length` is an int, or a 0-d tensor taken from a traced shape, in
     which case the export builds the matrix in the graph (Range, comparisons, Cast, ReduceSum, Div) from the
     runtime size.
     """
-    row = torch.arange(bins, dtype=torch.int64).unsqueeze(1)  # i, [b, 1]
-    scaled = torch.arange(length, dtype=torch.int64).unsqueeze(0) * bins  # p·b, [1, L]
+    # Index arithmetic in float32 (exact for integers below 2^24): TensorRT and ONNX Runtime both take float
+    # Range and comparisons, while int64 support varies between TensorRT versions.
+    row = torch.arange(bins, dtype=torch.float32).unsqueeze(1)  # i, [b, 1]
+    scaled = torch.arange(length, dtype=torch.float32).unsqueeze(0) * bins  # p·b, [1, L]
     # For integers: floor(i·L/b) <= p  <=>  i·L < (p+1)·b,  and  p < ceil((i+1)·L/b)  <=>  p·b < (i+1)·L.
-    # Integer products only, no division: exact, and a short graph.
+    # Products only, no division or rounding: exact, and a short graph.
     inside = (row * length < scaled + bins) & (scaled < (row + 1) * length)
     weights = inside.to(dtype)
     return weights / weights.sum(1, keepdim=True)
