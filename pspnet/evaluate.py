@@ -1,0 +1,244 @@
+"""Segmentation accuracy the way the paper reports it: intersection and union summed over the whole dataset,
+then mIoU, mAcc and allAcc; whole-image, sliding-window, flip and multi-scale inference.
+
+Inference goes through a `predict(batch float32 [N,3,H,W]) -> logits [N,C,H,W]` callable, so a PyTorch model
+and every runtime backend (a Runner's `infer`) are measured by the same code on the same images."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from pspnet.data.transforms import IGNORE
+from runtime.errors import InputError
+from runtime.files import atomic_output
+from runtime.metadata import IMAGENET_MEAN, IMAGENET_STD
+from runtime.preprocess import normalize
+
+Predict = Callable[[np.ndarray], np.ndarray]
+MODES = ("whole", "slide")
+
+
+def intersection_and_union(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore: int = IGNORE):
+    """Per-class (intersection, union, target area) pixel counts of one prediction; `ignore` pixels excluded."""
+    keep = target != ignore
+    pred, target = pred[keep].astype(np.int64), target[keep].astype(np.int64)
+    inter = np.bincount(target[pred == target], minlength=num_classes)[:num_classes]
+    area_pred = np.bincount(pred, minlength=num_classes)[:num_classes]
+    area_target = np.bincount(target, minlength=num_classes)[:num_classes]
+    return inter, area_pred + area_target - inter, area_target
+
+
+@dataclass
+class EvalResult:
+    """Dataset-level pixel counts per class and the metrics derived from them. Classes that never occur in
+    the ground truth (target area 0) are left out of mIoU and mAcc, as in the reference code's NaN handling
+    of empty unions."""
+
+    class_names: tuple[str, ...]
+    intersection: np.ndarray
+    union: np.ndarray
+    target: np.ndarray
+    num_images: int = 0
+    mode: str = "whole"
+    details: dict = field(default_factory=dict)
+
+    @property
+    def iou(self) -> np.ndarray:
+        return np.where(self.union > 0, self.intersection / np.maximum(self.union, 1), np.nan)
+
+    @property
+    def acc(self) -> np.ndarray:
+        return np.where(self.target > 0, self.intersection / np.maximum(self.target, 1), np.nan)
+
+    @property
+    def present(self) -> np.ndarray:
+        return self.target > 0
+
+    @property
+    def miou(self) -> float:
+        return float(np.mean(self.iou[self.present])) if self.present.any() else float("nan")
+
+    @property
+    def macc(self) -> float:
+        return float(np.mean(self.acc[self.present])) if self.present.any() else float("nan")
+
+    @property
+    def allacc(self) -> float:
+        return float(self.intersection.sum() / max(int(self.target.sum()), 1))
+
+    def to_dict(self) -> dict:
+        def num(v):
+            return None if np.isnan(v) else round(float(v), 6)
+
+        return {"miou": num(self.miou), "macc": num(self.macc), "allacc": num(self.allacc),
+                "num_images": self.num_images, "mode": self.mode, **self.details,
+                "classes": [{"name": n, "iou": num(i), "acc": num(a), "pixels": int(t)}
+                            for n, i, a, t in zip(self.class_names, self.iou, self.acc, self.target)]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def table(self) -> str:
+        width = max(12, *(len(n) for n in self.class_names))
+        lines = [f"{'class':<{width}}  {'IoU':>6}  {'Acc':>6}  {'pixels':>10}"]
+        for name, iou, acc, t in zip(self.class_names, self.iou, self.acc, self.target):
+            fmt = (lambda v: "   n/a" if np.isnan(v) else f"{100 * v:6.2f}")
+            lines.append(f"{name:<{width}}  {fmt(iou)}  {fmt(acc)}  {int(t):>10}")
+        lines.append(f"mIoU {100 * self.miou:.2f}  mAcc {100 * self.macc:.2f}  allAcc {100 * self.allacc:.2f}"
+                     f"  ({self.num_images} images, {self.mode})")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class EvalMode:
+    """How one image is predicted: `whole` image or `slide` windows of `crop` with stride ceil(2/3 crop),
+    optionally averaged with the flipped image and over `scales` (softmax probabilities summed)."""
+
+    mode: str = "whole"
+    crop: tuple[int, int] | None = None
+    flip: bool = False
+    scales: tuple[float, ...] = (1.0,)
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise InputError(f"unknown evaluation mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.mode == "slide" and (self.crop is None or min(self.crop) < 1):
+            raise InputError("sliding-window evaluation needs a positive crop size (--crop)")
+        if not self.scales or min(self.scales) <= 0:
+            raise InputError(f"scales must be positive, got {self.scales}")
+
+    @property
+    def is_plain(self) -> bool:
+        return self.mode == "whole" and not self.flip and tuple(self.scales) == (1.0,)
+
+    def describe(self) -> str:
+        parts = [self.mode + (f" {self.crop[0]}x{self.crop[1]}" if self.mode == "slide" else "")]
+        if self.flip:
+            parts.append("flip")
+        if tuple(self.scales) != (1.0,):
+            parts.append("scales " + ",".join(f"{s:g}" for s in self.scales))
+        return " + ".join(parts)
+
+
+def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _check_logits(out: np.ndarray, chw: np.ndarray) -> np.ndarray:
+    if out.ndim == 3:
+        raise InputError("the model outputs labels, not logits: only whole-image mode without flip or "
+                         "scales applies to it")
+    if out.ndim != 4 or out.shape[0] != 1 or out.shape[2:] != chw.shape[1:]:
+        raise InputError(f"the model returned shape {tuple(out.shape)} for an input of {tuple(chw.shape[1:])}; "
+                         "expected logits [1, C, H, W] at the input size (fixed-size model? try --mode slide "
+                         "with --crop set to its input size)")
+    return out[0].astype(np.float32)
+
+
+def _run(predict: Predict, chw: np.ndarray) -> np.ndarray:
+    return _check_logits(np.asarray(predict(chw[None])), chw)
+
+
+def predict_sliding(predict: Predict, chw: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
+    """Logits [C, H, W] averaged over crop windows at stride ceil(2/3 crop); small images padded with 0 (the
+    normalised mean colour), as the reference does."""
+    _, h, w = chw.shape
+    ch, cw = crop
+    pad_h, pad_w = max(ch - h, 0), max(cw - w, 0)
+    if pad_h or pad_w:
+        top, left = pad_h // 2, pad_w // 2
+        chw = np.pad(chw, ((0, 0), (top, pad_h - top), (left, pad_w - left)))
+    ph, pw = chw.shape[1:]
+    sh, sw = math.ceil(ch * 2 / 3), math.ceil(cw * 2 / 3)
+    ys = [min(i * sh, ph - ch) for i in range(int(math.ceil((ph - ch) / sh)) + 1)]
+    xs = [min(j * sw, pw - cw) for j in range(int(math.ceil((pw - cw) / sw)) + 1)]
+    total, count = None, np.zeros((ph, pw), np.float32)
+    for y in sorted(set(ys)):
+        for x in sorted(set(xs)):
+            logits = _run(predict, np.ascontiguousarray(chw[:, y:y + ch, x:x + cw]))
+            total = np.zeros((logits.shape[0], ph, pw), np.float32) if total is None else total
+            total[:, y:y + ch, x:x + cw] += logits
+            count[y:y + ch, x:x + cw] += 1
+    total /= count
+    if pad_h or pad_w:
+        total = total[:, pad_h // 2:pad_h // 2 + h, pad_w // 2:pad_w // 2 + w]
+    return total
+
+
+def predict_probabilities(predict: Predict, image_rgb: np.ndarray, mode: EvalMode, mean, std) -> np.ndarray:
+    """Class probabilities [C, H, W] for one RGB image under `mode`."""
+    h, w = image_rgb.shape[:2]
+    total = None
+    for scale in mode.scales:
+        scaled = image_rgb if scale == 1 else cv2.resize(
+            image_rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_LINEAR)
+        chw = normalize(scaled, mean, std)
+        views = [chw, np.ascontiguousarray(chw[:, :, ::-1])] if mode.flip else [chw]
+        for k, view in enumerate(views):
+            logits = _run(predict, view) if mode.mode == "whole" else predict_sliding(predict, view, mode.crop)
+            prob = softmax(logits)
+            prob = prob[:, :, ::-1] if k == 1 else prob
+            if scale != 1:
+                prob = cv2.resize(prob.transpose(1, 2, 0), (w, h), interpolation=cv2.INTER_LINEAR)
+                prob = prob.reshape(h, w, -1).transpose(2, 0, 1)
+            total = prob if total is None else total + prob
+    return total
+
+
+def predict_labels(predict: Predict, image_rgb: np.ndarray, mode: EvalMode, mean, std) -> np.ndarray:
+    """Class indices [H, W]. A model that outputs labels (not logits) supports whole-image mode only."""
+    if mode.is_plain:
+        chw = normalize(image_rgb, mean, std)
+        out = np.asarray(predict(chw[None]))
+        if out.ndim == 3 and out.shape[1:] == image_rgb.shape[:2]:  # a `labels` model: already argmax-ed
+            return out[0].astype(np.int64)
+        return _check_logits(out, chw).argmax(0)
+    return predict_probabilities(predict, image_rgb, mode, mean, std).argmax(0)
+
+
+def colourize(labels: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
+    """Class indices -> RGB uint8 image with the model's palette (indices beyond it are black)."""
+    table = np.zeros((256, 3), np.uint8)
+    table[:len(palette)] = np.asarray(palette, np.uint8)[:256]
+    return table[np.clip(labels, 0, 255).astype(np.uint8)]
+
+
+def evaluate(predict: Predict, data, num_classes: int, *, mode: EvalMode | str = "whole",
+             class_names: Sequence[str] = (), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+             save_png: str | os.PathLike | None = None, palette: Sequence[Sequence[int]] = (),
+             limit: int | None = None, progress: bool = True) -> EvalResult:
+    """Run `predict` over a data source (`data[i]` -> (RGB uint8, label uint8), e.g. ContextScenes or
+    ListFileSource) and accumulate dataset-level intersection/union. `save_png` writes colour predictions."""
+    from pspnet.data.dataset import SegmentationDataset  # validates pairs (size, label range) the same way
+
+    mode = EvalMode(mode) if isinstance(mode, str) else mode
+    pairs = SegmentationDataset(data, num_classes, mean, std)
+    n = len(pairs) if limit is None else min(limit, len(pairs))
+    names = tuple(class_names) or tuple(f"class_{i}" for i in range(num_classes))
+    inter, union, target = (np.zeros(num_classes, np.int64) for _ in range(3))
+    out_dir = Path(save_png) if save_png else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    for i in tqdm(range(n), desc="eval", unit="img", disable=not progress):
+        image, label = pairs.load(i)
+        pred = predict_labels(predict, image, mode, mean, std)
+        if pred.max(initial=0) >= num_classes:
+            raise InputError(f"the model predicted class {int(pred.max())} but the dataset has {num_classes} "
+                             "classes: model and dataset do not match")
+        a, b, c = intersection_and_union(pred, label, num_classes)
+        inter += a
+        union += b
+        target += c
+        if out_dir:
+            with atomic_output(out_dir / f"{i:05d}.png", suffix=".png") as tmp:
+                cv2.imwrite(str(tmp), cv2.cvtColor(colourize(pred, palette or ()), cv2.COLOR_RGB2BGR))
+    return EvalResult(names, inter, union, target, num_images=n, mode=mode.describe())

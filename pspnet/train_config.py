@@ -1,0 +1,146 @@
+"""psp-train's configuration: one dataclass, loadable from YAML/JSON, validated with messages a user can act on."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+
+from runtime.errors import InputError
+from runtime.files import require_file
+
+CONTEXT_SCENES = "context-scenes"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Defaults: the reference recipe (poly 0.9, head x10, aux 0.4, wd 1e-4) with a PSPNet-18 on the built-in
+    context-scenes set at 129 px, sized for a few minutes on a laptop CPU."""
+
+    out: str = "runs/pspnet18"
+    arch: str = "pspnet18"
+    dataset: str = CONTEXT_SCENES  # "context-scenes" or a list file of `image label` lines
+    data_root: str | None = None  # list files: paths are relative to this (default: the list's folder)
+    classes: int | None = None  # list files: number of classes (default: the label set's count)
+    label_set: str = ""  # list files: class names and palette from runtime.labels (e.g. "ade20k")
+    scene_size: int = 129  # context-scenes image size
+    scenes: int = 2000  # context-scenes training images (one epoch)
+    seed: int = 0
+    crop: tuple[int, int] = (129, 129)
+    scale: tuple[float, float] | None = None  # None: 0.5-2.0 (reference); 0.75-1.25 on context-scenes
+    rotate: float = 10.0
+    blur: bool = True
+    flip: bool = True
+    batch: int = 8  # total over all processes
+    epochs: int | None = None
+    iterations: int | None = 500  # used when epochs is None (~5 min on a 2-core CPU at the defaults)
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    head_lr_mult: float = 10.0  # ppm, cls and aux learn 10x faster (reference)
+    power: float = 0.9  # poly schedule
+    aux_weight: float = 0.4
+    ppm: bool = True  # False: the FCN baseline (same backbone, no pyramid)
+    bins: tuple[int, ...] = (1, 2, 3, 6)
+    amp: bool = True  # mixed precision; used on CUDA only
+    workers: int = 2
+    threads: int | None = None  # torch CPU threads (default: torch's choice)
+    device: str = "auto"  # auto, cpu, cuda
+    save_every: int = 0  # iterations between checkpoints; 0 = at the end of every epoch
+    time_limit_min: float | None = None
+    resume: bool = False
+
+    def __post_init__(self):
+        for name in ("crop", "scale", "bins"):
+            value = getattr(self, name)
+            if isinstance(value, (int, float)) and name != "bins":
+                value = (value, value)
+            object.__setattr__(self, name, tuple(value) if value is not None else None)
+        self.validate()
+
+    @property
+    def scale_range(self) -> tuple[float, float]:
+        """The random-scale range in effect. context-scenes defaults to a narrow one: at 2x a crop shows a
+        quarter of the scene, often without the far-away cue that decides the object's class."""
+        if self.scale is not None:
+            return self.scale
+        return (0.75, 1.25) if self.dataset == CONTEXT_SCENES else (0.5, 2.0)
+
+    def validate(self) -> None:
+        checks = [
+            (self.batch >= 1, f"batch must be at least 1, got {self.batch}"),
+            (self.epochs is None or self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
+            (self.epochs is not None or (self.iterations or 0) >= 1,
+             f"iterations must be at least 1, got {self.iterations}"),
+            (self.lr > 0, f"lr must be positive, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.aux_weight >= 0, f"aux_weight must be >= 0, got {self.aux_weight}"),
+            (len(self.crop) == 2 and min(self.crop) >= 17, f"crop must be at least 17x17, got {self.crop}"),
+            (self.scale is None or (len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1]),
+             f"scale must be LOW,HIGH with 0 < LOW <= HIGH, got {self.scale}"),
+            (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
+            (self.save_every >= 0, f"save_every must be >= 0, got {self.save_every}"),
+            (self.time_limit_min is None or self.time_limit_min > 0,
+             f"time_limit_min must be positive, got {self.time_limit_min}"),
+            (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+             f"device must be auto, cpu or cuda[:N], got {self.device!r}"),
+            (self.dataset == CONTEXT_SCENES or self.classes or self.label_set,
+             f"dataset {self.dataset!r} is a list file: give --classes or --label-set"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))  # tuples -> lists, as stored in checkpoints
+
+
+# What a resumed run must share with the run it continues (the rest -- length, workers, time limit -- may change).
+RESUME_FIXED = ("arch", "dataset", "data_root", "classes", "label_set", "scene_size", "scenes", "seed", "crop",
+                "scale", "rotate", "blur", "flip", "batch", "lr", "momentum", "weight_decay", "head_lr_mult",
+                "power", "aux_weight", "ppm", "bins")
+
+
+def config_keys() -> list[str]:
+    return [f.name for f in fields(TrainConfig)]
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """A YAML or JSON mapping of TrainConfig fields (dashes or underscores); unknown keys are an error."""
+    p = require_file(path, "config file")
+    text = p.read_text()
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # json and yaml raise their own error types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{p}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {first}") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise InputError(f"{p}: expected a mapping of option: value, found {type(data).__name__}")
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(data) - set(config_keys()))
+    if unknown:
+        raise InputError(f"{p}: unknown config key(s) {', '.join(unknown)}; known: {', '.join(config_keys())}")
+    return data
+
+
+def make_config(values: dict) -> TrainConfig:
+    """TrainConfig from a dict, with one-line errors for wrong types instead of a TypeError traceback."""
+    unknown = sorted(set(values) - set(config_keys()))
+    if unknown:
+        raise InputError(f"unknown config key(s) {', '.join(unknown)}")
+    try:
+        return TrainConfig(**values)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"invalid training config: {exc}") from None
+
+
+def resume_mismatch(stored: dict, config: TrainConfig) -> list[str]:
+    """The settings a resumed run would change (each `key: stored -> now`)."""
+    now = config.to_dict()
+    return [f"{k}: {stored.get(k)!r} -> {now[k]!r}" for k in RESUME_FIXED if stored.get(k) != now[k]]
+
