@@ -23,44 +23,50 @@ pytest.importorskip("modelopt.onnx")
 SIZE = (65, 65)
 
 
-def _scenes(info: ModelInfo, count: int = 4, seed: int = 100) -> np.ndarray:
+def scene_batch(info: ModelInfo, count: int = 4, seed: int = 100) -> np.ndarray:
     """Real-looking inputs: drawn scenes of several aspect ratios, letterboxed like runtime frames."""
     shapes = [(60, 90), (90, 60), (65, 65), (48, 128)]
     frames = [draw_scene(*shapes[i % len(shapes)], seed=seed + i) for i in range(count)]
     return np.stack([prepare_frame(f, info, SIZE)[0] for f in frames])
 
 
-@pytest.fixture(scope="module")
-def scene_onnx(tiny_model, tiny_info, tmp_path_factory):
-    """(path, model, info): the tiny PSPNet with a classifier that separates drawn scenes, exported to ONNX.
-    A random classifier's logits barely differ between classes (nearly one argmax everywhere), which says
-    nothing about a conversion; projecting the head's features on their principal directions (no training)
-    gives logits that vary over the scene like a trained model's."""
+def separating_classifier(model, scenes: np.ndarray):
+    """A copy of `model` whose last 1x1 conv projects the head's features on their principal directions over
+    `scenes` (unit variance each): logits that vary over a scene like a trained model's, without training."""
     import copy
 
-    from export.onnx import export_onnx
-
-    model = copy.deepcopy(tiny_model).eval()
+    model = copy.deepcopy(model).eval()
     features = []
     hook = model.cls[4].register_forward_hook(lambda module, inputs, output: features.append(inputs[0]))
     with torch.no_grad():
-        model(torch.from_numpy(_scenes(tiny_info, seed=50)))
+        model(torch.from_numpy(scenes))
     hook.remove()
     flat = features[0].permute(0, 2, 3, 1).reshape(-1, features[0].shape[1])
     mean = flat.mean(0)
     _, singular, directions = torch.linalg.svd(flat - mean, full_matrices=False)
     k = model.cls[4].out_channels
-    weight = directions[:k] / singular[:k, None] * len(flat) ** 0.5  # unit-variance projections
+    weight = directions[:k] / singular[:k, None] * len(flat) ** 0.5
     with torch.no_grad():
         model.cls[4].weight.copy_(weight[:, :, None, None])
         model.cls[4].bias.copy_(-(weight @ mean))
+    return model
+
+
+@pytest.fixture(scope="module")
+def scene_onnx(tiny_model, tiny_info, tmp_path_factory):
+    """(path, model, info): the tiny PSPNet with a separating classifier, exported to ONNX. A random
+    classifier's logits barely differ between classes (nearly one argmax everywhere), which says nothing
+    about a conversion."""
+    from export.onnx import export_onnx
+
+    model = separating_classifier(tiny_model, scene_batch(tiny_info, seed=50))
     path = tmp_path_factory.mktemp("scene_onnx") / "scene.onnx"
     export_onnx(model, tiny_info, path, size=SIZE)
     return path, model, tiny_info
 
 
 def _parity(path, model, info):
-    batch = _scenes(info)
+    batch = scene_batch(info)
     with torch.no_grad():
         reference = model(torch.from_numpy(batch)).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -87,7 +93,7 @@ def calib_dir(tmp_path_factory):
     return folder
 
 
-def test_fp16_agrees_with_pytorch_on_scenes(fp16_model, scene_onnx):
+def test_fp16_agrees_with_pytorch_onscene_batch(fp16_model, scene_onnx):
     report = _parity(fp16_model, scene_onnx[1], scene_onnx[2])
     print(f"FP16 vs PyTorch FP32: {report.describe()}")
     assert report.argmax_agreement >= 0.995, report.describe()

@@ -1,0 +1,52 @@
+"""benchmarks/gpu_check.py's CPU-checkable parts: options, the missing-TensorRT message, parity verdicts."""
+import importlib.util
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from benchmarks.gpu_check import check_inputs, drawn_calibration, main, passes
+from export.parity import ParityReport
+from runtime.metadata import ModelInfo
+
+HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
+
+
+def _report(max_rel: float, agreement: float) -> ParityReport:
+    return ParityReport(max_abs=max_rel, max_rel_to_range=max_rel, argmax_agreement=agreement,
+                        tie_agreement=agreement, logit_range=1.0, tie_margin=0.0, pixels=100)
+
+
+def test_help_lists_the_options():
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for option in ("--checkpoint", "--onnx", "--calib-images", "--precision", "--cuda-graph", "--output"):
+        assert option in result.output
+
+
+def test_needs_exactly_one_model():
+    result = CliRunner().invoke(main, [])
+    assert result.exit_code == 2 and "exactly one of --checkpoint or --onnx" in result.output
+
+
+@pytest.mark.skipif(HAVE_TRT, reason="checks the message shown where TensorRT is not installed")
+def test_without_tensorrt_says_how_to_install(tmp_path):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    result = CliRunner().invoke(main, ["--onnx", str(model)])
+    assert result.exit_code == 1 and "pip install tensorrt" in result.output
+
+
+def test_parity_targets_per_precision():
+    assert passes("fp32", _report(5e-5, 1.0)) and not passes("fp32", _report(5e-4, 1.0))
+    assert passes("fp16", _report(0.3, 0.996)) and not passes("fp16", _report(0.0, 0.99))
+    assert passes("int8", _report(0.5, 0.975)) and not passes("int8", _report(0.0, 0.96))
+
+
+def test_check_inputs_and_drawn_calibration(tmp_path):
+    batch = check_inputs(ModelInfo(), (33, 49), 4)
+    assert batch.shape == (4, 3, 33, 49) and batch.dtype == np.float32
+    assert not np.array_equal(batch[0], batch[1])
+    paths = drawn_calibration(tmp_path / "calib", (33, 49), count=3)
+    assert [cv2.imread(str(p)).shape for p in paths] == [(33, 49, 3)] * 3

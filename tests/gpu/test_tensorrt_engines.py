@@ -1,0 +1,94 @@
+"""TensorRT engines on a real GPU: FP32/FP16/INT8 parity with PyTorch, dynamic batch, CUDA graphs, buffer
+reuse, and refusing an engine whose sidecar names another GPU. Skipped without TensorRT, cuda-python or a GPU."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+pytestmark = [pytest.mark.gpu, pytest.mark.tensorrt]
+pytest.importorskip("tensorrt", reason="needs TensorRT (pip install tensorrt) and an NVIDIA GPU")
+pytest.importorskip("cuda.bindings", reason="needs cuda-python (pip install cuda-python) and an NVIDIA GPU")
+
+from export.engine import build_engine  # noqa: E402
+from export.parity import compare_outputs, draw_scene  # noqa: E402
+from runtime.backends.tensorrt import TensorRTRunner  # noqa: E402
+from runtime.errors import InputError  # noqa: E402
+from runtime.model_info import engine_sidecar  # noqa: E402
+from tests.export.test_precision import SIZE, scene_batch, separating_classifier  # noqa: E402
+
+_reason = TensorRTRunner.unavailable_reason()
+if _reason:
+    pytest.skip(_reason, allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def scene_model(tiny_model, tiny_info, tmp_path_factory):
+    from export.onnx import export_onnx
+
+    model = separating_classifier(tiny_model, scene_batch(tiny_info, seed=50))
+    path = tmp_path_factory.mktemp("gpu") / "scene.onnx"
+    export_onnx(model, tiny_info, path, size=SIZE)
+    return path, model, tiny_info
+
+
+@pytest.fixture(scope="module")
+def calib_images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("calib")
+    paths = [folder / f"{i}.png" for i in range(8)]
+    for i, path in enumerate(paths):
+        cv2.imwrite(str(path), draw_scene(80, 96 + 8 * i, seed=i))
+    return paths
+
+
+def _reference(model, batch):
+    with torch.no_grad():
+        return model(torch.from_numpy(batch)).numpy()
+
+
+@pytest.mark.parametrize("precision,max_rel,min_agreement", [
+    ("fp32", 1e-4, 0.9999), ("fp16", 1e-2, 0.995), ("int8", None, 0.97)])
+def test_engine_parity(scene_model, calib_images, tmp_path, precision, max_rel, min_agreement):
+    path, model, info = scene_model
+    engine = tmp_path / f"m.{precision}.engine"
+    result = build_engine(path, engine, precision=None if precision == "fp32" else precision, batch="1:2:4",
+                          calib_images=calib_images, timing_cache=tmp_path / "timing.cache")
+    assert result.precision == precision and (tmp_path / "timing.cache").exists()
+    batch = scene_batch(info)
+    with TensorRTRunner(engine) as runner:
+        report = compare_outputs(_reference(model, batch), runner.infer(batch))
+        timing = runner.last_timing
+    print(f"TensorRT {precision} vs PyTorch FP32: {report.describe()}")
+    assert report.ok(max_rel=max_rel or float("inf"), min_agreement=min_agreement), report.describe()
+    assert timing.h2d_ms > 0 and timing.compute_ms > 0 and timing.d2h_ms > 0
+
+
+def test_dynamic_batch_cuda_graph_and_buffer_reuse(scene_model, tmp_path):
+    path, model, info = scene_model
+    engine = tmp_path / "m.engine"
+    build_engine(path, engine, batch="1:2:4")
+    batch = scene_batch(info, count=6)  # more than the profile's max: runs in chunks
+    expected = _reference(model, batch)
+    plain = TensorRTRunner(engine)
+    graph = TensorRTRunner(engine, cuda_graph=True)
+    for runner in (plain, graph):
+        got = runner.infer(batch)
+        assert compare_outputs(expected, got).ok()
+        np.testing.assert_array_equal(runner.infer(batch[:2]), runner.infer(batch[:2]))
+    np.testing.assert_allclose(graph.infer(batch[:3]), plain.infer(batch[:3]), rtol=0, atol=1e-5)
+    address = plain._buffers[plain._input].device
+    plain.infer(batch[:1])  # smaller shape: same buffers
+    assert plain._buffers[plain._input].device == address
+    plain.deactivate()
+    graph.deactivate()
+
+
+def test_engine_for_another_gpu_is_refused(scene_model, tmp_path):
+    engine = tmp_path / "m.engine"
+    build_engine(scene_model[0], engine)
+    sidecar = engine_sidecar(engine)
+    data = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**data, "gpu_name": "NVIDIA Imaginary 9000", "compute_capability": "99.0"}))
+    with pytest.raises(InputError, match="GPU NVIDIA Imaginary 9000"):
+        TensorRTRunner(engine)
