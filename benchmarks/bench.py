@@ -134,7 +134,27 @@ def machine_info(threads: int | None) -> dict:
     except OSError:
         pass
     return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "threads": threads,
-            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "load_average": load_average()}
+
+
+def load_average() -> float | None:
+    """The 1-minute load average: above the core count, other processes were competing for the CPU."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def busy_warning(machine: dict) -> str | None:
+    """A warning when the machine was busy during the run. Interleaving keeps a steady slowdown fair, but
+    thread pools that spin at barriers (PyTorch's OpenMP) lose far more than others on an oversubscribed CPU."""
+    loads = [v for v in (machine.get("load_average"), machine.get("load_average_end")) if v is not None]
+    cores = machine.get("cores") or 0
+    if not loads or not cores or max(loads) <= cores:
+        return None
+    return (f"machine busy: load average up to {max(loads):.1f} on {cores} cores; multi-threaded PyTorch suffers "
+            "more than ONNX Runtime under contention, so speed-ups over it may be overstated")
 
 
 # ----------------------------------------------------------------------------------------------- the loop
@@ -213,13 +233,12 @@ def add_speedups(results: list[Result]) -> None:
 
 # ------------------------------------------------------------------------------------------ loading models
 
-def _runner_options(backend: str, threads: int | None) -> dict:
+def _runner_options(name: str, threads: int | None) -> dict:
     """Pass `threads` only to backends whose runner takes it (a GPU runner has no CPU thread pool)."""
-    from runtime.backends import resolve_backend, runner_class
+    from runtime.backends import runner_class
 
     if threads is None:
         return {}
-    name, _ = resolve_backend(backend, "x")
     try:
         params = inspect.signature(runner_class(name).__init__).parameters
     except PSPError:
@@ -229,10 +248,10 @@ def _runner_options(backend: str, threads: int | None) -> dict:
 
 def load_candidate(candidate: Candidate, threads: int | None, probe: MemoryProbe) -> Loaded:
     """Create and activate the runner, measuring its load time and memory growth. Raises PSPError."""
-    from runtime.backends import REQUIREMENTS, create_runner, resolve_backend
+    from runtime.backends import REQUIREMENTS, TRITON_SCHEMES, create_runner, resolve_backend
 
     name, _ = resolve_backend(candidate.backend, candidate.model)
-    if not Path(candidate.model).exists() and not candidate.model.startswith(("grpc://", "http")):
+    if not candidate.model.startswith(TRITON_SCHEMES) and not Path(candidate.model).exists():
         raise InputError(f"model not found: {candidate.model}")
     for package in REQUIREMENTS.get(name, ()):  # import cost is not the model's memory
         with contextlib.suppress(ImportError):
@@ -245,8 +264,7 @@ def load_candidate(candidate: Candidate, threads: int | None, probe: MemoryProbe
     except PSPError:
         raise
     except Exception as exc:  # a backend's own failure type: still one clear line for the user
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"cannot load: {first}") from None
+        raise InputError(f"cannot load: {first_line(exc)}") from None
     load_s = time.perf_counter() - t0
     label = f"{runner.name} {runner.info.precision}"
     return Loaded(candidate, runner, label, load_s, probe.stop())
@@ -274,14 +292,12 @@ def batch_problem(runner: Runner, batch: int, size: tuple[int, int]) -> str | No
     return None
 
 
-def default_size(loaded: list[Loaded]) -> tuple[int, int]:
-    """The baseline's input size if it has one, else the first model's that has one (same size for all)."""
-    ordered = sorted(loaded, key=lambda item: not item.candidate.baseline)
-    for item in ordered:
-        size = item.runner.input_spec.size or item.runner.info.input_size
-        if size:
-            return tuple(size)
-    raise InputError("no model states its input size; pass --size HxW")
+def input_size_of(item: Loaded) -> tuple[int, int]:
+    """The size a model is fixed to, else the size it was exported/trained at."""
+    size = item.runner.input_spec.size or item.runner.info.input_size
+    if not size:
+        raise InputError("the model states no input size; pass --size HxW")
+    return tuple(size)
 
 
 # ---------------------------------------------------------------------------------------------- one run
@@ -312,7 +328,7 @@ def load_all(candidates: list[Candidate], config: BenchConfig, log: Log
         try:
             item = load_candidate(cand, config.threads, probe)
             probe.start()  # the peak of the first inferences, relative to RSS after loading
-            size = size or default_size([item])
+            size = size or input_size_of(item)  # the baseline's (loaded first), else the first model's
             ok = _first_inferences(item, config, size, unavailable)
             first = probe.stop()
         except PSPError as exc:
@@ -382,6 +398,7 @@ def run_benchmark(candidates: list[Candidate], config: BenchConfig, log: Log = _
     `report.unavailable` with the reason; the rest are measured and reported."""
     if not candidates:
         raise InputError("no model to benchmark")
+    machine = machine_info(config.threads)
     loaded, unavailable, size, usable = load_all(candidates, config, log)
     results: list[Result] = []
     schedule: dict[int, list[str]] = {}
@@ -400,5 +417,6 @@ def run_benchmark(candidates: list[Candidate], config: BenchConfig, log: Log = _
         for item in loaded:
             item.runner.deactivate()
     add_speedups(results)
+    machine["load_average_end"] = load_average()
     return BenchReport(config=config, results=results, unavailable=unavailable,
-                       machine=machine_info(config.threads), memory_note=NOTE, schedule=schedule)
+                       machine=machine, memory_note=NOTE, schedule=schedule)

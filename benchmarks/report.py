@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks.bench import BenchReport, Result
+from benchmarks.bench import BenchReport, busy_warning
 from runtime.files import atomic_output
 
 SCHEMA = "psp-bench/1"
@@ -51,7 +51,8 @@ def headline(report: BenchReport) -> list[str]:
         lines.append(f"fastest at batch {b}: {best.label}, {best.latency.median:.2f} ms median, "
                      f"{best.images_per_s:.2f} images/s{gain}")
     lines += [f"unavailable: {u.line()}" for u in report.unavailable]
-    return lines
+    warning = busy_warning(report.machine)
+    return lines + ([f"warning: {warning}"] if warning else [])
 
 
 def setup_line(report: BenchReport) -> str:
@@ -59,7 +60,7 @@ def setup_line(report: BenchReport) -> str:
     size = f"{report.results[0].size[0]}x{report.results[0].size[1]}" if report.results else "-"
     return (f"{size} input, warm-up {c.warmup_ms:.0f} ms, >= {c.duration_s:g} s and >= {c.min_iters} "
             f"iterations each, interleaved in {c.slice_ms:.0f} ms slices; {m['cpu']}, {m['cores']} cores, "
-            f"threads {m['threads'] or 'default'}; {m['date']}")
+            f"threads {m['threads'] or 'default'}, load average {m.get('load_average')}; {m['date']}")
 
 
 def format_terminal(report: BenchReport) -> str:
@@ -85,10 +86,6 @@ def format_markdown(report: BenchReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def result_dict(r: Result) -> dict:
-    return r.to_dict(samples=True)
-
-
 def to_json(report: BenchReport) -> dict:
     fastest = {str(b): report.fastest(b).label for b in report.batches()}
     return {
@@ -98,7 +95,7 @@ def to_json(report: BenchReport) -> dict:
         "baseline": report.baseline,
         "fastest": fastest,
         "memory_note": report.memory_note,
-        "results": [result_dict(r) for r in report.results],
+        "results": [r.to_dict() for r in report.results],
         "unavailable": [asdict(u) for u in report.unavailable],
         "schedule": {str(b): s for b, s in report.schedule.items()},
     }

@@ -73,3 +73,12 @@ def test_plot_of_one_batch(tmp_path, fake_backend):
     config = BenchConfig(size=(33, 33), warmup_ms=0, duration_s=0.05, min_iters=3, slice_ms=10)
     single = run_benchmark([Candidate(model, "fake")], config, clock=fake_backend.CLOCK)
     assert write_plot(single, tmp_path / "one.png").stat().st_size > 10_000
+
+
+def test_busy_machine_is_flagged(report):
+    from benchmarks.bench import busy_warning
+
+    report.machine.update(cores=2, load_average=1.0, load_average_end=1.5)
+    assert busy_warning(report.machine) is None
+    report.machine["load_average_end"] = 6.0
+    assert "load average up to 6.0 on 2 cores" in format_terminal(report)
