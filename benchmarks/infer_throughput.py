@@ -4,8 +4,8 @@ inference, post-process, encode) comes to the backend's pure inference throughpu
     python -m benchmarks.infer_throughput [--model M.onnx] [--frames 300] [--batch 1] [--json out.json]
 
 Without --model it exports pspnet18 (context-scenes classes, random weights: speed does not depend on them)
-at the variant's 129x129 input. The two measurements alternate for `--rounds` rounds and the best of each is
-kept, which is the fairest reading on a machine shared with other work."""
+at the variant's 129x129 input. The two measurements alternate for `--rounds` rounds and are
+compared per round (see `measure`), which is the fairest reading on a machine shared with other work."""
 from __future__ import annotations
 
 import json
@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import click
+import numpy as np
 
 from benchmarks.bench import Series, machine_info, make_input, run_slice
 from benchmarks.stats import summarize
@@ -34,24 +35,32 @@ class ThroughputReport:
     batch: int
     video: str
     frames: int
-    pure_fps: list[float]  # one per round
-    e2e_fps: list[float]
-    pure_latency_ms: dict  # trtexec-style statistics of the best pure round's batch latencies
+    pure_fps: list[float]  # rounds + 1 pure measurements, before, between and after the e2e runs
+    e2e_fps: list[float]  # one per round
+    busy: list[float]  # fraction of each e2e run's wall time the model was running
+    pure_latency_ms: dict  # trtexec-style statistics of the fastest pure round's batch latencies
     machine: dict
 
     @property
+    def ratios(self) -> list[float]:
+        """Each e2e run over the mean of the pure rounds either side of it."""
+        return [e / ((a + b) / 2) for e, a, b in zip(self.e2e_fps, self.pure_fps, self.pure_fps[1:])]
+
+    @property
     def ratio(self) -> float:
-        return max(self.e2e_fps) / max(self.pure_fps)
+        return float(np.median(self.ratios))
 
     def lines(self) -> list[str]:
         h, w = self.input_size
         return [f"model {Path(self.model).name}, backend {self.backend}, input {h}x{w}, batch {self.batch}, "
                 f"{self.frames} frames of {Path(self.video).name}",
-                f"pure inference : {max(self.pure_fps):7.1f} frames/s  (rounds: "
+                f"pure inference : {np.median(self.pure_fps):7.1f} frames/s  (median; rounds: "
                 f"{', '.join(f'{v:.1f}' for v in self.pure_fps)})",
-                f"psp-infer e2e  : {max(self.e2e_fps):7.1f} frames/s  (rounds: "
+                f"psp-infer e2e  : {np.median(self.e2e_fps):7.1f} frames/s  (median; rounds: "
                 f"{', '.join(f'{v:.1f}' for v in self.e2e_fps)})",
-                f"e2e / pure     : {self.ratio:7.1%}  (target >= 85%)"]
+                f"e2e / pure     : {self.ratio:7.1%}  (median; rounds: "
+                f"{', '.join(f'{r:.0%}' for r in self.ratios)}; target >= 85%)",
+                f"model busy     : {np.median(self.busy):7.1%}  of e2e wall time (median of rounds)"]
 
 
 def pure_fps(runner: Runner, size: tuple[int, int], batch: int, seconds: float) -> tuple[float, Series]:
@@ -61,11 +70,6 @@ def pure_fps(runner: Runner, size: tuple[int, int], batch: int, seconds: float) 
     series = Series()
     run_slice(runner, x, series, seconds, time.perf_counter, min_iters=10)
     return batch * len(series.latency_ms) / series.busy_s, series
-
-
-def e2e_fps(runner: Runner, video: Path, out_dir: Path, batch: int, size) -> tuple[float, int]:
-    result = segment_video(runner, video, out_dir / "out.mp4", SegmentOptions(batch=batch, size=size, progress=False))
-    return result.fps, result.frames_out
 
 
 def export_demo_model(path: Path) -> Path:
@@ -81,22 +85,45 @@ def export_demo_model(path: Path) -> Path:
     return path
 
 
+class _BusyClock:
+    """Wraps a runner to add up the time its `infer` calls take inside the pipeline."""
+
+    def __init__(self, runner: Runner):
+        self._runner, self.busy_s = runner, 0.0
+
+    def __getattr__(self, name):
+        return getattr(self._runner, name)
+
+    def infer(self, batch):
+        start = time.perf_counter()
+        try:
+            return self._runner.infer(batch)
+        finally:
+            self.busy_s += time.perf_counter() - start
+
+
 def measure(model: Path, video: Path, work: Path, backend: str, batch: int, size, threads: int | None,
             rounds: int, seconds: float) -> ThroughputReport:
+    """Pure rounds sandwich the end-to-end runs (P E P E P), so each run is compared with the pure
+    throughput just before and after it: drifting load from elsewhere hits both sides alike."""
     runner = create_runner(backend, model, threads=threads)
     input_size = resolve_input_size(runner, size)
-    pure, e2e, best_series, frames = [], [], None, 0
+    pure, e2e, busy, all_series, frames = [], [], [], [], 0
     with runner:
-        for _ in range(rounds):  # alternate, so a burst of load elsewhere hits both sides alike
+        for i in range(rounds + 1):
             fps, series = pure_fps(runner, input_size, batch, seconds)
-            if not pure or fps > max(pure):
-                best_series = series
             pure.append(fps)
-            fps, frames = e2e_fps(runner, video, work, batch, size)
-            e2e.append(fps)
-    per_batch = summarize(best_series.latency_ms).to_dict()
-    return ThroughputReport(str(model), runner.describe(), input_size, batch, str(video), frames, pure, e2e, per_batch,
-                            machine_info(threads))
+            all_series.append(series)
+            if i < rounds:
+                timed = _BusyClock(runner)
+                result = segment_video(timed, video, work / "out.mp4",
+                                       SegmentOptions(batch=batch, size=size, progress=False))
+                e2e.append(result.fps)
+                busy.append(timed.busy_s / result.seconds)
+                frames = result.frames_out
+    best = all_series[max(range(len(pure)), key=pure.__getitem__)]
+    return ThroughputReport(str(model), runner.describe(), input_size, batch, str(video), frames, pure, e2e, busy,
+                            summarize(best.latency_ms).to_dict(), machine_info(threads))
 
 
 @click.command(cls=Command)
@@ -126,7 +153,7 @@ def main(model, video, frames, video_size, backend, batch, size, threads, rounds
         click.echo(line)
     if json_path:
         with atomic_output(json_path, suffix=".json") as out:
-            out.write_text(json.dumps({**asdict(report), "ratio": report.ratio}, indent=1))
+            out.write_text(json.dumps({**asdict(report), "ratios": report.ratios, "ratio": report.ratio}, indent=1))
 
 
 if __name__ == "__main__":

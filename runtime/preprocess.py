@@ -95,6 +95,7 @@ def tile_frame(frame_bgr: np.ndarray, info: ModelInfo, window: tuple[int, int], 
                                  value=tuple(float(v) for v in info.mean))
     full = normalize(rgb, info.mean, info.std)
     stride_y, stride_x = (max(1, int(np.ceil(d * (1 - overlap)))) for d in window)
-    origins = tuple((y, x) for y in _starts(full.shape[1], wh, stride_y) for x in _starts(full.shape[2], ww, stride_x))
+    rows, cols = _starts(full.shape[1], wh, stride_y), _starts(full.shape[2], ww, stride_x)
+    origins = tuple((y, x) for y in rows for x in cols)
     crops = np.stack([full[:, y:y + wh, x:x + ww] for y, x in origins])
     return crops, Tiling((h, w), (sh, sw), window, origins)

@@ -68,3 +68,33 @@ print('ok')
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr
+
+
+@pytest.mark.slow
+def test_real_ctrl_c_keeps_playable_partials(tmp_path):
+    """SIGINT to a running psp-infer: exit 130, `<name>.partial.<ext>` playable, nothing at the final names."""
+    import signal
+    import time
+
+    from tests.runtime.conftest import make_onnx, write_video
+
+    # A large input size slows the tiny model down enough to interrupt it mid-video.
+    model = make_onnx(tmp_path / "dyn.onnx", dynamic_shape=True, num_classes=32)
+    video = write_video(tmp_path / "long.avi", frames=300, size=(160, 120))
+    out_dir = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", str(model), str(video), "-o", str(out_dir / "o.mp4"),
+                             "--mask-video", str(out_dir / "m.avi"), "--masks-dir", str(tmp_path / "masks"),
+                             "--size", "768x768", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list((tmp_path / "masks").glob("*.png"))) >= 2:  # frames are being written
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["m.partial.avi", "o.partial.mp4"]
+    assert "kept the frames so far" in err
+    frames = {count_frames(out_dir / name) for name in ("m.partial.avi", "o.partial.mp4")}
+    assert len(frames) == 1 and 0 < frames.pop() < 300
