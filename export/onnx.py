@@ -234,6 +234,15 @@ def _eval_mode(model: nn.Module):
         model.train(was_training)
 
 
+def _export_info(model: nn.Module, info: ModelInfo, **exported) -> ModelInfo:
+    """`info` with what the export decides; arch and classes from the network itself where it says."""
+    config = getattr(model, "config", None)
+    return info.with_(arch=getattr(config, "arch", info.arch),
+                      num_classes=int(getattr(config, "num_classes", 0) or info.num_classes),
+                      input_size=exported.pop("size"), precision="fp32", layout="NCHW",
+                      exporter=exporter_name(), **exported)
+
+
 def export_onnx(model: nn.Module, info: ModelInfo, path: str | os.PathLike, *, size: tuple[int, int],
                 batch: int | None = None, dynamic_shape: bool = False, opset: int = 17, output: str = "logits",
                 verify: bool = True, on_step: Callable[[str], None] | None = None) -> ExportResult:
@@ -245,14 +254,12 @@ def export_onnx(model: nn.Module, info: ModelInfo, path: str | os.PathLike, *, s
     size = check_options(model, size, batch, opset, output)
     check_writable(path)
     started = time.perf_counter()
-    num_classes = int(getattr(getattr(model, "config", None), "num_classes", 0) or info.num_classes)
-    info = info.with_(num_classes=num_classes, input_size=size, output=output, precision="fp32",
-                      dynamic_batch=batch is None, dynamic_shape=dynamic_shape, exporter=exporter_name(),
-                      layout="NCHW", arch=getattr(getattr(model, "config", None), "arch", info.arch))
+    info = _export_info(model, info, size=size, output=output, dynamic_batch=batch is None,
+                        dynamic_shape=dynamic_shape)
     step("trace")
     network = deployable_network(model, None if dynamic_shape else size)
     example = torch.from_numpy(sample_batch(info, size, batch or 1))
-    proto = _trace_to_onnx(_Deployable(network, output, num_classes), example, output=output,
+    proto = _trace_to_onnx(_Deployable(network, output, info.num_classes), example, output=output,
                            dynamic_batch=batch is None, dynamic_shape=dynamic_shape, opset=opset)
     step("slim and check")
     proto = _finish_graph(proto, info, batch)

@@ -41,7 +41,8 @@ def _default_output(checkpoint: str) -> str:
 @click.option("--classes", "num_classes", type=click.IntRange(min=1), default=None,
               help="Number of classes; only for checkpoints that do not say.")
 @click.option("--size", type=SIZE, default=None,
-              help="Input size H or HxW [default: the size the checkpoint records, e.g. 473x473].")
+              help="Input size H or HxW, at least 41 (the 1/8 feature map must cover the 6x6 pyramid bins) "
+              "[default: the size the checkpoint records, e.g. 473x473].")
 @click.option("--batch", type=BatchType(), default="dynamic", show_default=True,
               help="Fixed batch size N, or 'dynamic'.")
 @click.option("--dynamic-shape", is_flag=True,
