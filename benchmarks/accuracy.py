@@ -10,7 +10,7 @@ from pathlib import Path
 
 from benchmarks.bench import Candidate, Loaded, Unavailable, backend_name, first_line, load_candidate
 from benchmarks.memory import MemoryProbe
-from benchmarks.report import write_text
+from benchmarks.report import markdown_table, text_table, write_text
 from runtime.errors import InputError, PSPError
 from runtime.files import require_file
 
@@ -153,20 +153,13 @@ def _footer(report: AccuracyReport, star: str = "*") -> list[str]:
 
 
 def format_accuracy(report: AccuracyReport) -> str:
-    headers, rows = accuracy_table(report)
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-    fmt = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)  # noqa: E731
-                                  for i, (c, w) in enumerate(zip(cells, widths)))
-    lines = [f"accuracy on {report.config.data_list}", "", fmt(headers), fmt(["-" * w for w in widths])]
-    return "\n".join(lines + [fmt(r) for r in rows] + [""] + _footer(report))
+    lines = [f"accuracy on {report.config.data_list}", "", *text_table(*accuracy_table(report), text_columns=2)]
+    return "\n".join(lines + [""] + _footer(report))
 
 
 def format_accuracy_markdown(report: AccuracyReport) -> str:
-    headers, rows = accuracy_table(report)
     lines = ["# psp-bench accuracy", "", f"Validation list: `{report.config.data_list}`", "",
-             "| " + " | ".join(headers) + " |", "|" + "|".join("---" if i < 2 else "---:"
-                                                              for i in range(len(headers))) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+             *markdown_table(*accuracy_table(report), text_columns=2)]
     return "\n".join(lines + [""] + [f"- {line}" for line in _footer(report, "`*`")]) + "\n"
 
 

@@ -63,23 +63,30 @@ def setup_line(report: BenchReport) -> str:
             f"threads {m['threads'] or 'default'}, load average {m.get('load_average')}; {m['date']}")
 
 
+def text_table(headers: list[str], rows: list[list[str]], text_columns: int = 1) -> list[str]:
+    """Aligned plain-text lines: the first `text_columns` left-aligned, numbers right-aligned."""
+    widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i < text_columns else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return [line(headers), line(["-" * w for w in widths])] + [line(row) for row in rows]
+
+
+def markdown_table(headers: list[str], rows: list[list[str]], text_columns: int = 1) -> list[str]:
+    align = ["---" if i < text_columns else "---:" for i in range(len(headers))]
+    return ["| " + " | ".join(cells) + " |" for cells in (headers, align, *rows)]
+
+
 def format_terminal(report: BenchReport) -> str:
-    headers, rows = table_rows(report)
-    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                                  for i, (c, w) in enumerate(zip(cells, widths)))
-    lines = [setup_line(report), "", fmt(headers), fmt(["-" * w for w in widths])]
-    lines += [fmt(row) for row in rows]
+    lines = [setup_line(report), "", *text_table(*table_rows(report))]
     lines += ["", "* baseline (PyTorch eager FP32); latency of one batch in ms; " + report.memory_note, ""]
     return "\n".join(lines + headline(report))
 
 
 def format_markdown(report: BenchReport) -> str:
-    headers, rows = table_rows(report)
-    lines = ["# psp-bench", "", setup_line(report), "",
-             "| " + " | ".join(headers) + " |", "|" + "|".join("---" if i == 0 else "---:"
-                                                              for i in range(len(headers))) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines = ["# psp-bench", "", setup_line(report), "", *markdown_table(*table_rows(report))]
     lines += ["", "`*` baseline (PyTorch eager FP32). Latency of one batch in milliseconds, trtexec "
               "statistics. " + report.memory_note, ""]
     lines += [f"- {line}" for line in headline(report)]

@@ -45,7 +45,7 @@ def test_drop_against_the_reference(tmp_path, fake_backend, data_list):
     assert "gone.fake" in report.unavailable[0].line()
     assert "fake int8" in format_accuracy(report)
     table = [ln for ln in format_accuracy_markdown(report).splitlines() if ln.startswith("|")]
-    assert len(table) == 2 + 3 and table[1].startswith("|---")
+    assert len(table) == 2 + 3 and table[1].startswith("| --- | --- | ---:")
 
 
 def test_cli_joins_speed_from_a_bench_report(tmp_path, fake_backend, data_list):

@@ -45,7 +45,7 @@ def test_markdown_table_is_well_formed(report, tmp_path):
     table = [line for line in text.splitlines() if line.startswith("|")]
     assert len(table) == 2 + 4  # header, separator, one row per runner and batch
     assert len({line.count("|") for line in table}) == 1
-    assert set(table[1].replace("|", "").replace(":", "")) == {"-"}
+    assert set(table[1].replace("|", "").replace(":", "").replace(" ", "")) == {"-"}
     assert "fastest at batch 1: fake int8" in text and "3.00x PyTorch eager FP32" in text
     assert "unavailable: broken.fake on fake" in text
 
