@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from export.calibration import DEFAULT_NUM_IMAGES
 from runtime.commandline import parse_size
 from runtime.errors import InputError, PSPError
 from runtime.files import atomic_output, file_sha256, require_file
@@ -126,9 +127,12 @@ def _network_flags(trt) -> int:
 
 def _use_timing_cache(config, path: Path | None, notes: list[str]) -> None:
     data = path.read_bytes() if path is not None and path.exists() else b""
-    cache = config.create_timing_cache(data)
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
-        notes.append(f"timing cache {path} was made by another GPU or TensorRT version; starting a fresh one")
+    try:
+        cache = config.create_timing_cache(data)
+    except Exception:  # a truncated or foreign file: TensorRT raises its own error types
+        cache = None
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        notes.append(f"timing cache {path} is unreadable or from another GPU/TensorRT version; starting a fresh one")
         config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
 
 
@@ -178,7 +182,8 @@ def build_serialized(trt, onnx_file: Path, profile: Profile, info: ModelInfo, *,
 
 
 def prepare_onnx(src: Path, precision: str | None, info: ModelInfo, workdir: Path, *, calib_images=(),
-                 calib_method: str = "entropy", num_images: int | None = None) -> tuple[Path, ModelInfo, list[str]]:
+                 calib_method: str = "entropy", num_images: int | None = DEFAULT_NUM_IMAGES
+                 ) -> tuple[Path, ModelInfo, list[str]]:
     """The ONNX model to build: `src` itself when it already has the requested precision, else its FP16 or
     INT8 (TensorRT Q/DQ) conversion written into `workdir`."""
     have = info.precision
@@ -210,7 +215,7 @@ def prepare_onnx(src: Path, precision: str | None, info: ModelInfo, workdir: Pat
 def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *, precision: str | None = None,
                  batch: str | tuple = (1, 1, 1), size=None, workspace_gib: float = DEFAULT_WORKSPACE_GIB,
                  timing_cache: str | os.PathLike | None = None, calib_images=(), calib_method: str = "entropy",
-                 num_images: int | None = None, device: int = 0, verbose: bool = False) -> EngineResult:
+                 num_images: int | None = DEFAULT_NUM_IMAGES, device: int = 0, verbose: bool = False) -> EngineResult:
     """Build a TensorRT engine for the GPU `device` from an ONNX model and write it with its sidecar.
     precision None builds the model as it is; 'fp16'/'int8' convert an FP32 model first (INT8 needs
     calib_images). batch 'N' or 'MIN:OPT:MAX'; size 'HxW' or 'HxW:HxW:HxW' for dynamic-shape models."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from export.calibration import DEFAULT_NUM_IMAGES
 from runtime.commandline import Command
 from runtime.errors import InputError
 
@@ -17,8 +18,8 @@ from runtime.errors import InputError
 @click.option("--calib-images", type=click.Path(file_okay=False), help="Folder of calibration images (--int8).")
 @click.option("--calib-list", type=click.Path(dir_okay=False),
               help="List file of calibration images, `image [label]` a line (--int8).")
-@click.option("--num-images", type=click.IntRange(min=1), default=None,
-              help="Calibrate on at most this many images, spread evenly over the set [default: 64].")
+@click.option("--num-images", type=click.IntRange(min=1), default=DEFAULT_NUM_IMAGES, show_default=True,
+              help="Calibrate on at most this many images, spread evenly over the set (--int8).")
 @click.option("--method", "calib_method", type=click.Choice(["entropy", "max"]), default="entropy",
               show_default=True, help="INT8 calibration method.")
 @click.option("--batch", default="1", show_default=True, help="Batch size N or MIN:OPT:MAX (dynamic-batch models).")

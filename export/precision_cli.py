@@ -5,6 +5,7 @@ import time
 
 import click
 
+from export.calibration import DEFAULT_NUM_IMAGES
 from runtime.commandline import SIZE, Command
 
 HELP = {"help_option_names": ["-h", "--help"]}
@@ -44,7 +45,7 @@ def fp16_command(onnx_model, output):
                    "CPUs (the two need different placements).")
 @click.option("--method", type=click.Choice(["entropy", "max"]), default="entropy", show_default=True,
               help="Calibration method for activation ranges.")
-@click.option("--num-images", type=click.IntRange(min=1), default=64, show_default=True,
+@click.option("--num-images", type=click.IntRange(min=1), default=DEFAULT_NUM_IMAGES, show_default=True,
               help="Calibrate on at most this many images, spread evenly over the set.")
 @click.option("--size", type=SIZE, default=None,
               help="Input size HxW to prepare images at [default: the model's own size].")

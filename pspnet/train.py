@@ -41,6 +41,7 @@ class TrainResult:
     images_per_s: float
     loss: float
     stopped: str  # "done" or "time limit"
+    main: bool = True  # the process that reports (rank 0 under torchrun)
 
 
 @dataclass(frozen=True)
@@ -280,7 +281,7 @@ class Trainer:
         if env.world > 1:
             dist.barrier()
         return TrainResult(final, self.iteration, self.max_iterations, self.iteration // self.iters_per_epoch,
-                           seconds, done * cfg.batch / seconds if seconds > 0 else 0.0, loss, stopped)
+                           seconds, done * cfg.batch / seconds if seconds > 0 else 0.0, loss, stopped, env.main)
 
     def loop(self, net, bar, start: float, limit: float, save_every: int) -> tuple[str, float]:
         """Iterations until the budget or the time limit; returns (why it stopped, last loss)."""

@@ -75,7 +75,7 @@ def main(ctx: click.Context, config_file, **options):
     Single process:  psp-train --out runs/psp --iters 500
     FCN baseline:    psp-train --out runs/fcn --no-ppm
     Own data:        psp-train --dataset train.txt --data-root data/ --label-set ade20k --arch pspnet50
-    Multi-GPU/CPU:   torchrun --nproc_per_node 2 -m pspnet.train_cli --out runs/ddp
+    Multi-GPU/CPU:   torchrun --standalone --nproc_per_node 2 -m pspnet.train_cli --out runs/ddp
     Resume:          psp-train --out runs/psp --resume   (same options as the first run)
     """
     from pspnet.train import train
@@ -88,6 +88,8 @@ def main(ctx: click.Context, config_file, **options):
         if explicit or field not in values:
             values[field] = value
     result = train(make_config(values))
+    if not result.main:  # under torchrun, rank 0 speaks for the group
+        return
     if result.stopped != "done":
         click.echo(f"stopped at the time limit after iteration {result.iteration}/{result.max_iterations}; "
                    f"continue with --resume", err=True)

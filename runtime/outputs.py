@@ -68,8 +68,8 @@ class VideoOutputs(contextlib.ExitStack):
         try:
             for _, writer in self._writers:
                 self.enter_context(writer)
-        except BaseException:
-            self.close()
+        except BaseException as exc:  # a writer that cannot open: the ones already open are removed
+            self.__exit__(type(exc), exc, exc.__traceback__)
             raise
         return self
 

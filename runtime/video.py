@@ -112,8 +112,8 @@ class VideoWriter:
         self._tmp = self._output.enter_context(atomic_output(self.path, suffix=self.path.suffix))
         try:
             self._writer = self._open()
-        except BaseException:
-            self._output.close()
+        except BaseException as exc:  # leave through the failure path: remove the temporary, never commit it
+            self._output.__exit__(type(exc), exc, exc.__traceback__)
             raise
         return self
 
