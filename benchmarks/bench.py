@@ -6,8 +6,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
-import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from benchmarks.machine import load_average, machine_info
 from benchmarks.memory import NOTE, MemoryProbe
 from benchmarks.stats import Summary, summarize
 from runtime.backends.base import Runner
@@ -124,37 +123,6 @@ class BenchReport:
     def fastest(self, batch: int) -> Result | None:
         at = [r for r in self.results if r.batch == batch]
         return max(at, key=lambda r: r.images_per_s) if at else None
-
-
-def machine_info(threads: int | None) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "threads": threads,
-            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "load_average": load_average()}
-
-
-def load_average() -> float | None:
-    """The 1-minute load average: above the core count, other processes were competing for the CPU."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
-
-
-def busy_warning(machine: dict) -> str | None:
-    """A warning when the machine was busy during the run. Interleaving keeps a steady slowdown fair, but
-    thread pools that spin at barriers (PyTorch's OpenMP) lose far more than others on an oversubscribed CPU."""
-    loads = [v for v in (machine.get("load_average"), machine.get("load_average_end")) if v is not None]
-    cores = machine.get("cores") or 0
-    if not loads or not cores or max(loads) <= cores:
-        return None
-    return (f"machine busy: load average up to {max(loads):.1f} on {cores} cores; multi-threaded PyTorch suffers "
-            "more than ONNX Runtime under contention, so speed-ups over it may be overstated")
 
 
 # ----------------------------------------------------------------------------------------------- the loop

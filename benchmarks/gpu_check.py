@@ -14,8 +14,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from benchmarks.bench import (BenchConfig, BenchReport, Candidate, Loaded, add_speedups, machine_info,
-                              measure_interleaved, summarize_series)
+from benchmarks.bench import (BenchConfig, BenchReport, Candidate, Loaded, add_speedups, measure_interleaved,
+                              summarize_series)
+from benchmarks.machine import machine_info
 from benchmarks.report import format_terminal, to_json
 from export.parity import ParityReport, compare_outputs, draw_scene
 from runtime.commandline import SIZE, Command

@@ -17,7 +17,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from benchmarks.bench import Series, machine_info, make_input, run_slice
+from benchmarks.bench import Series, make_input, run_slice
+from benchmarks.machine import machine_info
 from benchmarks.stats import summarize
 from runtime.backends import create_runner
 from runtime.backends.base import Runner

@@ -6,7 +6,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks.bench import BenchReport, busy_warning
+from benchmarks.bench import BenchReport
+from benchmarks.machine import busy_warning
 from runtime.files import atomic_output
 
 SCHEMA = "psp-bench/1"

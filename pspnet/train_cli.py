@@ -52,7 +52,7 @@ def _bins(ctx, param, value):
 @click.option("--batch", default=8, show_default=True, help="Batch size, total over all processes.")
 @click.option("--epochs", type=int, help="Train this many epochs (overrides --iters).")
 @click.option("--iters", type=int, default=500, show_default=True,
-              help="Train this many iterations (the default takes ~5 min on a 2-core CPU).")
+              help="Train this many iterations (the default takes ~10 min on a 2-core CPU).")
 @click.option("--lr", default=0.01, show_default=True, help="Base lr (poly 0.9; ppm/cls/aux heads at 10x).")
 @click.option("--weight-decay", default=1e-4, show_default=True)
 @click.option("--aux-weight", default=0.4, show_default=True, help="Weight of the auxiliary loss.")

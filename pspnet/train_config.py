@@ -32,7 +32,7 @@ class TrainConfig:
     flip: bool = True
     batch: int = 8  # total over all processes
     epochs: int | None = None
-    iterations: int | None = 500  # used when epochs is None (~5 min on a 2-core CPU at the defaults)
+    iterations: int | None = 500  # used when epochs is None (~10 min on a 2-core CPU at the defaults)
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4

@@ -76,7 +76,7 @@ def test_plot_of_one_batch(tmp_path, fake_backend):
 
 
 def test_busy_machine_is_flagged(report):
-    from benchmarks.bench import busy_warning
+    from benchmarks.machine import busy_warning
 
     report.machine.update(cores=2, load_average=1.0, load_average_end=1.5)
     assert busy_warning(report.machine) is None
