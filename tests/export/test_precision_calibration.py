@@ -76,3 +76,27 @@ def test_unreadable_images_are_skipped_and_reported(image_dir):
     assert {(p.name, why.split()[0]) for p, why in calib.skipped} == {("broken.png", "not"), ("gone.png", "missing")}
     with pytest.raises(InputError, match="none of the 2 calibration images could be read"):
         load_calibration_set([bad, image_dir / "gone.png"], ModelInfo(), (33, 33), progress=False)
+
+
+@pytest.mark.parametrize("n, stride", [(64, 2), (16, 2), (13, 1), (1, 1), (2, 2)])
+def test_calibration_stride_divides_the_image_count(n, stride):
+    from export.precision import calibration_stride
+
+    assert calibration_stride(n) == stride and n % stride == 0
+
+
+def test_calibration_reader_serves_each_stride_then_stops():
+    """ONNX Runtime reads strides with set_range + get_next until None; every image comes exactly once."""
+    from export.precision import _Batches
+
+    batch = np.arange(5 * 3 * 2 * 2, dtype=np.float32).reshape(5, 3, 2, 2)
+    reader = _Batches("image", batch, progress=False)
+    assert len(reader) == 5
+    seen = []
+    for start in range(0, 5, 2):
+        reader.set_range(start_index=start, end_index=start + 2)
+        while (item := reader.get_next()) is not None:
+            seen.append(int(item["image"][0, 0, 0, 0]) // 12)
+    assert seen == [0, 1, 2, 3, 4]
+    reader.rewind()
+    assert sum(1 for _ in iter(reader.get_next, None)) == 5
