@@ -48,7 +48,7 @@ def runner_predictor(backend: str, model_path: str):
     return runner.infer, runner.info
 
 
-def build_data(dataset: str | None, info, split: str, scenes: int | None, scene_size: int | None, seed: int,
+def build_data(dataset: str | None, info, split: str, scenes: int | None, scene_size: tuple | None, seed: int,
                data_root: str | None):
     from pspnet.data.context_scenes import DEFAULT_SIZE, ContextScenes
     from pspnet.data.listfile import ListFileSource
@@ -59,7 +59,7 @@ def build_data(dataset: str | None, info, split: str, scenes: int | None, scene_
                          "give --dataset LIST_FILE")
     if dataset != "context-scenes":
         return ListFileSource(dataset, data_root)
-    size = scene_size or (info.input_size[0] if info.input_size else DEFAULT_SIZE)
+    size = scene_size or info.input_size or DEFAULT_SIZE
     return ContextScenes(split, scenes, size, seed)
 
 
@@ -70,7 +70,7 @@ def build_data(dataset: str | None, info, split: str, scenes: int | None, scene_
 @click.option("--data-root", type=click.Path(file_okay=False), help="List paths are relative to this.")
 @click.option("--split", default="val", show_default=True, help="context-scenes split: train, val, test.")
 @click.option("--scenes", type=int, help="context-scenes images (default: 200 for val).")
-@click.option("--scene-size", type=int, help="context-scenes image size (default: the model's input size).")
+@click.option("--scene-size", type=SIZE, help="context-scenes image size N or HxW (default: the model's input size).")
 @click.option("--seed", default=0, show_default=True, help="context-scenes seed.")
 @click.option("--mode", type=click.Choice(["whole", "slide"]), default="whole", show_default=True,
               help="Whole image, or sliding windows of --crop with stride ceil(2/3 crop).")

@@ -41,7 +41,9 @@ def _bins(ctx, param, value):
               "(default: the list file's folder).")
 @click.option("--classes", type=int, help="Number of classes (list files).")
 @click.option("--label-set", default="", help="Class names/palette for list files: ade20k, cityscapes, voc, ...")
-@click.option("--scene-size", default=129, show_default=True, help="context-scenes image size (px).")
+@click.option("--scene-size", type=SIZE, default="129", show_default=True,
+              help="context-scenes image size, N or HxW; 2:1 or wider makes panoramas whose scene type shows "
+                   "only at one end (see benchmarks/ppm_ablation.py).")
 @click.option("--scenes", default=2000, show_default=True, help="context-scenes training images per epoch.")
 @click.option("--crop", type=SIZE, default="129", show_default=True, help="Training crop, N or HxW.")
 @click.option("--scale", callback=_scale, help="Random scale range LOW,HIGH [default: 0.5,2.0 (reference); "

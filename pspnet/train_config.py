@@ -22,7 +22,7 @@ class TrainConfig:
     data_root: str | None = None  # list files: paths are relative to this (default: the list's folder)
     classes: int | None = None  # list files: number of classes (default: the label set's count)
     label_set: str = ""  # list files: class names and palette from runtime.labels (e.g. "ade20k")
-    scene_size: int = 129  # context-scenes image size
+    scene_size: tuple[int, int] = (129, 129)  # context-scenes image size HxW (2:1 or wider: a panorama)
     scenes: int = 2000  # context-scenes training images (one epoch)
     seed: int = 0
     crop: tuple[int, int] = (129, 129)
@@ -50,7 +50,7 @@ class TrainConfig:
     resume: bool = False
 
     def __post_init__(self):
-        for name in ("crop", "scale", "bins"):
+        for name in ("crop", "scene_size", "scale", "bins"):
             value = getattr(self, name)
             if isinstance(value, (int, float)) and name != "bins":
                 value = (value, value)
@@ -75,6 +75,8 @@ class TrainConfig:
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
             (self.aux_weight >= 0, f"aux_weight must be >= 0, got {self.aux_weight}"),
             (len(self.crop) == 2 and min(self.crop) >= 17, f"crop must be at least 17x17, got {self.crop}"),
+            (len(self.scene_size) == 2 and min(self.scene_size) >= 17,
+             f"scene_size must be at least 17x17, got {self.scene_size}"),
             (self.scale is None or (len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1]),
              f"scale must be LOW,HIGH with 0 < LOW <= HIGH, got {self.scale}"),
             (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),

@@ -53,6 +53,7 @@ class SceneLayout:
     birds: tuple[tuple[float, float, float], ...]  # (x, y in sky fraction, span in px at 97 px)
     phase: float = 0.0
     shift: float = 0.0
+    cue_right: bool = False  # panoramas: the scene type shows at the right end (else the left)
 
     @classmethod
     def sample(cls, rng: np.random.Generator) -> "SceneLayout":
@@ -63,11 +64,16 @@ class SceneLayout:
                    tint=float(rng.uniform(-12, 12)),
                    birds=tuple((float(rng.uniform(0.05, 0.95)), float(rng.uniform(0.2, 0.8)),
                                 float(rng.uniform(8, 13))) for _ in range(n_birds)),
-                   phase=float(rng.uniform(0, 2 * np.pi)), shift=float(rng.uniform(0, 50)))
+                   phase=float(rng.uniform(0, 2 * np.pi)), shift=float(rng.uniform(0, 50)),
+                   cue_right=bool(rng.integers(0, 2)))  # drawn last: the draws before it stay as they were
 
 
-def _sky(h: int, w: int, street: bool) -> np.ndarray:
-    top, bottom = ((175, 170, 160), (215, 205, 185)) if street else ((120, 170, 225), (190, 215, 240))
+_SKIES = {True: ((175, 170, 160), (215, 205, 185)), False: ((120, 170, 225), (190, 215, 240)),
+          None: ((150, 165, 185), (200, 208, 212))}  # street, sea, and the neutral sky of a panorama's rest
+
+
+def _sky(h: int, w: int, street: bool | None) -> np.ndarray:
+    top, bottom = _SKIES[street]
     t = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
     return np.broadcast_to((1 - t) * np.float32(top) + t * np.float32(bottom), (h, w, 3)).copy()
 
@@ -102,25 +108,48 @@ def _object_mask(h: int, w: int, cx: float, base: float, width: float) -> tuple[
     return body.astype(bool), (windows.astype(bool) & body.astype(bool))
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """Where a scene's parts go. A panorama (at least twice as wide as high) shows its scene type only in a
+    square view at one end and puts the object in the rest, several image heights away from it; other
+    images show it across the whole width and the object anywhere."""
+
+    cue: slice  # columns of sky and far ground that show the scene type
+    span: tuple[float, float]  # columns the object's centre is placed within
+    object_scale: float  # the object's width is layout.obj_width times this
+
+    @classmethod
+    def of(cls, layout: SceneLayout, h: int, w: int) -> "_Frame":
+        if w < 2 * h:
+            return cls(slice(0, w), (0.0, float(w)), float(w))
+        if layout.cue_right:
+            return cls(slice(w - h, w), (0.0, float(w - h)), float(h))
+        return cls(slice(0, h), (float(h), float(w)), float(h))
+
+
 def render_scene(layout: SceneLayout, size: tuple[int, int], rng: np.random.Generator):
     """(image RGB uint8 HxWx3, label uint8 HxW) for one layout; `rng` adds the pixel noise."""
     h, w = size
-    scale = min(h, w) / _TEXTURE_SCALE
+    frame = _Frame.of(layout, h, w)
+    view = frame.cue.stop - frame.cue.start
+    scale = min(h, view) / _TEXTURE_SCALE
     horizon = int(round(layout.horizon * h))
     image = np.empty((h, w, 3), np.float32)
     label = np.empty((h, w), np.uint8)
-    image[:horizon], label[:horizon] = _sky(horizon, w, layout.street), SKY
+    image[:horizon], label[:horizon] = _sky(horizon, w, None), SKY
+    image[:horizon, frame.cue] = _sky(horizon, view, layout.street)
     band = max(2, int(round(_FAR_BAND * h)))
     image[horizon:] = _NEUTRAL  # the near ground: the same surface in both scene types
-    image[horizon:horizon + band] = _ground(band, w, layout.street, layout, scale, rng)
+    image[horizon:horizon + band, frame.cue] = _ground(band, view, layout.street, layout, scale, rng)
     label[horizon:] = ROAD if layout.street else WATER
 
-    width = layout.obj_width * w
+    width = layout.obj_width * frame.object_scale
     margin = max(3, int(round(_MARGIN * min(h, w))))
     # The object's top stays `margin` below the far band; its base anywhere from there to the bottom.
     top = horizon + band + margin + 0.42 * width
     base = top + layout.obj_base * max(0.0, h - 2 - top)
-    body, windows = _object_mask(h, w, layout.obj_cx * w, base, width)
+    lo, hi = frame.span
+    body, windows = _object_mask(h, w, lo + layout.obj_cx * (hi - lo), base, width)
     image[body] = _OBJECT_COLOURS[layout.colour]
     image[windows] = (40, 45, 55)
     label[body] = CAR if layout.street else BOAT

@@ -60,6 +60,39 @@ def test_boat_and_car_look_the_same_up_close():
     assert np.abs(boat - car).max() < 6, (boat, car)
 
 
+def test_panorama_shows_the_scene_type_only_at_one_end():
+    """2:1 and wider scenes: the telltale sky and far ground fill one square end; the rest looks the same in
+    sea and street scenes, and the object sits in the rest, most of an image height or more from the end."""
+    h, w = 49, 245
+    scenes = ContextScenes("val", 40, (h, w))
+    rest_colours = {BOAT: [], CAR: []}
+    sides = set()
+    for i in range(len(scenes)):
+        image, label = scenes[i]
+        right = scenes.layout(i).cue_right
+        sides.add(right)
+        rest = np.ones(w, bool)
+        rest[(w - h if right else 0):(w if right else h)] = False
+        columns = np.nonzero(np.isin(label, (BOAT, CAR)).any(0))[0]
+        gap = (w - h) - columns.max() if right else columns.min() - h
+        assert gap >= 0.8 * h, (i, gap)
+        cls = BOAT if (label == BOAT).any() else CAR
+        sky = (label == SKY)[:, rest]
+        rest_colours[cls].append(np.concatenate([image[:, rest][sky], image[:, rest][~sky & ~np.isin(
+            label[:, rest], (BOAT, CAR))]]).mean(0))
+    assert sides == {True, False}
+    boat, car = np.mean(rest_colours[BOAT], 0), np.mean(rest_colours[CAR], 0)
+    assert np.abs(boat - car).max() < 6, (boat, car)
+
+
+def test_square_and_moderately_wide_scenes_show_the_type_across_the_width():
+    image, label = ContextScenes("val", 1, (60, 100))[0]
+    sky_rows = (label == SKY).all(1)
+    assert sky_rows.any()
+    row = image[np.nonzero(sky_rows)[0][-1]].astype(float)  # the sky's colour varies little along a row
+    assert np.abs(row[:20].mean(0) - row[-20:].mean(0)).max() < 6
+
+
 def test_export_split_writes_a_list_every_tool_reads(tmp_path):
     list_path = export_split(tmp_path, "val", n=3, seed=1, size=49)
     source = ListFileSource(list_path)

@@ -48,6 +48,26 @@ def test_config_files_yaml_json_and_unknown_keys(tmp_path):
         read_config_file(tmp_path / "bad.yaml")
     with pytest.raises(InputError, match="give --classes or --label-set"):
         make_config({"dataset": "train.txt"})
+    assert make_config({"scene_size": 65}).scene_size == (65, 65)
+    assert make_config({"scene_size": [49, 385]}).scene_size == (49, 385)
+    with pytest.raises(InputError, match="scene_size must be at least 17x17"):
+        make_config({"scene_size": [9, 385]})
+
+
+@pytest.mark.slow
+def test_panorama_training_and_evaluation(tmp_path):
+    """A model trained on 33x99 panoramas records that input size, and psp-eval evaluates it on panoramas."""
+    from pspnet.eval_cli import main as eval_main
+
+    out = tmp_path / "pano"
+    result = CliRunner().invoke(train_main, ["--out", str(out), "--scene-size", "33x99", "--crop", "33x99",
+                                             "--scenes", "4", "--batch", "2", "--iters", "2", "--workers", "0",
+                                             "--threads", "2"])
+    assert result.exit_code == 0, result.output
+    assert load_model(out / "model.pth")[1].input_size == (33, 99)
+    evaluated = CliRunner().invoke(eval_main, [str(out / "model.pth"), "--scenes", "2", "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["num_images"] == 2
 
 
 @pytest.mark.slow
