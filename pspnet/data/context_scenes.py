@@ -4,10 +4,11 @@ depends on the whole scene -- the paper's "mismatched relationship" made measura
 Every scene is sky over either water (sea scene) or road (street scene), with one vehicle-like object on the
 ground. The object is drawn identically in both scenes and the ground near it is the same neutral surface in
 both, so nothing within a wide margin of the object carries a hint of its class: it is `boat` in a sea scene
-and `car` in a street scene. The cues that decide it are scene-wide and far away: the sky's colour and a band
-of far ground at the horizon (waves vs asphalt with lane marks), at least a quarter of the image away from the
-object -- beyond what a dilated FCN's effective receptive field reliably reaches at these sizes, but inside
-the pyramid's global pooling. The near ground is labelled as the surface it belongs to, so it is
+and `car` in a street scene. The cues that decide it are far away: the sky's colour and a band of far ground
+at the horizon (waves vs asphalt with lane marks), at least a quarter of the image above the object. At 129 px
+that is still inside a dilated ResNet's receptive field (about 500 px); panoramas (2:1 or wider) show the scene
+type only at one end, several image heights from the object, beyond an FCN's reach but inside the pyramid's
+global pooling (benchmarks/ppm_ablation.py). The near ground is labelled as the surface it belongs to, so it is
 context-dependent too. Birds are the small, inconspicuous class. Horizon height, object size and position
 follow the same distribution in both scene types, so position is no shortcut.
 """
@@ -132,7 +133,7 @@ def render_scene(layout: SceneLayout, size: tuple[int, int], rng: np.random.Gene
     h, w = size
     frame = _Frame.of(layout, h, w)
     view = frame.cue.stop - frame.cue.start
-    scale = min(h, view) / _TEXTURE_SCALE
+    scale = min(h, w) / _TEXTURE_SCALE
     horizon = int(round(layout.horizon * h))
     image = np.empty((h, w, 3), np.float32)
     label = np.empty((h, w), np.uint8)
