@@ -24,7 +24,7 @@ cmd="${1:-}"; shift || true
 case "$cmd" in
     demo)
         setup
-        exec "$VENV/bin/python" -m benchmarks.demo "${@:-demo-out}" ;;
+        exec "$VENV/bin/python" -m experiments.demo "${@:-demo-out}" ;;
     test)
         setup
         set +e

@@ -11,8 +11,8 @@ from pathlib import Path
 from benchmarks.bench import Candidate, Loaded, Unavailable, backend_name, first_line, load_candidate
 from benchmarks.memory import MemoryProbe
 from benchmarks.report import markdown_table, text_table, write_text
-from runtime.errors import InputError, PSPError
-from runtime.files import require_file
+from pspcore.errors import InputError, PSPError
+from pspcore.files import require_file
 
 
 @dataclass(frozen=True)

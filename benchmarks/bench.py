@@ -16,8 +16,8 @@ import numpy as np
 from benchmarks.machine import load_average, machine_info
 from benchmarks.memory import NOTE, MemoryProbe
 from benchmarks.stats import Summary, summarize
-from runtime.backends.base import Runner
-from runtime.errors import InputError, PSPError
+from pspcore.runner import Runner
+from pspcore.errors import InputError, PSPError
 
 Clock = Callable[[], float]
 
@@ -203,7 +203,7 @@ def add_speedups(results: list[Result]) -> None:
 
 def _runner_options(name: str, threads: int | None) -> dict:
     """Pass `threads` only to backends whose runner takes it (a GPU runner has no CPU thread pool)."""
-    from runtime.backends import runner_class
+    from pspcore.registry import runner_class
 
     if threads is None:
         return {}
@@ -216,7 +216,7 @@ def _runner_options(name: str, threads: int | None) -> dict:
 
 def load_candidate(candidate: Candidate, threads: int | None, probe: MemoryProbe) -> Loaded:
     """Create and activate the runner, measuring its load time and memory growth. Raises PSPError."""
-    from runtime.backends import REQUIREMENTS, TRITON_SCHEMES, create_runner, resolve_backend
+    from pspcore.registry import REQUIREMENTS, TRITON_SCHEMES, create_runner, resolve_backend
 
     name, _ = resolve_backend(candidate.backend, candidate.model)
     if not candidate.model.startswith(TRITON_SCHEMES) and not Path(candidate.model).exists():
@@ -249,15 +249,9 @@ def unique_labels(loaded: list[Loaded]) -> None:
 
 
 def batch_problem(runner: Runner, batch: int, size: tuple[int, int]) -> str | None:
-    """Why `runner` cannot take [batch, 3, *size], or None."""
-    spec = runner.input_spec
-    if spec.size and tuple(spec.size) != tuple(size):
-        return f"the model accepts only {spec.size[0]}x{spec.size[1]} inputs, not {size[0]}x{size[1]}"
-    if spec.max_batch is not None and batch > spec.max_batch and spec.fixed_batch is None:
-        return f"the model accepts batches up to {spec.max_batch}, not {batch}"
-    if batch < spec.min_batch:
-        return f"the model needs batches of at least {spec.min_batch}"
-    return None
+    """Why `runner` cannot take [batch, 3, *size] in one call, or None (the runner's own InputSpec rules)."""
+    problem = runner.input_spec.size_problem(size)
+    return f"the model {problem}" if problem else runner.input_spec.whole_batch_problem(batch)
 
 
 def input_size_of(item: Loaded) -> tuple[int, int]:
@@ -317,7 +311,7 @@ def load_all(candidates: list[Candidate], config: BenchConfig, log: Log
 
 
 def backend_name(cand: Candidate) -> str:
-    from runtime.backends import resolve_backend
+    from pspcore.registry import resolve_backend
 
     try:
         return resolve_backend(cand.backend, cand.model)[0]

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from benchmarks.bench import BenchConfig, BenchReport, Candidate, Series, run_benchmark
-from runtime.commandline import SIZE, Command, Group
-from runtime.errors import InputError, PSPError
+from pspcore.cli import SIZE, Command, Group
+from pspcore.errors import InputError, PSPError
 
 
 class DefaultGroup(Group):
@@ -56,7 +56,7 @@ def build_candidates(models: tuple[str, ...], backends: str, baseline: str | Non
                 continue  # already there as the baseline
             candidates.append(Candidate(model, name))
     if not baseline:
-        from runtime.backends import resolve_backend
+        from pspcore.registry import resolve_backend
 
         for i, c in enumerate(candidates):
             if resolve_backend(c.backend, c.model)[0] == "torch":

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.bench import BenchReport
-from runtime.errors import InputError
-from runtime.files import atomic_output
+from pspcore.errors import InputError
+from pspcore.files import atomic_output
 
 
 def _pyplot():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from benchmarks.bench import BenchReport
 from benchmarks.machine import busy_warning
-from runtime.files import atomic_output
+from pspcore.files import atomic_output
 
 SCHEMA = "psp-bench/1"
 

@@ -1,5 +1,5 @@
 """INT8 calibration images: found in a folder or a list file, read and preprocessed exactly as the runtime
-prepares frames (runtime.preprocess.prepare_frame at the model's input size)."""
+prepares frames (pspcore.preprocess.prepare_frame at the model's input size)."""
 from __future__ import annotations
 
 import os
@@ -9,34 +9,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.errors import InputError
-from runtime.files import require_file
-from runtime.metadata import ModelInfo
-from runtime.preprocess import prepare_frame
+from pspcore.errors import InputError
+from pspcore.files import list_images, read_list_file
+from pspcore.model_info import ModelInfo
+from pspcore.preprocess import prepare_frame
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_NUM_IMAGES = 64
-
-
-def _images_in(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise InputError(f"calibration image folder not found: {folder}")
-    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not found:
-        raise InputError(f"no calibration images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    return found
-
-
-def _images_listed(list_file: Path, data_root: Path | None) -> list[Path]:
-    """First column of each line (`image [label]`, the training list format), relative to `data_root`
-    (default: the list's folder); blank lines and # comments skipped."""
-    list_file = require_file(list_file, "calibration list")
-    root = data_root or list_file.parent
-    lines = (line.split("#", 1)[0].split() for line in list_file.read_text().splitlines())
-    found = [root / fields[0] for fields in lines if fields]
-    if not found:
-        raise InputError(f"{list_file}: no calibration images listed")
-    return found
 
 
 def find_calibration_images(images_dir: str | os.PathLike | None = None, list_file: str | os.PathLike | None = None,
@@ -45,8 +23,12 @@ def find_calibration_images(images_dir: str | os.PathLike | None = None, list_fi
     if (images_dir is None) == (list_file is None):
         raise InputError("give calibration images as exactly one of --calib-images DIR or --calib-list FILE")
     if images_dir is not None:
-        return _images_in(Path(images_dir))
-    return _images_listed(Path(list_file), Path(data_root) if data_root else None)
+        if not Path(images_dir).is_dir():
+            raise InputError(f"calibration image folder not found: {images_dir}")
+        return list_images(images_dir, recursive=True, what="calibration image")
+    # The first column of each line: the training list format, labels optional.
+    rows = read_list_file(list_file, data_root, fields=(1, 2), what="calibration list")
+    return [row[0] for row in rows]
 
 
 def spread(items: list, count: int | None) -> list:

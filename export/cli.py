@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from runtime.commandline import LazyGroup
+from pspcore.cli import LazyGroup
 
 
 @click.group(cls=LazyGroup, lazy={

@@ -12,13 +12,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from export.calibration import DEFAULT_NUM_IMAGES
-from runtime.commandline import parse_size
-from runtime.errors import InputError, PSPError
-from runtime.files import atomic_output, file_sha256, require_file
-from runtime.metadata import ModelInfo
-from runtime.model_info import engine_sidecar, read_onnx_info
-from runtime.backends.tensorrt import (EngineSidecar, collecting_logger, current_platform, import_tensorrt,
-                                       write_sidecar)
+from pspcore.cli import parse_size
+from pspcore.errors import InputError, PSPError
+from pspcore.files import atomic_output, file_sha256, require_file
+from pspcore.model_info import ModelInfo
+from pspcore.engine_file import EngineSidecar, current_platform, sidecar_path, write_sidecar
+from pspcore.model_info import read_onnx_info
+from pspcore.nvidia import collecting_logger, import_tensorrt
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_WORKSPACE_GIB = 4.0
@@ -241,7 +241,7 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
     engine_path = Path(engine_path)
     with atomic_output(engine_path) as tmp:
         tmp.write_bytes(serialized)
-        write_sidecar(engine_sidecar(engine_path), sidecar)
+        write_sidecar(sidecar_path(engine_path), sidecar)
     warnings = [msg for severity, msg in logger.messages if severity in ("WARNING", "ERROR")]
-    return EngineResult(engine_path, engine_sidecar(engine_path), info.precision, profiles,
+    return EngineResult(engine_path, sidecar_path(engine_path), info.precision, profiles,
                         time.perf_counter() - start, sidecar, warnings, notes + more)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import click
 
 from export.calibration import DEFAULT_NUM_IMAGES
-from runtime.commandline import Command
-from runtime.errors import InputError
+from pspcore.cli import Command
+from pspcore.errors import InputError
 
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})

@@ -19,9 +19,9 @@ from torch import nn
 
 from export.parity import FP32_MAX_REL, FP32_MIN_AGREEMENT, ParityReport, compare_outputs, sample_batch, worst
 from export.pooling import with_exact_pooling
-from runtime.errors import InputError, PSPError
-from runtime.files import atomic_output, file_sha256
-from runtime.metadata import INPUT_NAME, ModelInfo
+from pspcore.errors import InputError, PSPError
+from pspcore.files import atomic_output, check_writable, file_sha256
+from pspcore.model_info import INPUT_NAME, ModelInfo
 
 OUTPUTS = ("logits", "labels")
 MIN_OPSET, MAX_OPSET = 13, 20  # 13: the Resize/ArgMax forms used here; 20: the legacy exporter's newest
@@ -84,21 +84,6 @@ def check_options(model: nn.Module, size, batch, opset: int, output: str) -> tup
     if output not in OUTPUTS:
         raise InputError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
     return h, w
-
-
-def check_writable(path: str | os.PathLike) -> Path:
-    """Fail before the slow work, not after it, when the model cannot be written at `path`."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"cannot write {path}: it is a directory")
-    parent = path.parent if str(path.parent) else Path(".")
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise InputError(f"cannot write {path}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write {path}: {parent} is not writable")
-    return path
 
 
 class _Deployable(nn.Module):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 from tqdm import tqdm
 
-from runtime.commandline import SIZE, Command
+from pspcore.cli import SIZE, Command
 
 STEPS = ("load", "trace", "slim and check", "verify")
 

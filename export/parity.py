@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from runtime.metadata import ModelInfo
-from runtime.preprocess import prepare_frame
+from pspcore.model_info import ModelInfo
+from pspcore.preprocess import prepare_frame
 
 FP32_MAX_REL = 1e-4  # max error / logit range allowed for an FP32 export
 FP32_MIN_AGREEMENT = 0.9999
@@ -129,7 +129,7 @@ def draw_scene(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 
 def sample_batch(info: ModelInfo, size: tuple[int, int], batch: int, seed: int = 0) -> np.ndarray:
-    """float32 [batch, 3, H, W]: alternately a drawn scene preprocessed like a real frame (runtime.preprocess,
+    """float32 [batch, 3, H, W]: alternately a drawn scene preprocessed like a real frame (pspcore.preprocess,
     so letterboxing and the model's mean/std are exercised) and standard-normal noise."""
     rng = np.random.default_rng(seed)
     h, w = size

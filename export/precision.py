@@ -13,10 +13,10 @@ import tempfile
 from pathlib import Path
 
 from export.calibration import DEFAULT_NUM_IMAGES, load_calibration_set
-from runtime.errors import InputError, PSPError
-from runtime.files import atomic_output, require_file
-from runtime.metadata import PROP_PREFIX, ModelInfo
-from runtime.model_info import read_onnx_info
+from pspcore.errors import InputError, PSPError
+from pspcore.files import atomic_output, require_file
+from pspcore.model_info import PROP_PREFIX, ModelInfo
+from pspcore.model_info import read_onnx_info
 
 # The exact adaptive pooling (export/pooling.py: averaging matrices and the MatMuls applying them) keeps
 # FP32: its sums over up to 90 positions are where FP16/INT8 rounding would shift every pyramid level.

@@ -6,13 +6,13 @@ import time
 import click
 
 from export.calibration import DEFAULT_NUM_IMAGES
-from runtime.commandline import SIZE, Command
+from pspcore.cli import SIZE, Command
 
 HELP = {"help_option_names": ["-h", "--help"]}
 
 
 def _report(path, seconds: float) -> None:
-    from runtime.model_info import read_onnx_info
+    from pspcore.model_info import read_onnx_info
 
     info = read_onnx_info(path)
     size_mb = path.stat().st_size / 1e6

@@ -8,11 +8,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.errors import BackendUnavailable, InputError
-from runtime.files import require_file
-from runtime.labels import label_set_for
-from runtime.metadata import INPUT_NAME, ModelInfo
-from runtime.model_info import ENGINE_SUFFIXES, default_info, notice_once
+from pspcore.errors import BackendUnavailable, InputError
+from pspcore.files import require_file
+from pspcore.model_info import INPUT_NAME, ModelInfo
+from pspnet.labels import label_set_for
+from pspcore.engine_file import ENGINE_SUFFIXES, read_sidecar
+from pspcore.model_info import fallback_info
 
 PLATFORMS = {"onnx": "onnxruntime_onnx", "plan": "tensorrt_plan"}
 LABELS_FILE = "labels.txt"
@@ -86,17 +87,6 @@ def _onnx_tensor(value_info) -> TensorSpec:
     return TensorSpec(value_info.name, dtype, shape)
 
 
-def _fallback_info(path: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> ModelInfo:
-    """Defaults for an ONNX model exported elsewhere, read off its shapes (as the ONNX Runtime backend does)."""
-    out = outputs[0]
-    output = "labels" if len(out.shape) == 3 or out.name == "labels" else "logits"
-    num_classes = out.shape[1] if output == "logits" and len(out.shape) == 4 and out.shape[1] > 0 else 0
-    h, w = inputs[0].shape[2:4] if len(inputs[0].shape) == 4 else (-1, -1)
-    notice_once(str(path), f"{path.name} carries no pspnet metadata; assuming {num_classes or 'unknown'} "
-                "classes, a generic palette and ImageNet mean/std")
-    return default_info(num_classes, (h, w) if h > 0 and w > 0 else None, output)
-
-
 def _external_data(model, model_dir: Path) -> tuple[Path, ...]:
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
@@ -120,7 +110,7 @@ def read_onnx_model(path: str | os.PathLike) -> ServedModel:
         raise InputError(f"{p}: the graph has no inputs or no outputs")
     info = ModelInfo.from_props({m.key: m.value for m in model.metadata_props})
     if info is None:
-        info = _fallback_info(p, inputs, outputs)
+        info = fallback_info(str(p), inputs[0].shape, outputs[0].name, outputs[0].shape)
     return ServedModel(p, "onnx", info, inputs, outputs, extra_files=_external_data(model, p.parent))
 
 
@@ -136,8 +126,6 @@ def _engine_tensors(info: ModelInfo, low: list[int], high: list[int]) -> tuple[T
 
 def read_engine_model(path: str | os.PathLike) -> ServedModel:
     """A TensorRT engine and its `<engine>.json` sidecar (ModelInfo under "info", the build profile)."""
-    from runtime.backends.tensorrt import read_sidecar
-
     p = require_file(path, "engine")
     sidecar = read_sidecar(p)
     profile = sidecar.profiles.get(INPUT_NAME)

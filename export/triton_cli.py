@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from runtime.commandline import Command
+from pspcore.cli import Command
 
 
 def _batch_list(ctx, param, value: str | None) -> tuple[int, ...] | None:

@@ -12,10 +12,10 @@ from torch import nn
 
 from pspnet.factory import VARIANTS, create_from_config, model_config
 from pspnet.pspnet import PSPNet, PSPNetConfig
-from runtime.errors import CheckpointError
-from runtime.files import atomic_output, require_file
-from runtime.labels import label_set_for
-from runtime.metadata import ModelInfo
+from pspcore.errors import CheckpointError
+from pspcore.files import atomic_output, require_file
+from pspnet.labels import label_set_for
+from pspcore.model_info import ModelInfo
 
 FORMAT = "pspnet-deploy"
 FORMAT_VERSION = 1
@@ -100,7 +100,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> ModelInfo | No
     return ModelInfo.from_dict(obj["info"]) if obj.get("format") == FORMAT else None
 
 
-def default_info(config: PSPNetConfig, dataset: str = "") -> ModelInfo:
+def info_for_config(config: PSPNetConfig, dataset: str = "") -> ModelInfo:
     labels = label_set_for(config.num_classes, dataset)
     return ModelInfo(arch=config.arch, num_classes=config.num_classes, class_names=labels.class_names,
                      palette=labels.palette, input_size=VARIANTS[config.arch].input_size, dataset=labels.name)
@@ -123,7 +123,7 @@ def load_model(path: str | os.PathLike, arch: str | None = None, num_classes: in
                               aux=config.aux, dropout=config.dropout, use_ppm=config.use_ppm)
     model = create_from_config(config, **options)
     model.load_state_dict(check_compatible(model, state, path), strict=True)
-    return model.eval(), info or default_info(model.config)
+    return model.eval(), info or info_for_config(model.config)
 
 
 def save_checkpoint(path: str | os.PathLike, model: PSPNet, info: ModelInfo, **training_state) -> Path:

@@ -5,11 +5,8 @@ from pathlib import Path
 
 import click
 
-from runtime.commandline import SIZE, Command
-from runtime.errors import InputError
-
-TORCH_SUFFIXES = (".pth", ".pt")
-
+from pspcore.cli import SIZE, Command
+from pspcore.errors import InputError
 
 def _floats(ctx, param, value):
     try:
@@ -18,34 +15,15 @@ def _floats(ctx, param, value):
         raise click.BadParameter(f"expected comma-separated numbers (e.g. 0.75,1,1.25), got {value!r}") from None
 
 
-def torch_predictor(model_path: str, device: str):
-    """(predict, ModelInfo) for a PyTorch checkpoint: logits as numpy, no autograd."""
-    import torch
+def load_runner(model_path: str, backend: str | None, device: str):
+    """A ready Runner for MODEL: torch for checkpoints (on `device`), else the backend asked for (auto: by
+    file type). pspnet does not import the runtime: backends come from the registry by name."""
+    from pspcore.registry import create_runner, resolve_backend
 
-    from pspnet.checkpoint import load_model
-
-    model, info = load_model(model_path)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
-    model = model.to(dev).eval()
-
-    def predict(batch):
-        with torch.inference_mode():
-            return model(torch.from_numpy(batch).to(dev)).float().cpu().numpy()
-
-    return predict, info
-
-
-def runner_predictor(backend: str, model_path: str):
-    """(predict, ModelInfo) for any runtime backend (ONNX Runtime, TensorRT, ...)."""
-    try:
-        from runtime.backends import create_runner
-    except ImportError:
-        raise InputError("this installation has no runtime backends (runtime.backends.create_runner); "
-                         "evaluate a .pth checkpoint with --backend torch") from None
-    runner = create_runner(backend, model_path)
+    name, _ = resolve_backend(backend or "auto", model_path)
+    runner = create_runner(name, model_path, **({"device": device} if name == "torch" else {}))
     runner.activate()
-    return runner.infer, runner.info
+    return runner
 
 
 def build_data(dataset: str | None, info, split: str, scenes: int | None, scene_size: tuple | None, seed: int,
@@ -97,11 +75,8 @@ def main(model, dataset, data_root, split, scenes, scene_size, seed, mode, crop,
 
     if not Path(model).is_file():
         raise InputError(f"model not found: {model}")
-    backend = backend or ("torch" if model.endswith(TORCH_SUFFIXES) else "auto")
-    if backend == "torch" and model.endswith(TORCH_SUFFIXES):
-        predict, info = torch_predictor(model, device)
-    else:
-        predict, info = runner_predictor(backend, model)
+    runner = load_runner(model, backend, device)
+    predict, info = runner.infer, runner.info
     if info.output == "labels" and (mode != "whole" or flip or scales != (1.0,)):
         raise InputError("this model outputs labels, not logits: only whole-image mode without --flip or "
                          "--scales applies")

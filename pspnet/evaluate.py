@@ -17,10 +17,10 @@ import numpy as np
 from tqdm import tqdm
 
 from pspnet.data.transforms import IGNORE
-from runtime.errors import InputError
-from runtime.files import atomic_output
-from runtime.metadata import IMAGENET_MEAN, IMAGENET_STD
-from runtime.preprocess import normalize
+from pspcore.errors import InputError
+from pspcore.files import atomic_output
+from pspcore.model_info import IMAGENET_MEAN, IMAGENET_STD
+from pspcore.preprocess import normalize
 
 Predict = Callable[[np.ndarray], np.ndarray]
 MODES = ("whole", "slide")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from runtime.errors import InputError
+from pspcore.errors import InputError
 from pspnet.pspnet import PSPNet, PSPNetConfig
 
 

@@ -23,9 +23,9 @@ from pspnet.data.transforms import IGNORE, AugmentConfig, train_transform
 from pspnet.factory import create_model
 from pspnet.pspnet import PSPNet, PSPNetLoss
 from pspnet.train_config import CONTEXT_SCENES, TrainConfig, resume_mismatch
-from runtime.errors import CheckpointError, InputError, PSPError
-from runtime.labels import LabelSet, get_label_set, label_set_for
-from runtime.metadata import ModelInfo
+from pspcore.errors import CheckpointError, InputError, PSPError
+from pspnet.labels import LabelSet, get_label_set, label_set_for
+from pspcore.model_info import ModelInfo
 
 HEAD_MODULES = ("ppm", "cls", "aux")
 LAST, FINAL, METRICS = "last.pth", "model.pth", "metrics.jsonl"

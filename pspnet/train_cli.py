@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 from click.core import ParameterSource
 
-from runtime.commandline import SIZE, Command
+from pspcore.cli import SIZE, Command
 
 # CLI option name -> TrainConfig field, for options whose names differ.
 _FIELDS = {"iters": "iterations"}
@@ -43,7 +43,7 @@ def _bins(ctx, param, value):
 @click.option("--label-set", default="", help="Class names/palette for list files: ade20k, cityscapes, voc, ...")
 @click.option("--scene-size", type=SIZE, default="129", show_default=True,
               help="context-scenes image size, N or HxW; 2:1 or wider makes panoramas whose scene type shows "
-                   "only at one end (see benchmarks/ppm_ablation.py).")
+                   "only at one end (see experiments/ppm_ablation.py).")
 @click.option("--scenes", default=2000, show_default=True, help="context-scenes training images per epoch.")
 @click.option("--crop", type=SIZE, default="129", show_default=True, help="Training crop, N or HxW.")
 @click.option("--scale", callback=_scale, help="Random scale range LOW,HIGH [default: 0.5,2.0 (reference); "

@@ -5,8 +5,8 @@ import json
 import os
 from dataclasses import asdict, dataclass, fields
 
-from runtime.errors import InputError
-from runtime.files import require_file
+from pspcore.errors import InputError
+from pspcore.files import require_file
 
 CONTEXT_SCENES = "context-scenes"
 
@@ -21,7 +21,7 @@ class TrainConfig:
     dataset: str = CONTEXT_SCENES  # "context-scenes" or a list file of `image label` lines
     data_root: str | None = None  # list files: paths are relative to this (default: the list's folder)
     classes: int | None = None  # list files: number of classes (default: the label set's count)
-    label_set: str = ""  # list files: class names and palette from runtime.labels (e.g. "ade20k")
+    label_set: str = ""  # list files: class names and palette from pspnet.labels (e.g. "ade20k")
     scene_size: tuple[int, int] = (129, 129)  # context-scenes image size HxW (2:1 or wider: a panorama)
     scenes: int = 2000  # context-scenes training images (one epoch)
     seed: int = 0

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from runtime.backends import BACKENDS
-from runtime.commandline import SIZE, Command
+from pspcore.registry import BACKENDS
+from pspcore.cli import SIZE, Command
 
 
 def _quiet_opencv() -> None:
@@ -56,7 +56,7 @@ def main(model, source, output, backend, batch, size, opacity, mask_video, masks
       psp-infer pspnet50.onnx street.mp4 -o street-seg.mp4 --batch 4 --json street.json
     """
     _quiet_opencv()
-    from runtime.backends import create_runner
+    from pspcore.registry import create_runner
     from runtime.outputs import OutputPaths
     from runtime.pipeline import SegmentOptions, segment
     from runtime.video import partial_name

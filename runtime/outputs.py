@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.files import atomic_output
-from runtime.metadata import ModelInfo
+from pspcore.files import atomic_output
+from pspcore.model_info import ModelInfo
 from runtime.postprocess import class_fractions, colorize
 from runtime.video import VideoWriter, write_image
 

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from runtime.backends.base import Runner
-from runtime.errors import InputError
+from pspcore.runner import Runner
+from pspcore.errors import InputError
 from runtime.outputs import ImageOutputs, OutputPaths, VideoOutputs
 from runtime.postprocess import colorize, labels_to_frame, merge_tiles, overlay, palette_lut, to_labels
-from runtime.preprocess import prepare_batch, tile_frame
-from runtime.video import VideoReader, is_image, list_images, read_image
+from pspcore.preprocess import prepare_batch, tile_frame
+from pspcore.files import is_image, list_images
+from runtime.video import VideoReader, read_image
 
 
 @dataclass

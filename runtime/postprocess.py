@@ -5,9 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from runtime.labels import generic_palette
-from runtime.metadata import ModelInfo
-from runtime.preprocess import Letterbox, Tiling
+from pspcore.model_info import ModelInfo, generic_palette
+from pspcore.preprocess import Letterbox, Tiling
 
 
 def to_labels(output: np.ndarray) -> np.ndarray:

@@ -11,11 +11,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.errors import InputError, PSPError
-from runtime.files import atomic_output, require_file
-from runtime.model_info import notice_once
+from pspcore.errors import InputError, PSPError, notice_once
+from pspcore.files import atomic_output, require_file
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 FALLBACK_CODECS = ("mp4v", "MJPG")
 DEFAULT_FPS = 25.0
 
@@ -148,22 +146,6 @@ class VideoWriter:
             self.partial_path = partial_name(self.path)
             os.replace(self._tmp, self.partial_path)
         return self._output.__exit__(exc_type, exc, tb)
-
-
-def is_image(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES
-
-
-def list_images(path: str | os.PathLike) -> list[Path]:
-    """One image file, or the images in a folder (sorted by name, not recursive)."""
-    p = Path(path)
-    if p.is_dir():
-        images = sorted(f for f in p.iterdir() if f.is_file() and is_image(f))
-        if not images:
-            raise InputError(f"{p}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-        return images
-    require_file(p, "image")
-    return [p]
 
 
 def read_image(path: Path) -> np.ndarray:

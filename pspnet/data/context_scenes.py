@@ -8,7 +8,7 @@ and `car` in a street scene. The cues that decide it are far away: the sky's col
 at the horizon (waves vs asphalt with lane marks), at least a quarter of the image above the object. At 129 px
 that is still inside a dilated ResNet's receptive field (about 500 px); panoramas (2:1 or wider) show the scene
 type only at one end, several image heights from the object, beyond an FCN's reach but inside the pyramid's
-global pooling (benchmarks/ppm_ablation.py). The near ground is labelled as the surface it belongs to, so it is
+global pooling (experiments/ppm_ablation.py). The near ground is labelled as the surface it belongs to, so it is
 context-dependent too. Birds are the small, inconspicuous class. Horizon height, object size and position
 follow the same distribution in both scene types, so position is no shortcut.
 """
@@ -21,9 +21,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.errors import InputError
-from runtime.files import atomic_output
-from runtime.labels import get_label_set
+from pspcore.errors import InputError
+from pspcore.files import atomic_output
+from pspnet.labels import get_label_set
 
 LABELS = get_label_set("context-scenes")
 SKY, WATER, ROAD, BOAT, CAR, BIRD = range(6)

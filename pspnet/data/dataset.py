@@ -1,6 +1,6 @@
 """A torch Dataset over any data source (`source[i]` -> (RGB uint8 image, uint8 label)) and the DataLoader
 used for training: validated pairs, the reference augmentations, normalisation by the model's mean/std
-(runtime.preprocess.normalize, the one place it is done), and a sampler that can resume mid-epoch."""
+(pspcore.preprocess.normalize, the one place it is done), and a sampler that can resume mid-epoch."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +8,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from pspnet.data.transforms import IGNORE, Compose
-from runtime.errors import InputError
-from runtime.preprocess import normalize
+from pspcore.errors import InputError
+from pspcore.preprocess import normalize
 
 
 def check_pair(image: np.ndarray, label: np.ndarray, num_classes: int, where: str) -> None:

@@ -8,30 +8,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.errors import InputError
-from runtime.files import require_file
+from pspcore.errors import InputError
+from pspcore.files import read_list_file
 
 
 def read_list(list_path: str | os.PathLike, data_root: str | os.PathLike | None = None) -> list[tuple[Path, Path]]:
     """The (image, label) pairs of a list file; every file must exist. `data_root` defaults to the list's folder."""
-    list_path = require_file(list_path, "list file")
-    root = Path(data_root) if data_root is not None else list_path.parent
-    if not root.is_dir():
-        raise InputError(f"data root is not a directory: {root}")
-    pairs = []
-    for number, line in enumerate(list_path.read_text().splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        parts = line.split()
-        if len(parts) != 2:
-            raise InputError(f"{list_path}:{number}: expected 'image label', found {len(parts)} field(s)")
-        pairs.append((root / parts[0], root / parts[1]))
-    if not pairs:
-        raise InputError(f"{list_path}: empty dataset (no 'image label' lines)")
+    pairs = read_list_file(list_path, data_root)
     missing = [str(p) for pair in pairs for p in pair if not p.is_file()]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        root = data_root if data_root is not None else Path(list_path).parent
         raise InputError(f"{list_path}: file not found: {missing[0]}{more} (paths are relative to {root})")
     return pairs
 

@@ -1,15 +1,14 @@
 """ONNX Runtime backend: the CPU everywhere; CUDA and TensorRT execution providers with onnxruntime-gpu."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 
-from runtime.backends.base import InputSpec, Runner
-from runtime.errors import BackendUnavailable, InputError
-from runtime.files import require_file
-from runtime.model_info import info_from_session
+from pspcore.runner import InputSpec, Runner
+from pspcore.errors import BackendUnavailable, InputError
+from pspcore.files import require_file
+from pspcore.model_info import info_from_session
 
 # Best first. `auto` takes every one of these the installed wheel offers; ONNX Runtime assigns each node to
 # the first provider that can run it, so the CPU stays the fallback.
@@ -117,35 +116,7 @@ class OnnxRuntimeRunner(Runner):
         return InputSpec(size=(h, w) if h and w else None, min_batch=batch or 1, max_batch=batch,
                          fixed_batch=batch)
 
-    def check_batch(self, batch: np.ndarray) -> np.ndarray:
-        if batch.ndim != 4 or batch.shape[1] != 3:
-            raise InputError(f"expected a batch [N, 3, H, W], got shape {batch.shape}")
-        size = self.input_spec.size
-        if size and tuple(batch.shape[2:]) != size:
-            raise InputError(f"{Path(self.model_path).name} takes {size[0]}x{size[1]} inputs, "
-                             f"got {batch.shape[2]}x{batch.shape[3]}")
-        return np.ascontiguousarray(batch, dtype=np.float32)
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        batch = self.check_batch(batch)
-        self.activate()
-        start = time.perf_counter()
-        fixed = self.input_spec.fixed_batch
-        if fixed is None or fixed == len(batch):
-            out = self._run(batch)
-        else:  # a model exported for a fixed batch: feed it chunks of that size, padding the last one
-            parts = []
-            for i in range(0, len(batch), fixed):
-                chunk = batch[i:i + fixed]
-                pad = fixed - len(chunk)
-                if pad:
-                    chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
-                parts.append(self._run(chunk)[:fixed - pad])
-            out = np.concatenate(parts)
-        self.last_timing.compute_ms = (time.perf_counter() - start) * 1e3
-        return out
-
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def run_batch(self, batch: np.ndarray) -> np.ndarray:
         return self._session.run([self._output_name], {self._input_name: batch})[0]
 
     def describe(self) -> str:

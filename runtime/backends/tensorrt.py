@@ -5,139 +5,17 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import json
-import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from runtime.backends.base import InputSpec, Runner
-from runtime.errors import BackendUnavailable, InputError, PSPError
-from runtime.files import atomic_output, require_file
-from runtime.metadata import INPUT_NAME, ModelInfo
-from runtime.model_info import engine_sidecar
-
-SIDECAR_FORMAT = 1
-TENSORRT_INSTALL = ("TensorRT is not installed: `pip install tensorrt` (or `pip install 'pspnet-deploy[tensorrt]'`); "
-                    "it needs an NVIDIA GPU with a recent driver")
-CUDA_INSTALL = ("cuda-python is not installed: `pip install cuda-python` (or `pip install 'pspnet-deploy[gpu]'`); "
-                "it needs an NVIDIA GPU with a recent driver")
-
-
-def import_tensorrt():
-    """The tensorrt module, or BackendUnavailable saying how to install it."""
-    try:
-        import tensorrt
-    except ImportError:
-        raise BackendUnavailable(TENSORRT_INSTALL) from None
-    return tensorrt
-
-
-def import_cudart():
-    """cuda-python's runtime API (the cuda-python 12.x/13 import path; the old `from cuda import cudart` is
-    gone in 13)."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        raise BackendUnavailable(CUDA_INSTALL) from None
-    return cudart
-
-
-def cuda_check(result, what: str):
-    """Unpack a cuda-python call's (error, *values) tuple; a failure becomes a PSPError naming the call."""
-    cudart = import_cudart()
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if err != cudart.cudaError_t.cudaSuccess:
-        _, text = cudart.cudaGetErrorString(err)
-        raise PSPError(f"CUDA {what} failed: {text.decode() if isinstance(text, bytes) else text}")
-    return values[0] if len(values) == 1 else tuple(values) if values else None
-
-
-@dataclass(frozen=True)
-class Platform:
-    """What an engine is tied to: the TensorRT version and the GPU model that built it."""
-
-    tensorrt_version: str
-    gpu_name: str
-    compute_capability: str  # "8.9"
-
-
-def current_platform(device: int = 0) -> Platform:
-    """This machine's TensorRT version and the GPU `device` (name and compute capability, via cuda-python)."""
-    trt = import_tensorrt()
-    cudart = import_cudart()
-    props = cuda_check(cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
-    name = props.name.split(b"\0")[0].decode() if isinstance(props.name, bytes) else str(props.name)
-    return Platform(trt.__version__, name.strip(), f"{props.major}.{props.minor}")
-
-
-def _release(version: str) -> str:
-    # Engines are portable across TensorRT builds of one release (major.minor.patch), not across releases.
-    return ".".join(version.split(".")[:3])
-
-
-@dataclass
-class EngineSidecar:
-    """`<engine>.json`: how and where an engine was built, and the ModelInfo of the model inside it.
-    `profiles` maps input name -> {"min": shape, "opt": shape, "max": shape}."""
-
-    platform: Platform
-    precision: str
-    profiles: dict[str, dict[str, list[int]]]
-    onnx_sha256: str
-    engine_sha256: str
-    info: ModelInfo
-    created: str = ""
-    build: dict = field(default_factory=dict)  # workspace, timing cache, conversion notes
-    format: int = SIDECAR_FORMAT
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data.pop("platform")
-        return {"format": self.format, **asdict(self.platform), **{k: v for k, v in data.items() if k != "format"},
-                "info": self.info.to_dict()}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "EngineSidecar":
-        platform = Platform(str(data["tensorrt_version"]), str(data["gpu_name"]), str(data["compute_capability"]))
-        return cls(platform=platform, precision=str(data["precision"]), profiles=dict(data["profiles"]),
-                   onnx_sha256=str(data.get("onnx_sha256", "")), engine_sha256=str(data.get("engine_sha256", "")),
-                   info=ModelInfo.from_dict(data["info"]), created=str(data.get("created", "")),
-                   build=dict(data.get("build", {})), format=int(data.get("format", SIDECAR_FORMAT)))
-
-
-def write_sidecar(path: str | os.PathLike, sidecar: EngineSidecar) -> Path:
-    """Write the sidecar JSON to `path` atomically."""
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(sidecar.to_dict(), indent=2) + "\n")
-    return Path(path)
-
-
-def read_sidecar(engine_path: str | os.PathLike) -> EngineSidecar:
-    """The sidecar of an engine, or an InputError saying it is missing or malformed."""
-    path = engine_sidecar(engine_path)
-    if not path.exists():
-        raise InputError(f"{engine_path}: no sidecar {path.name} beside the engine; build engines with "
-                         "psp-build-engine, which records the GPU, TensorRT version and model metadata there")
-    try:
-        return EngineSidecar.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{path}: not a valid engine sidecar ({type(exc).__name__}: {exc})") from None
-
-
-def check_compatible(built: Platform, running: Platform, engine_name: str = "engine") -> None:
-    """Refuse (InputError) an engine built with another TensorRT release or for another GPU model."""
-    problems = []
-    if _release(built.tensorrt_version) != _release(running.tensorrt_version):
-        problems.append(f"TensorRT {built.tensorrt_version}, this machine has {running.tensorrt_version}")
-    if built.compute_capability != running.compute_capability or built.gpu_name != running.gpu_name:
-        problems.append(f"GPU {built.gpu_name} (sm {built.compute_capability}), this machine has "
-                        f"{running.gpu_name} (sm {running.compute_capability})")
-    if problems:
-        raise InputError(f"{engine_name} was built for {'; and for '.join(problems)}. TensorRT engines only run "
-                         "where they were built: rebuild it here with psp-build-engine from the ONNX model")
-
+from pspcore.engine_file import EngineSidecar, check_compatible, current_platform, read_sidecar
+from pspcore.errors import BackendUnavailable, InputError, PSPError
+from pspcore.files import require_file
+from pspcore.model_info import INPUT_NAME
+from pspcore.nvidia import collecting_logger, cuda_check, import_cudart, import_tensorrt
+from pspcore.runner import InputSpec, Runner
 
 def trt_to_numpy(trt, dtype) -> np.dtype:
     """numpy dtype of a TensorRT DataType (by name: stable across TensorRT 10 and 11)."""
@@ -182,34 +60,20 @@ class _Buffer:
             self.capacity = self.device = self.host = 0
 
 
+def _profile_spec(bounds) -> InputSpec:
+    """The InputSpec of an optimisation profile's (min, opt, max) input shapes [N, 3, H, W]."""
+    lo, hi = tuple(bounds[0]), tuple(bounds[-1])
+    size = tuple(lo[2:]) if lo[2:] == hi[2:] else None
+    fixed = lo[0] if lo[0] == hi[0] else None
+    return InputSpec(size=size, min_batch=lo[0], max_batch=hi[0], fixed_batch=fixed,
+                     min_size=None if size else tuple(lo[2:]), max_size=None if size else tuple(hi[2:]))
+
+
 def _engine_input_spec(sidecar: EngineSidecar) -> InputSpec:
     profile = sidecar.profiles.get(INPUT_NAME) or next(iter(sidecar.profiles.values()), None)
     if not profile:
         return InputSpec(size=sidecar.info.input_size)
-    lo, hi = profile["min"], profile["max"]
-    size = tuple(lo[2:]) if lo[2:] == hi[2:] else None
-    fixed = lo[0] if lo[0] == hi[0] else None
-    return InputSpec(size=size, min_batch=lo[0], max_batch=hi[0], fixed_batch=fixed)
-
-
-def collecting_logger(trt, min_severity=None):
-    """A TensorRT ILogger that keeps every message at or above `min_severity` (default WARNING), so a failed
-    build or load can show TensorRT's own explanation instead of a bare None."""
-
-    class CollectingLogger(trt.ILogger):
-        def __init__(self):
-            trt.ILogger.__init__(self)
-            self.min_severity = trt.ILogger.Severity.WARNING if min_severity is None else min_severity
-            self.messages: list[tuple[str, str]] = []
-
-        def log(self, severity, msg):
-            if int(severity) <= int(self.min_severity):  # lower value = more severe
-                self.messages.append((getattr(severity, "name", str(severity)), str(msg)))
-
-        def text(self, last: int = 20) -> str:
-            return "\n".join(f"  [{sev}] {msg}" for sev, msg in self.messages[-last:])
-
-    return CollectingLogger()
+    return _profile_spec((profile["min"], profile["max"]))
 
 
 class TensorRTRunner(Runner):
@@ -218,6 +82,7 @@ class TensorRTRunner(Runner):
     CUDA events."""
 
     name = "tensorrt"
+    timed_by_wall = False  # CUDA events split each call into copy in, compute and copy out
 
     def __init__(self, model_path, *, device: int = 0, cuda_graph: bool = False):
         path = require_file(model_path, "TensorRT engine")
@@ -268,7 +133,7 @@ class TensorRTRunner(Runner):
                              f"{inputs} and outputs {outputs}")
         self._engine, (self._input,), (self._output,) = engine, inputs, outputs
         self._context = engine.create_execution_context()
-        self._bounds = [tuple(s) for s in engine.get_tensor_profile_shape(self._input, 0)]  # min, opt, max
+        self.input_spec = _profile_spec([tuple(s) for s in engine.get_tensor_profile_shape(self._input, 0)])
         self._buffers = {n: _Buffer(trt_to_numpy(trt, engine.get_tensor_dtype(n))) for n in names}
         self._stream = cuda_check(cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._events = [cuda_check(cudart.cudaEventCreate(), "cudaEventCreate") for _ in range(4)]
@@ -287,30 +152,10 @@ class TensorRTRunner(Runner):
             self._context = self._engine = self._runtime = None
         super().deactivate()
 
-    def _check(self, batch: np.ndarray) -> np.ndarray:
-        if batch.ndim != 4 or batch.shape[1] != 3:
-            raise InputError(f"expected a batch [N, 3, H, W], got shape {batch.shape}")
-        lo, hi = self._bounds[0], self._bounds[2]
-        if not all(a <= b <= c for a, b, c in zip(lo[2:], batch.shape[2:], hi[2:])):
-            raise InputError(f"{Path(self.model_path).name} takes inputs from {lo[2]}x{lo[3]} to {hi[2]}x{hi[3]} "
-                             f"(its build profile), got {batch.shape[2]}x{batch.shape[3]}")
-        return np.ascontiguousarray(batch, dtype=self._buffers[self._input].dtype)
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        self.activate()
-        batch = self._check(batch)
-        lo, hi = self._bounds[0][0], self._bounds[2][0]
-        parts, total = [], [0.0, 0.0, 0.0]
-        for i in range(0, len(batch), hi):  # larger batches than the profile allows run in chunks
-            chunk = batch[i:i + hi]
-            pad = max(0, lo - len(chunk))
-            if pad:
-                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-            out, times = self._run(chunk)
-            parts.append(out[:len(chunk) - pad])
-            total = [a + b for a, b in zip(total, times)]
-        self.last_timing.h2d_ms, self.last_timing.compute_ms, self.last_timing.d2h_ms = total
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    def run_batch(self, batch: np.ndarray) -> np.ndarray:
+        out, (h2d, compute, d2h) = self._run(batch)
+        self.last_timing.add(h2d, compute, d2h)
+        return out
 
     def _set_shape(self, shape: tuple[int, ...]) -> None:
         if not self._context.set_input_shape(self._input, shape):
@@ -328,11 +173,12 @@ class TensorRTRunner(Runner):
         if batch.shape != self._shape:
             self._set_shape(batch.shape)
         src, dst = self._buffers[self._input], self._buffers[self._output]
-        np.copyto(src.host_array(batch.shape), batch)  # into pinned memory: the copy below is truly async
+        staged = src.host_array(batch.shape)
+        np.copyto(staged, batch)  # into pinned memory (cast to the engine's input type): the copy is truly async
         out_bytes = int(np.prod(self._out_shape)) * dst.dtype.itemsize
         stream, ev = self._stream, self._events
         cuda_check(cudart.cudaEventRecord(ev[0], stream), "cudaEventRecord")
-        cuda_check(cudart.cudaMemcpyAsync(src.device, src.host, batch.nbytes,
+        cuda_check(cudart.cudaMemcpyAsync(src.device, src.host, staged.nbytes,
                                           cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream), "copy to GPU")
         cuda_check(cudart.cudaEventRecord(ev[1], stream), "cudaEventRecord")
         self._execute()

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.backends.base import InputSpec, Runner
-from runtime.errors import BackendUnavailable, InputError, PSPError
-from runtime.metadata import INPUT_NAME, ModelInfo
-from runtime.model_info import default_info, notice_once
+from pspcore.errors import BackendUnavailable, InputError, PSPError
+from pspcore.model_info import INPUT_NAME, ModelInfo, fallback_info
+from pspcore.runner import InputSpec, Runner
 
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 SCHEMES = {"grpc": "grpc", "http": "http", "https": "http", "triton": "grpc"}
@@ -100,12 +99,9 @@ def spec_from_config(config) -> InputSpec:
     return InputSpec(size=size, min_batch=fixed or 1, max_batch=fixed, fixed_batch=fixed)
 
 
-def _fallback_info(config, spec: InputSpec) -> ModelInfo:
-    out = config.output[0]
-    dims = list(out.dims) if config.max_batch_size > 0 else list(out.dims)[1:]
-    output = "labels" if len(dims) == 2 or out.name == "labels" else "logits"
-    num_classes = dims[0] if output == "logits" and len(dims) == 3 and dims[0] > 0 else 0
-    return default_info(num_classes, spec.size, output)
+def _full_shape(tensor, config) -> list[int]:
+    """A config tensor's dims with the batch dimension in front (-1 when Triton batches)."""
+    return [-1, *tensor.dims] if config.max_batch_size > 0 else list(tensor.dims)
 
 
 class TritonRunner(Runner):
@@ -114,6 +110,7 @@ class TritonRunner(Runner):
     backoff (first wait in seconds, doubled each retry), model_version ("" = the server's choice)."""
 
     name = "triton"
+    timed_by_wall = False
 
     def __init__(self, model_path, *, url: str | None = None, protocol: str | None = None, timeout: float = 30.0,
                  retries: int = 3, backoff: float = 0.5, model_version: str = ""):
@@ -125,6 +122,10 @@ class TritonRunner(Runner):
         self._client = None
         self.config = None
         self.activate()  # the served config holds the metadata and shapes every caller needs right away
+
+    @property
+    def display_name(self) -> str:
+        return repr(self.model_name)
 
     def describe(self) -> str:
         return f"triton {self.model_name}@{self.url} ({self.protocol}, {self.info.precision})"
@@ -209,11 +210,9 @@ class TritonRunner(Runner):
         super().activate()
 
     def _assumed_info(self) -> ModelInfo:
-        note = (f"model {self.model_name!r} on {self._where()} carries no pspnet parameters in its config; "
-                "assuming generic classes and ImageNet mean/std (export it with psp-export triton)")
-        self.notes.append(note)
-        notice_once(f"triton:{self.url}/{self.model_name}", note)
-        return _fallback_info(self.config, self.input_spec)
+        out = self.config.output[0]
+        return fallback_info(f"triton:{self.url}/{self.model_name}", _full_shape(self.config.input[0], self.config),
+                             out.name, _full_shape(out, self.config))
 
     def deactivate(self) -> None:
         if self._client is not None:
@@ -245,31 +244,11 @@ class TritonRunner(Runner):
             raise PSPError(f"{self._where()} returned no {self.output_name!r} output for {self.model_name!r}")
         return array
 
-    def _check_batch(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if batch.ndim != 4 or batch.shape[1] != 3:
-            raise InputError(f"expected a float32 [N, 3, H, W] batch, got shape {tuple(batch.shape)}")
-        size, fixed = self.input_spec.size, self.input_spec.fixed_batch
-        if size and tuple(batch.shape[2:]) != size:
-            raise InputError(f"{self.model_name!r} takes {size[0]}x{size[1]} inputs, got "
-                             f"{batch.shape[2]}x{batch.shape[3]}")
-        if fixed and batch.shape[0] % fixed:
-            raise InputError(f"{self.model_name!r} takes batches of exactly {fixed} (or multiples, sent in "
-                             f"turn), got {batch.shape[0]}")
-        return batch
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        if not self.is_active:
-            self.activate()
-        batch = self._check_batch(batch)
-        # Larger batches than the server takes are sent in pieces; its dynamic batcher merges small ones.
-        # last_timing stays empty: the server's own queue/compute split is not in a response (perf_analyzer
-        # reads it from Triton's statistics, see docs/triton.md), and a round trip is no "compute" time.
-        step = self.input_spec.max_batch or batch.shape[0]
-        parts = [self._infer_once(batch[i:i + step]) for i in range(0, batch.shape[0], step)]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-    def _infer_once(self, batch: np.ndarray) -> np.ndarray:
+    def run_batch(self, batch: np.ndarray) -> np.ndarray:
+        # The base class sends larger batches than the server takes in pieces; its dynamic batcher merges
+        # small ones. last_timing stays empty: the server's own queue/compute split is not in a response
+        # (perf_analyzer reads it from Triton's statistics, see docs/triton.md), and a round trip is no
+        # "compute" time.
         inputs, outputs = self.build_request(batch)
         result = self._call("inference", self._client.infer, self.model_name, inputs,
                             model_version=self.model_version, outputs=outputs, **self._deadline())

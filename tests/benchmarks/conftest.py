@@ -8,7 +8,7 @@ from tests.benchmarks import fakes
 
 @pytest.fixture
 def fake_backend(monkeypatch):
-    from runtime import backends
+    from pspcore import registry as backends
 
     monkeypatch.setitem(backends.BACKENDS, "fake", "tests.benchmarks.fakes:FakeRunner")
     monkeypatch.setattr(fakes, "CLOCK", fakes.FakeClock())

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.backends.base import InputSpec, Runner
-from runtime.errors import InputError
-from runtime.metadata import ModelInfo
+from pspcore.errors import InputError
+from pspcore.model_info import ModelInfo
+from pspcore.runner import InputSpec, Runner
 
 
 class FakeClock:
@@ -36,6 +36,7 @@ class FakeRunner(Runner):
     With `real=True` it sleeps instead of advancing the fake clock (for CLI tests on the wall clock)."""
 
     name = "fake"
+    timed_by_wall = False  # its cost is on the fake clock
 
     def __init__(self, model_path, *, threads: int | None = None, clock: FakeClock | None = None):
         super().__init__(model_path)
@@ -53,14 +54,14 @@ class FakeRunner(Runner):
         self.label = int(spec.get("label", 0))  # the class its logits favour everywhere
         self.calls = 0
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def run_batch(self, batch: np.ndarray) -> np.ndarray:
         self.calls += 1
         cost = self.cost_ms * len(batch)
         if self.real:
             time.sleep(cost / 1e3)
         else:
             self.clock.spend(cost)
-        self.last_timing.compute_ms = cost
+        self.last_timing.add(compute_ms=cost)
         logits = np.zeros((len(batch), 3, *batch.shape[2:]), np.float32)
         logits[:, self.label] = 1.0
         return logits

@@ -94,7 +94,7 @@ def test_threads_reach_runners_that_take_them(tmp_path, fake_backend):
 
 
 def test_nothing_to_benchmark():
-    from runtime.errors import InputError
+    from pspcore.errors import InputError
 
     with pytest.raises(InputError):
         run_benchmark([], CONFIG)

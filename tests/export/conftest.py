@@ -9,7 +9,7 @@ def tiny_model():
     """pspnet18, 5 classes, random weights with randomised BN statistics (so the outputs are not flat)."""
     import torch
 
-    from benchmarks.export_report import randomize_batchnorm
+    from experiments.export_report import randomize_batchnorm
     from pspnet import create_model
 
     torch.manual_seed(0)
@@ -18,9 +18,9 @@ def tiny_model():
 
 @pytest.fixture(scope="session")
 def tiny_info(tiny_model):
-    from pspnet.checkpoint import default_info
+    from pspnet.checkpoint import info_for_config
 
-    return default_info(tiny_model.config)
+    return info_for_config(tiny_model.config)
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,11 @@ import export.engine as engine_module
 from export.engine import (EngineBuildError, Profile, build_engine, input_profile, parse_batch, parse_size_profile,
                            prepare_onnx)
 from export.engine_cli import main as build_engine_cli
-from runtime.backends.tensorrt import Platform, read_sidecar
-from runtime.errors import InputError
-from runtime.files import file_sha256
-from runtime.metadata import ModelInfo
-from runtime.model_info import read_onnx_info
+from pspcore.engine_file import Platform, read_sidecar
+from pspcore.errors import InputError
+from pspcore.files import file_sha256
+from pspcore.model_info import ModelInfo
+from pspcore.model_info import read_onnx_info
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
 PLATFORM = Platform("10.13.3.9", "NVIDIA L4", "8.9")

@@ -4,8 +4,8 @@ import torch
 
 from export.onnx import export_checkpoint, export_onnx, feature_size
 from export.parity import compare_outputs, sample_batch
-from runtime.errors import InputError, PSPError
-from runtime.metadata import ModelInfo
+from pspcore.errors import InputError, PSPError
+from pspcore.model_info import ModelInfo
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -125,11 +125,11 @@ def test_labels_output_is_argmax_of_logits(tmp_path, tiny_model, tiny_info):
 @pytest.mark.slow
 def test_labels_beyond_256_classes_are_int32(tmp_path):
     from pspnet import create_model
-    from pspnet.checkpoint import default_info
+    from pspnet.checkpoint import info_for_config
 
     model = create_model("pspnet18", num_classes=300, aux=False).eval()
     path = tmp_path / "many.onnx"
-    export_onnx(model, default_info(model.config), path, size=(41, 41), output="labels")
+    export_onnx(model, info_for_config(model.config), path, size=(41, 41), output="labels")
     assert _run(path, np.zeros((1, 3, 41, 41), np.float32)).dtype == np.int32
 
 
@@ -166,7 +166,7 @@ def test_unwritable_path_fails_before_any_work(tmp_path, tiny_model, tiny_info):
 
 
 def test_export_semseg_checkpoint_reads_arch_and_classes(tmp_path, tiny_model):
-    from runtime.files import file_sha256
+    from pspcore.files import file_sha256
 
     checkpoint = tmp_path / "train_epoch_100.pth"
     torch.save({"epoch": 100, "state_dict": {f"module.{k}": v for k, v in tiny_model.state_dict().items()}},

@@ -7,7 +7,7 @@ import torch
 from click.testing import CliRunner
 
 from export.cli import main
-from runtime.metadata import ModelInfo
+from pspcore.model_info import ModelInfo
 
 onnx = pytest.importorskip("onnx")
 

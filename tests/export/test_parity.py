@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from export.parity import compare_outputs, draw_scene, sample_batch, worst
-from runtime.metadata import ModelInfo
+from pspcore.model_info import ModelInfo
 
 
 def _logits(seed=0, shape=(2, 5, 9, 11)):

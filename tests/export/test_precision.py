@@ -11,10 +11,10 @@ from export.parity import compare_outputs, draw_scene
 from export.precision import (POOLING_PATTERN, calibration_size, convert_fp16, output_region, pooling_nodes,
                               quantize_int8)
 from export.precision_cli import fp16_command, int8_command
-from runtime.errors import InputError
-from runtime.metadata import ModelInfo
-from runtime.model_info import read_onnx_info
-from runtime.preprocess import prepare_frame
+from pspcore.errors import InputError
+from pspcore.model_info import ModelInfo
+from pspcore.model_info import read_onnx_info
+from pspcore.preprocess import prepare_frame
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

@@ -5,9 +5,9 @@ import pytest
 
 from export.calibration import find_calibration_images, load_calibration_set, spread
 from export.parity import draw_scene
-from runtime.errors import InputError
-from runtime.metadata import ModelInfo
-from runtime.preprocess import prepare_frame
+from pspcore.errors import InputError
+from pspcore.model_info import ModelInfo
+from pspcore.preprocess import prepare_frame
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_empty_folder_and_empty_list(tmp_path):
         find_calibration_images(tmp_path)
     listing = tmp_path / "empty.txt"
     listing.write_text("# nothing\n")
-    with pytest.raises(InputError, match="no calibration images listed"):
+    with pytest.raises(InputError, match="no images listed"):
         find_calibration_images(list_file=listing)
 
 

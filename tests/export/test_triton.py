@@ -14,8 +14,8 @@ from tritonclient.grpc import model_config_pb2 as pb2  # noqa: E402
 from export.triton import export_triton  # noqa: E402
 from export.triton_cli import triton_command  # noqa: E402
 from runtime.backends.triton import info_from_config  # noqa: E402
-from runtime.errors import InputError  # noqa: E402
-from runtime.metadata import ModelInfo  # noqa: E402
+from pspcore.errors import InputError  # noqa: E402
+from pspcore.model_info import ModelInfo  # noqa: E402
 
 from tests.runtime.conftest import make_onnx, tiny_info  # noqa: E402
 
@@ -131,7 +131,7 @@ def test_existing_model_folder_needs_force(models, tmp_path):
 
 def write_fake_engine(path: Path, info: ModelInfo, low: list[int], high: list[int]) -> Path:
     """A stand-in plan file with a real sidecar (export.engine's format); the plan's bytes are not read here."""
-    from runtime.backends.tensorrt import EngineSidecar, Platform, write_sidecar
+    from pspcore.engine_file import EngineSidecar, Platform, write_sidecar
 
     path.write_bytes(b"not a real engine")
     write_sidecar(Path(str(path) + ".json"), EngineSidecar(
@@ -200,7 +200,7 @@ def test_external_data_travels_with_the_model_and_a_failed_copy_leaves_nothing(t
 
 
 def test_exported_pspnet_goes_into_the_repository_with_its_metadata(tiny_onnx, tmp_path):
-    from runtime.model_info import read_onnx_info
+    from pspcore.model_info import read_onnx_info
 
     path, _ = tiny_onnx
     config = parse_config(export_triton(path, tmp_path).model_dir)

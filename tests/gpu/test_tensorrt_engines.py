@@ -14,8 +14,8 @@ pytest.importorskip("cuda.bindings", reason="needs cuda-python (pip install cuda
 from export.engine import build_engine  # noqa: E402
 from export.parity import compare_outputs, draw_scene  # noqa: E402
 from runtime.backends.tensorrt import TensorRTRunner  # noqa: E402
-from runtime.errors import InputError  # noqa: E402
-from runtime.model_info import engine_sidecar  # noqa: E402
+from pspcore.errors import InputError  # noqa: E402
+from pspcore.engine_file import sidecar_path  # noqa: E402
 from tests.export.test_precision import SIZE, scene_batch, separating_classifier  # noqa: E402
 
 _reason = TensorRTRunner.unavailable_reason()
@@ -87,7 +87,7 @@ def test_dynamic_batch_cuda_graph_and_buffer_reuse(scene_model, tmp_path):
 def test_engine_for_another_gpu_is_refused(scene_model, tmp_path):
     engine = tmp_path / "m.engine"
     build_engine(scene_model[0], engine)
-    sidecar = engine_sidecar(engine)
+    sidecar = sidecar_path(engine)
     data = json.loads(sidecar.read_text())
     sidecar.write_text(json.dumps({**data, "gpu_name": "NVIDIA Imaginary 9000", "compute_capability": "99.0"}))
     with pytest.raises(InputError, match="GPU NVIDIA Imaginary 9000"):

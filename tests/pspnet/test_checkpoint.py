@@ -3,8 +3,8 @@ import torch
 
 from pspnet import create_model, load_checkpoint, load_model, save_checkpoint
 from pspnet.checkpoint import infer_config
-from runtime.errors import CheckpointError
-from runtime.metadata import ModelInfo
+from pspcore.errors import CheckpointError
+from pspcore.model_info import ModelInfo
 from tests.pspnet.semseg_reference import SemsegPSPNet
 
 

@@ -7,8 +7,8 @@ import pytest
 
 from pspnet.data.context_scenes import BOAT, CAR, ROAD, SKY, WATER, ContextScenes, export_split, write_video
 from pspnet.data.listfile import ListFileSource
-from runtime.errors import InputError
-from runtime.labels import get_label_set
+from pspcore.errors import InputError
+from pspnet.labels import get_label_set
 
 
 def test_label_set_is_registered_once_with_a_colour_per_class():

@@ -13,9 +13,9 @@ from pspnet.checkpoint import save_checkpoint
 from pspnet.eval_cli import main as eval_main
 from pspnet.evaluate import EvalMode, EvalResult, evaluate, intersection_and_union, predict_sliding
 from pspnet.factory import create_model
-from runtime.errors import InputError
-from runtime.labels import get_label_set
-from runtime.metadata import ModelInfo
+from pspcore.errors import InputError
+from pspnet.labels import get_label_set
+from pspcore.model_info import ModelInfo
 
 MEAN, STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 CODES = np.array([(200, 0, 0), (0, 200, 0), (0, 0, 200)], np.float32)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pspnet import PSPNetLoss, create_model
-from runtime.errors import InputError
+from pspcore.errors import InputError
 
 
 def test_pspnet50_layout_matches_reference_counts():

@@ -14,7 +14,7 @@ from pspnet.factory import create_model
 from pspnet.train import LAST, METRICS, Trainer, DistEnv, param_groups, poly_lr, train, truncate_metrics
 from pspnet.train_cli import main as train_main
 from pspnet.train_config import TrainConfig, make_config, read_config_file
-from runtime.errors import InputError
+from pspcore.errors import InputError
 
 TINY = dict(scene_size=33, crop=(33, 33), scenes=8, batch=2, workers=0, threads=2)
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.metadata import ModelInfo
+from pspcore.model_info import ModelInfo
 
 PALETTE = ((0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255))
 

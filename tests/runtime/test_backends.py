@@ -6,9 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from runtime.backends import available_backends, create_runner, resolve_backend
-from runtime.errors import BackendUnavailable, InputError
-from runtime.model_info import engine_sidecar, read_model_info
+from pspcore.registry import available_backends, create_runner, resolve_backend
+from pspcore.errors import BackendUnavailable, InputError
+from pspcore.engine_file import EngineSidecar, Platform, sidecar_path, write_sidecar
+from pspcore.model_info import read_model_info
 
 from tests.runtime.conftest import make_onnx, tiny_info
 
@@ -103,9 +104,13 @@ def test_engine_sidecar_info(tmp_path, capsys):
     engine.write_bytes(b"not really an engine")
     assert read_model_info(engine).num_classes == 0
     assert "no sidecar" in capsys.readouterr().err
-    engine_sidecar(engine).write_text(json.dumps({"info": tiny_info().to_dict(), "gpu": "any"}))
-    assert read_model_info(engine) == tiny_info()
-    engine_sidecar(engine).write_text("{")
+    platform = Platform("10.13.3.9", "NVIDIA L4", "8.9")
+    write_sidecar(sidecar_path(engine), EngineSidecar(platform, "fp32", {}, "", "", tiny_info()))
+    assert read_model_info(engine) == tiny_info()  # one reader of the format: the runner's and this agree
+    sidecar_path(engine).write_text(json.dumps({"info": tiny_info().to_dict()}))  # no platform: not valid
+    with pytest.raises(InputError, match="not a valid engine sidecar"):
+        read_model_info(engine)
+    sidecar_path(engine).write_text("{")
     with pytest.raises(InputError, match="not a valid engine sidecar"):
         read_model_info(engine)
 

@@ -54,9 +54,9 @@ def test_runtime_never_imports_torch(tiny_model, tiny_video, tmp_path):
     code = f"""
 import sys
 sys.modules['torch'] = None  # any `import torch` now raises ImportError
-import runtime.backends, runtime.backends.onnxruntime, runtime.backends.torch, runtime.model_info
-import runtime.preprocess, runtime.postprocess, runtime.video, runtime.outputs, runtime.pipeline, runtime.cli
-from runtime.backends import available_backends
+import pspcore.registry, runtime.backends.onnxruntime, pspcore.model_info
+import pspcore.preprocess, runtime.postprocess, runtime.video, runtime.outputs, runtime.pipeline, runtime.cli
+from pspcore.registry import available_backends
 assert available_backends()['torch'], 'torch reported available while blocked'
 from runtime.cli import main
 try:

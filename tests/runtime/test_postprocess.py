@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.backends import create_runner
+from pspcore.registry import create_runner
 from runtime.postprocess import (class_fractions, colorize, labels_to_frame, merge_tiles, overlay, palette_lut,
                                  to_labels)
-from runtime.preprocess import letterbox, prepare_batch, tile_frame
+from pspcore.preprocess import letterbox, prepare_batch, tile_frame
 
 from tests.runtime.conftest import make_onnx, tiny_info
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from runtime.backends import create_runner
+from pspcore.registry import create_runner
 from runtime.postprocess import to_labels
 
 from tests.runtime.test_video import count_frames
@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     from pspnet import create_model, save_checkpoint
-    from pspnet.checkpoint import default_info
+    from pspnet.checkpoint import info_for_config
 
     torch.manual_seed(0)
     model = create_model("pspnet18", num_classes=4, aux=False).eval()
@@ -28,7 +28,7 @@ def checkpoint(tmp_path_factory):
             module.running_mean.uniform_(-0.1, 0.1)
             module.running_var.uniform_(0.5, 1.5)
     path = tmp_path_factory.mktemp("ckpt") / "pspnet18.pth"
-    save_checkpoint(path, model, default_info(model.config).with_(input_size=(65, 65)))
+    save_checkpoint(path, model, info_for_config(model.config).with_(input_size=(65, 65)))
     return path, model
 
 

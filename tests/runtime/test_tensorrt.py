@@ -6,11 +6,10 @@ import sys
 
 import pytest
 
-from runtime.backends.tensorrt import (EngineSidecar, Platform, TensorRTRunner, _engine_input_spec, check_compatible,
-                                       read_sidecar, trt_to_numpy, write_sidecar)
-from runtime.errors import BackendUnavailable, InputError
-from runtime.metadata import ModelInfo
-from runtime.model_info import engine_sidecar, read_engine_info
+from pspcore.engine_file import EngineSidecar, Platform, sidecar_path, write_sidecar
+from pspcore.errors import BackendUnavailable, InputError
+from pspcore.model_info import ModelInfo
+from runtime.backends.tensorrt import TensorRTRunner, _engine_input_spec, trt_to_numpy
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
 BUILT = Platform("10.13.3.9", "NVIDIA L4", "8.9")
@@ -29,45 +28,6 @@ def test_module_imports_without_tensorrt_or_cuda():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "pip install tensorrt" in out.stdout
-
-
-def test_sidecar_round_trip_and_runtime_reads_its_info(tmp_path):
-    engine = tmp_path / "m.engine"
-    engine.write_bytes(b"not really an engine")
-    sidecar = _sidecar(build={"workspace_gib": 2.0})
-    path = write_sidecar(engine_sidecar(engine), sidecar)
-    assert path.name == "m.engine.json"
-    data = json.loads(path.read_text())
-    assert {"tensorrt_version", "gpu_name", "compute_capability", "precision", "profiles", "onnx_sha256",
-            "info"} <= set(data)
-    assert read_sidecar(engine) == sidecar
-    assert read_engine_info(engine) == sidecar.info  # the runtime helper's reader agrees on the format
-
-
-def test_missing_or_corrupt_sidecar_is_a_clear_input_error(tmp_path):
-    engine = tmp_path / "m.engine"
-    engine.write_bytes(b"x")
-    with pytest.raises(InputError, match="no sidecar m.engine.json"):
-        read_sidecar(engine)
-    engine_sidecar(engine).write_text('{"tensorrt_version": "10.1"}')
-    with pytest.raises(InputError, match="not a valid engine sidecar"):
-        read_sidecar(engine)
-
-
-@pytest.mark.parametrize("running,problem", [
-    (Platform("10.14.1.48", "NVIDIA L4", "8.9"), "TensorRT 10.13.3.9, this machine has 10.14.1.48"),
-    (Platform("11.0.0.1", "NVIDIA L4", "8.9"), "TensorRT 10.13.3.9"),
-    (Platform("10.13.3.9", "NVIDIA H100 80GB HBM3", "9.0"), "GPU NVIDIA L4 (sm 8.9), this machine has NVIDIA H100"),
-    (Platform("10.13.3.9", "NVIDIA L40S", "8.9"), "GPU NVIDIA L4 (sm 8.9)"),  # same SM, other model
-])
-def test_engine_from_another_platform_is_refused(running, problem):
-    with pytest.raises(InputError, match="rebuild it here") as err:
-        check_compatible(BUILT, running, "m.engine")
-    assert problem in str(err.value)
-
-
-def test_same_release_other_build_number_is_accepted():
-    check_compatible(BUILT, Platform("10.13.3.11", "NVIDIA L4", "8.9"))
 
 
 def test_input_spec_from_profiles():
@@ -93,11 +53,11 @@ def test_tensorrt_types_map_to_numpy_by_name():
 
 @pytest.mark.skipif(HAVE_TRT, reason="checks the message shown where TensorRT is not installed")
 def test_runner_without_tensorrt_says_how_to_install(tmp_path):
-    from runtime.backends import create_runner
+    from pspcore.registry import create_runner
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"x")
-    write_sidecar(engine_sidecar(engine), _sidecar())
+    write_sidecar(sidecar_path(engine), _sidecar())
     with pytest.raises(BackendUnavailable, match="pip install tensorrt"):
         TensorRTRunner(engine)
     with pytest.raises(BackendUnavailable, match="tensorrt"):

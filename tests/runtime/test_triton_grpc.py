@@ -15,7 +15,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc  # noqa: E402
 from tritonclient.utils import np_to_triton_dtype  # noqa: E402
 
 from benchmarks.cli import main as bench_main  # noqa: E402
-from runtime.backends import create_runner  # noqa: E402
+from pspcore.registry import create_runner  # noqa: E402
 from runtime.cli import main as infer_main  # noqa: E402
 
 from tests.runtime.test_triton_runner import FakeServer, repository  # noqa: E402,F401 (fixture)

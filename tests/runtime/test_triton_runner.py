@@ -21,9 +21,9 @@ from tritonclient.grpc._utils import _get_inference_request  # noqa: E402
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype  # noqa: E402
 
 from export.triton import export_triton  # noqa: E402
-from runtime.backends import create_runner  # noqa: E402
+from pspcore.registry import create_runner  # noqa: E402
 from runtime.backends.triton import TritonRunner, classify_error, parse_target  # noqa: E402
-from runtime.errors import InputError, PSPError  # noqa: E402
+from pspcore.errors import InputError, PSPError  # noqa: E402
 
 from tests.runtime.conftest import make_onnx, tiny_info  # noqa: E402
 
@@ -164,22 +164,23 @@ def test_request_is_built_from_tritonclient_objects(monkeypatch, repository):
     assert outputs[0].name() == "logits"
 
 
-def test_fixed_batch_model_takes_multiples_of_its_batch(monkeypatch, repository):
+def test_fixed_batch_model_runs_in_chunks_of_its_batch(monkeypatch, repository):
     server = serve(monkeypatch, FakeGrpcServer(repository))
     runner = TritonRunner("fixed")
     assert (runner.input_spec.fixed_batch, runner.input_spec.max_batch) == (2, 2)
     assert runner.infer(np.zeros((4, 3, 32, 32), np.float32)).shape == (4, 4, 32, 32)
     assert server.batches == [2, 2]
-    with pytest.raises(InputError, match="takes batches of exactly 2"):
-        runner.infer(np.zeros((3, 3, 32, 32), np.float32))
+    server.batches.clear()
+    assert runner.infer(np.zeros((3, 3, 32, 32), np.float32)).shape == (3, 4, 32, 32)  # the last one padded
+    assert server.batches == [2, 2]
 
 
-def test_model_without_parameters_gets_defaults_and_a_note(monkeypatch, repository):
+def test_model_without_parameters_gets_defaults_and_a_note(monkeypatch, repository, capsys):
     server = serve(monkeypatch, FakeGrpcServer(repository))
     server.configs["bare"].parameters.clear()
     runner = TritonRunner("bare")
     assert (runner.info.num_classes, runner.info.input_size) == (5, (32, 32))
-    assert any("carries no pspnet parameters" in note for note in runner.notes)
+    assert "bare carries no pspnet metadata" in capsys.readouterr().err
 
 
 def test_bad_batches_are_input_errors(monkeypatch, repository):

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(not URL, reason="set TRITON_URL=host:port of a r
 
 @pytest.fixture(scope="module")
 def runner():
-    from runtime.backends import create_runner
+    from pspcore.registry import create_runner
 
     model = os.environ.get("TRITON_MODEL", "pspnet")
     with create_runner("triton", model, url=URL, protocol=os.environ.get("TRITON_PROTOCOL", "grpc"),

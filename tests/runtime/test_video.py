@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.errors import InputError, PSPError
-from runtime.video import VideoReader, VideoWriter, list_images, partial_name
+from pspcore.errors import InputError, PSPError
+from runtime.video import VideoReader, VideoWriter, partial_name
 
 from tests.runtime.conftest import write_video
 
@@ -154,13 +154,3 @@ def test_ctrl_c_keeps_a_playable_partial_or_nothing(tmp_path, keep):
         assert count_frames(writer.partial_path) == 5
     else:
         assert list(tmp_path.iterdir()) == []
-
-
-def test_list_images(tmp_path):
-    for name in ("b.png", "a.jpg", "notes.txt"):
-        (tmp_path / name).write_bytes(b"x")
-    assert [p.name for p in list_images(tmp_path)] == ["a.jpg", "b.png"]
-    assert list_images(tmp_path / "a.jpg") == [tmp_path / "a.jpg"]
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="no images"):
-        list_images(tmp_path / "empty")

@@ -1,7 +1,7 @@
 """Where ONNX Runtime spends its time: run each model with ORT's profiler on and total the kernel time per
 operator type, so FP32 and INT8 (or two export options) can be compared op by op.
 
-    python -m benchmarks.ort_profile model.onnx model.int8.onnx --runs 5 --threads 2
+    python -m experiments.ort_profile model.onnx model.int8.onnx --runs 5 --threads 2
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import numpy as np
 
 from benchmarks.report import text_table
 from runtime.backends.onnxruntime import session_options
-from runtime.commandline import SIZE, Command
-from runtime.errors import InputError
-from runtime.files import require_file
+from pspcore.cli import SIZE, Command
+from pspcore.errors import InputError
+from pspcore.files import require_file
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The paper's central claim on a laptop (`python -m benchmarks.ppm_ablation OUT_DIR`): the same PSPNet-18
+"""The paper's central claim on a laptop (`python -m experiments.ppm_ablation OUT_DIR`): the same PSPNet-18
 trained twice on context-scenes with the same budget, once with the pyramid pooling module and once without
 (`--no-ppm`, the FCN baseline), then evaluated on the val split. The per-class tables show where the pyramid
 helps: the classes that only the whole scene decides (water/road, boat/car).
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import click
 
-from benchmarks.demo import run_tool, tool
+from experiments.demo import run_tool, tool
 from benchmarks.report import markdown_table, text_table, write_text
 from pspnet.data.context_scenes import CONTEXT_CLASSES
-from runtime.commandline import Command
-from runtime.errors import InputError, PSPError
+from pspcore.cli import Command
+from pspcore.errors import InputError, PSPError
 
 ARMS = {"pspnet": (), "fcn": ("--no-ppm",)}  # name -> extra psp-train options
 # Both arms: panoramas, ~9 min each on 2 cores. Mild scale and rotation keep the far end in the crop.

@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.py's CPU-checkable parts: options, the missing-TensorRT message, parity verdicts."""
+"""experiments/gpu_check.py's CPU-checkable parts: options, the missing-TensorRT message, parity verdicts."""
 import importlib.util
 
 import cv2
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from benchmarks.gpu_check import check_inputs, drawn_calibration, main, passes
+from experiments.gpu_check import check_inputs, drawn_calibration, main, passes
 from export.parity import ParityReport
-from runtime.metadata import ModelInfo
+from pspcore.model_info import ModelInfo
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
 

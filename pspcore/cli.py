@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from runtime.errors import PSPError
+from pspcore.errors import PSPError
 
 
 class _ReportsErrors:

@@ -1,4 +1,4 @@
-"""The end-to-end demo (`./run.sh demo`, `python -m benchmarks.demo OUT_DIR`): train a small PSPNet on
+"""The end-to-end demo (`./run.sh demo`, `python -m experiments.demo OUT_DIR`): train a small PSPNet on
 context-scenes, export FP32 ONNX, convert to FP16 and INT8, segment a generated video, then benchmark speed
 and accuracy of every backend and precision -- all through the psp-* commands exactly as a user runs them,
 so the demo also proves the commands work together. TensorRT steps run only where TensorRT and a GPU are."""
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import click
 
-from runtime.commandline import Command
-from runtime.errors import InputError, PSPError
+from pspcore.cli import Command
+from pspcore.errors import InputError, PSPError
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def run_tool(*args: str | os.PathLike) -> None:
 
 def tensorrt_reason() -> str | None:
     """None when TensorRT engines can be built and run here, else why not."""
-    from runtime.backends import available_backends
+    from pspcore.registry import available_backends
 
     return available_backends().get("tensorrt")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from benchmarks.ort_profile import kernel_times, main, profile_model, summarize
+from experiments.ort_profile import kernel_times, main, profile_model, summarize
 from tests.runtime.conftest import make_onnx
 
 

@@ -1,12 +1,13 @@
 """Class names and colour palettes of the datasets PSPNet is published on, kept in one place.
 
 Models carry their own names and palette in their metadata; these tables are what training and export
-write there. `generic_palette` colours any class count for models that carry none."""
+write there (pspcore.model_info.generic_palette colours any class count for models that carry none)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from runtime.errors import InputError
+from pspcore.errors import InputError
+from pspcore.model_info import generic_palette
 
 
 @dataclass(frozen=True)
@@ -18,21 +19,6 @@ class LabelSet:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
-
-
-def generic_palette(num_classes: int) -> tuple[tuple[int, int, int], ...]:
-    """The PASCAL VOC bit-interleaving palette, extended to any class count: distinct, stable colours."""
-    colours = []
-    for label in range(num_classes):
-        r = g = b = 0
-        c = label
-        for shift in range(7, -1, -1):
-            r |= ((c >> 0) & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        colours.append((r, g, b))
-    return tuple(colours)
 
 
 ADE20K_NAMES = (

@@ -1,6 +1,6 @@
-"""The export closing note: PSPNet export time, graph size and parity at several input sizes (static exports
+"""PSPNet export report: export time, graph size and parity at several input sizes (static exports
 and one dynamic-shape model), what the fixed-kernel avg_pool workaround would cost in accuracy, and ONNX
-Runtime CPU vs PyTorch eager CPU latency. Run: `python -m benchmarks.export_report [--json report.json]`."""
+Runtime CPU vs PyTorch eager CPU latency. Run: `python -m experiments.export_report [--json report.json]`."""
 from __future__ import annotations
 
 import json
@@ -17,9 +17,9 @@ from torch import nn
 from export.onnx import export_onnx, feature_size, verify_onnx
 from export.parity import ParityReport, compare_outputs, sample_batch
 from pspnet import create_model
-from pspnet.checkpoint import default_info
-from runtime.commandline import SIZE, Command
-from runtime.metadata import INPUT_NAME
+from pspnet.checkpoint import info_for_config
+from pspcore.cli import SIZE, Command
+from pspcore.model_info import INPUT_NAME
 
 
 def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -84,7 +84,7 @@ def latency(model: nn.Module, path: Path, size: tuple[int, int], iterations: int
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    image = sample_batch(default_info(model.config), size, 1)
+    image = sample_batch(info_for_config(model.config), size, 1)
     times = {"pytorch": [], "onnxruntime": []}
     for i in range(iterations + 1):
         for name in times:
@@ -157,14 +157,14 @@ def markdown(report: dict) -> str:
 @click.option("--threads", default=2, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
 def main(arch, classes, sizes, iterations, threads, json_path):
-    """Export report for the closing note (several minutes on 2 CPU cores for PSPNet-50)."""
+    """PSPNet export report: time, graph size, parity, fixed-kernel avg_pool error (several minutes on 2 CPU cores for PSPNet-50)."""
     import onnxruntime
 
     sizes = list(sizes) or [(473, 473), (512, 1024), (375, 500)]
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = randomize_batchnorm(create_model(arch, num_classes=classes, aux=False)).eval()
-    info = default_info(model.config)
+    info = info_for_config(model.config)
     with tempfile.TemporaryDirectory(prefix="export_report_") as tmp:
         workdir = Path(tmp)
         static = static_rows(model, info, sizes, workdir)

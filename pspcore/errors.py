@@ -19,3 +19,16 @@ class CheckpointError(InputError):
 
 class BackendUnavailable(PSPError):
     """A backend whose package or hardware is not present on this machine."""
+
+
+_noticed: set[str] = set()
+
+
+def notice_once(key: str, message: str) -> None:
+    """Print `notice: message` on stderr the first time `key` is seen in this process (a default assumed, a
+    fallback taken): worth saying once per model or file, not once per frame."""
+    import sys
+
+    if key not in _noticed:
+        _noticed.add(key)
+        print(f"notice: {message}", file=sys.stderr)

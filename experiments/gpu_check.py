@@ -1,7 +1,7 @@
 """GPU check for a machine with TensorRT: build engines in FP32, FP16 and INT8 from a checkpoint or an ONNX
 model, then report each engine's parity and latency against PyTorch (or ONNX Runtime FP32) on the same inputs.
 
-    python -m benchmarks.gpu_check --checkpoint model.pth --calib-images DIR [-o gpu_check.json]
+    python -m experiments.gpu_check --checkpoint model.pth --calib-images DIR [-o gpu_check.json]
 
 Exits 1 when an engine misses its parity target, so it doubles as an acceptance check."""
 from __future__ import annotations
@@ -19,11 +19,11 @@ from benchmarks.bench import (BenchConfig, BenchReport, Candidate, Loaded, add_s
 from benchmarks.machine import machine_info
 from benchmarks.report import format_terminal, to_json
 from export.parity import ParityReport, compare_outputs, draw_scene
-from runtime.commandline import SIZE, Command
-from runtime.errors import InputError
-from runtime.files import atomic_output
-from runtime.metadata import ModelInfo
-from runtime.preprocess import prepare_frame
+from pspcore.cli import SIZE, Command
+from pspcore.errors import InputError
+from pspcore.files import atomic_output
+from pspcore.model_info import ModelInfo
+from pspcore.preprocess import prepare_frame
 
 # Parity targets, as in the CPU tests: (max error / logit range or None, min argmax agreement).
 TARGETS = {"fp32": (1e-4, 0.9999), "fp16": (None, 0.995), "int8": (None, 0.97)}
@@ -85,7 +85,7 @@ def drawn_calibration(folder: Path, size: tuple[int, int], count: int = 16) -> l
 
 def source_onnx(config: GpuCheckConfig, work: Path) -> tuple[Path, ModelInfo]:
     """The FP32 ONNX model to convert and build: the given one, or the checkpoint exported (dynamic batch)."""
-    from runtime.model_info import read_onnx_info
+    from pspcore.model_info import read_onnx_info
 
     if config.onnx is not None:
         return config.onnx, read_onnx_info(config.onnx)
@@ -104,7 +104,7 @@ def reference_runner(config: GpuCheckConfig, onnx_path: Path):
         return OnnxRuntimeRunner(onnx_path, providers="cpu"), "ONNX Runtime FP32 (CPU)"
     import torch
 
-    from runtime.backends.torch import TorchRunner
+    from pspnet.runner import TorchRunner
 
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -143,7 +143,7 @@ def measure_latency(runners: dict, batch: np.ndarray, duration_s: float):
 
 def run_gpu_check(config: GpuCheckConfig, log=print) -> dict:
     """Everything the script reports, as a JSON-ready dict (also printed through `log`)."""
-    from runtime.backends.tensorrt import current_platform
+    from pspcore.engine_file import current_platform
 
     if (config.checkpoint is None) == (config.onnx is None):
         raise InputError("give exactly one of --checkpoint or --onnx")

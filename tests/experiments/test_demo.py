@@ -11,7 +11,7 @@ import pytest
 @pytest.mark.slow
 def test_quick_demo_writes_every_output(tmp_path):
     out = tmp_path / "demo"
-    result = subprocess.run([sys.executable, "-m", "benchmarks.demo", str(out), "--quick", "--threads", "2"],
+    result = subprocess.run([sys.executable, "-m", "experiments.demo", str(out), "--quick", "--threads", "2"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for name in ("train/model.pth", "models/pspnet18-fp32.onnx", "models/pspnet18-fp16.onnx",
@@ -33,7 +33,7 @@ def test_quick_demo_writes_every_output(tmp_path):
 def test_demo_refuses_a_file_as_output(tmp_path):
     from click.testing import CliRunner
 
-    from benchmarks.demo import main
+    from experiments.demo import main
 
     target = tmp_path / "file"
     target.write_text("x")

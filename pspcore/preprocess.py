@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from runtime.metadata import ModelInfo
+from pspcore.model_info import ModelInfo
 
 
 def normalize(image_rgb: np.ndarray, mean, std) -> np.ndarray:

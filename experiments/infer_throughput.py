@@ -1,7 +1,7 @@
-"""Issue 7's closing-note benchmark: how close psp-infer's end-to-end video throughput (decode, preprocess,
+"""psp-infer throughput: how close psp-infer's end-to-end video throughput (decode, preprocess,
 inference, post-process, encode) comes to the backend's pure inference throughput at the same size and batch.
 
-    python -m benchmarks.infer_throughput [--model M.onnx] [--frames 300] [--batch 1] [--json out.json]
+    python -m experiments.infer_throughput [--model M.onnx] [--frames 300] [--batch 1] [--json out.json]
 
 Without --model it exports pspnet18 (context-scenes classes, random weights: speed does not depend on them)
 at the variant's 129x129 input. The two measurements alternate for `--rounds` rounds and are
@@ -20,11 +20,11 @@ import numpy as np
 from benchmarks.bench import Series, make_input, run_slice
 from benchmarks.machine import machine_info
 from benchmarks.stats import summarize
-from runtime.backends import create_runner
-from runtime.backends.base import Runner
-from runtime.commandline import SIZE, Command
-from runtime.files import atomic_output
-from runtime.labels import get_label_set
+from pspcore.registry import create_runner
+from pspcore.runner import Runner
+from pspcore.cli import SIZE, Command
+from pspcore.files import atomic_output
+from pspnet.labels import get_label_set
 from runtime.pipeline import SegmentOptions, resolve_input_size, segment_video
 
 
@@ -77,11 +77,11 @@ def export_demo_model(path: Path) -> Path:
     """pspnet18 with the context-scenes classes, exported at its 129x129 input (needs torch)."""
     from export.onnx import export_onnx
     from pspnet import create_model
-    from pspnet.checkpoint import default_info
+    from pspnet.checkpoint import info_for_config
 
     classes = get_label_set("context-scenes").num_classes
     model = create_model("pspnet18", num_classes=classes, aux=False).eval()
-    info = default_info(model.config, "context-scenes")
+    info = info_for_config(model.config, "context-scenes")
     export_onnx(model, info, path, size=info.input_size)
     return path
 
@@ -141,7 +141,7 @@ def measure(model: Path, video: Path, work: Path, backend: str, batch: int, size
 @click.option("--seconds", type=float, default=5.0, show_default=True, help="Pure-inference time per round.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the report as JSON.")
 def main(model, video, frames, video_size, backend, batch, size, threads, rounds, seconds, json_path):
-    """Pure inference vs end-to-end psp-infer throughput (issue 7's closing note)."""
+    """Pure inference vs end-to-end psp-infer throughput (one table)."""
     with tempfile.TemporaryDirectory(prefix="psp-throughput-") as tmp:
         work = Path(tmp)
         model = model or export_demo_model(work / "pspnet18_context-scenes_129.onnx")
