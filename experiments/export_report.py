@@ -14,6 +14,7 @@ import click
 import torch
 from torch import nn
 
+from benchmarks.report import write_text
 from export.onnx import export_onnx, feature_size, verify_onnx
 from export.parity import ParityReport, compare_outputs, sample_batch
 from pspnet import create_model
@@ -156,7 +157,8 @@ def markdown(report: dict) -> str:
 @click.option("--iterations", default=5, show_default=True, help="Timed latency runs per backend.")
 @click.option("--threads", default=2, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
-def main(arch, classes, sizes, iterations, threads, json_path):
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Also write the Markdown table.")
+def main(arch, classes, sizes, iterations, threads, json_path, markdown_path):
     """PSPNet export report: time, graph size, parity, fixed-kernel avg_pool error (several minutes on 2 CPU cores for PSPNet-50)."""
     import onnxruntime
 
@@ -177,7 +179,9 @@ def main(arch, classes, sizes, iterations, threads, json_path):
               "latency_size": f"{sizes[0][0]}x{sizes[0][1]}", "latency": timing}
     click.echo(markdown(report))
     if json_path:
-        Path(json_path).write_text(json.dumps(report, indent=2))
+        write_text(json.dumps(report, indent=2) + "\n", json_path)
+    if markdown_path:
+        write_text(markdown(report) + "\n", markdown_path)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import numpy as np
 
 from benchmarks.bench import Series, make_input, run_slice
 from benchmarks.machine import machine_info
+from benchmarks.report import write_text
 from benchmarks.stats import summarize
 from pspcore.registry import create_runner
 from pspcore.runner import Runner
@@ -140,7 +141,9 @@ def measure(model: Path, video: Path, work: Path, backend: str, batch: int, size
 @click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--seconds", type=float, default=5.0, show_default=True, help="Pure-inference time per round.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the report as JSON.")
-def main(model, video, frames, video_size, backend, batch, size, threads, rounds, seconds, json_path):
+@click.option("--markdown", "markdown_path", type=click.Path(path_type=Path), help="Write the report as Markdown.")
+def main(model, video, frames, video_size, backend, batch, size, threads, rounds, seconds, json_path,
+         markdown_path):
     """Pure inference vs end-to-end psp-infer throughput (one table)."""
     with tempfile.TemporaryDirectory(prefix="psp-throughput-") as tmp:
         work = Path(tmp)
@@ -155,6 +158,8 @@ def main(model, video, frames, video_size, backend, batch, size, threads, rounds
     if json_path:
         with atomic_output(json_path, suffix=".json") as out:
             out.write_text(json.dumps({**asdict(report), "ratios": report.ratios, "ratio": report.ratio}, indent=1))
+    if markdown_path:
+        write_text("\n".join(f"- {line}" for line in report.lines()) + "\n", markdown_path)
 
 
 if __name__ == "__main__":

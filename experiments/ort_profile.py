@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from benchmarks.report import text_table
+from benchmarks.report import markdown_table, text_table, write_text
 from runtime.backends.onnxruntime import session_options
 from pspcore.cli import SIZE, Command
 from pspcore.errors import InputError
@@ -79,7 +79,7 @@ def profile_model(path: str | os.PathLike, runs: int, threads: int | None, size:
     return summarize(path.name, runs, kernels[warm:])
 
 
-def op_table(profiles: list[OpProfile], top: int) -> list[str]:
+def op_table(profiles: list[OpProfile], top: int) -> tuple[list[str], list[list[str]]]:
     ops = sorted({op for p in profiles for op in p.by_op}, key=lambda op: -max(p.by_op.get(op, 0) for p in profiles))
     headers = ["op type"] + [f"{p.model} ms" for p in profiles] + [f"{p.model} %" for p in profiles]
     rows = []
@@ -87,7 +87,7 @@ def op_table(profiles: list[OpProfile], top: int) -> list[str]:
         rows.append([op] + [f"{p.by_op.get(op, 0):.2f}" for p in profiles]
                     + [f"{100 * p.by_op.get(op, 0) / max(p.per_run_ms, 1e-9):.1f}" for p in profiles])
     rows.append(["all kernels"] + [f"{p.per_run_ms:.2f}" for p in profiles] + ["100.0" for _ in profiles])
-    return text_table(headers, rows)
+    return headers, rows
 
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
@@ -96,10 +96,14 @@ def op_table(profiles: list[OpProfile], top: int) -> list[str]:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads.")
 @click.option("--size", type=SIZE, default=None, help="Input HxW for dynamic-shape models.")
 @click.option("--top", type=click.IntRange(min=1), default=12, show_default=True, help="Op types to list.")
-def main(models, runs, threads, size, top):
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Also write the Markdown table.")
+def main(models, runs, threads, size, top, markdown_path):
     """Kernel time per ONNX operator type (batch 1, ONNX Runtime CPU), models side by side."""
     profiles = [profile_model(m, runs, threads, size) for m in models]
-    click.echo("\n".join(op_table(profiles, top)))
+    table = op_table(profiles, top)
+    click.echo("\n".join(text_table(*table)))
+    if markdown_path:
+        write_text("\n".join(markdown_table(*table)) + "\n", markdown_path)
 
 
 if __name__ == "__main__":

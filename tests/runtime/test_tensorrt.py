@@ -1,4 +1,4 @@
-"""The TensorRT backend's CPU-checkable parts: lazy imports, the sidecar, refusing engines built elsewhere."""
+"""The TensorRT backend's CPU-checkable parts: lazy imports, the input spec of a profile, install advice."""
 import importlib.util
 import json
 import subprocess
@@ -6,22 +6,12 @@ import sys
 
 import pytest
 
-from pspcore.engine_file import EngineSidecar, Platform, sidecar_path, write_sidecar
+from pspcore.engine_file import sidecar_path, write_sidecar
 from pspcore.errors import BackendUnavailable, InputError
-from pspcore.model_info import ModelInfo
 from runtime.backends.tensorrt import TensorRTRunner, _engine_input_spec, trt_to_numpy
+from tests.pspcore.test_engine_file import _sidecar
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
-BUILT = Platform("10.13.3.9", "NVIDIA L4", "8.9")
-
-
-def _sidecar(**changes) -> EngineSidecar:
-    info = ModelInfo(arch="pspnet18", num_classes=3, class_names=("a", "b", "c"), input_size=(65, 65))
-    values = dict(platform=BUILT, precision="fp16", onnx_sha256="ab" * 32, engine_sha256="cd" * 32, info=info,
-                  profiles={"image": {"min": [1, 3, 65, 65], "opt": [2, 3, 65, 65], "max": [4, 3, 65, 65]}})
-    return EngineSidecar(**{**values, **changes})
-
-
 def test_module_imports_without_tensorrt_or_cuda():
     code = ("import sys; sys.modules['tensorrt'] = None; sys.modules['cuda'] = None\n"
             "import runtime.backends.tensorrt as t\nprint(t.TensorRTRunner.unavailable_reason())")

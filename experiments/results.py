@@ -1,0 +1,142 @@
+"""docs/results.md, written by one command from the measurements it runs: each section runs one experiment
+(a command a reader can rerun) into a work folder, and the page puts every table under the command that made
+it. Nothing in the page is typed by hand.
+
+    python -m experiments.results docs/results.md                 # everything (about an hour on 2 cores)
+    python -m experiments.results docs/results.md --only demo,cpu-speed
+    python -m experiments.results docs/results.md --reuse         # assemble from what the work folder has
+
+A section whose outputs are already in the work folder is reused with --reuse (so a long run can be done in
+parts); without it every selected section runs again."""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from benchmarks.report import write_text
+from experiments.demo import run_tool
+from pspcore.cli import Command
+from pspcore.errors import InputError
+
+
+@dataclass(frozen=True)
+class Section:
+    """One experiment: its title, what it shows, the command (words; {work} is its folder) and the Markdown
+    files it writes there, in the order they appear on the page."""
+
+    name: str
+    title: str
+    about: str
+    command: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+    def argv(self, work: Path) -> list[str]:
+        return [word.replace("{work}", str(work)) for word in self.command]
+
+    def shown(self, work: Path) -> str:
+        """The command as a reader types it from the project's folder."""
+        return " ".join(self.argv(Path(os.path.relpath(work))))
+
+
+SECTIONS = (
+    Section("ablation", "The pyramid pooling module, PPM vs FCN",
+            "PSPNet-18 trained twice on context-scenes panoramas (the scene type shows only at one end), with and "
+            "without the pyramid, same recipe and budget, evaluated on the val split. `*`: classes decided by "
+            "the scene, not by local appearance.",
+            ("python", "-m", "experiments.ppm_ablation", "{work}", "--time-limit-min", "30"), ("ablation.md",)),
+    Section("export", "Exact ONNX export of PSPNet-50",
+            "Export time, graph size and parity of static and dynamic-shape exports at sizes whose feature map "
+            "does and does not divide by the pyramid bins, against what the usual fixed-kernel avg_pool rewrite "
+            "would give.",
+            ("python", "-m", "experiments.export_report", "--markdown", "{work}/export.md"), ("export.md",)),
+    Section("cpu-speed", "PSPNet-50 at 473x473 on this CPU",
+            "A PSPNet-50 checkpoint through `psp-export onnx`, `psp-export int8 --target onnxruntime` and "
+            "`psp-bench` (interleaved, PyTorch eager FP32 as the baseline); then ONNX Runtime's per-op profile.",
+            ("python", "-m", "experiments.cpu_speed", "{work}"), ("bench.md", "profile.md")),
+    Section("demo", "The demo model, PSPNet-18 on context-scenes",
+            "`./run.sh demo`: a PSPNet-18 trained on the CPU, exported, converted to FP16 and INT8, benchmarked "
+            "for speed and for accuracy on the same validation images.",
+            ("python", "-m", "experiments.demo", "{work}"), ("reports/bench.md", "reports/accuracy.md")),
+    Section("throughput", "psp-infer on a video",
+            "End-to-end psp-infer (decode, preprocess, inference, post-process, encode in overlapping threads) "
+            "against the backend's pure inference throughput, rounds interleaved.",
+            ("python", "-m", "experiments.infer_throughput", "--markdown", "{work}/throughput.md"),
+            ("throughput.md",)),
+)
+
+
+def machine_line() -> str:
+    import onnxruntime
+
+    try:
+        import torch
+
+        torch_version = torch.__version__
+    except ImportError:
+        torch_version = "not installed"
+    from benchmarks.machine import machine_info
+
+    m = machine_info(None)
+    return (f"{m['cpu']}, {m['cores']} cores, Python {platform.python_version()}, torch {torch_version}, "
+            f"onnxruntime {onnxruntime.__version__}; {time.strftime('%Y-%m-%d')}")
+
+
+def run_section(section: Section, work: Path, reuse: bool) -> None:
+    folder = work / section.name
+    if reuse and all((folder / out).is_file() for out in section.outputs):
+        click.echo(f"== {section.name}: reusing {folder}", err=True)
+        return
+    click.echo(f"== {section.name}: {' '.join(section.argv(folder))}", err=True)
+    run_tool(*section.argv(folder))
+    missing = [out for out in section.outputs if not (folder / out).is_file()]
+    if missing:
+        raise InputError(f"{section.name}: the command ran but wrote no {', '.join(missing)} in {folder}")
+
+
+def page(sections: list[Section], work: Path) -> str:
+    lines = ["# Measured results", "",
+             "Written by `python -m experiments.results docs/results.md`; every table below is the output of "
+             "the command above it, rerun with `--only NAME`. Nothing on this page is typed by hand.", "",
+             f"Machine: {machine_line()}.", ""]
+    for section in sections:
+        folder = work / section.name
+        available = [out for out in section.outputs if (folder / out).is_file()]
+        if not available:
+            continue
+        lines += [f"## {section.title}", "", section.about, "", "```", section.shown(folder), "```", ""]
+        for out in available:
+            text = (folder / out).read_text().strip()
+            # A fragment's own top-level title would break the page's outline: it goes under the section's.
+            lines += [("##" + line) if line.startswith("# ") else line for line in text.splitlines()] + [""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("page_path", type=click.Path(dir_okay=False, path_type=Path), default="docs/results.md")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/results"),
+              show_default=True, help="Where each section's command writes its outputs.")
+@click.option("--only", default=None, help="Comma-separated section names to run: "
+              + ", ".join(s.name for s in SECTIONS) + " [default: all].")
+@click.option("--reuse", is_flag=True, help="Keep a section's existing outputs instead of running it again.")
+def main(page_path, work, only, reuse):
+    """Run the experiments and write the results page from their outputs."""
+    names = [n.strip() for n in only.split(",")] if only else [s.name for s in SECTIONS]
+    unknown = sorted(set(names) - {s.name for s in SECTIONS})
+    if unknown:
+        raise InputError(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(s.name for s in SECTIONS)}")
+    work = work.resolve()
+    for section in SECTIONS:
+        if section.name in names:
+            run_section(section, work, reuse)
+    write_text(page(list(SECTIONS), work), page_path)
+    click.echo(f"wrote {page_path}", err=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
