@@ -15,10 +15,9 @@ from export.calibration import DEFAULT_NUM_IMAGES
 from pspcore.cli import parse_size
 from pspcore.errors import InputError, PSPError
 from pspcore.files import atomic_output, file_sha256, require_file
-from pspcore.model_info import ModelInfo
 from pspcore.engine_file import EngineSidecar, current_platform, sidecar_path, write_sidecar
-from pspcore.model_info import read_onnx_info
-from pspcore.nvidia import collecting_logger, import_tensorrt
+from pspcore.model_info import ModelInfo, read_onnx_info
+from pspcore.nvidia import collecting_logger, import_tensorrt, select_device
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_WORKSPACE_GIB = 4.0
@@ -151,9 +150,10 @@ def _parse(trt, builder, logger, onnx_file: Path):
 
 
 def build_serialized(trt, onnx_file: Path, profile: Profile, info: ModelInfo, *, workspace_gib: float,
-                     timing_cache: Path | None, verbose: bool = False):
-    """Parse and build; (serialized engine bytes, profiles by input name, notes, logger). Raises
-    EngineBuildError with TensorRT's log when parsing or building fails."""
+                     timing_cache: Path | None, verbose: bool = False, device: int = 0):
+    """Parse and build on GPU `device`; (serialized engine bytes, profiles by input name, notes, logger).
+    Raises EngineBuildError with TensorRT's log when parsing or building fails."""
+    select_device(device)  # TensorRT builds for the current device, as trtexec does after choosing it
     logger = collecting_logger(trt, trt.ILogger.Severity.VERBOSE if verbose else None)
     builder = trt.Builder(logger)
     network, _parser = _parse(trt, builder, logger, onnx_file)
@@ -232,7 +232,7 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
         model, info, notes = prepare_onnx(src, precision, info, Path(work), calib_images=calib_images,
                                           calib_method=calib_method, num_images=num_images)
         serialized, profiles, more, logger = build_serialized(trt, model, profile, info, workspace_gib=workspace_gib,
-                                                              timing_cache=cache, verbose=verbose)
+                                                              timing_cache=cache, verbose=verbose, device=device)
         build = {"workspace_gib": workspace_gib, "timing_cache": str(cache) if cache else None,
                  "built_from": str(src), "built_onnx_sha256": file_sha256(model), "notes": notes + more}
     sidecar = EngineSidecar(platform=platform, precision=info.precision, profiles=profiles,
@@ -242,6 +242,6 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
     with atomic_output(engine_path) as tmp:
         tmp.write_bytes(serialized)
         write_sidecar(sidecar_path(engine_path), sidecar)
-    warnings = [msg for severity, msg in logger.messages if severity in ("WARNING", "ERROR")]
+    warnings = [msg for severity, msg in logger.messages if severity in ("WARNING", "ERROR", "INTERNAL_ERROR")]
     return EngineResult(engine_path, sidecar_path(engine_path), info.precision, profiles,
                         time.perf_counter() - start, sidecar, warnings, notes + more)

@@ -39,6 +39,39 @@ def cuda_check(result, what: str):
     return values[0] if len(values) == 1 else tuple(values) if values else None
 
 
+def select_device(device: int) -> None:
+    """Make GPU `device` current for this thread. CUDA allocations, streams, TensorRT builders and launches
+    all happen on the current device, so every call that allocates or launches selects its own first."""
+    cudart = import_cudart()
+    cuda_check(cudart.cudaSetDevice(int(device)), f"cudaSetDevice({device})")
+
+
+# cudaGetDeviceCount errors that mean "cuda-python is installed but cannot use this machine's driver".
+_DRIVER_ERRORS = ("cudaErrorInsufficientDriver", "cudaErrorSystemDriverMismatch", "cudaErrorCompatNotSupportedOnDevice",
+                  "cudaErrorStubLibrary")
+_NO_DEVICE_ERRORS = ("cudaErrorNoDevice", "cudaErrorDevicesUnavailable")
+
+
+def cuda_unavailable_reason() -> str | None:
+    """None when a CUDA GPU can be used through cuda-python, else why not, telling apart a missing package,
+    a driver too old for the installed cuda-python, and a machine without a usable GPU."""
+    try:
+        cudart = import_cudart()
+    except BackendUnavailable as exc:
+        return str(exc)
+    err, count = cudart.cudaGetDeviceCount()
+    name = getattr(err, "name", str(err))
+    if name in _DRIVER_ERRORS:
+        return (f"cuda-python is installed but cannot use this NVIDIA driver ({name}): cuda-python 13 needs "
+                "driver 580 or newer; update the driver, or install the cuda-python major matching it "
+                "(`pip install 'cuda-python>=12.6.1,<13'` for CUDA 12 drivers)")
+    if name in _NO_DEVICE_ERRORS or (err == cudart.cudaError_t.cudaSuccess and count < 1):
+        return "no CUDA GPU is visible (no NVIDIA device, or CUDA_VISIBLE_DEVICES hides them all)"
+    if err != cudart.cudaError_t.cudaSuccess:
+        return f"CUDA cannot be used here ({name})"
+    return None
+
+
 def collecting_logger(trt, min_severity=None):
     """A TensorRT ILogger that keeps every message at or above `min_severity` (default WARNING), so a failed
     build or load can show TensorRT's own explanation instead of a bare None."""

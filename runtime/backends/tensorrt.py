@@ -14,7 +14,8 @@ from pspcore.engine_file import EngineSidecar, check_compatible, current_platfor
 from pspcore.errors import BackendUnavailable, InputError, PSPError
 from pspcore.files import require_file
 from pspcore.model_info import INPUT_NAME
-from pspcore.nvidia import collecting_logger, cuda_check, import_cudart, import_tensorrt
+from pspcore.nvidia import (collecting_logger, cuda_check, cuda_unavailable_reason, import_cudart, import_tensorrt,
+                            select_device)
 from pspcore.runner import InputSpec, Runner
 
 def trt_to_numpy(trt, dtype) -> np.dtype:
@@ -100,13 +101,9 @@ class TensorRTRunner(Runner):
     def unavailable_reason(cls) -> str | None:
         try:
             import_tensorrt()
-            cudart = import_cudart()
         except BackendUnavailable as exc:
             return str(exc)
-        err, count = cudart.cudaGetDeviceCount()
-        if err != cudart.cudaError_t.cudaSuccess or count < 1:
-            return "no CUDA GPU is visible (no NVIDIA driver or device)"
-        return None
+        return cuda_unavailable_reason()
 
     def activate(self) -> None:
         if self._context is None:
@@ -115,7 +112,7 @@ class TensorRTRunner(Runner):
 
     def _load(self) -> None:
         trt, cudart = import_tensorrt(), import_cudart()
-        cuda_check(cudart.cudaSetDevice(self.device), "cudaSetDevice")
+        select_device(self.device)
         data = Path(self.model_path).read_bytes()
         if self.sidecar.engine_sha256 and hashlib.sha256(data).hexdigest() != self.sidecar.engine_sha256:
             raise InputError(f"{self.model_path}: the engine does not match its sidecar (sha256 differs); "
@@ -142,6 +139,7 @@ class TensorRTRunner(Runner):
     def deactivate(self) -> None:
         if self._context is not None:
             cudart = import_cudart()
+            select_device(self.device)  # frees and destroys act on the current device
             self._drop_graph()
             cudart.cudaStreamSynchronize(self._stream)
             for buffer in self._buffers.values():
@@ -153,6 +151,9 @@ class TensorRTRunner(Runner):
         super().deactivate()
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
+        # Another runner in this thread may have made its own GPU current since: buffers allocated and the
+        # launch below must be on this runner's device.
+        select_device(self.device)
         out, (h2d, compute, d2h) = self._run(batch)
         self.last_timing.add(h2d, compute, d2h)
         return out
@@ -213,6 +214,8 @@ class TensorRTRunner(Runner):
         launched = self._context.execute_async_v3(int(stream))
         err, graph = cudart.cudaStreamEndCapture(stream)
         if not launched or err != cudart.cudaError_t.cudaSuccess:
+            if err == cudart.cudaError_t.cudaSuccess:
+                cudart.cudaGraphDestroy(graph)  # captured, but of a failed launch: not worth keeping
             self.cuda_graph = False
             self.notes.append("this engine cannot be captured as a CUDA graph; launching it directly")
             return None

@@ -92,6 +92,7 @@ class FakeTensorRT:
         class Builder:
             def __init__(self, logger):
                 self.logger = logger
+                fake.calls.setdefault("order", []).append("builder")
 
             def create_network(self, flags):
                 fake.calls["flags"] = flags
@@ -105,6 +106,7 @@ class FakeTensorRT:
 
             def build_serialized_network(self, network, config):
                 self.logger.log(FakeTensorRT.ILogger.Severity.WARNING, "a build warning")
+                self.logger.log(FakeTensorRT.ILogger.Severity.INTERNAL_ERROR, "an internal error")
                 if fake.engine is None:
                     self.logger.log(FakeTensorRT.ILogger.Severity.ERROR, "out of workspace for tactic X")
                 return fake.engine
@@ -129,6 +131,8 @@ def fake_trt(monkeypatch):
         fake = FakeTensorRT(**options)
         monkeypatch.setattr(engine_module, "import_tensorrt", lambda: fake)
         monkeypatch.setattr(engine_module, "current_platform", lambda device=0: PLATFORM)
+        monkeypatch.setattr(engine_module, "select_device",
+                            lambda device: fake.calls.setdefault("order", []).append(f"device {device}"))
         return fake
     return install
 
@@ -178,9 +182,15 @@ def test_build_writes_engine_and_sidecar(tmp_path, fake_trt, tiny_onnx):
     assert sidecar.onnx_sha256 == file_sha256(onnx_path)
     assert sidecar.engine_sha256 == hashlib.sha256(b"serialized engine").hexdigest()
     assert sidecar.info == read_onnx_info(onnx_path)
-    assert result.warnings == ["a build warning"]
+    assert result.warnings == ["a build warning", "an internal error"]  # INTERNAL_ERROR is not dropped
     build_engine(onnx_path, tmp_path / "m2.engine", timing_cache=cache)  # the saved cache is read back
     assert fake.calls["cache_in"] == b"cache:"
+
+
+def test_build_selects_its_gpu_before_creating_the_builder(tmp_path, fake_trt, tiny_onnx):
+    fake = fake_trt()
+    build_engine(tiny_onnx[0], tmp_path / "m.engine", device=1)
+    assert fake.calls["order"] == ["device 1", "builder"]
 
 
 def test_tensorrt_11_networks_are_strongly_typed_without_a_flag(tmp_path, fake_trt, tiny_onnx):
