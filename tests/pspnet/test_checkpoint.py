@@ -40,17 +40,30 @@ def test_semseg_checkpoint_loads_strictly_and_gives_same_logits(semseg_checkpoin
         torch.testing.assert_close(model(x), ref(x), rtol=1e-5, atol=1e-5)
 
 
+def _same_weights(model, ref) -> None:
+    ours, theirs = model.state_dict(), ref.state_dict()
+    assert set(ours) <= set(theirs)
+    for key, value in ours.items():
+        torch.testing.assert_close(value, theirs[key], rtol=0, atol=0, msg=key)
+
+
 def test_semseg_checkpoint_architecture_is_read_off_the_weights(semseg_checkpoint):
-    _, path = semseg_checkpoint
+    ref, path = semseg_checkpoint
     model, info = load_model(path)
     assert model.config.arch == "pspnet50" and model.config.num_classes == 150 and model.config.aux
     assert info.dataset == "ade20k" and info.class_names[0] == "wall" and len(info.palette) == 150
+    _same_weights(model, ref)  # every tensor, aux head included, is the checkpoint's
 
 
 def test_deploy_model_without_aux_drops_aux_keys(semseg_checkpoint):
-    _, path = semseg_checkpoint
-    model = create_model("pspnet50", num_classes=150, aux=False)
+    ref, path = semseg_checkpoint
+    model = create_model("pspnet50", num_classes=150, aux=False).eval()
     load_checkpoint(model, path)
+    assert not any(k.startswith("aux.") for k in model.state_dict())
+    _same_weights(model, ref)
+    x = torch.randn(1, 3, 41, 49)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x), rtol=1e-5, atol=1e-5)
 
 
 def test_class_count_mismatch_is_one_clear_error(semseg_checkpoint):

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from pspnet.checkpoint import save_checkpoint
 from pspnet.eval_cli import main as eval_main
-from pspnet.evaluate import EvalMode, EvalResult, evaluate, intersection_and_union, predict_sliding
+from pspnet.evaluate import (EvalMode, EvalResult, evaluate, intersection_and_union, predict_probabilities,
+                             predict_sliding)
 from pspnet.factory import create_model
 from pspcore.errors import InputError
 from pspnet.labels import get_label_set
@@ -72,6 +73,41 @@ def test_multi_scale_sums_probabilities_back_at_full_size():
     result = evaluate(oracle, coded_source(), 3, mode=EvalMode("whole", scales=(0.5, 1.0, 1.5)), mean=MEAN,
                       std=STD, progress=False)
     assert result.allacc > 0.97
+
+
+def test_multi_scale_runs_every_scale_and_sums_their_probabilities():
+    """Class 0 mildly at the small scales, class 1 strongly at the largest: only the sum over all three
+    scales picks class 1 (ignoring a scale, or averaging logits instead of probabilities, gives class 0)."""
+    seen = []
+
+    def by_scale(batch):
+        seen.append(tuple(batch.shape[2:]))
+        logits = np.zeros((1, 2, *batch.shape[2:]), np.float32)
+        if batch.shape[2] > 50:
+            logits[:, 1] = 4.0
+        else:
+            logits[:, 0] = 1.0
+        return logits
+
+    image = coded_source()[0][0]  # 40x52
+    probs = predict_probabilities(by_scale, image, EvalMode("whole", scales=(0.5, 1.0, 1.5)), MEAN, STD)
+    assert seen == [(20, 26), (40, 52), (60, 78)] and probs.shape == (2, 40, 52)
+    np.testing.assert_allclose(probs.sum(0), 3.0, rtol=1e-5)  # three probability maps at full size
+    assert (probs.argmax(0) == 1).all()
+
+
+def test_overlapping_windows_average_their_logits():
+    """Two windows over a 1x5 image overlap at x=2; there the average picks class 1, where first-wins says 0,
+    last-wins 2 and max a tie resolved to 0."""
+    windows = iter([np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.9], [0.0, 0.0, 0.0]]),
+                    np.array([[0.0, 0.0, 0.0], [0.9, 0.0, 0.0], [1.0, 1.0, 1.0]])])
+
+    def next_window(batch):
+        assert batch.shape == (1, 3, 1, 3)
+        return next(windows)[None, :, None, :].astype(np.float32)
+
+    logits = predict_sliding(next_window, np.zeros((3, 1, 5), np.float32), (1, 3))
+    assert logits.argmax(0)[0].tolist() == [0, 0, 1, 2, 2]
 
 
 def test_sliding_window_stride_is_two_thirds_of_the_crop():

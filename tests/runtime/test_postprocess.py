@@ -7,7 +7,7 @@ import pytest
 from pspcore.registry import create_runner
 from runtime.postprocess import (class_fractions, colorize, labels_to_frame, merge_tiles, overlay, palette_lut,
                                  to_labels)
-from pspcore.preprocess import letterbox, prepare_batch, tile_frame
+from pspcore.preprocess import Tiling, letterbox, prepare_batch, tile_frame
 
 from tests.runtime.conftest import make_onnx, tiny_info
 
@@ -77,3 +77,13 @@ def test_overlay_opacity(opacity):
 def test_class_fractions():
     labels = np.array([[0, 0], [2, 2]], np.uint8)
     np.testing.assert_allclose(class_fractions(labels, 4), [0.5, 0, 0.5, 0])
+
+
+def test_overlapping_tiles_are_averaged_before_the_argmax():
+    """Tiles over a 1x5 frame overlap at x=2, where only averaging (or summing) picks class 1: first-wins
+    says 0, last-wins 2, max a tie resolved to 0. A per-pixel model cannot tell these rules apart."""
+    tiling = Tiling(frame_size=(1, 5), scaled=(1, 5), window=(1, 3), origins=((0, 0), (0, 2)))
+    first = np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.9], [0.0, 0.0, 0.0]])
+    second = np.array([[0.0, 0.0, 0.0], [0.9, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    logits = np.stack([first, second])[:, :, None, :].astype(np.float32)
+    assert merge_tiles(logits, tiling)[0].tolist() == [0, 0, 1, 2, 2]
