@@ -306,6 +306,8 @@ def load_all(candidates: list[Candidate], config: BenchConfig, log: Log
         usable[id(item)] = ok
         loaded.append(item)
         log(f"loaded {Path(cand.model).name} on {item.runner.describe()} in {item.load_s:.1f} s")
+        for note in item.runner.notes:  # fallbacks taken (a GPU provider not usable, defaults assumed)
+            log(f"notice: {note}")
     unique_labels(loaded)
     return loaded, unavailable, size, usable
 

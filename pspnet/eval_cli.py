@@ -23,6 +23,8 @@ def load_runner(model_path: str, backend: str | None, device: str):
     name, _ = resolve_backend(backend or "auto", model_path)
     runner = create_runner(name, model_path, **({"device": device} if name == "torch" else {}))
     runner.activate()
+    for note in runner.notes:
+        click.echo(f"notice: {note}", err=True)
     return runner
 
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pspcore.runner import InputSpec, Runner
 from pspcore.errors import BackendUnavailable, InputError
 from pspcore.files import require_file
-from pspcore.model_info import info_from_session
+from pspcore.model_info import ModelInfo, info_from_session
+from pspcore.runner import InputSpec, Runner
 
 # Best first. `auto` takes every one of these the installed wheel offers; ONNX Runtime assigns each node to
 # the first provider that can run it, so the CPU stays the fallback.
@@ -51,14 +51,45 @@ def session_options(threads: int | None = None):
     return options
 
 
-def _provider_options(name: str, model_path: Path, device_id: int) -> dict:
+def tensorrt_profile(input_name: str, shape, info: ModelInfo, max_batch: int) -> tuple[dict, list[str]]:
+    """trt_profile_* options for a model with dynamic dimensions: without them the TensorRT provider builds
+    an engine (minutes) on the first run and again for every new shape. Batch 1..max_batch; a dynamic H x W
+    is built for the size the model records (a note says so). -> (options, notes)."""
+    n, c, h, w = (_dim(d) for d in shape)
+    if n and h and w:
+        return {}, []
+    notes = []
+    if not (h and w):
+        if info.input_size is None:
+            return {}, ["the TensorRT provider builds this dynamic-shape model for each new input size it sees "
+                        "(it records no input size to build one profile for)"]
+        h, w = info.input_size
+        notes.append(f"TensorRT provider profile built for the recorded input size {h}x{w} only")
+    dims = [(n or 1, c or 3, h, w), (n or max_batch, c or 3, h, w), (n or max_batch, c or 3, h, w)]
+    keys = ("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes")
+    return {k: f"{input_name}:{'x'.join(map(str, d))}" for k, d in zip(keys, dims)}, notes
+
+
+def provider_options(name: str, model_path: Path, device_id: int, profile: dict | None = None) -> dict:
     if name == "TensorrtExecutionProvider":
-        # Building a TensorRT engine takes minutes; cache it beside the model for the next run.
-        cache = model_path.parent / f".{model_path.stem}.trt-cache"
-        return {"device_id": device_id, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}
+        # Building a TensorRT engine takes minutes; cache it (and the tactic timings) beside the model.
+        cache = str(model_path.parent / f".{model_path.stem}.trt-cache")
+        return {"device_id": device_id, "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+                "trt_timing_cache_enable": True, "trt_timing_cache_path": cache, **(profile or {})}
     if name == "CUDAExecutionProvider":
         return {"device_id": device_id}
     return {}
+
+
+def _preload_gpu_libraries(ort) -> None:
+    """Load the CUDA/cuDNN libraries of pip's nvidia-* wheels before a GPU session is created (onnxruntime-gpu
+    1.21+); without it such installs fall back to the CPU for want of libcudnn."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception:  # nothing to preload (a system CUDA install): the session finds its libraries itself
+            pass
 
 
 def _dim(value) -> int | None:
@@ -66,15 +97,18 @@ def _dim(value) -> int | None:
 
 
 class OnnxRuntimeRunner(Runner):
-    """Options: providers ('auto', 'cpu', 'cuda', 'tensorrt' or a list), threads (intra-op), device_id."""
+    """Options: providers ('auto', 'cpu', 'cuda', 'tensorrt' or a list), threads (intra-op), device_id,
+    trt_max_batch (the largest batch the TensorRT provider's profile covers for a dynamic-batch model)."""
 
     name = "onnxruntime"
 
-    def __init__(self, model_path, *, providers=None, threads: int | None = None, device_id: int = 0):
+    def __init__(self, model_path, *, providers=None, threads: int | None = None, device_id: int = 0,
+                 trt_max_batch: int = 8):
         super().__init__(str(require_file(model_path, "model")))
         self.providers = resolve_providers(providers)
         self.threads = threads
         self.device_id = device_id
+        self.trt_max_batch = int(trt_max_batch)
         self._session = None
         self.activate()  # the session holds the metadata and shapes every caller needs right away
         self.info = info_from_session(self._session, self.model_path)
@@ -93,19 +127,39 @@ class OnnxRuntimeRunner(Runner):
         import onnxruntime as ort
 
         path = Path(self.model_path)
-        chosen = [(p, _provider_options(p, path, self.device_id)) for p in self.providers]
+        profile = {}
+        if "TensorrtExecutionProvider" in self.providers:
+            profile, notes = self._tensorrt_profile()
+            self.notes += notes
+        if set(self.providers) - {"CPUExecutionProvider"}:
+            _preload_gpu_libraries(ort)
+        chosen = [(p, provider_options(p, path, self.device_id, profile)) for p in self.providers]
         try:
             session = ort.InferenceSession(str(path), session_options(self.threads), providers=chosen)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
             raise InputError(f"{path}: not a loadable ONNX model: {str(exc).strip().splitlines()[0]}") from None
         used = session.get_providers()
         dropped = [p for p in self.providers if p not in used]
-        if dropped:  # e.g. CUDA listed by the wheel but no driver/GPU on this machine
+        if dropped:  # e.g. CUDA listed by the wheel but no driver/GPU on this machine: say so, once
             self.notes.append(f"onnxruntime could not use {', '.join(dropped)}; running on {', '.join(used)}")
         self.providers = used
         self._input_name = session.get_inputs()[0].name
         self._output_name = session.get_outputs()[0].name
         return session
+
+    def _tensorrt_profile(self) -> tuple[dict, list[str]]:
+        """The TensorRT provider's profile, read off a metadata-only CPU session of the same file."""
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            peek = ort.InferenceSession(self.model_path, options, providers=["CPUExecutionProvider"])
+        except Exception:  # not a loadable model: the real session below says so in one line
+            return {}, []
+        first = peek.get_inputs()[0]
+        return tensorrt_profile(first.name, first.shape, info_from_session(peek, self.model_path),
+                                self.trt_max_batch)
 
     def _read_input_spec(self) -> InputSpec:
         shape = self._session.get_inputs()[0].shape

@@ -124,3 +124,22 @@ def test_bad_model_files_are_input_errors(tmp_path):
         create_runner("auto", junk)
     with pytest.raises(InputError, match="cannot read model info"):
         read_model_info(tmp_path / "weights.bin")
+
+
+def test_tensorrt_provider_gets_a_profile_for_dynamic_models(tmp_path):
+    """Without trt_profile_* shapes the TensorRT provider builds for minutes on the first run and again for
+    every new shape; fixed-shape models need none."""
+    from runtime.backends.onnxruntime import provider_options, tensorrt_profile
+
+    info = tiny_info(size=(65, 97))
+    assert tensorrt_profile("image", [1, 3, 65, 97], info, 8) == ({}, [])
+    options, notes = tensorrt_profile("image", ["N", 3, 65, 97], info, 8)
+    assert options == {"trt_profile_min_shapes": "image:1x3x65x97", "trt_profile_opt_shapes": "image:8x3x65x97",
+                       "trt_profile_max_shapes": "image:8x3x65x97"} and notes == []
+    options, notes = tensorrt_profile("x", ["N", 3, "H", "W"], info, 4)
+    assert options["trt_profile_max_shapes"] == "x:4x3x65x97" and "recorded input size 65x97" in notes[0]
+    assert tensorrt_profile("x", ["N", 3, "H", "W"], info.with_(input_size=None), 4)[0] == {}
+    trt = provider_options("TensorrtExecutionProvider", tmp_path / "m.onnx", 1, options)
+    assert trt["device_id"] == 1 and trt["trt_engine_cache_enable"] and trt["trt_timing_cache_enable"]
+    assert trt["trt_profile_min_shapes"] == "x:1x3x65x97"
+    assert provider_options("CUDAExecutionProvider", tmp_path / "m.onnx", 1, options) == {"device_id": 1}
