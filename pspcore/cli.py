@@ -1,13 +1,39 @@
 """Shared pieces of the psp-* command lines: one-line errors instead of tracebacks, and common option types."""
 from __future__ import annotations
 
+import os
+
 import click
 
 from pspcore.errors import PSPError
 
+DEBUG_VARIABLE = "PSP_DEBUG"
+REPORT_URL = "the project's issue tracker"
+
+
+def debugging() -> bool:
+    """--debug (or PSP_DEBUG=1): let unexpected exceptions show their traceback."""
+    return os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def describe_unexpected(exc: Exception) -> tuple[str, int]:
+    """(one line, exit code) for an exception that is no PSPError. A file-system error names the path and
+    the reason; anything else is a bug: say so and how to see and report its traceback."""
+    if isinstance(exc, OSError) and (exc.filename or exc.strerror):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or _first_line(exc)}", 1
+    return (f"unexpected {type(exc).__name__}: {_first_line(exc)} (a bug: rerun with --debug or {DEBUG_VARIABLE}=1 "
+            f"for the traceback and report it on {REPORT_URL})"), 1
+
 
 class _ReportsErrors:
-    """Turns a PSPError raised by the library into `error: ...` on stderr and the error's exit code."""
+    """Turns a PSPError raised by the library into `error: ...` on stderr and the error's exit code; any other
+    exception too, unless --debug asks for its traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -15,10 +41,29 @@ class _ReportsErrors:
         except PSPError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if debugging():
+                raise
+            message, code = describe_unexpected(exc)
+            click.echo(f"error: {message}", err=True)
+            ctx.exit(code)
+
+
+def _debug_option(ctx: click.Context, param, value: bool) -> None:
+    if value:
+        os.environ[DEBUG_VARIABLE] = "1"
+
+
+DEBUG = click.Option(["--debug"], is_flag=True, expose_value=False, is_eager=True, callback=_debug_option,
+                     help="Show the traceback of an unexpected error (also PSP_DEBUG=1).")
 
 
 class Command(_ReportsErrors, click.Command):
-    pass
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.params.append(DEBUG)
 
 
 class Group(_ReportsErrors, click.Group):
