@@ -30,19 +30,14 @@ def load_runner(model_path: str, backend: str | None, device: str):
 def build_data(dataset: str | None, info, split: str, scenes: int | None, scene_size: tuple | None, seed: int,
                data_root: str | None):
     from pspnet.data.context_scenes import DEFAULT_SIZE, ContextScenes
-    from pspnet.data.datasets import DATASETS, open_dataset
-    from pspnet.data.listfile import ListFileSource
+    from pspnet.data.datasets import DATASETS, open_source
 
     dataset = dataset or ("context-scenes" if info.dataset == "context-scenes" else None)
     if dataset is None:
         raise InputError(f"the model was not trained on context-scenes ({info.dataset or 'dataset unknown'}); "
                          f"give --dataset {'|'.join(DATASETS)} --data-root ROOT, or --dataset LIST_FILE")
-    if dataset in DATASETS:
-        if not data_root:
-            raise InputError(f"--dataset {dataset} needs --data-root, the folder it was unpacked to")
-        return open_dataset(dataset, data_root, split)
     if dataset != "context-scenes":
-        return ListFileSource(dataset, data_root)
+        return open_source(dataset, data_root, split)
     size = scene_size or info.input_size or DEFAULT_SIZE
     return ContextScenes(split, scenes, size, seed)
 

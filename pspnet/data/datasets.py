@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pspcore.errors import InputError, notice_once
+from pspnet.data.listfile import ListFileSource
 from pspnet.data.samples import Sample, SampleSource, check_files, lookup_table
 from pspnet.labels import LABEL_SETS, LabelSet
 
@@ -212,3 +213,13 @@ def open_dataset(name: str, root: str | os.PathLike, split: str) -> DatasetSplit
         raise InputError(f"{root}: split {split!r} of {spec.title} is empty (no images found)")
     check_files(samples)
     return DatasetSplit(name, split, root, spec.label_set, samples)
+
+
+def open_source(dataset: str, root: str | os.PathLike | None, split: str) -> SampleSource:
+    """What a `--dataset X --data-root ROOT` option pair names: a named dataset's split, or else a list file
+    (`dataset` is its path and `root` what its paths are relative to, split unused)."""
+    if dataset in DATASETS:
+        if not root:
+            raise InputError(f"dataset {dataset!r} needs --data-root, the folder it was unpacked to")
+        return open_dataset(dataset, root, split)
+    return ListFileSource(dataset, root)
