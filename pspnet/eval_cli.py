@@ -42,14 +42,17 @@ def build_data(dataset: str | None, info, split: str, scenes: int | None, scene_
     return ContextScenes(split, scenes, size, seed)
 
 
-def base_size_for(dataset: str | None, base_size: int | None) -> int | None:
-    """--base-size, else the reference's for a named dataset (semseg: 512 VOC/ADE20K, 2048 Cityscapes);
-    0 or a list file / context-scenes: images are predicted at their own size."""
+def protocol_sizes(dataset: str | None, crop: tuple | None, base_size: int | None, info) -> tuple:
+    """(window crop, base size) in effect: the options, else the model's input size and, for a named dataset,
+    the reference's (semseg: crop 473 VOC/ADE20K, 713 Cityscapes; base size 512, 512, 2048). Base size 0, and
+    list files or context-scenes by default, predict images at their own size."""
     from pspnet.data.datasets import DATASETS
 
+    spec = DATASETS.get(dataset or "")
+    crop = crop or info.input_size or ((spec.crop_size, spec.crop_size) if spec else None)
     if base_size is None:
-        return DATASETS[dataset].base_size if dataset in DATASETS else None
-    return base_size or None
+        return crop, spec.base_size if spec else None
+    return crop, base_size or None
 
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -65,7 +68,8 @@ def base_size_for(dataset: str | None, base_size: int | None) -> int | None:
 @click.option("--seed", default=0, show_default=True, help="context-scenes seed.")
 @click.option("--mode", type=click.Choice(["whole", "slide"]), default="whole", show_default=True,
               help="Whole image, or sliding windows of --crop with stride ceil(2/3 crop).")
-@click.option("--crop", type=SIZE, help="Sliding-window size (default: the model's input size).")
+@click.option("--crop", type=SIZE, help="Sliding-window size (default: the model's input size, else the "
+              "dataset's reference crop).")
 @click.option("--base-size", type=click.IntRange(min=0), help="Resize each image so its long side is BASE x "
               "scale before predicting, as semseg's test.py [default: 512 voc/ade20k, 2048 cityscapes; off "
               "(0) for list files and context-scenes].")
@@ -94,7 +98,8 @@ def main(model, dataset, data_root, split, scenes, scene_size, seed, mode, crop,
         raise InputError(f"model not found: {model}")
     runner = load_runner(model, backend, device)
     predict, info = runner.infer, runner.info
-    eval_mode = EvalMode(mode, crop or info.input_size, flip, scales, base_size_for(dataset, base_size))
+    crop, base_size = protocol_sizes(dataset, crop, base_size, info)
+    eval_mode = EvalMode(mode, crop, flip, scales, base_size)
     if info.output == "labels" and not eval_mode.is_plain:
         raise InputError("this model outputs labels, not logits: only whole-image mode without --flip, "
                          "--scales or --base-size applies (named datasets: add --base-size 0)")
