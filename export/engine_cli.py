@@ -15,7 +15,8 @@ from pspcore.errors import InputError
               help="Engine file to write (its sidecar goes to ENGINE.json).")
 @click.option("--fp16", "precision", flag_value="fp16", help="Convert an FP32 model to FP16 first (ModelOpt AutoCast).")
 @click.option("--int8", "precision", flag_value="int8",
-              help="Quantize an FP32 model to INT8 first (explicit Q/DQ; needs --calib-images, --calib-list or --calib-dataset).")
+              help="Quantize an FP32 model to INT8 first (explicit Q/DQ; needs --calib-images, --calib-list or "
+                   "--calib-dataset).")
 @calibration_options
 @click.option("--num-images", type=click.IntRange(min=1), default=DEFAULT_NUM_IMAGES, show_default=True,
               help="Calibrate on at most this many images, spread evenly over the set (--int8).")

@@ -31,7 +31,8 @@ def calibration_options(command):
     return command
 
 
-def calibration_images(calib_images, calib_list, calib_dataset, data_root, calib_split):
+def calibration_images(calib_images, calib_list, calib_dataset, data_root, calib_split) -> list:
+    """The calibration image paths the options of calibration_options name."""
     from export.calibration import find_calibration_images
 
     return find_calibration_images(calib_images, calib_list, data_root, dataset=calib_dataset, split=calib_split)

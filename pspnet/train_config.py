@@ -105,8 +105,8 @@ class TrainConfig:
 
 
 # What a resumed run must share with the run it continues (the rest -- length, workers, time limit -- may change).
-RESUME_FIXED = ("arch", "dataset", "data_root", "split", "classes", "label_set", "scene_size", "scenes", "seed", "crop",
-                "scale", "rotate", "blur", "flip", "batch", "lr", "momentum", "weight_decay", "head_lr_mult",
+RESUME_FIXED = ("arch", "dataset", "data_root", "split", "classes", "label_set", "scene_size", "scenes", "seed",
+                "crop", "scale", "rotate", "blur", "flip", "batch", "lr", "momentum", "weight_decay", "head_lr_mult",
                 "power", "aux_weight", "ppm", "bins")
 
 
