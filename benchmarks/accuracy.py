@@ -17,11 +17,26 @@ from pspcore.files import require_file
 
 @dataclass(frozen=True)
 class AccuracyConfig:
-    data_list: str
-    root: str | None = None  # None: the list file's folder
+    """The images: a list file (`data_list`) or a named dataset's split (`dataset`: voc, ade20k, cityscapes),
+    exactly one of them; `root` is the list's data root (default its folder) or the dataset's folder."""
+
+    data_list: str | None = None
+    root: str | None = None
     size: tuple[int, int] | None = None
     limit: int | None = None
     threads: int | None = None
+    dataset: str | None = None
+    split: str = "val"
+
+    def __post_init__(self):
+        if (self.data_list is None) == (self.dataset is None):
+            raise InputError("give the validation images as exactly one of --data LIST or --dataset NAME "
+                             "--data-root ROOT")
+
+    @property
+    def images(self) -> str:
+        """The images in words, for report headers."""
+        return self.data_list or f"{self.dataset} {self.split} ({self.root})"
 
 
 @dataclass
@@ -70,22 +85,27 @@ def _key(model: str) -> str:
     return str(Path(model).resolve())
 
 
-def evaluate_runner(item: Loaded, config: AccuracyConfig, crop: tuple[int, int]):
-    """pspnet.evaluate over the list with this runner's infer as the predict callable: sliding windows of
+def open_images(config: AccuracyConfig):
+    """The validation source (checked once, before any model loads): the list file or the dataset split."""
+    from pspnet.data.datasets import open_source
+
+    return open_source(config.dataset or config.data_list, config.root, config.split)
+
+
+def evaluate_runner(item: Loaded, data, config: AccuracyConfig, crop: tuple[int, int]):
+    """pspnet.evaluate over `data` with this runner's infer as the predict callable: sliding windows of
     `crop` (one window when the images are that size), the same for every candidate."""
-    from pspnet.data.listfile import ListFileSource
     from pspnet.evaluate import EvalMode, evaluate
 
     info = item.runner.info
-    return evaluate(item.runner.infer, ListFileSource(config.data_list, config.root), info.num_classes,
-                    mode=EvalMode("slide", crop=crop), class_names=info.class_names, mean=info.mean,
-                    std=info.std, limit=config.limit)
+    return evaluate(item.runner.infer, data, info.num_classes, mode=EvalMode("slide", crop=crop),
+                    class_names=info.class_names, mean=info.mean, std=info.std, limit=config.limit)
 
 
 def run_accuracy(candidates: list[Candidate], config: AccuracyConfig, log=lambda line: None) -> AccuracyReport:
     """Evaluate every candidate in turn (one loaded at a time, to keep memory low); a candidate that cannot
     load or run is listed as unavailable and the rest still run."""
-    require_file(config.data_list, "data list")
+    data = open_images(config)
     rows: list[AccuracyRow] = []
     unavailable: list[Unavailable] = []
     crop = None  # the reference's input size unless --size: one evaluation protocol for all
@@ -102,7 +122,7 @@ def run_accuracy(candidates: list[Candidate], config: AccuracyConfig, log=lambda
         try:
             if crop is None:
                 raise InputError("the model states no input size; pass --size HxW")
-            result = evaluate_runner(item, config, tuple(crop))
+            result = evaluate_runner(item, data, config, tuple(crop))
         except PSPError as exc:
             unavailable.append(Unavailable(cand.model, item.runner.name, first_line(exc)))
             log(f"unavailable: {unavailable[-1].line()}")
@@ -153,12 +173,12 @@ def _footer(report: AccuracyReport, star: str = "*") -> list[str]:
 
 
 def format_accuracy(report: AccuracyReport) -> str:
-    lines = [f"accuracy on {report.config.data_list}", "", *text_table(*accuracy_table(report), text_columns=2)]
+    lines = [f"accuracy on {report.config.images}", "", *text_table(*accuracy_table(report), text_columns=2)]
     return "\n".join(lines + [""] + _footer(report))
 
 
 def format_accuracy_markdown(report: AccuracyReport) -> str:
-    lines = ["# psp-bench accuracy", "", f"Validation list: `{report.config.data_list}`", "",
+    lines = ["# psp-bench accuracy", "", f"Validation images: `{report.config.images}`", "",
              *markdown_table(*accuracy_table(report), text_columns=2)]
     return "\n".join(lines + [""] + [f"- {line}" for line in _footer(report, "`*`")]) + "\n"
 

@@ -30,6 +30,7 @@ def main():
     \b
       psp-bench model.onnx model-int8.onnx --baseline model.pth --plot bench.png
       psp-bench accuracy --data val.txt model.onnx model-int8.onnx --baseline model.pth
+      psp-bench accuracy --dataset cityscapes --data-root cityscapes/ model.onnx --baseline model.pth
 
     MODEL: .onnx (ONNX Runtime), .engine (TensorRT) or a .pth checkpoint (PyTorch eager FP32, the
     baseline). Run `psp-bench latency --help` for every option."""
@@ -147,10 +148,13 @@ def latency_command(models, backend, batches, size, warmup_ms, duration_s, min_i
 
 @main.command("accuracy", cls=Command)
 @click.argument("models", nargs=-1, metavar="MODEL...")
-@click.option("--data", "data_list", required=True, type=click.Path(),
+@click.option("--data", "data_list", type=click.Path(),
               help="List file of `image label` pairs (e.g. from context-scenes export_split).")
-@click.option("--root", type=click.Path(file_okay=False), default=None,
-              help="Data root the list's paths are relative to [default: the list's folder].")
+@click.option("--dataset", type=click.Choice(["voc", "ade20k", "cityscapes"]),
+              help="Instead of --data: a dataset as downloaded, in the folder --data-root.")
+@click.option("--split", default="val", show_default=True, help="Split of --dataset.")
+@click.option("--root", "--data-root", "root", type=click.Path(file_okay=False), default=None,
+              help="--dataset: its folder; --data: the root the list's paths are relative to [default: its folder].")
 @click.option("--baseline", type=click.Path(), default=None,
               help="Checkpoint evaluated on PyTorch FP32: the reference for the mIoU drop.")
 @click.option("--backend", default="auto", show_default=True, help="Backend(s) for every MODEL, comma-separated.")
@@ -161,14 +165,15 @@ def latency_command(models, backend, batches, size, warmup_ms, duration_s, min_i
               help="A psp-bench --json report whose speed joins the accuracy table.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results to this JSON.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Write a Markdown table.")
-def accuracy_command(models, data_list, root, baseline, backend, size, limit, threads, bench_json, json_path,
-                     markdown_path):
+def accuracy_command(models, data_list, dataset, split, root, baseline, backend, size, limit, threads, bench_json,
+                     json_path, markdown_path):
     """mIoU of every MODEL on the same validation images, and its drop against PyTorch FP32."""
     from benchmarks.accuracy import (AccuracyConfig, format_accuracy, run_accuracy, write_accuracy_json,
                                      write_accuracy_markdown)
 
     candidates = build_candidates(models, backend, baseline)
-    config = AccuracyConfig(data_list=data_list, root=root, size=size, limit=limit, threads=threads)
+    config = AccuracyConfig(data_list=data_list, root=root, size=size, limit=limit, threads=threads, dataset=dataset,
+                            split=split)
     report = run_accuracy(candidates, config, log=lambda line: click.echo(line, err=True))
     if not report.rows:
         raise PSPError("nothing could be evaluated: " + "; ".join(u.line() for u in report.unavailable))

@@ -1,5 +1,6 @@
-"""INT8 calibration images: found in a folder or a list file, read and preprocessed exactly as the runtime
-prepares frames (pspcore.preprocess.prepare_frame at the model's input size)."""
+"""INT8 calibration images: found in a folder, a list file or a named dataset (VOC, ADE20K, Cityscapes),
+read and preprocessed exactly as the runtime prepares frames (pspcore.preprocess.prepare_frame at the
+model's input size)."""
 from __future__ import annotations
 
 import os
@@ -18,14 +19,23 @@ DEFAULT_NUM_IMAGES = 64
 
 
 def find_calibration_images(images_dir: str | os.PathLike | None = None, list_file: str | os.PathLike | None = None,
-                            data_root: str | os.PathLike | None = None) -> list[Path]:
-    """The calibration image paths from a folder (searched recursively) or a list file: exactly one of them."""
-    if (images_dir is None) == (list_file is None):
-        raise InputError("give calibration images as exactly one of --calib-images DIR or --calib-list FILE")
+                            data_root: str | os.PathLike | None = None, dataset: str | None = None,
+                            split: str = "train") -> list[Path]:
+    """The calibration image paths from exactly one source: a folder (searched recursively), a list file, or
+    a named dataset's split (voc, ade20k, cityscapes unpacked at `data_root`; its labels are not needed)."""
+    if sum(source is not None for source in (images_dir, list_file, dataset)) != 1:
+        raise InputError("give calibration images as exactly one of --calib-images DIR, --calib-list FILE or "
+                         "--calib-dataset NAME --data-root ROOT")
     if images_dir is not None:
         if not Path(images_dir).is_dir():
             raise InputError(f"calibration image folder not found: {images_dir}")
         return list_images(images_dir, recursive=True, what="calibration image")
+    if dataset is not None:
+        from pspnet.data.datasets import open_dataset
+
+        if data_root is None:
+            raise InputError(f"--calib-dataset {dataset} needs --data-root, the folder it was unpacked to")
+        return open_dataset(dataset, data_root, split).image_paths
     # The first column of each line: the training list format, labels optional.
     rows = read_list_file(list_file, data_root, fields=(1, 2), what="calibration list")
     return [row[0] for row in rows]

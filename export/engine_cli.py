@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from export.calibration import DEFAULT_NUM_IMAGES
+from export.precision_cli import calibration_images, calibration_options
 from pspcore.cli import Command
 from pspcore.errors import InputError
 
@@ -14,10 +15,9 @@ from pspcore.errors import InputError
               help="Engine file to write (its sidecar goes to ENGINE.json).")
 @click.option("--fp16", "precision", flag_value="fp16", help="Convert an FP32 model to FP16 first (ModelOpt AutoCast).")
 @click.option("--int8", "precision", flag_value="int8",
-              help="Quantize an FP32 model to INT8 first (explicit Q/DQ; needs --calib-images or --calib-list).")
-@click.option("--calib-images", type=click.Path(file_okay=False), help="Folder of calibration images (--int8).")
-@click.option("--calib-list", type=click.Path(dir_okay=False),
-              help="List file of calibration images, `image [label]` a line (--int8).")
+              help="Quantize an FP32 model to INT8 first (explicit Q/DQ; needs --calib-images, --calib-list or "
+                   "--calib-dataset).")
+@calibration_options
 @click.option("--num-images", type=click.IntRange(min=1), default=DEFAULT_NUM_IMAGES, show_default=True,
               help="Calibrate on at most this many images, spread evenly over the set (--int8).")
 @click.option("--method", "calib_method", type=click.Choice(["entropy", "max"]), default="entropy",
@@ -32,8 +32,8 @@ from pspcore.errors import InputError
               help="Timing cache file: read if present, updated after the build (makes rebuilds fast).")
 @click.option("--device", type=click.IntRange(min=0), default=0, show_default=True, help="CUDA device index.")
 @click.option("--verbose", is_flag=True, help="Keep TensorRT's verbose log (shown if the build fails).")
-def main(onnx_model, engine, precision, calib_images, calib_list, num_images, calib_method, batch, size,
-         workspace_gib, timing_cache, device, verbose):
+def main(onnx_model, engine, precision, calib_images, calib_list, calib_dataset, data_root, calib_split, num_images,
+         calib_method, batch, size, workspace_gib, timing_cache, device, verbose):
     """Build a TensorRT engine for this machine's GPU from ONNX_MODEL.
 
     The engine is strongly typed: its precision is the ONNX model's own (TensorRT 11 has no FP16/INT8 builder
@@ -43,13 +43,11 @@ def main(onnx_model, engine, precision, calib_images, calib_list, num_images, ca
     """
     from export.engine import build_engine
 
-    if (calib_images or calib_list) and precision != "int8":
-        raise InputError("--calib-images/--calib-list are for --int8")
+    if (calib_images or calib_list or calib_dataset) and precision != "int8":
+        raise InputError("--calib-images/--calib-list/--calib-dataset are for --int8")
     images = []
     if precision == "int8":
-        from export.calibration import find_calibration_images
-
-        images = find_calibration_images(calib_images, calib_list)
+        images = calibration_images(calib_images, calib_list, calib_dataset, data_root, calib_split)
     result = build_engine(onnx_model, engine, precision=precision, batch=batch, size=size,
                           workspace_gib=workspace_gib, timing_cache=timing_cache, calib_images=images,
                           calib_method=calib_method, num_images=num_images, device=device, verbose=verbose)

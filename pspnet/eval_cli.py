@@ -1,4 +1,5 @@
-"""psp-eval: mIoU / mAcc / allAcc of a checkpoint or an exported model on context-scenes or a list file."""
+"""psp-eval: mIoU / mAcc / allAcc of a checkpoint or an exported model on context-scenes, VOC, ADE20K,
+Cityscapes (as downloaded) or a list file, with the authors' evaluation protocol."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,30 +32,49 @@ def load_runner(model_path: str, backend: str | None, device: str):
 def build_data(dataset: str | None, info, split: str, scenes: int | None, scene_size: tuple | None, seed: int,
                data_root: str | None):
     from pspnet.data.context_scenes import DEFAULT_SIZE, ContextScenes
-    from pspnet.data.listfile import ListFileSource
+    from pspnet.data.datasets import DATASETS, open_source
 
     dataset = dataset or ("context-scenes" if info.dataset == "context-scenes" else None)
     if dataset is None:
         raise InputError(f"the model was not trained on context-scenes ({info.dataset or 'dataset unknown'}); "
-                         "give --dataset LIST_FILE")
+                         f"give --dataset {'|'.join(DATASETS)} --data-root ROOT, or --dataset LIST_FILE")
     if dataset != "context-scenes":
-        return ListFileSource(dataset, data_root)
+        return open_source(dataset, data_root, split)
     size = scene_size or info.input_size or DEFAULT_SIZE
     return ContextScenes(split, scenes, size, seed)
 
 
+def protocol_sizes(dataset: str | None, crop: tuple | None, base_size: int | None, info) -> tuple:
+    """(window crop, base size) in effect: the options, else the model's input size and, for a named dataset,
+    the reference's (semseg: crop 473 VOC/ADE20K, 713 Cityscapes; base size 512, 512, 2048). Base size 0, and
+    list files or context-scenes by default, predict images at their own size."""
+    from pspnet.data.datasets import DATASETS
+
+    spec = DATASETS.get(dataset or "")
+    crop = crop or info.input_size or ((spec.crop_size, spec.crop_size) if spec else None)
+    if base_size is None:
+        return crop, spec.base_size if spec else None
+    return crop, base_size or None
+
+
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--dataset", help="'context-scenes' or a list file of 'image label' lines (default: "
-              "context-scenes when the model was trained on it).")
-@click.option("--data-root", type=click.Path(file_okay=False), help="List paths are relative to this.")
-@click.option("--split", default="val", show_default=True, help="context-scenes split: train, val, test.")
+@click.option("--dataset", help="'context-scenes', voc, ade20k, cityscapes (read as downloaded, from --data-root) "
+              "or a list file of 'image label' lines (default: context-scenes when the model was trained on it).")
+@click.option("--data-root", type=click.Path(file_okay=False), help="The named dataset's folder (VOC2012, "
+              "ADEChallengeData2016, the Cityscapes root); list paths are relative to this.")
+@click.option("--split", default="val", show_default=True, help="Split of a named dataset, or of context-scenes "
+              "(train, val, test).")
 @click.option("--scenes", type=int, help="context-scenes images (default: 200 for val).")
 @click.option("--scene-size", type=SIZE, help="context-scenes image size N or HxW (default: the model's input size).")
 @click.option("--seed", default=0, show_default=True, help="context-scenes seed.")
 @click.option("--mode", type=click.Choice(["whole", "slide"]), default="whole", show_default=True,
               help="Whole image, or sliding windows of --crop with stride ceil(2/3 crop).")
-@click.option("--crop", type=SIZE, help="Sliding-window size (default: the model's input size).")
+@click.option("--crop", type=SIZE, help="Sliding-window size (default: the model's input size, else the "
+              "dataset's reference crop).")
+@click.option("--base-size", type=click.IntRange(min=0), help="Resize each image so its long side is BASE x "
+              "scale before predicting, as semseg's test.py [default: 512 voc/ade20k, 2048 cityscapes; off "
+              "(0) for list files and context-scenes].")
 @click.option("--flip", is_flag=True, help="Average with the horizontally flipped image.")
 @click.option("--scales", callback=_floats, default="1", show_default=True,
               help="Multi-scale, e.g. 0.5,0.75,1,1.25,1.5,1.75 (probabilities summed).")
@@ -64,13 +84,14 @@ def build_data(dataset: str | None, info, split: str, scenes: int | None, scene_
 @click.option("--limit", type=int, help="Evaluate only the first N images.")
 @click.option("--save-png", type=click.Path(file_okay=False), help="Write colour predictions here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def main(model, dataset, data_root, split, scenes, scene_size, seed, mode, crop, flip, scales, backend, device,
-         limit, save_png, as_json):
+def main(model, dataset, data_root, split, scenes, scene_size, seed, mode, crop, base_size, flip, scales, backend,
+         device, limit, save_png, as_json):
     """Evaluate MODEL (.pth checkpoint, .onnx, TensorRT engine) with dataset-level mIoU, mAcc, allAcc.
 
     \b
     psp-eval runs/psp/model.pth                      (context-scenes val, whole image)
     psp-eval runs/psp/model.pth --mode slide --flip --json
+    psp-eval model.pth --dataset ade20k --data-root ADEChallengeData2016 --mode slide   (semseg's protocol)
     psp-eval model.onnx --backend onnxruntime --dataset val.txt --data-root data/ --save-png preds/
     """
     from pspnet.evaluate import EvalMode, evaluate
@@ -79,10 +100,11 @@ def main(model, dataset, data_root, split, scenes, scene_size, seed, mode, crop,
         raise InputError(f"model not found: {model}")
     runner = load_runner(model, backend, device)
     predict, info = runner.infer, runner.info
-    if info.output == "labels" and (mode != "whole" or flip or scales != (1.0,)):
-        raise InputError("this model outputs labels, not logits: only whole-image mode without --flip or "
-                         "--scales applies")
-    eval_mode = EvalMode(mode, crop or info.input_size, flip, scales)
+    crop, base_size = protocol_sizes(dataset, crop, base_size, info)
+    eval_mode = EvalMode(mode, crop, flip, scales, base_size)
+    if info.output == "labels" and not eval_mode.is_plain:
+        raise InputError("this model outputs labels, not logits: only whole-image mode without --flip, "
+                         "--scales or --base-size applies (named datasets: add --base-size 0)")
     data = build_data(dataset, info, split, scenes, scene_size, seed, data_root)
     result = evaluate(predict, data, info.num_classes, mode=eval_mode, class_names=info.class_names,
                       mean=info.mean, std=info.std, save_png=save_png, palette=info.palette, limit=limit)

@@ -100,12 +100,17 @@ class EvalResult:
 @dataclass(frozen=True)
 class EvalMode:
     """How one image is predicted: `whole` image or `slide` windows of `crop` with stride ceil(2/3 crop),
-    optionally averaged with the flipped image and over `scales` (softmax probabilities summed)."""
+    optionally averaged with the flipped image and over `scales` (softmax probabilities summed).
+
+    `scales` multiply the image's own size, or with `base_size` the long side is set to base_size x scale
+    first, as semseg's test.py does (512 for ADE20K and VOC, 2048 for Cityscapes): the protocol behind its
+    published numbers, whatever size the dataset's images have."""
 
     mode: str = "whole"
     crop: tuple[int, int] | None = None
     flip: bool = False
     scales: tuple[float, ...] = (1.0,)
+    base_size: int | None = None
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -114,10 +119,22 @@ class EvalMode:
             raise InputError("sliding-window evaluation needs a positive crop size (--crop)")
         if not self.scales or min(self.scales) <= 0:
             raise InputError(f"scales must be positive, got {self.scales}")
+        if self.base_size is not None and self.base_size < 1:
+            raise InputError(f"base size must be positive, got {self.base_size}")
 
     @property
     def is_plain(self) -> bool:
-        return self.mode == "whole" and not self.flip and tuple(self.scales) == (1.0,)
+        return self.mode == "whole" and not self.flip and tuple(self.scales) == (1.0,) and self.base_size is None
+
+    def scaled_size(self, height: int, width: int, scale: float) -> tuple[int, int]:
+        """(height, width) to predict at for `scale`: the image's own size times scale, or with base_size the
+        long side round(base_size x scale) and the short side in proportion (semseg's rounding)."""
+        if self.base_size is None:
+            return max(1, round(height * scale)), max(1, round(width * scale))
+        long_side = round(self.base_size * scale)
+        if height > width:
+            return long_side, max(1, round(long_side / height * width))
+        return max(1, round(long_side / width * height)), long_side
 
     def describe(self) -> str:
         parts = [self.mode + (f" {self.crop[0]}x{self.crop[1]}" if self.mode == "slide" else "")]
@@ -125,6 +142,8 @@ class EvalMode:
             parts.append("flip")
         if tuple(self.scales) != (1.0,):
             parts.append("scales " + ",".join(f"{s:g}" for s in self.scales))
+        if self.base_size is not None:
+            parts.append(f"base size {self.base_size}")
         return " + ".join(parts)
 
 
@@ -174,22 +193,32 @@ def predict_sliding(predict: Predict, chw: np.ndarray, crop: tuple[int, int]) ->
     return total
 
 
+_RESIZE_CHANNELS = 64  # OpenCV resizes at most this many channels at once (fewer than ADE20K's 150 classes)
+
+
+def resize_probabilities(prob: np.ndarray, height: int, width: int) -> np.ndarray:
+    """[C, h, w] -> [C, height, width], bilinear, in groups of channels OpenCV accepts."""
+    groups = [cv2.resize(np.ascontiguousarray(prob[i:i + _RESIZE_CHANNELS].transpose(1, 2, 0)), (width, height),
+                         interpolation=cv2.INTER_LINEAR).reshape(height, width, -1)
+              for i in range(0, prob.shape[0], _RESIZE_CHANNELS)]
+    return np.concatenate(groups, axis=2).transpose(2, 0, 1)
+
+
 def predict_probabilities(predict: Predict, image_rgb: np.ndarray, mode: EvalMode, mean, std) -> np.ndarray:
     """Class probabilities [C, H, W] for one RGB image under `mode`."""
     h, w = image_rgb.shape[:2]
     total = None
     for scale in mode.scales:
-        scaled = image_rgb if scale == 1 else cv2.resize(
-            image_rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_LINEAR)
+        sh, sw = mode.scaled_size(h, w, scale)
+        resized = (sh, sw) != (h, w)
+        scaled = cv2.resize(image_rgb, (sw, sh), interpolation=cv2.INTER_LINEAR) if resized else image_rgb
         chw = normalize(scaled, mean, std)
         views = [chw, np.ascontiguousarray(chw[:, :, ::-1])] if mode.flip else [chw]
         for k, view in enumerate(views):
             logits = _run(predict, view) if mode.mode == "whole" else predict_sliding(predict, view, mode.crop)
             prob = softmax(logits)
             prob = prob[:, :, ::-1] if k == 1 else prob
-            if scale != 1:
-                prob = cv2.resize(prob.transpose(1, 2, 0), (w, h), interpolation=cv2.INTER_LINEAR)
-                prob = prob.reshape(h, w, -1).transpose(2, 0, 1)
+            prob = resize_probabilities(prob, h, w) if resized else prob
             total = prob if total is None else total + prob
     return total
 

@@ -1,6 +1,7 @@
 """Class names and colour palettes of the datasets PSPNet is published on, kept in one place.
 
-Models carry their own names and palette in their metadata; these tables are what training and export
+Each published set has its official palette (VOC's devkit colormap, Cityscapes' and ADE20K's published
+colours). Models carry their own names and palette in their metadata; these tables are what training and export
 write there (pspcore.model_info.generic_palette colours any class count for models that carry none)."""
 from __future__ import annotations
 
@@ -76,6 +77,9 @@ VOC_NAMES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
+# The VOC devkit's colormap (labelcolormap.m: the bits of the class index interleaved into R, G, B), the
+# colours of VOC's own SegmentationClass PNGs; generic_palette is that algorithm for any class count.
+VOC_PALETTE = generic_palette(len(VOC_NAMES))
 # The built-in procedural dataset (pspnet/data/context_scenes.py): boat and car look identical and are
 # told apart only by the scene around them; bird is the small, inconspicuous class.
 CONTEXT_SCENES_NAMES = ("sky", "water", "road", "boat", "car", "bird")
@@ -85,7 +89,7 @@ CONTEXT_SCENES_PALETTE = ((135, 206, 250), (0, 70, 180), (128, 64, 128), (255, 1
 LABEL_SETS: dict[str, LabelSet] = {
     "ade20k": LabelSet("ade20k", ADE20K_NAMES, ADE20K_PALETTE),
     "cityscapes": LabelSet("cityscapes", CITYSCAPES_NAMES, CITYSCAPES_PALETTE),
-    "voc": LabelSet("voc", VOC_NAMES, generic_palette(len(VOC_NAMES))),
+    "voc": LabelSet("voc", VOC_NAMES, VOC_PALETTE),
     "context-scenes": LabelSet("context-scenes", CONTEXT_SCENES_NAMES, CONTEXT_SCENES_PALETTE),
 }
 

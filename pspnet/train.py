@@ -18,6 +18,7 @@ from tqdm import tqdm
 from pspnet.checkpoint import read_checkpoint, save_checkpoint
 from pspnet.data.context_scenes import ContextScenes
 from pspnet.data.dataset import SegmentationDataset, make_loader
+from pspnet.data.datasets import DATASETS, default_train_split, open_dataset
 from pspnet.data.listfile import ListFileSource
 from pspnet.data.transforms import IGNORE, AugmentConfig, train_transform
 from pspnet.factory import create_model
@@ -77,15 +78,20 @@ def setup_distributed(config: TrainConfig) -> DistEnv:
 
 
 def build_source(config: TrainConfig):
-    """(training data source, LabelSet) for the configured dataset."""
+    """(training data source, LabelSet) for the configured dataset. A named dataset brings its own labels."""
     if config.dataset == CONTEXT_SCENES:
         return ContextScenes("train", config.scenes, config.scene_size, config.seed), get_label_set(CONTEXT_SCENES)
-    source = ListFileSource(config.dataset, config.data_root)
-    if not config.label_set:
-        return source, label_set_for(config.classes)
-    labels = get_label_set(config.label_set)
+    if config.dataset in DATASETS:
+        split = config.split or default_train_split(config.dataset, config.data_root)
+        source = open_dataset(config.dataset, config.data_root, split)
+        labels, what = source.label_set, f"dataset {config.dataset!r}"
+    else:
+        source = ListFileSource(config.dataset, config.data_root)
+        if not config.label_set:
+            return source, label_set_for(config.classes)
+        labels, what = get_label_set(config.label_set), f"label set {config.label_set!r}"
     if config.classes and config.classes != labels.num_classes:
-        raise InputError(f"--classes {config.classes} disagrees with label set {config.label_set!r} "
+        raise InputError(f"--classes {config.classes} disagrees with {what} "
                          f"({labels.num_classes} classes)")
     return source, labels
 

@@ -36,9 +36,13 @@ def _bins(ctx, param, value):
               "model.pth (final weights + model info), metrics.jsonl.")
 @click.option("--arch", default="pspnet18", show_default=True, help="pspnet18/34/50/101/152.")
 @click.option("--dataset", default="context-scenes", show_default=True,
-              help="'context-scenes' (built in, generated) or a list file of 'image label' lines.")
-@click.option("--data-root", type=click.Path(file_okay=False), help="List paths are relative to this "
-              "(default: the list file's folder).")
+              help="'context-scenes' (built in, generated), voc, ade20k, cityscapes (read as downloaded, from "
+                   "--data-root) or a list file of 'image label' lines.")
+@click.option("--data-root", type=click.Path(file_okay=False), help="voc: the VOC2012 folder; ade20k: "
+              "ADEChallengeData2016; cityscapes: the folder with leftImg8bit/ and gtFine/. List files: paths are "
+              "relative to this (default: the list file's folder).")
+@click.option("--split", help="Split of a named dataset [default: the reference's: train_aug for voc (train "
+              "without SegmentationClassAug/), train otherwise].")
 @click.option("--classes", type=int, help="Number of classes (list files).")
 @click.option("--label-set", default="", help="Class names/palette for list files: ade20k, cityscapes, voc, ...")
 @click.option("--scene-size", type=SIZE, default="129", show_default=True,
@@ -76,6 +80,7 @@ def main(ctx: click.Context, config_file, **options):
     \b
     Single process:  psp-train --out runs/psp --iters 500
     FCN baseline:    psp-train --out runs/fcn --no-ppm
+    Pascal VOC:      psp-train --dataset voc --data-root VOCdevkit/VOC2012 --arch pspnet50 --crop 473
     Own data:        psp-train --dataset train.txt --data-root data/ --label-set ade20k --arch pspnet50
     Multi-GPU/CPU:   torchrun --standalone --nproc_per_node 2 -m pspnet.train_cli --out runs/ddp
     Resume:          psp-train --out runs/psp --resume   (same options as the first run)

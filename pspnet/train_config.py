@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 
 from pspcore.errors import InputError
 from pspcore.files import require_file
+from pspnet.data.datasets import DATASETS
 
 CONTEXT_SCENES = "context-scenes"
 
@@ -18,8 +19,9 @@ class TrainConfig:
 
     out: str = "runs/pspnet18"
     arch: str = "pspnet18"
-    dataset: str = CONTEXT_SCENES  # "context-scenes" or a list file of `image label` lines
-    data_root: str | None = None  # list files: paths are relative to this (default: the list's folder)
+    dataset: str = CONTEXT_SCENES  # "context-scenes", a named dataset (voc, ade20k, cityscapes) or a list file
+    data_root: str | None = None  # named datasets: their folder; list files: paths are relative to this
+    split: str | None = None  # named datasets: default the reference training split (VOC: train_aug, else train)
     classes: int | None = None  # list files: number of classes (default: the label set's count)
     label_set: str = ""  # list files: class names and palette from pspnet.labels (e.g. "ade20k")
     scene_size: tuple[int, int] = (129, 129)  # context-scenes image size HxW (2:1 or wider: a panorama)
@@ -85,8 +87,14 @@ class TrainConfig:
              f"time_limit_min must be positive, got {self.time_limit_min}"),
             (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
              f"device must be auto, cpu or cuda[:N], got {self.device!r}"),
-            (self.dataset == CONTEXT_SCENES or self.classes or self.label_set,
+            (self.dataset == CONTEXT_SCENES or self.dataset in DATASETS or self.classes or self.label_set,
              f"dataset {self.dataset!r} is a list file: give --classes or --label-set"),
+            (self.dataset not in DATASETS or self.data_root,
+             f"dataset {self.dataset!r} needs --data-root, the folder it was unpacked to"),
+            (self.split is None or self.dataset in DATASETS,
+             f"split applies to the named datasets ({', '.join(DATASETS)}), not to {self.dataset!r}"),
+            (not self.label_set or self.dataset not in DATASETS,
+             f"dataset {self.dataset!r} brings its own class names and palette: drop --label-set"),
         ]
         for ok, message in checks:
             if not ok:
@@ -97,8 +105,8 @@ class TrainConfig:
 
 
 # What a resumed run must share with the run it continues (the rest -- length, workers, time limit -- may change).
-RESUME_FIXED = ("arch", "dataset", "data_root", "classes", "label_set", "scene_size", "scenes", "seed", "crop",
-                "scale", "rotate", "blur", "flip", "batch", "lr", "momentum", "weight_decay", "head_lr_mult",
+RESUME_FIXED = ("arch", "dataset", "data_root", "split", "classes", "label_set", "scene_size", "scenes", "seed",
+                "crop", "scale", "rotate", "blur", "flip", "batch", "lr", "momentum", "weight_decay", "head_lr_mult",
                 "power", "aux_weight", "ppm", "bins")
 
 

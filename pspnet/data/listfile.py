@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 from pspcore.errors import InputError
 from pspcore.files import read_list_file
+from pspnet.data.samples import Sample, SampleSource
 
 
 def read_list(list_path: str | os.PathLike, data_root: str | os.PathLike | None = None) -> list[tuple[Path, Path]]:
@@ -23,39 +21,9 @@ def read_list(list_path: str | os.PathLike, data_root: str | os.PathLike | None 
     return pairs
 
 
-def read_image_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputError(f"cannot read image {path} (not an image OpenCV can decode)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def read_label(path: Path) -> np.ndarray:
-    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if label is None:
-        raise InputError(f"cannot read label {path} (not an image OpenCV can decode)")
-    if label.ndim != 2:
-        raise InputError(f"label {path} has {label.shape[2]} channels; labels must be single-channel class "
-                         "indices (255 = ignore), not colour images")
-    if label.dtype != np.uint8:
-        if label.max() > 255:
-            raise InputError(f"label {path} holds values up to {int(label.max())}; at most 255 is supported")
-        label = label.astype(np.uint8)
-    return label
-
-
-class ListFileSource:
-    """`source[i]` -> (image RGB uint8 HxWx3, label uint8 HxW) read from a list file's pair i."""
+class ListFileSource(SampleSource):
+    """`source[i]` -> (image RGB uint8 HxWx3, label uint8 HxW) read from a list file's pair i; labels may be
+    grey or palette PNGs (pspnet.data.samples.read_label)."""
 
     def __init__(self, list_path: str | os.PathLike, data_root: str | os.PathLike | None = None):
-        self.pairs = read_list(list_path, data_root)
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, index: int):
-        image_path, label_path = self.pairs[index]
-        return read_image_rgb(image_path), read_label(label_path)
-
-    def describe(self, index: int) -> str:
-        return f"{self.pairs[index][0]} / {self.pairs[index][1]}"
+        super().__init__([Sample(image, label) for image, label in read_list(list_path, data_root)])

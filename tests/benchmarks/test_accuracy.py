@@ -69,5 +69,20 @@ def test_cli_joins_speed_from_a_bench_report(tmp_path, fake_backend, data_list):
 
 def test_cli_bad_inputs(tmp_path):
     result = CliRunner().invoke(main, ["accuracy", "--data", str(tmp_path / "none.txt"), "m.onnx"])
-    assert result.exit_code == 2 and result.output.startswith("error: data list not found")
-    assert CliRunner().invoke(main, ["accuracy", "m.onnx"]).exit_code == 2  # --data is required
+    assert result.exit_code == 2 and result.output.startswith("error: list file not found")
+    assert CliRunner().invoke(main, ["accuracy", "m.onnx"]).exit_code == 2  # --data or --dataset is required
+
+
+def test_a_named_dataset_instead_of_a_list(tmp_path):
+    from benchmarks.accuracy import open_images
+    from pspcore.errors import InputError
+    from tests.pspnet.dataset_trees import make_cityscapes
+
+    root, _ = make_cityscapes(tmp_path)
+    config = AccuracyConfig(dataset="cityscapes", root=str(root))
+    assert len(open_images(config)) == 1  # val: one frame
+    assert config.images == f"cityscapes val ({root})"
+    with pytest.raises(InputError, match="exactly one of --data LIST or --dataset NAME"):
+        AccuracyConfig(data_list="val.txt", dataset="voc")
+    result = CliRunner().invoke(main, ["accuracy", "--dataset", "voc", "--data-root", str(root), "m.onnx"])
+    assert result.exit_code == 2 and "not a Pascal VOC2012 folder" in result.output

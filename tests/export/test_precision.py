@@ -160,4 +160,4 @@ def test_cli_fp16_and_int8_from_a_list_file(tiny_onnx, tmp_path, calib_dir):
     assert "skipped 1 unreadable calibration image(s): scene_5.png" in result.output
     assert read_onnx_info(tmp_path / "m.int8.onnx").extra["calibration"]["images"] == 5
     result = runner.invoke(int8_command, [str(tiny_onnx[0]), "-o", str(tmp_path / "x.onnx")])
-    assert result.exit_code == 2 and "--calib-images DIR or --calib-list FILE" in result.output
+    assert result.exit_code == 2 and "--calib-images DIR, --calib-list FILE or --calib-dataset NAME" in result.output

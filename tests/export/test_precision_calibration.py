@@ -100,3 +100,30 @@ def test_calibration_reader_serves_each_stride_then_stops():
     assert seen == [0, 1, 2, 3, 4]
     reader.rewind()
     assert sum(1 for _ in iter(reader.get_next, None)) == 5
+
+
+def test_a_named_dataset_gives_its_split_images(tmp_path):
+    from tests.pspnet.dataset_trees import make_cityscapes
+
+    root, _ = make_cityscapes(tmp_path)
+    found = find_calibration_images(data_root=root, dataset="cityscapes")
+    assert [p.name for p in found] == ["aachen_000000_000019_leftImg8bit.png", "bochum_000000_000313_leftImg8bit.png"]
+    assert [p.parent.name for p in find_calibration_images(data_root=root, dataset="cityscapes", split="val")] == [
+        "frankfurt"]
+    with pytest.raises(InputError, match="exactly one of"):
+        find_calibration_images(images_dir=tmp_path, data_root=root, dataset="cityscapes")
+    with pytest.raises(InputError, match="--calib-dataset voc needs --data-root"):
+        find_calibration_images(dataset="voc")
+    with pytest.raises(InputError, match="not a Pascal VOC2012 folder.*dataset 'cityscapes'"):
+        find_calibration_images(data_root=root, dataset="voc")
+
+
+def test_int8_cli_takes_a_dataset_as_calibration_source(tmp_path):
+    from click.testing import CliRunner
+
+    from export.precision_cli import int8_command
+
+    result = CliRunner().invoke(int8_command, [str(tmp_path / "m.onnx"), "-o", str(tmp_path / "q.onnx"),
+                                               "--calib-dataset", "ade20k", "--data-root", str(tmp_path)])
+    assert result.exit_code == 2 and result.output.startswith("error: ")
+    assert "not an ADE20K (ADEChallengeData2016) folder: expected images/ and annotations/" in result.output

@@ -181,3 +181,21 @@ def test_psp_eval_bad_input_is_one_line(context_checkpoint, args, message):
     result = CliRunner().invoke(eval_main, args)
     assert result.exit_code == 2 and result.output.startswith("error: ") and message in result.output
     assert result.output.count("\n") == 1
+
+
+def test_base_size_sets_the_long_side_like_semseg_and_many_classes_resize():
+    from pspnet.evaluate import EvalMode, predict_probabilities
+
+    mode = EvalMode("whole", base_size=512, scales=(1.0, 0.5))
+    assert mode.scaled_size(375, 500, 1.0) == (384, 512) and mode.scaled_size(500, 375, 0.5) == (256, 192)
+    assert EvalMode("whole", scales=(1.0,)).scaled_size(30, 40, 1.0) == (30, 40) and not mode.is_plain
+    seen = []
+
+    def predict(batch):  # 150 classes, as ADE20K: more channels than OpenCV resizes at once
+        seen.append(batch.shape[2:])
+        return np.zeros((1, 150, *batch.shape[2:]), np.float32)
+
+    prob = predict_probabilities(predict, np.zeros((30, 40, 3), np.uint8), EvalMode("whole", base_size=20),
+                                 (0, 0, 0), (1, 1, 1))
+    assert seen == [(15, 20)] and prob.shape == (150, 30, 40)
+    np.testing.assert_allclose(prob, 1 / 150, rtol=1e-5)
