@@ -16,7 +16,13 @@ def _quiet_opencv() -> None:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import cv2
 
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    # OpenCV builds differ: cv2.utils.logging (5.x) or cv2.setLogLevel (4.x, which numpy<2 installs get,
+    # e.g. next to nvidia-pytriton); 0 is LOG_LEVEL_SILENT in both.
+    logging = getattr(cv2.utils, "logging", None)
+    if logging is not None:
+        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    elif hasattr(cv2, "setLogLevel"):
+        cv2.setLogLevel(0)
 
 
 def _notice(text: str) -> None:
