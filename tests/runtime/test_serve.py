@@ -40,8 +40,10 @@ def test_psp_serve_runs_in_the_foreground_and_stops_on_sigterm(tmp_path):
     gone = subprocess.run(["pgrep", "-f", "--", f"--http-port={http}"], capture_output=True, text=True)
     assert gone.returncode == 1 and gone.stdout == "", "tritonserver outlived psp-serve"
     for port in (http, grpc):  # the ports are free again
-        with socket.socket() as s:
+        with socket.socket() as s:  # (SO_REUSEADDR: connections in TIME_WAIT do not count, listeners do)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", port))
+            s.listen()
 
 
 @needs_server
