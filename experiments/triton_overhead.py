@@ -49,18 +49,18 @@ def throughput(model: str, clients: int, duration_s: float, shm: bool = False) -
     from pspcore.registry import create_runner
 
     options = {"shm": True} if shm else {}
-    runners = [create_runner("auto", model, **options) for _ in range(clients)]
     done = [0] * clients
     start, stop = threading.Barrier(clients + 1), threading.Event()
 
     def client(i: int) -> None:
-        runner = runners[i]
-        batch = runner_input(runner, make_input(1, (65, 65), i))
-        runner.infer(batch)
-        start.wait()
-        while not stop.is_set():
+        # Each thread makes its own runner: tritonclient's HTTP client cannot change threads (gevent).
+        with create_runner("auto", model, **options) as runner:
+            batch = runner_input(runner, make_input(1, (65, 65), i))
             runner.infer(batch)
-            done[i] += 1
+            start.wait()
+            while not stop.is_set():
+                runner.infer(batch)
+                done[i] += 1
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for t in threads:
@@ -72,8 +72,6 @@ def throughput(model: str, clients: int, duration_s: float, shm: bool = False) -
     for t in threads:
         t.join()
     seconds = time.perf_counter() - t0
-    for runner in runners:
-        runner.deactivate()
     return sum(done) / seconds
 
 
