@@ -245,9 +245,11 @@ def unique_labels(loaded: list[Loaded]) -> None:
     counts: dict[str, int] = {}
     for item in loaded:
         counts[item.label] = counts.get(item.label, 0) + 1
-    for item in loaded:
+    named = [f"{item.label} ({Path(item.candidate.model).name})" for item in loaded]
+    for item, name in zip(loaded, named):
         if counts[item.label] > 1:
-            item.label = f"{item.label} ({Path(item.candidate.model).name})"
+            # Served models can share a name (http://h:8000/m and grpc://h:8001/m): then the whole URL.
+            item.label = name if named.count(name) == 1 else f"{item.label} ({item.candidate.model})"
 
 
 def batch_problem(runner: Runner, batch: int, size: tuple[int, int]) -> str | None:

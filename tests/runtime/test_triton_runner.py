@@ -26,7 +26,7 @@ from pspcore.registry import create_runner  # noqa: E402
 from runtime.backends.triton import TritonRunner, classify_error, parse_target  # noqa: E402
 from pspcore.errors import InputError, PSPError  # noqa: E402
 
-from tests.runtime.conftest import make_onnx, tiny_info  # noqa: E402
+from tests.runtime.conftest import make_onnx  # noqa: E402
 
 
 class FakeServer:
