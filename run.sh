@@ -15,7 +15,7 @@ setup() {
     "$PY" -m pip install -q --upgrade pip
     # Exactly this torch: an unpinned one pulls gigabytes of CUDA packages on a CPU machine.
     "$PY" -m pip install -q "torch==2.13.0"
-    "$PY" -m pip install -q -e ".[torch,convert,bench,dev]"
+    "$PY" -m pip install -q -e ".[torch,convert,bench,dev,serve]"
     rm -f "$VENV"/.installed-*
     touch "$stamp"
 }

@@ -32,6 +32,7 @@ class BenchConfig:
     slice_ms: float = 200.0  # one runner's turn in the round robin
     threads: int | None = None
     seed: int = 0
+    shm: bool = False  # Triton runners: tensors through system shared memory
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ def run_slice(runner: Runner, batch: np.ndarray, series: Series | None, seconds:
               min_iters: int = 1) -> None:
     """Run `runner` back to back until `seconds` have passed and `min_iters` iterations are done; record
     each iteration's latency (and the runner's own h2d/compute/d2h split) into `series` unless None."""
+    batch = runner_input(runner, batch)
     start = clock()
     done = 0
     while done < min_iters or clock() - start < seconds:
@@ -201,20 +203,20 @@ def add_speedups(results: list[Result]) -> None:
 
 # ------------------------------------------------------------------------------------------ loading models
 
-def _runner_options(name: str, threads: int | None) -> dict:
-    """Pass `threads` only to backends whose runner takes it (a GPU runner has no CPU thread pool)."""
+def _runner_options(name: str, threads: int | None, shm: bool = False) -> dict:
+    """Pass `threads` and `shm` only to backends whose runner takes them (a GPU runner has no CPU thread
+    pool, only a Triton runner has shared memory)."""
     from pspcore.registry import runner_class
 
-    if threads is None:
-        return {}
+    wanted = {k: v for k, v in (("threads", threads), ("shm", shm or None)) if v is not None}
     try:
         params = inspect.signature(runner_class(name).__init__).parameters
     except PSPError:
         return {}
-    return {"threads": threads} if "threads" in params else {}
+    return {k: v for k, v in wanted.items() if k in params}
 
 
-def load_candidate(candidate: Candidate, threads: int | None, probe: MemoryProbe) -> Loaded:
+def load_candidate(candidate: Candidate, threads: int | None, probe: MemoryProbe, shm: bool = False) -> Loaded:
     """Create and activate the runner, measuring its load time and memory growth. Raises PSPError."""
     from pspcore.registry import REQUIREMENTS, TRITON_SCHEMES, create_runner, resolve_backend
 
@@ -227,7 +229,7 @@ def load_candidate(candidate: Candidate, threads: int | None, probe: MemoryProbe
     probe.start()
     t0 = time.perf_counter()
     try:
-        runner = create_runner(name, candidate.model, **_runner_options(name, threads))
+        runner = create_runner(name, candidate.model, **_runner_options(name, threads, shm))
         runner.activate()
     except PSPError:
         raise
@@ -243,9 +245,11 @@ def unique_labels(loaded: list[Loaded]) -> None:
     counts: dict[str, int] = {}
     for item in loaded:
         counts[item.label] = counts.get(item.label, 0) + 1
-    for item in loaded:
+    named = [f"{item.label} ({Path(item.candidate.model).name})" for item in loaded]
+    for item, name in zip(loaded, named):
         if counts[item.label] > 1:
-            item.label = f"{item.label} ({Path(item.candidate.model).name})"
+            # Served models can share a name (http://h:8000/m and grpc://h:8001/m): then the whole URL.
+            item.label = name if named.count(name) == 1 else f"{item.label} ({item.candidate.model})"
 
 
 def batch_problem(runner: Runner, batch: int, size: tuple[int, int]) -> str | None:
@@ -288,7 +292,7 @@ def load_all(candidates: list[Candidate], config: BenchConfig, log: Log
     size = config.size
     for cand in sorted(candidates, key=lambda c: not c.baseline):
         try:
-            item = load_candidate(cand, config.threads, probe)
+            item = load_candidate(cand, config.threads, probe, config.shm)
             probe.start()  # the peak of the first inferences, relative to RSS after loading
             size = size or input_size_of(item)  # the baseline's (loaded first), else the first model's
             ok = _first_inferences(item, config, size, unavailable)
@@ -338,7 +342,7 @@ def _first_inferences(item: Loaded, config: BenchConfig, size, unavailable: list
         problem = batch_problem(item.runner, b, size)
         if problem is None:
             try:
-                item.runner.infer(make_input(b, size, config.seed))
+                item.runner.infer(runner_input(item.runner, make_input(b, size, config.seed)))
                 ok.add(b)
                 continue
             except PSPError as exc:
@@ -353,6 +357,14 @@ def make_input(batch: int, size: tuple[int, int], seed: int) -> np.ndarray:
     """The same normalised-looking random batch for every runner."""
     rng = np.random.default_rng(seed)
     return rng.standard_normal((batch, 3, *size), dtype=np.float32)
+
+
+def runner_input(runner: Runner, batch: np.ndarray) -> np.ndarray:
+    """The batch as the runner takes it: a served ensemble gets RGB uint8 frames [N, H, W, 3] of the same
+    size (made from the batch, so every runner still sees the same seeded input)."""
+    if not runner.takes_frames:
+        return batch
+    return np.ascontiguousarray(np.clip(batch * 40 + 128, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1))
 
 
 def run_benchmark(candidates: list[Candidate], config: BenchConfig, log: Log = _quiet,

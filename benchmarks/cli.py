@@ -122,17 +122,18 @@ def write_outputs(report: BenchReport, json_path, markdown_path, plot_path) -> N
 @click.option("--baseline", type=click.Path(), default=None,
               help="Checkpoint run on PyTorch eager FP32; speed-ups are against it.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per runner.")
+@click.option("--shm", is_flag=True, help="Triton models: tensors through system shared memory.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write every number to this JSON.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Write a Markdown report.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Write a PNG: latency distribution per runner and throughput vs batch.")
 def latency_command(models, backend, batches, size, warmup_ms, duration_s, min_iters, slice_ms, baseline,
-                    threads, json_path, markdown_path, plot_path):
+                    threads, shm, json_path, markdown_path, plot_path):
     """Latency and throughput of every MODEL, measured interleaved in one run (trtexec statistics)."""
     from benchmarks.report import format_terminal
 
     config = BenchConfig(batches=parse_batches(batches), size=size, warmup_ms=warmup_ms,
-                         duration_s=duration_s, min_iters=min_iters, slice_ms=slice_ms, threads=threads)
+                         duration_s=duration_s, min_iters=min_iters, slice_ms=slice_ms, threads=threads, shm=shm)
     candidates = build_candidates(models, backend, baseline)
     progress = _Progress(config)
     try:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pspcore.errors import BackendUnavailable, InputError
@@ -14,8 +15,11 @@ from pspcore.model_info import INPUT_NAME, ModelInfo
 from pspnet.labels import label_set_for
 from pspcore.engine_file import ENGINE_SUFFIXES, read_sidecar
 from pspcore.model_info import fallback_info
+from runtime.triton_steps import model_py
 
 PLATFORMS = {"onnx": "onnxruntime_onnx", "plan": "tensorrt_plan"}
+PYTHON = "python"  # ONNX Runtime inside Triton's python backend (runtime.triton_steps.OnnxStep)
+KINDS = ("auto", "cpu", "gpu")
 LABELS_FILE = "labels.txt"
 VERSION = "1"
 
@@ -52,8 +56,11 @@ class TritonOptions:
     preferred_batch: tuple[int, ...] | None = None  # None: half the max batch and the max batch
     queue_delay_us: int = 100
     instances: int = 1
-    kind: str = "gpu"  # "gpu" | "cpu"
+    kind: str = "auto"  # "gpu" | "cpu" | "auto" (what the platform runs on: python -> cpu, else gpu)
     force: bool = False
+    platform: str | None = None  # None: onnxruntime_onnx for .onnx, tensorrt_plan for engines; or "python"
+    ensemble: bool = False  # also write preprocess/postprocess steps and an image -> labels ensemble
+    intra_op_threads: int = 0  # ONNX Runtime threads of the python platform (0: its default)
 
 
 @dataclass
@@ -64,6 +71,7 @@ class TritonExport:
     max_batch_size: int
     config_text: str
     notes: list[str] = field(default_factory=list)
+    instance_kind: str = "gpu"
 
 
 def model_config_pb2():
@@ -184,17 +192,52 @@ def _tensor_message(message, spec: TensorSpec, batched: bool) -> None:
     message.dims.extend(spec.shape[1:] if batched else spec.shape)
 
 
+def platform_of(model: ServedModel, options: TritonOptions) -> str:
+    """The Triton platform serving the model: its format's own, or the python backend for ONNX."""
+    platform = options.platform or PLATFORMS[model.kind]
+    if platform == PYTHON and model.kind != "onnx":
+        raise InputError("--platform python runs ONNX models (ONNX Runtime in the python backend); "
+                         "a TensorRT engine needs --platform tensorrt_plan")
+    if platform not in (PLATFORMS[model.kind], PYTHON):
+        raise InputError(f"a .{model.kind} model is served by {PLATFORMS[model.kind]}"
+                         f"{' or python' if model.kind == 'onnx' else ''}, not {platform}")
+    return platform
+
+
+def instance_kind(kind: str, platform: str) -> str:
+    """gpu/cpu as asked; auto is what the platform runs on (our python backend model: ONNX Runtime on CPU)."""
+    if kind not in KINDS:
+        raise InputError(f"--instance-kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind == "auto":
+        return "cpu" if platform == PYTHON else "gpu"
+    if platform == PLATFORMS["plan"] and kind == "cpu":
+        raise InputError("a TensorRT engine runs on a GPU only; use --instance-kind gpu")
+    return kind
+
+
+def python_config(name: str, instances: int = 1):
+    """An empty python-backend ModelConfig on CPU instances: the shape every python step shares."""
+    pb2 = model_config_pb2()
+    config = pb2.ModelConfig(name=name, backend=PYTHON)
+    config.instance_group.add(count=instances, kind=pb2.ModelInstanceGroup.Kind.Value("KIND_CPU"))
+    return config
+
+
 def build_config(model: ServedModel, options: TritonOptions):
     """The model's Triton configuration as a model_config_pb2.ModelConfig message."""
     pb2 = model_config_pb2()
-    if options.kind not in ("gpu", "cpu"):
-        raise InputError(f"--kind must be gpu or cpu, got {options.kind!r}")
-    if model.kind == "plan" and options.kind == "cpu":
-        raise InputError("a TensorRT engine runs on a GPU only; use --kind gpu")
+    platform = platform_of(model, options)
+    kind = instance_kind(options.kind, platform)
     if options.instances < 1:
         raise InputError(f"--instances must be >= 1, got {options.instances}")
     max_batch, preferred = _batching(model, options)
-    config = pb2.ModelConfig(name=options.name, platform=PLATFORMS[model.kind], max_batch_size=max_batch)
+    config = pb2.ModelConfig(name=options.name, max_batch_size=max_batch)
+    if platform == PYTHON:
+        config.backend = PYTHON
+        config.parameters["onnx_file"].string_value = "model.onnx"
+        config.parameters["intra_op_threads"].string_value = str(options.intra_op_threads)
+    else:
+        config.platform = platform
     for spec in model.inputs:
         _tensor_message(config.input.add(), spec, max_batch > 0)
     for spec in model.outputs:
@@ -204,8 +247,7 @@ def build_config(model: ServedModel, options: TritonOptions):
     if max_batch > 0:
         config.dynamic_batching.preferred_batch_size.extend(preferred)
         config.dynamic_batching.max_queue_delay_microseconds = options.queue_delay_us
-    kind = pb2.ModelInstanceGroup.Kind.Value(f"KIND_{options.kind.upper()}")
-    config.instance_group.add(count=options.instances, kind=kind)
+    config.instance_group.add(count=options.instances, kind=pb2.ModelInstanceGroup.Kind.Value(f"KIND_{kind.upper()}"))
     for key, value in model.info.to_props().items():
         config.parameters[key].string_value = value
     return config
@@ -225,6 +267,8 @@ def _fill_model_dir(model_dir: Path, model: ServedModel, config) -> None:
     version_dir = model_dir / VERSION
     version_dir.mkdir(parents=True)
     shutil.copyfile(model.path, version_dir / f"model.{model.kind}")
+    if config.backend == PYTHON:
+        (version_dir / "model.py").write_text(model_py("OnnxStep", "ONNX Runtime on model.onnx"))
     for data in model.extra_files:
         target = version_dir / data.relative_to(model.path.parent)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -248,30 +292,51 @@ def _staging_dir(repo: Path, name: str) -> Path:
     raise InputError(f"cannot write {repo}: {error.strerror or error}")
 
 
-def _move_into_place(built: Path, final: Path, staging: Path) -> None:
-    """Rename the finished folder to `final`; an existing one (force) is swapped into `staging` first."""
+def _move_into_place(built: Path, final: Path, replaced: Path) -> None:
+    """Rename the finished folder to `final`; an existing one (force) is moved to `replaced` first."""
     if final.exists():
-        os.rename(final, staging / "replaced")
+        replaced.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(final, replaced)
     os.rename(built, final)
 
 
-def write_model(model: ServedModel, repository: str | os.PathLike, options: TritonOptions) -> TritonExport:
-    """Write `repository/<name>/` (config.pbtxt, labels.txt, 1/model.onnx|plan) atomically."""
-    if not options.name or "/" in options.name or options.name.startswith("."):
-        raise InputError(f"invalid model name {options.name!r}: use a plain folder name")
-    config = build_config(model, options)
-    final = Path(repository) / options.name
-    if final.exists() and not options.force:
-        raise InputError(f"{final} already exists; pass --force to replace it")
-    staging = _staging_dir(Path(repository), options.name)
+def write_folders(repository: Path, folders: dict[str, Callable[[Path], None]], force: bool) -> None:
+    """Fill each `repository/<name>/` with its writer in one staging folder, then rename them all into place,
+    so a server polling the repository never sees a half-written model (or half an ensemble)."""
+    finals = [repository / name for name in folders]
+    existing = [str(f) for f in finals if f.exists()]
+    if existing and not force:
+        raise InputError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
+                         "pass --force to replace")
+    staging = _staging_dir(repository, next(iter(folders)))
     try:
-        _fill_model_dir(staging / options.name, model, config)
-        _move_into_place(staging / options.name, final, staging)
+        for name, fill in folders.items():
+            fill(staging / name)
+        for name, final in zip(folders, finals):
+            _move_into_place(staging / name, final, staging / ".replaced" / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_model(model: ServedModel, repository: str | os.PathLike, options: TritonOptions) -> TritonExport:
+    """Write `repository/<name>/` (config.pbtxt, labels.txt, 1/model.onnx|plan) atomically; with
+    `options.ensemble` the model goes to `<name>_model` beside its pre/post steps and the ensemble `<name>`."""
+    from export.triton_ensemble import MODEL_SUFFIX, ensemble_folders  # builds on this module
+
+    if not options.name or "/" in options.name or options.name.startswith("."):
+        raise InputError(f"invalid model name {options.name!r}: use a plain folder name")
+    step_name = f"{options.name}{MODEL_SUFFIX}" if options.ensemble else options.name
+    config = build_config(model, replace(options, name=step_name))
+    folders = {step_name: lambda folder: _fill_model_dir(folder, model, config)}
+    if options.ensemble:
+        folders = {**ensemble_folders(model, config, options), **folders}
+    write_folders(Path(repository), folders, options.force)
+    final = Path(repository) / options.name
     notes = [] if config.max_batch_size else ["the model has a fixed batch: Triton serves it without batching"]
-    return TritonExport(final, final / "config.pbtxt", config.platform, config.max_batch_size,
-                        config_text(config), notes)
+    kind = config.instance_group[0].kind
+    return TritonExport(final, final / "config.pbtxt", config.platform or config.backend, config.max_batch_size,
+                        (final / "config.pbtxt").read_text(), notes,
+                        model_config_pb2().ModelInstanceGroup.Kind.Name(kind)[len("KIND_"):].lower())
 
 
 def export_triton(model_path: str | os.PathLike, repository: str | os.PathLike, **options) -> TritonExport:

@@ -32,26 +32,38 @@ def _batch_list(ctx, param, value: str | None) -> tuple[int, ...] | None:
               help="How long the dynamic batcher may hold a request to fill a preferred batch.")
 @click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
               help="Model instances (per GPU with --kind gpu).")
-@click.option("--kind", type=click.Choice(["gpu", "cpu"]), default="gpu", show_default=True,
-              help="Where the instances run. TensorRT engines need gpu.")
-@click.option("--force", is_flag=True, help="Replace an existing REPOSITORY/NAME folder.")
-def triton_command(model, repository, name, max_batch, preferred_batch, queue_delay_us, instances, kind, force):
+@click.option("--instance-kind", "--kind", "kind", type=click.Choice(["auto", "gpu", "cpu"]), default="auto",
+              show_default=True,
+              help="Where the instances run; auto: what the platform runs on (python: cpu, else gpu).")
+@click.option("--platform", type=click.Choice(["onnxruntime_onnx", "tensorrt_plan", "python"]), default=None,
+              help="Model step platform. Default: onnxruntime_onnx for .onnx, tensorrt_plan for engines; python "
+                   "runs ONNX Runtime inside the python backend (servers without the onnxruntime backend, "
+                   "such as psp-serve's).")
+@click.option("--ensemble", is_flag=True,
+              help="Also write preprocess/postprocess steps and an ensemble NAME that takes an RGB uint8 "
+                   "image [H, W, 3] and returns a label map [H, W] (the model step becomes NAME_model).")
+@click.option("--force", is_flag=True, help="Replace existing folders of the same names.")
+def triton_command(model, repository, name, max_batch, preferred_batch, queue_delay_us, instances, kind, platform,
+                   ensemble, force):
     """Write a Triton model repository entry for MODEL (.onnx, or a TensorRT engine with its .json sidecar):
     config.pbtxt (inputs/outputs, dynamic batching, instance groups, the model's metadata as parameters),
     labels.txt and the model in version folder 1.
 
     \b
-    Serve it:  docker run --gpus all --rm -p 8000:8000 -p 8001:8001 -p 8002:8002 \\
-                 -v $PWD/REPOSITORY:/models nvcr.io/nvidia/tritonserver:<yy.mm>-py3 \\
-                 tritonserver --model-repository=/models
-    Then run psp-infer / psp-bench with --backend triton --url localhost:8001 (see docs/triton.md).
+    On this machine (CPU, the server from pspnet-deploy[serve]):
+      psp-export triton model.onnx -o repo --ensemble --platform python
+      psp-serve repo
+      psp-infer grpc://127.0.0.1:8001/pspnet video.mp4 -o out.mp4
+    On GPUs: the NGC container (docs/triton.md).
     """
     from export.triton import export_triton
 
     result = export_triton(model, repository, name=name, max_batch=max_batch, preferred_batch=preferred_batch,
-                           queue_delay_us=queue_delay_us, instances=instances, kind=kind, force=force)
+                           queue_delay_us=queue_delay_us, instances=instances, kind=kind, platform=platform,
+                           ensemble=ensemble, force=force)
     batching = f"max batch {result.max_batch_size}" if result.max_batch_size else "no batching"
-    click.echo(f"wrote {result.model_dir} ({result.platform}, {batching}, {instances} {kind.upper()} "
-               f"instance{'s' if instances > 1 else ''})")
+    what = "ensemble (image -> labels) over " if ensemble else ""
+    click.echo(f"wrote {result.model_dir} ({what}{result.platform}, {batching}, {instances} "
+               f"{result.instance_kind.upper()} instance{'s' if instances > 1 else ''})")
     for note in result.notes:
         click.echo(f"notice: {note}", err=True)

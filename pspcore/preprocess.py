@@ -46,12 +46,17 @@ def letterbox(image: np.ndarray, input_size: tuple[int, int], pad_value) -> tupl
     return image, Letterbox((h, w), (ih, iw), (rh, rw))
 
 
+def prepare_rgb(image_rgb: np.ndarray, info: ModelInfo, input_size: tuple[int, int]):
+    """One RGB image -> (3xHxW float32 network input, Letterbox). The Triton ensemble's preprocess step
+    calls this too, so a served model sees exactly what psp-infer feeds a local one."""
+    # Pad with the mean colour, which normalises to 0: what the reference training pads crops with.
+    boxed, box = letterbox(image_rgb, input_size, info.mean)
+    return normalize(boxed, info.mean, info.std), box
+
+
 def prepare_frame(frame_bgr: np.ndarray, info: ModelInfo, input_size: tuple[int, int]):
     """One BGR frame -> (3xHxW float32 network input, Letterbox to map the output back)."""
-    rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-    # Pad with the mean colour, which normalises to 0: what the reference training pads crops with.
-    boxed, box = letterbox(rgb, input_size, info.mean)
-    return normalize(boxed, info.mean, info.std), box
+    return prepare_rgb(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB), info, input_size)
 
 
 def prepare_batch(frames_bgr: list[np.ndarray], info: ModelInfo, input_size: tuple[int, int]):

@@ -86,6 +86,9 @@ class Runner(abc.ABC):
 
     name = "base"
     timed_by_wall = True
+    # True for a runner that takes RGB uint8 frames [H, W, 3] of any size and returns label maps at their
+    # size (a served image -> labels ensemble): callers then skip their own pre- and post-processing.
+    takes_frames = False
 
     def __init__(self, model_path: str, info: ModelInfo | None = None):
         self.model_path = str(model_path)

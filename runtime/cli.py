@@ -16,7 +16,13 @@ def _quiet_opencv() -> None:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import cv2
 
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    # OpenCV builds differ: cv2.utils.logging (5.x) or cv2.setLogLevel (4.x, which numpy<2 installs get,
+    # e.g. next to nvidia-pytriton); 0 is LOG_LEVEL_SILENT in both.
+    logging = getattr(cv2.utils, "logging", None)
+    if logging is not None:
+        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    elif hasattr(cv2, "setLogLevel"):
+        cv2.setLogLevel(0)
 
 
 def _notice(text: str) -> None:
@@ -42,18 +48,22 @@ def _notice(text: str) -> None:
 @click.option("--codec", default="mp4v", show_default=True,
               help="FourCC of the output video; falls back to mp4v/MJPG with a notice if unavailable.")
 @click.option("--threads", type=click.IntRange(min=1), help="Inference threads (onnxruntime, torch).")
+@click.option("--shm", is_flag=True,
+              help="Triton: exchange tensors with the server through system shared memory (same machine).")
 @click.option("--tile", is_flag=True, help="Sliding windows of the input size over full-resolution frames.")
 @click.option("--discard-partial", is_flag=True,
               help="On Ctrl-C remove the unfinished video instead of keeping <name>.partial.<ext>.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def main(model, source, output, backend, batch, size, opacity, mask_video, masks_dir, json_path, codec, threads,
-         tile, discard_partial, quiet):
+         shm, tile, discard_partial, quiet):
     """Segment INPUT (a video, an image or a folder of images) with MODEL (.onnx, .engine, a .pth
-    checkpoint or a Triton URL) and write the overlay to OUTPUT.
+    checkpoint or a Triton URL) and write the overlay to OUTPUT. A Triton image -> labels ensemble
+    (psp-export triton --ensemble) gets the raw frames and does its own pre- and post-processing.
 
     \b
     Example:
       psp-infer pspnet50.onnx street.mp4 -o street-seg.mp4 --batch 4 --json street.json
+      psp-infer grpc://127.0.0.1:8001/pspnet street.mp4 -o street-seg.mp4
     """
     _quiet_opencv()
     from pspcore.registry import create_runner
@@ -61,7 +71,7 @@ def main(model, source, output, backend, batch, size, opacity, mask_video, masks
     from runtime.pipeline import SegmentOptions, segment
     from runtime.video import partial_name
 
-    runner = create_runner(backend, model, threads=threads)
+    runner = create_runner(backend, model, threads=threads, shm=shm or None)
     for note in runner.notes:
         _notice(note)
     options = SegmentOptions(batch=batch, size=size, opacity=opacity, tile=tile, codec=codec,

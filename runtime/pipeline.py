@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -77,14 +78,16 @@ class Segmenter:
     """Frames to network batches and network outputs back to (labels, overlay) per frame."""
 
     def __init__(self, runner: Runner, input_size: tuple[int, int], options: SegmentOptions):
-        if options.tile and runner.info.output == "labels":
+        if options.tile and (runner.info.output == "labels" or runner.takes_frames):
             raise InputError("sliding windows need a logits output; this model outputs labels")
         if not 0.0 <= options.opacity <= 1.0:
             raise InputError(f"opacity must be between 0 and 1, got {options.opacity}")
         self.runner, self.input_size, self.options = runner, input_size, options
         self.lut = palette_lut(runner.info)
 
-    def prepare(self, frames: list[np.ndarray]) -> tuple[np.ndarray, list]:
+    def prepare(self, frames: list[np.ndarray]) -> tuple[np.ndarray | list, list]:
+        if self.runner.takes_frames:  # a served ensemble pre-processes on the server: send RGB frames
+            return [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames], []
         if not self.options.tile:
             return prepare_batch(frames, self.runner.info, self.input_size)
         tiled = [tile_frame(f, self.runner.info, self.input_size) for f in frames]
@@ -92,7 +95,9 @@ class Segmenter:
 
     def finish(self, frames: list[np.ndarray], output: np.ndarray, layouts: list):
         """-> [(labels at frame size, overlay frame)] for the batch's frames."""
-        if self.options.tile:
+        if self.runner.takes_frames:
+            labels = list(output)  # already label maps at each frame's size
+        elif self.options.tile:
             bounds = np.cumsum([0] + [len(t.origins) for t in layouts])
             labels = [merge_tiles(output[a:b], t) for a, b, t in zip(bounds[:-1], bounds[1:], layouts)]
         else:

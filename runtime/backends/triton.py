@@ -10,10 +10,11 @@ import numpy as np
 
 from pspcore.errors import BackendUnavailable, InputError, PSPError
 from pspcore.model_info import INPUT_NAME, ModelInfo, fallback_info
-from pspcore.runner import InputSpec, Runner
+from pspcore.runner import InputSpec, Runner, Timing
 
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 SCHEMES = {"grpc": "grpc", "http": "http", "https": "http", "triton": "grpc"}
+TYPE_UINT8 = 2  # model_config_pb2.DataType.TYPE_UINT8
 NOT_READY_PHRASES = ("not ready", "not at ready state", "no available versions", "is loading")
 
 
@@ -99,6 +100,13 @@ def spec_from_config(config) -> InputSpec:
     return InputSpec(size=size, min_batch=fixed or 1, max_batch=fixed, fixed_batch=fixed)
 
 
+def takes_frames(config) -> bool:
+    """A served image -> labels ensemble (psp-export triton --ensemble): one RGB uint8 [H, W, 3] per request."""
+    image = config.input[0]
+    return (len(config.input) == 1 and config.max_batch_size == 0 and image.data_type == TYPE_UINT8
+            and list(image.dims) == [-1, -1, 3])
+
+
 def _full_shape(tensor, config) -> list[int]:
     """A config tensor's dims with the batch dimension in front (-1 when Triton batches)."""
     return [-1, *tensor.dims] if config.max_batch_size > 0 else list(tensor.dims)
@@ -107,18 +115,24 @@ def _full_shape(tensor, config) -> list[int]:
 class TritonRunner(Runner):
     """Options: url (host:port; default localhost:8001 for grpc, :8000 for http), protocol (grpc | http),
     timeout (seconds per request), retries (extra attempts while the server or model is unavailable),
-    backoff (first wait in seconds, doubled each retry), model_version ("" = the server's choice)."""
+    backoff (first wait in seconds, doubled each retry), model_version ("" = the server's choice), shm (send
+    and receive tensors through system shared memory: client and server on one machine).
+
+    A served ensemble (`takes_frames`) takes RGB uint8 frames [H, W, 3] of any size and returns label maps at
+    their size: the pipeline then skips its local pre- and post-processing."""
 
     name = "triton"
     timed_by_wall = False
 
     def __init__(self, model_path, *, url: str | None = None, protocol: str | None = None, timeout: float = 30.0,
-                 retries: int = 3, backoff: float = 0.5, model_version: str = ""):
+                 retries: int = 3, backoff: float = 0.5, model_version: str = "", shm: bool = False):
         self.model_name, self.url, self.protocol = parse_target(str(model_path), url, protocol)
         self.ssl = str(model_path).startswith("https://")
         super().__init__(str(model_path))
         self.timeout, self.retries, self.backoff = float(timeout), max(0, int(retries)), float(backoff)
         self.model_version = str(model_version)
+        self.shm = bool(shm)
+        self._regions: dict = {}
         self._client = None
         self.config = None
         self.activate()  # the served config holds the metadata and shapes every caller needs right away
@@ -206,7 +220,12 @@ class TritonRunner(Runner):
             self._wait_until_ready()
             self.config = self._fetch_config()
             self.input_spec = spec_from_config(self.config)
+            self.takes_frames = takes_frames(self.config)
             self.info = info_from_config(self.config) or self._assumed_info()
+            if self.shm:
+                from runtime.backends.triton_shm import SharedRegion
+
+                self._regions = {role: SharedRegion(self._client, self._call, role) for role in ("in", "out")}
         super().activate()
 
     def _assumed_info(self) -> ModelInfo:
@@ -216,7 +235,12 @@ class TritonRunner(Runner):
 
     def deactivate(self) -> None:
         if self._client is not None:
-            self._client.close()
+            try:
+                for region in self._regions.values():
+                    region.release()
+            finally:
+                self._regions = {}
+                self._client.close()
             self._client = None
         super().deactivate()
 
@@ -230,19 +254,66 @@ class TritonRunner(Runner):
         names = [t.name for t in self.config.output]
         return self.info.output if self.info.output in names else names[0]
 
-    def build_request(self, batch: np.ndarray) -> tuple[list, list]:
-        """tritonclient InferInput/InferRequestedOutput lists for one float32 [N, 3, H, W] batch."""
+    def output_bytes(self, array: np.ndarray) -> int:
+        """Room for the output of `array` (a float batch or one frame): a shared-memory output region must be
+        sized before the request. Labels are [N, H, W] (a frame: [H, W]), logits [N, C, H, W]."""
+        from tritonclient.utils import triton_to_np_dtype
+
+        out = next(t for t in self.config.output if t.name == self.output_name)
+        itemsize = np.dtype(triton_to_np_dtype(_type_name(out.data_type))).itemsize
+        pixels = array.shape[0] * array.shape[1] if self.takes_frames else len(array) * int(np.prod(array.shape[2:]))
+        if self.info.output == "labels" or self.takes_frames:
+            return pixels * itemsize
+        classes = self.info.num_classes or max(_full_shape(out, self.config)[1], 0)
+        if not classes:
+            raise InputError(f"--shm needs the class count of {self.display_name}, which its config does not give")
+        return pixels * classes * itemsize
+
+    def build_request(self, array: np.ndarray) -> tuple[list, list]:
+        """tritonclient InferInput/InferRequestedOutput lists for one float32 [N, 3, H, W] batch (or one
+        uint8 frame for an ensemble), the tensors in shared memory with `shm`."""
         module = _client_module(self.protocol)
-        image = module.InferInput(self.input_name, list(batch.shape), "FP32")
-        image.set_data_from_numpy(batch)
-        return [image], [module.InferRequestedOutput(self.output_name)]
+        image = module.InferInput(self.input_name, list(array.shape), "UINT8" if self.takes_frames else "FP32")
+        output = module.InferRequestedOutput(self.output_name)
+        if self.shm:
+            image.set_shared_memory(self._regions["in"].name, self._regions["in"].write(array))
+            nbytes = self.output_bytes(array)
+            self._regions["out"].ensure(nbytes)
+            output.set_shared_memory(self._regions["out"].name, nbytes)
+        else:
+            image.set_data_from_numpy(array)
+        return [image], [output]
 
     def decode(self, result) -> np.ndarray:
-        """The requested output of an InferResult as a numpy array."""
-        array = result.as_numpy(self.output_name)
+        """The requested output of an InferResult as a numpy array (read from the region with `shm`)."""
+        if self.shm:
+            from tritonclient.utils import triton_to_np_dtype
+
+            meta = result.get_output(self.output_name)
+            if meta is not None:
+                shape, dtype = ((meta["shape"], meta["datatype"]) if isinstance(meta, dict)
+                                else (meta.shape, meta.datatype))
+                return self._regions["out"].read(triton_to_np_dtype(dtype), shape)
+        array = None if self.shm else result.as_numpy(self.output_name)
         if array is None:
             raise PSPError(f"{self._where()} returned no {self.output_name!r} output for {self.model_name!r}")
         return array
+
+    def infer(self, batch):
+        """A float batch as the base class runs it; for an ensemble, RGB uint8 frames [H, W, 3] (a list, or an
+        [N, H, W, 3] array) -> their label maps, stacked when they share one size, else a list."""
+        if not getattr(self, "takes_frames", False):
+            return super().infer(batch)
+        frames = [np.ascontiguousarray(f) for f in batch]
+        for frame in frames:
+            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3 or 0 in frame.shape:
+                raise InputError(f"{self.display_name} takes RGB uint8 frames [H, W, 3], got "
+                                 f"{frame.dtype} {tuple(frame.shape)}")
+        if not self.is_active:
+            self.activate()
+        self.last_timing = Timing()
+        labels = [self.run_batch(frame) for frame in frames]
+        return np.stack(labels) if len({l.shape for l in labels}) == 1 else labels
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         # The base class sends larger batches than the server takes in pieces; its dynamic batcher merges
@@ -253,6 +324,13 @@ class TritonRunner(Runner):
         result = self._call("inference", self._client.infer, self.model_name, inputs,
                             model_version=self.model_version, outputs=outputs, **self._deadline())
         return self.decode(result)
+
+
+def _type_name(data_type: int) -> str:
+    """A config DataType enum value as the wire protocol's name ("FP32", "UINT8")."""
+    from tritonclient.grpc import model_config_pb2
+
+    return model_config_pb2.DataType.Name(data_type)[len("TYPE_"):].replace("STRING", "BYTES")
 
 
 def _client_module(protocol: str):

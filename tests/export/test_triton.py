@@ -109,7 +109,8 @@ def test_batching_and_instance_options(models, tmp_path):
 @pytest.mark.parametrize("options, message", [
     ({"preferred_batch": (4, 16)}, "preferred batch sizes must lie in 1..8"),
     ({"max_batch": -1}, "--max-batch must be >= 0"),
-    ({"kind": "tpu"}, "--kind must be gpu or cpu"),
+    ({"kind": "tpu"}, "--instance-kind must be one of auto, cpu, gpu"),
+    ({"platform": "tensorrt_plan"}, "served by onnxruntime_onnx or python, not tensorrt_plan"),
     ({"name": "../escape"}, "invalid model name"),
 ])
 def test_bad_options_write_nothing(models, tmp_path, options, message):
@@ -206,3 +207,37 @@ def test_exported_pspnet_goes_into_the_repository_with_its_metadata(tiny_onnx, t
     config = parse_config(export_triton(path, tmp_path).model_dir)
     assert list(config.input[0].dims) == [3, 65, 65] and list(config.output[0].dims) == [5, 65, 65]
     assert info_from_config(config) == read_onnx_info(path)
+
+
+def test_ensemble_writes_the_steps_and_an_image_to_labels_ensemble(tiny_onnx, tmp_path):
+    from google.protobuf import text_format
+
+    from export.triton import model_config_pb2
+
+    result = export_triton(tiny_onnx[0], tmp_path / "repo", name="seg", ensemble=True, platform="python")
+    repo = tmp_path / "repo"
+    assert sorted(p.name for p in repo.iterdir()) == ["seg", "seg_model", "seg_postprocess", "seg_preprocess"]
+    assert result.instance_kind == "cpu" and result.model_dir == repo / "seg"
+
+    def config(name):
+        return text_format.Parse((repo / name / "config.pbtxt").read_text(), model_config_pb2().ModelConfig())
+
+    ensemble, model, pre = config("seg"), config("seg_model"), config("seg_preprocess")
+    assert ensemble.platform == "ensemble" and ensemble.max_batch_size == 0
+    assert (ensemble.input[0].name, list(ensemble.input[0].dims)) == ("image", [-1, -1, 3])
+    assert (ensemble.output[0].name, ensemble.output[0].data_type) == ("labels", 2)  # TYPE_UINT8
+    assert [s.model_name for s in ensemble.ensemble_scheduling.step] == ["seg_preprocess", "seg_model",
+                                                                          "seg_postprocess"]
+    assert model.backend == "python" and model.max_batch_size == 8 and model.dynamic_batching
+    assert list(pre.output[0].dims) == [1, 3, 65, 65]
+    assert "from runtime.triton_steps import PreprocessStep" in (repo / "seg_preprocess/1/model.py").read_text()
+    assert (repo / "seg_model/1/model.onnx").is_file() and (repo / "seg_model/1/model.py").is_file()
+    assert not list(tmp_path.glob(".*partial*")) and not list(repo.glob(".*"))
+    with pytest.raises(InputError, match="already exist"):
+        export_triton(tiny_onnx[0], repo, name="seg", ensemble=True, platform="python")
+
+
+def test_python_platform_runs_onnx_only_and_defaults_to_cpu(tiny_onnx, tmp_path):
+    result = export_triton(tiny_onnx[0], tmp_path / "repo", platform="python")
+    assert (result.platform, result.instance_kind) == ("python", "cpu")
+    assert export_triton(tiny_onnx[0], tmp_path / "repo", name="gpu").instance_kind == "gpu"

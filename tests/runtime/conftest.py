@@ -79,3 +79,27 @@ def tiny_model(onnx_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_video(tmp_path_factory) -> Path:
     return write_video(tmp_path_factory.mktemp("video") / "clip.avi")
+
+
+@pytest.fixture(scope="session")
+def triton_server(tmp_path_factory):
+    """The real Triton server (nvidia-pytriton wheel) on free loopback ports, once per session, serving the
+    tiny model as `plain` (python platform, dynamic batching) and as the image -> labels ensemble `pspnet`.
+    Always stopped, even when a test fails; the server process must be gone afterwards."""
+    import importlib.util
+
+    if importlib.util.find_spec("pytriton") is None:
+        pytest.skip("the real Triton server needs nvidia-pytriton: pip install 'pspnet-deploy[serve]'")
+    from export.triton import export_triton
+    from runtime.serve import TritonServer, free_port
+
+    work = tmp_path_factory.mktemp("triton")
+    model = make_onnx(work / "tiny.onnx", size=(32, 32))
+    repo = work / "repo"
+    export_triton(model, repo, name="pspnet", ensemble=True, platform="python", queue_delay_us=2000)
+    export_triton(model, repo, name="plain", platform="python", queue_delay_us=2000)
+    server = TritonServer(repo, free_port(), free_port(), startup_timeout=90)
+    with server:
+        server.model_path = model
+        yield server
+    assert server.process.poll() is not None, "tritonserver outlived the test session"

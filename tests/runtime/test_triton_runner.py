@@ -1,4 +1,5 @@
-"""TritonRunner without a server: requests built with tritonclient's InferInput/InferRequestedOutput are decoded
+"""TritonRunner without a server, for what the real server (test_triton_real.py) does not serve: labels
+outputs, fixed batches, models still loading, error sorting. Requests built with tritonclient's InferInput/InferRequestedOutput are decoded
 the way Triton would, run with ONNX Runtime, and answered with real InferResult objects (a gRPC
 ModelInferResponse protobuf, an HTTP binary body); server errors on closed and silent localhost ports."""
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pspcore.registry import create_runner  # noqa: E402
 from runtime.backends.triton import TritonRunner, classify_error, parse_target  # noqa: E402
 from pspcore.errors import InputError, PSPError  # noqa: E402
 
-from tests.runtime.conftest import make_onnx, tiny_info  # noqa: E402
+from tests.runtime.conftest import make_onnx  # noqa: E402
 
 
 class FakeServer:
@@ -129,21 +130,6 @@ def reference(repository: Path, name: str, batch: np.ndarray) -> np.ndarray:
     return session.run(None, {"image": batch})[0]
 
 
-@pytest.mark.parametrize("server_class, protocol", [(FakeGrpcServer, "grpc"), (FakeHttpServer, "http")])
-def test_infer_round_trip_matches_the_model(monkeypatch, repository, server_class, protocol):
-    server = serve(monkeypatch, server_class(repository))
-    runner = TritonRunner("pspnet", protocol=protocol)
-    assert runner.info == tiny_info(4, (33, 41))
-    assert (runner.input_spec.size, runner.input_spec.max_batch) == ((33, 41), 4)
-    batch = np.random.default_rng(1).normal(size=(6, 3, 33, 41)).astype(np.float32)
-    logits = runner.infer(batch)
-    assert logits.dtype == np.float32 and logits.shape == (6, 4, 33, 41)
-    np.testing.assert_allclose(logits, reference(repository, "pspnet", batch), rtol=1e-6, atol=1e-6)
-    assert server.batches == [4, 2]  # split at the served max_batch_size
-    runner.deactivate()
-    assert server.closed
-
-
 @pytest.mark.parametrize("server_class", [FakeGrpcServer, FakeHttpServer])
 def test_labels_output_of_a_dynamic_shape_model(monkeypatch, repository, server_class):
     serve(monkeypatch, server_class(repository))
@@ -153,15 +139,6 @@ def test_labels_output_of_a_dynamic_shape_model(monkeypatch, repository, server_
         labels = runner.infer(batch)
     assert labels.dtype == np.uint8 and labels.shape == (1, 17, 23)
     np.testing.assert_array_equal(labels, reference(repository, "labels", batch))
-
-
-def test_request_is_built_from_tritonclient_objects(monkeypatch, repository):
-    serve(monkeypatch, FakeGrpcServer(repository))
-    runner = TritonRunner("pspnet")
-    inputs, outputs = runner.build_request(np.ones((2, 3, 33, 41), np.float32))
-    assert isinstance(inputs[0], grpcclient.InferInput) and isinstance(outputs[0], grpcclient.InferRequestedOutput)
-    assert (inputs[0].name(), inputs[0].datatype(), list(inputs[0].shape())) == ("image", "FP32", [2, 3, 33, 41])
-    assert outputs[0].name() == "logits"
 
 
 def test_fixed_batch_model_runs_in_chunks_of_its_batch(monkeypatch, repository):
