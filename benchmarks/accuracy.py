@@ -68,16 +68,16 @@ class AccuracyReport:
         file and backend."""
         path = require_file(bench_json, "psp-bench report")
         try:
-            data = json.loads(path.read_text())
-            results = data["results"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise InputError(f"{path}: not a psp-bench --json report") from None
-        smallest = min((r["batch"] for r in results), default=None)
-        speed = {(_key(r["model"]), r["backend"]): r for r in results if r["batch"] == smallest}
+            results = json.loads(path.read_text())["results"]
+            smallest = min((r["batch"] for r in results), default=None)
+            speed = {(_key(r["model"]), r["backend"]): (float(r["latency"]["median"]), r.get("speedup"))
+                     for r in results if r["batch"] == smallest}
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            raise InputError(f"{path}: not a psp-bench --json report (write one with psp-bench --json)") from None
         for row in self.rows:
             match = speed.get((_key(row.model), row.backend))
             if match:
-                row.median_ms, row.speedup = match["latency"]["median"], match.get("speedup")
+                row.median_ms, row.speedup = match
         self.speed_source = str(path)
 
 

@@ -92,6 +92,15 @@ class _Progress:
             bar.close()
 
 
+def check_outputs(*paths) -> None:
+    """Report files must be writable before minutes of measuring, not after; --plot needs matplotlib."""
+    from pspcore.files import check_writable
+
+    for path in paths:
+        if path:
+            check_writable(path)
+
+
 def write_outputs(report: BenchReport, json_path, markdown_path, plot_path) -> None:
     from benchmarks.report import write_json, write_markdown
 
@@ -132,6 +141,11 @@ def latency_command(models, backend, batches, size, warmup_ms, duration_s, min_i
     """Latency and throughput of every MODEL, measured interleaved in one run (trtexec statistics)."""
     from benchmarks.report import format_terminal
 
+    check_outputs(json_path, markdown_path, plot_path)
+    if plot_path:
+        from benchmarks.plot import _pyplot
+
+        _pyplot()  # an InputError now, not after the measurement, when matplotlib is missing
     config = BenchConfig(batches=parse_batches(batches), size=size, warmup_ms=warmup_ms,
                          duration_s=duration_s, min_iters=min_iters, slice_ms=slice_ms, threads=threads, shm=shm)
     candidates = build_candidates(models, backend, baseline)
@@ -169,6 +183,7 @@ def latency_command(models, backend, batches, size, warmup_ms, duration_s, min_i
 def accuracy_command(models, data_list, dataset, split, root, baseline, backend, size, limit, threads, bench_json,
                      json_path, markdown_path):
     """mIoU of every MODEL on the same validation images, and its drop against PyTorch FP32."""
+    check_outputs(json_path, markdown_path)
     from benchmarks.accuracy import (AccuracyConfig, format_accuracy, run_accuracy, write_accuracy_json,
                                      write_accuracy_markdown)
 

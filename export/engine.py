@@ -14,7 +14,7 @@ from pathlib import Path
 from export.calibration import DEFAULT_NUM_IMAGES
 from pspcore.cli import parse_size
 from pspcore.errors import InputError, PSPError
-from pspcore.files import atomic_output, file_sha256, require_file
+from pspcore.files import atomic_output, check_writable, file_sha256, require_file
 from pspcore.engine_file import EngineSidecar, current_platform, sidecar_path, write_sidecar
 from pspcore.model_info import ModelInfo, read_onnx_info
 from pspcore.nvidia import collecting_logger, import_tensorrt, select_device
@@ -221,6 +221,9 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
     calib_images). batch 'N' or 'MIN:OPT:MAX'; size 'HxW' or 'HxW:HxW:HxW' for dynamic-shape models."""
     start = time.perf_counter()
     src = require_file(onnx_path, "ONNX model")
+    check_writable(engine_path)  # before the conversion and the build, which take minutes
+    if timing_cache:
+        check_writable(timing_cache)
     if workspace_gib <= 0:
         raise InputError(f"workspace must be positive (GiB), got {workspace_gib}")
     profile = Profile(parse_batch(batch), parse_size_profile(size))

@@ -29,7 +29,7 @@ def atomic_output(path: str | os.PathLike, suffix: str = ""):
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".partial", dir=parent)
         os.close(fd)
     except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot write {path}: {_blocker(path) or exc.strerror or exc}") from None
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the final file gets the usual permissions
@@ -38,6 +38,14 @@ def atomic_output(path: str | os.PathLike, suffix: str = ""):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _blocker(path: Path) -> str | None:
+    """Why a file cannot be created at `path` when an ancestor is in the way: '<x> is a file, not a folder'."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else f"{parent} is a file, not a folder"
+    return None
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -65,13 +73,28 @@ def check_writable(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         raise InputError(f"cannot write {path}: it is a directory")
+    blocker = _blocker(path)
+    if blocker:
+        raise InputError(f"cannot write {path}: {blocker}")
     parent = path.parent if str(path.parent) else Path(".")
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
-    if not parent.is_dir():
-        raise InputError(f"cannot write {path}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"cannot write {path}: {parent} is not writable")
+    return path
+
+
+def check_folder(path: str | os.PathLike, what: str = "folder") -> Path:
+    """Fail before the slow work when `path` cannot be (or become) a writable folder."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{what} {path} is a file; give a folder")
+    blocker = _blocker(path)
+    if blocker:
+        raise InputError(f"cannot create {what} {path}: {blocker}")
+    existing = path if path.exists() else next(p for p in path.parents if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write into {path}: {existing} is not writable")
     return path
 
 

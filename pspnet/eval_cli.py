@@ -8,6 +8,7 @@ import click
 
 from pspcore.cli import SIZE, Command
 from pspcore.errors import InputError
+from pspcore.files import check_folder
 
 def _floats(ctx, param, value):
     try:
@@ -81,7 +82,7 @@ def protocol_sizes(dataset: str | None, crop: tuple | None, base_size: int | Non
 @click.option("--backend", help="torch (default for .pth) or a runtime backend: onnxruntime, tensorrt, "
               "auto, ... (default for .onnx/.engine: auto).")
 @click.option("--device", default="auto", show_default=True, help="torch backend: auto, cpu, cuda.")
-@click.option("--limit", type=int, help="Evaluate only the first N images.")
+@click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N images.")
 @click.option("--save-png", type=click.Path(file_okay=False), help="Write colour predictions here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def main(model, dataset, data_root, split, scenes, scene_size, seed, mode, crop, base_size, flip, scales, backend,
@@ -98,6 +99,8 @@ def main(model, dataset, data_root, split, scenes, scene_size, seed, mode, crop,
 
     if not Path(model).is_file():
         raise InputError(f"model not found: {model}")
+    if save_png:
+        check_folder(save_png, "--save-png folder")
     runner = load_runner(model, backend, device)
     predict, info = runner.infer, runner.info
     crop, base_size = protocol_sizes(dataset, crop, base_size, info)

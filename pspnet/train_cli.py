@@ -66,7 +66,7 @@ def _bins(ctx, param, value):
 @click.option("--bins", callback=_bins, default="1,2,3,6", show_default=True, help="Pyramid bins.")
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (CUDA only).")
 @click.option("--workers", default=2, show_default=True, help="DataLoader worker processes.")
-@click.option("--threads", type=int, help="torch CPU threads.")
+@click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--save-every", default=0, show_default=True, help="Checkpoint every N iterations "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from dataclasses import asdict, dataclass, fields
 
 from pspcore.errors import InputError
@@ -70,6 +71,9 @@ class TrainConfig:
     def validate(self) -> None:
         checks = [
             (self.batch >= 1, f"batch must be at least 1, got {self.batch}"),
+            (self.threads is None or self.threads >= 1, f"threads must be at least 1, got {self.threads}"),
+            (not Path(self.out).exists() or Path(self.out).is_dir(),
+             f"--out {self.out} is a file; give a run folder"),
             (self.epochs is None or self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
             (self.epochs is not None or (self.iterations or 0) >= 1,
              f"iterations must be at least 1, got {self.iterations}"),

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pspcore.files import atomic_output
+from pspcore.errors import InputError
+from pspcore.files import IMAGE_SUFFIXES, atomic_output, check_folder, check_writable, is_image
 from pspcore.model_info import ModelInfo
 from runtime.postprocess import class_fractions, colorize
 from runtime.video import VideoWriter, write_image
@@ -21,6 +22,25 @@ class OutputPaths:
     mask_video: Path | None = None
     masks_dir: Path | None = None
     json: Path | None = None
+
+    def check(self, source_kind: str) -> None:
+        """Before the first frame is decoded: each output can be written as what it is meant to be.
+        `source_kind`: "video", "image" (one file) or "folder"."""
+        overlay = Path(self.overlay)
+        if source_kind == "video" and is_image(overlay):
+            raise InputError(f"{overlay}: the input is a video; give the overlay a video extension (.mp4, .avi)")
+        if source_kind == "image" and overlay.suffix and not is_image(overlay) and not overlay.is_dir():
+            raise InputError(f"{overlay}: the input is an image; write an image ({', '.join(IMAGE_SUFFIXES[:3])}, "
+                             "...) or a folder, not a " + overlay.suffix + " file")
+        if source_kind == "folder" or (source_kind == "image" and (overlay.is_dir() or not overlay.suffix)):
+            check_folder(overlay, "output folder")
+        else:
+            check_writable(overlay)
+        for path in (self.mask_video, self.json):
+            if path:
+                check_writable(path)
+        if self.masks_dir:
+            check_folder(self.masks_dir, "--masks-dir")
 
 
 class FrameRecords:

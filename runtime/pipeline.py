@@ -215,6 +215,7 @@ def segment_video(runner: Runner, video: str | Path, output: OutputPaths | str |
     `on_frame(count)` is called after each frame is written (the writer thread; an exception there stops
     the run like any other)."""
     options, paths = options or SegmentOptions(), _as_paths(output)
+    paths.check("video")
     segmenter = Segmenter(runner, resolve_input_size(runner, options.size), options)
     start = time.perf_counter()
     with VideoReader(video) as reader, VideoOutputs(paths, runner.info, segmenter.lut, reader.fps, reader.size,
@@ -238,6 +239,7 @@ def segment_images(runner: Runner, images: str | Path, output: OutputPaths | str
                    options: SegmentOptions | None = None) -> SegmentResult:
     """Segment one image, or every image in a folder, into overlay image(s) named after the inputs."""
     options, paths = options or SegmentOptions(), _as_paths(output)
+    paths.check("folder" if Path(images).is_dir() else "image")
     segmenter = Segmenter(runner, resolve_input_size(runner, options.size), options)
     files = list_images(images)
     names: list[str] = []

@@ -35,14 +35,35 @@ def parameters(args: dict) -> dict[str, str]:
     return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
 
 
+class _DLPack:
+    """A stub tensor seen through DLPack. The stub's own Tensor(name, array) and as_numpy() read numpy's dtype
+    descriptor at its numpy 1.x layout and get byte sizes and values wrong under numpy 2; DLPack does not
+    depend on that layout, so tensors cross the stub correctly with either numpy."""
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+    def __dlpack__(self, **_):
+        return self.tensor.to_dlpack()
+
+    def __dlpack_device__(self):
+        return (1, 0)  # kDLCPU
+
+
 class _Step:
-    """What the three steps share: the backend utilities and answering one request with an error."""
+    """What the three steps share: the backend utilities, tensors in and out, and answering with an error."""
 
     def initialize(self, args: dict) -> None:
         import triton_python_backend_utils as pb_utils
 
         self.pb = pb_utils
         self.params = parameters(args)
+
+    def input(self, request, name: str) -> np.ndarray:
+        return np.from_dlpack(_DLPack(self.pb.get_input_tensor_by_name(request, name)))
+
+    def output(self, name: str, array: np.ndarray):
+        return self.pb.Tensor.from_dlpack(name, np.ascontiguousarray(array))
 
     def error(self, message: str):
         """A response carrying `message` as a client error (400 / INVALID_ARGUMENT where supported)."""
@@ -67,13 +88,13 @@ class PreprocessStep(_Step):
         self.size = tuple(self.info.input_size)
 
     def answer(self, request):
-        image = self.pb.get_input_tensor_by_name(request, "image").as_numpy()
+        image = self.input(request, "image")
         if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
             return self.error(f"image must be H x W x 3 uint8 RGB with H, W >= 1, got shape {list(image.shape)}")
         tensor, box = prepare_rgb(image, self.info, self.size)
         corners = np.array([*box.frame_size, *box.resized], np.int32)
-        return self.pb.InferenceResponse(output_tensors=[self.pb.Tensor("input", tensor[None]),
-                                                         self.pb.Tensor("box", corners)])
+        return self.pb.InferenceResponse(output_tensors=[self.output("input", tensor[None]),
+                                                         self.output("box", corners)])
 
 
 def frame_labels(scores: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -90,13 +111,13 @@ class PostprocessStep(_Step):
     """The model's scores and the preprocess box -> a label map at the image's own size."""
 
     def answer(self, request):
-        scores = self.pb.get_input_tensor_by_name(request, "scores").as_numpy()
-        box = self.pb.get_input_tensor_by_name(request, "box").as_numpy()
+        scores = self.input(request, "scores")
+        box = self.input(request, "box")
         try:
             labels = frame_labels(scores, box)
         except Exception as exc:  # a box that does not fit the scores: answer this request, keep serving
             return self.error(f"postprocess failed: {exc}")
-        return self.pb.InferenceResponse(output_tensors=[self.pb.Tensor("labels", labels)])
+        return self.pb.InferenceResponse(output_tensors=[self.output("labels", labels)])
 
 
 class OnnxStep(_Step):
@@ -117,14 +138,14 @@ class OnnxStep(_Step):
         self.output_name = self.session.get_outputs()[0].name
 
     def execute(self, requests):
-        arrays = [self.pb.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
+        arrays = [self.input(r, self.input_name) for r in requests]
         try:
             scores = self.session.run([self.output_name], {self.input_name: np.concatenate(arrays)})[0]
         except Exception as exc:  # a failed batch: each of its requests gets the error, the server keeps serving
             return [self.error(f"onnxruntime failed: {exc}") for _ in requests]
         bounds = np.cumsum([0] + [len(a) for a in arrays])
         return [self.pb.InferenceResponse(output_tensors=[
-            self.pb.Tensor(self.output_name, np.ascontiguousarray(scores[a:b]))])
+            self.output(self.output_name, scores[a:b])])
             for a, b in zip(bounds[:-1], bounds[1:])]
 
     def finalize(self) -> None:

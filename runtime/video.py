@@ -158,7 +158,10 @@ def read_image(path: Path) -> np.ndarray:
 def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Encode by the path's extension and write atomically."""
     path = Path(path)
-    ok, data = cv2.imencode(path.suffix or ".png", image)
+    try:
+        ok, data = cv2.imencode(path.suffix or ".png", image)
+    except cv2.error:
+        ok = False
     if not ok:
         raise InputError(f"{path}: OpenCV cannot encode a {path.suffix or 'suffix-less'} image")
     with atomic_output(path, suffix=path.suffix) as tmp:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pspcore.errors import BackendUnavailable, InputError
+from pspcore.errors import BackendUnavailable, InputError, PSPError
 from pspcore.files import require_file
 from pspcore.model_info import ModelInfo, info_from_session
 from pspcore.runner import InputSpec, Runner
@@ -171,7 +171,12 @@ class OnnxRuntimeRunner(Runner):
                          fixed_batch=batch)
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
-        return self._session.run([self._output_name], {self._input_name: batch})[0]
+        try:
+            return self._session.run([self._output_name], {self._input_name: batch})[0]
+        except Exception as exc:  # onnxruntime's own RuntimeException / Fail types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PSPError(f"{self.display_name}: ONNX Runtime failed on a batch of shape {list(batch.shape)}: "
+                           f"{first}") from None
 
     def describe(self) -> str:
         short = {v: k for k, v in SHORT_NAMES.items()}

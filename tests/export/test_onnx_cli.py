@@ -72,7 +72,7 @@ def test_bad_paths(tmp_path, checkpoint):
     cases = [
         ([str(tmp_path / "missing.pth"), "-o", str(tmp_path / "a.onnx")], "checkpoint not found"),
         ([str(corrupt), "-o", str(tmp_path / "b.onnx")], "not a readable PyTorch checkpoint"),
-        ([str(checkpoint), "-o", str(blocker / "c.onnx")], "is not a directory"),
+        ([str(checkpoint), "-o", str(blocker / "c.onnx")], "blocker is a file, not a folder"),
     ]
     for args, message in cases:
         result = CliRunner().invoke(main, ["onnx", *args])
