@@ -49,7 +49,7 @@ SECTIONS = (
             "PSPNet-18 trained twice on context-scenes panoramas (the scene type shows only at one end), with and "
             "without the pyramid, same recipe and budget, evaluated on the val split. `*`: classes decided by "
             "the scene, not by local appearance.",
-            ("python", "-m", "experiments.ppm_ablation", "{work}", "--time-limit-min", "30"), ("ablation.md",)),
+            ("python", "-m", "experiments.ppm_ablation", "{work}", "--time-limit-min", "45"), ("ablation.md",)),
     Section("export", "Exact ONNX export of PSPNet-50",
             "Export time, graph size and parity of static and dynamic-shape exports at sizes whose feature map "
             "does and does not divide by the pyramid bins, against what the usual fixed-kernel avg_pool rewrite "

@@ -149,10 +149,21 @@ def _parse(trt, builder, logger, onnx_file: Path):
     return network, parser  # the parser owns weights the network refers to: keep it alive through the build
 
 
+def network_tensors(network) -> dict:
+    """The parsed network's inputs and outputs as the sidecar records them (names, TensorRT types, shapes), so
+    tools that cannot load the engine (psp-export triton) describe it by its real tensors."""
+    def describe(tensor) -> dict:
+        return {"name": tensor.name, "dtype": getattr(tensor.dtype, "name", str(tensor.dtype)),
+                "shape": [int(d) for d in tensor.shape]}
+
+    return {"inputs": [describe(network.get_input(i)) for i in range(network.num_inputs)],
+            "outputs": [describe(network.get_output(i)) for i in range(network.num_outputs)]}
+
+
 def build_serialized(trt, onnx_file: Path, profile: Profile, info: ModelInfo, *, workspace_gib: float,
                      timing_cache: Path | None, verbose: bool = False, device: int = 0):
-    """Parse and build on GPU `device`; (serialized engine bytes, profiles by input name, notes, logger).
-    Raises EngineBuildError with TensorRT's log when parsing or building fails."""
+    """Parse and build on GPU `device`; (serialized engine bytes, profiles by input name, notes, logger,
+    the network's tensors). Raises EngineBuildError with TensorRT's log when parsing or building fails."""
     select_device(device)  # TensorRT builds for the current device, as trtexec does after choosing it
     logger = collecting_logger(trt, trt.ILogger.Severity.VERBOSE if verbose else None)
     builder = trt.Builder(logger)
@@ -178,7 +189,7 @@ def build_serialized(trt, onnx_file: Path, profile: Profile, info: ModelInfo, *,
         raise EngineBuildError(f"TensorRT could not build an engine from {onnx_file.name}:\n{logger.text()}")
     if timing_cache is not None:
         _save_timing_cache(config, timing_cache)
-    return bytes(serialized), profiles, notes, logger
+    return bytes(serialized), profiles, notes, logger, network_tensors(network)
 
 
 def prepare_onnx(src: Path, precision: str | None, info: ModelInfo, workdir: Path, *, calib_images=(),
@@ -234,13 +245,14 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
     with tempfile.TemporaryDirectory(prefix="psp-engine-") as work:
         model, info, notes = prepare_onnx(src, precision, info, Path(work), calib_images=calib_images,
                                           calib_method=calib_method, num_images=num_images)
-        serialized, profiles, more, logger = build_serialized(trt, model, profile, info, workspace_gib=workspace_gib,
+        serialized, profiles, more, logger, tensors = build_serialized(trt, model, profile, info, workspace_gib=workspace_gib,
                                                               timing_cache=cache, verbose=verbose, device=device)
         build = {"workspace_gib": workspace_gib, "timing_cache": str(cache) if cache else None,
                  "built_from": str(src), "built_onnx_sha256": file_sha256(model), "notes": notes + more}
     sidecar = EngineSidecar(platform=platform, precision=info.precision, profiles=profiles,
                             onnx_sha256=file_sha256(src), engine_sha256=hashlib.sha256(serialized).hexdigest(),
-                            info=info, created=datetime.now(timezone.utc).isoformat(timespec="seconds"), build=build)
+                            info=info, created=datetime.now(timezone.utc).isoformat(timespec="seconds"), build=build,
+                            tensors=tensors)
     engine_path = Path(engine_path)
     with atomic_output(engine_path) as tmp:
         tmp.write_bytes(serialized)

@@ -9,12 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pspcore.errors import BackendUnavailable, InputError
-from pspcore.files import require_file
-from pspcore.model_info import INPUT_NAME, ModelInfo
-from pspnet.labels import label_set_for
 from pspcore.engine_file import ENGINE_SUFFIXES, read_sidecar
-from pspcore.model_info import fallback_info
+from pspcore.errors import BackendUnavailable, InputError, notice_once
+from pspcore.files import require_file
+from pspcore.model_info import INPUT_NAME, ModelInfo, fallback_info
+from pspnet.labels import label_set_for
 from runtime.triton_steps import model_py
 
 PLATFORMS = {"onnx": "onnxruntime_onnx", "plan": "tensorrt_plan"}
@@ -122,9 +121,22 @@ def read_onnx_model(path: str | os.PathLike) -> ServedModel:
     return ServedModel(p, "onnx", info, inputs, outputs, extra_files=_external_data(model, p.parent))
 
 
-def _engine_tensors(info: ModelInfo, low: list[int], high: list[int]) -> tuple[TensorSpec, TensorSpec]:
-    """An engine's I/O as our exporter names them, with the dimensions its build profile leaves open as -1
-    (TensorRT is not needed to read them back: the sidecar has the profile and the ModelInfo)."""
+# TensorRT DataType names (as the sidecar records them) -> Triton's type names.
+TRT_TO_TRITON = {"FLOAT": "FP32", "HALF": "FP16", "BF16": "BF16", "INT8": "INT8", "UINT8": "UINT8", "INT32": "INT32",
+                 "INT64": "INT64", "BOOL": "BOOL"}
+
+
+def _engine_tensors(sidecar, low: list[int], high: list[int]) -> tuple[TensorSpec, TensorSpec]:
+    """An engine's I/O by the names, types and shapes its sidecar recorded from the network (-1 where the
+    network leaves a dimension open; TensorRT is not needed to read them back). Sidecars from before the
+    tensors were recorded get our exporter's names and the profile's shapes, with a notice."""
+    tensors = sidecar.tensors
+    if tensors.get("inputs") and tensors.get("outputs"):
+        return tuple(TensorSpec(t["name"], TRT_TO_TRITON.get(t["dtype"], "FP32"), tuple(t["shape"]))
+                     for t in (tensors["inputs"][0], tensors["outputs"][0]))
+    info = sidecar.info
+    notice_once(f"tensors:{id(sidecar)}", "the engine's sidecar records no tensor names (built by an older "
+                f"psp-build-engine); assuming {INPUT_NAME!r} and {info.output!r}: rebuild it to be sure")
     n, h, w = (lo if lo == hi else -1 for lo, hi in zip((low[0], *low[2:]), (high[0], *high[2:])))
     image = TensorSpec(INPUT_NAME, "FP32", (n, 3, h, w))
     if info.output == "labels":
@@ -136,7 +148,7 @@ def read_engine_model(path: str | os.PathLike) -> ServedModel:
     """A TensorRT engine and its `<engine>.json` sidecar (ModelInfo under "info", the build profile)."""
     p = require_file(path, "engine")
     sidecar = read_sidecar(p)
-    profile = sidecar.profiles.get(INPUT_NAME)
+    profile = sidecar.profiles.get(INPUT_NAME) or next(iter(sidecar.profiles.values()), None)
     if profile:
         low, high = list(profile["min"]), list(profile["max"])
     else:  # an engine built without a profile: its shape is what the model was exported at
@@ -145,7 +157,7 @@ def read_engine_model(path: str | os.PathLike) -> ServedModel:
     if low[0] != high[0] and low[0] > 1:
         raise InputError(f"{p.name}: its profile's smallest batch is {low[0]}, but Triton's batcher may send "
                          "a single image; build the engine with a minimum batch of 1")
-    image, output = _engine_tensors(sidecar.info, low, high)
+    image, output = _engine_tensors(sidecar, low, high)
     max_batch = high[0] if low[0] != high[0] else None
     return ServedModel(p, "plan", sidecar.info, (image,), (output,), max_batch=max_batch)
 

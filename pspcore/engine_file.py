@@ -58,6 +58,9 @@ class EngineSidecar:
     created: str = ""
     build: dict = field(default_factory=dict)  # workspace, timing cache, conversion notes
     format: int = SIDECAR_FORMAT
+    # The network's own I/O: {"inputs": [...], "outputs": [...]}, each {"name", "dtype" (TensorRT's DataType
+    # name), "shape" (-1 = set at run time)}. Empty in sidecars written before it was recorded.
+    tensors: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -71,7 +74,8 @@ class EngineSidecar:
         return cls(platform=platform, precision=str(data["precision"]), profiles=dict(data["profiles"]),
                    onnx_sha256=str(data.get("onnx_sha256", "")), engine_sha256=str(data.get("engine_sha256", "")),
                    info=ModelInfo.from_dict(data["info"]), created=str(data.get("created", "")),
-                   build=dict(data.get("build", {})), format=int(data.get("format", SIDECAR_FORMAT)))
+                   build=dict(data.get("build", {})), format=int(data.get("format", SIDECAR_FORMAT)),
+                   tensors=dict(data.get("tensors", {})))
 
 
 def write_sidecar(path: str | os.PathLike, sidecar: EngineSidecar) -> Path:

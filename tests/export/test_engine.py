@@ -4,6 +4,7 @@ import enum
 import hashlib
 import importlib.util
 import json
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -49,10 +50,13 @@ class FakeTensorRT:
         fake = self
 
         class Network:
-            num_inputs = 1
+            num_inputs = num_outputs = 1
 
             def get_input(self, i):
-                return type("Tensor", (), {"name": "image", "shape": fake.input_shape})()
+                return SimpleNamespace(name="image", shape=fake.input_shape, dtype=SimpleNamespace(name="FLOAT"))
+
+            def get_output(self, i):
+                return SimpleNamespace(name="logits", shape=(-1, 5, 65, 65), dtype=SimpleNamespace(name="FLOAT"))
 
         class Cache:
             def __init__(self, data):
@@ -182,6 +186,8 @@ def test_build_writes_engine_and_sidecar(tmp_path, fake_trt, tiny_onnx):
     assert sidecar.onnx_sha256 == file_sha256(onnx_path)
     assert sidecar.engine_sha256 == hashlib.sha256(b"serialized engine").hexdigest()
     assert sidecar.info == read_onnx_info(onnx_path)
+    assert sidecar.tensors == {"inputs": [{"name": "image", "dtype": "FLOAT", "shape": [-1, 3, 65, 65]}],
+                               "outputs": [{"name": "logits", "dtype": "FLOAT", "shape": [-1, 5, 65, 65]}]}
     assert result.warnings == ["a build warning", "an internal error"]  # INTERNAL_ERROR is not dropped
     build_engine(onnx_path, tmp_path / "m2.engine", timing_cache=cache)  # the saved cache is read back
     assert fake.calls["cache_in"] == b"cache:"

@@ -130,15 +130,33 @@ def test_existing_model_folder_needs_force(models, tmp_path):
     assert [p.name for p in repo.iterdir()] == ["pspnet"] and [p.name for p in tmp_path.iterdir()] == ["repo"]
 
 
-def write_fake_engine(path: Path, info: ModelInfo, low: list[int], high: list[int]) -> Path:
+def write_fake_engine(path: Path, info: ModelInfo, low: list[int], high: list[int], tensors: dict | None = None,
+                      input_name: str = "image") -> Path:
     """A stand-in plan file with a real sidecar (export.engine's format); the plan's bytes are not read here."""
     from pspcore.engine_file import EngineSidecar, Platform, write_sidecar
 
     path.write_bytes(b"not a real engine")
     write_sidecar(Path(str(path) + ".json"), EngineSidecar(
         platform=Platform("10.13.0", "NVIDIA H100", "9.0"), precision=info.precision,
-        profiles={"image": {"min": low, "opt": high, "max": high}}, onnx_sha256="", engine_sha256="", info=info))
+        profiles={input_name: {"min": low, "opt": high, "max": high}}, onnx_sha256="", engine_sha256="", info=info,
+        tensors=tensors or {}))
     return path
+
+
+def test_engine_is_served_by_its_own_tensor_names_and_types(tmp_path, capsys):
+    """An engine built from someone else's ONNX: the config names its real tensors, not ours."""
+    tensors = {"inputs": [{"name": "input.1", "dtype": "FLOAT", "shape": [-1, 3, 65, 65]}],
+               "outputs": [{"name": "out", "dtype": "HALF", "shape": [-1, 6, 65, 65]}]}
+    engine = write_fake_engine(tmp_path / "m.engine", tiny_info(6, (65, 65)), [1, 3, 65, 65], [4, 3, 65, 65],
+                               tensors, input_name="input.1")
+    config = parse_config(export_triton(engine, tmp_path / "repo").model_dir)
+    assert [(t.name, list(t.dims)) for t in config.input] == [("input.1", [3, 65, 65])]
+    assert [(t.name, list(t.dims)) for t in config.output] == [("out", [6, 65, 65])]
+    assert pb2.DataType.Name(config.output[0].data_type) == "TYPE_FP16"
+    assert "records no tensor names" not in capsys.readouterr().err
+    old = write_fake_engine(tmp_path / "old.engine", tiny_info(6, (65, 65)), [1, 3, 65, 65], [4, 3, 65, 65])
+    export_triton(old, tmp_path / "repo", name="old")
+    assert "records no tensor names" in capsys.readouterr().err  # an old sidecar: our names, said so
 
 
 def test_engine_with_sidecar(tmp_path):
