@@ -63,6 +63,13 @@ SECTIONS = (
             "`./run.sh demo`: a PSPNet-18 trained on the CPU, exported, converted to FP16 and INT8, benchmarked "
             "for speed and for accuracy on the same validation images.",
             ("python", "-m", "experiments.demo", "{work}"), ("reports/bench.md", "reports/accuracy.md")),
+    Section("triton", "Serving on the real Triton server",
+            "A PSPNet-18 (65x65) run locally in ONNX Runtime and served by psp-serve's Triton server on this "
+            "machine, as the plain model and as the image -> labels ensemble, HTTP and gRPC, with and without "
+            "system shared memory; one client (latency) and 8 concurrent clients (throughput). Server and "
+            "clients share the same cores.",
+            ("python", "-m", "experiments.triton_overhead", "--out", "{work}/files", "--markdown", "{work}/triton.md"),
+            ("triton.md",)),
     Section("throughput", "psp-infer on a video",
             "End-to-end psp-infer (decode, preprocess, inference, post-process, encode in overlapping threads) "
             "against the backend's pure inference throughput, rounds interleaved.",

@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 import click
-import numpy as np
+
+from benchmarks.report import markdown_table, write_text
+from pspcore.cli import Command
 
 
 def make_model(folder: Path) -> Path:
@@ -75,10 +77,11 @@ def throughput(model: str, clients: int, duration_s: float, shm: bool = False) -
     return sum(done) / seconds
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--duration-s", type=float, default=3.0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None)
-def main(duration_s: float, out: Path | None) -> None:
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Also write the table here.")
+def main(duration_s: float, out: Path | None, markdown_path: str | None) -> None:
     from export.triton import export_triton
     from runtime.serve import TritonServer, free_port
 
@@ -108,9 +111,12 @@ def main(duration_s: float, out: Path | None) -> None:
             rows.append((name, "8 clients, images/s", ips, ips / local_ips))
         ips = throughput(targets["ensemble, gRPC"], 8, duration_s, shm=True)
         rows.append(("ensemble, gRPC, shm", "8 clients, images/s", ips, ips / local_ips))
-    print("| path | measure | value | served / local |\n|---|---|---|---|")
-    for name, measure, value, ratio in rows:
-        print(f"| {name} | {measure} | {value:.1f} | {ratio:.2f} |")
+    table = "\n".join(markdown_table(["path", "measure", "value", "served / local"],
+                                     [[name, measure, f"{value:.1f}", f"{ratio:.2f}"]
+                                      for name, measure, value, ratio in rows], text_columns=2))
+    click.echo(table)
+    if markdown_path:
+        write_text(table + "\n", markdown_path)
 
 
 if __name__ == "__main__":
