@@ -72,10 +72,7 @@ class _Step:
         return self.pb.InferenceResponse(output_tensors=[], error=error)
 
     def execute(self, requests):
-        return [self.answer(r) for r in requests]
-
-    def answer(self, request):  # pragma: no cover - overridden
-        raise NotImplementedError
+        return [self.answer(r) for r in requests]  # each step defines answer(request)
 
 
 class PreprocessStep(_Step):
