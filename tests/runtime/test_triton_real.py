@@ -124,7 +124,8 @@ def test_runner_checks_frames_before_sending(triton_server):
 def test_unknown_model_and_timeouts_are_one_line(triton_server):
     with pytest.raises(InputError, match="has no model 'missing'"):
         create_runner("triton", "missing", url=triton_server.grpc_url, retries=0)
-    runner = create_runner("triton", "pspnet", url=triton_server.grpc_url, timeout=0.001, retries=0)
+    runner = create_runner("triton", "pspnet", url=triton_server.grpc_url, retries=0)
+    runner.timeout = 0.001  # after loading: on a busy machine even the config request could miss 1 ms
     with pytest.raises(PSPError, match=r"timed out after 0.001 s; raise --timeout") as caught:
         runner.infer([np.zeros((2000, 2000, 3), np.uint8)])
     assert "\n" not in str(caught.value)
