@@ -45,7 +45,7 @@ class Verdict:
         return bool(self.agreement >= min_agreement and drop_ok)
 
     def describe(self) -> str:
-        text = (f"keeps {100 * self.agreement:.2f}% of the FP32 labels on {self.images} held-out images "
+        text = (f"keeps {100 * self.agreement:.2f}% of the FP32 labels on {self.images} images "
                 f"({100 * self.tie_agreement:.2f}% counting near-ties, shown only)")
         if self.miou_drop is not None:
             text += f", mIoU drop {self.miou_drop:+.2f} pts"
