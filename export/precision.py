@@ -231,14 +231,14 @@ def check_int8_options(target: str, method: str) -> None:
 
 
 def calibration_batch(src: str | os.PathLike, calib_images: list, num_images: int | None = DEFAULT_NUM_IMAGES,
-                      size: tuple[int, int] | None = None, progress: bool = True):
+                      size: tuple[int, int] | None = None, progress: bool = True, what: str = "calibration"):
     """The calibration set of `calib_images` (up to `num_images`, spread over the set) prepared like runtime
-    frames; unreadable files are skipped with a notice."""
+    frames; unreadable files are skipped with a notice (`what` names the set in it)."""
     info = source_info(src)
     calib = load_calibration_set(list(calib_images), info, calibration_size(src, info, size), num_images, progress)
     if calib.skipped:
         names = ", ".join(f"{p.name} ({why})" for p, why in calib.skipped[:3])
-        print(f"notice: skipped {len(calib.skipped)} unreadable calibration image(s): {names}"
+        print(f"notice: skipped {len(calib.skipped)} unreadable {what} image(s): {names}"
               + (" ..." if len(calib.skipped) > 3 else ""), file=sys.stderr)
     return calib
 

@@ -54,16 +54,15 @@ def held_out(paths: list[Path]) -> tuple[list[Path], list[Path]]:
     return [p for p in paths if p not in held], held
 
 
-def _verification_batch(info: ModelInfo, size, paths: list[Path] | None, num_images: int | None) -> np.ndarray:
+def _verification_batch(src, info: ModelInfo, size, paths: list[Path] | None, num_images: int | None,
+                        what: str) -> np.ndarray:
     if paths is None:  # FP16 without images: drawn street scenes, letterboxed like frames
         from export.parity import draw_scene
 
         shapes = [(size[0], size[1]), (size[0] * 3 // 4, size[1]), (size[0], size[1] * 2 // 3)]
         frames = [draw_scene(*shapes[i % 3], seed=500 + i) for i in range(DRAWN_SCENES)]
         return np.stack([prepare_frame(f, info, size)[0] for f in frames])
-    from export.calibration import load_calibration_set
-
-    return load_calibration_set(paths, info, size, num_images, progress=False).batch
+    return calibration_batch(src, paths, num_images, size, progress=False, what=what).batch
 
 
 def _latency_ms(model, image: np.ndarray, runs: int = LATENCY_RUNS) -> float:
@@ -103,7 +102,8 @@ def convert_verified(src: str | os.PathLike, dst: str | os.PathLike, options: Co
     else:
         where = "drawn scene"
     calib = calibration_batch(src, calib_paths, options.num_images, size, progress=False).batch if int8 else None
-    verify = _verification_batch(info, size, verify_paths, options.num_images)
+    verify = _verification_batch(src, info, size, verify_paths, options.num_images,
+                                 "verification" if options.verify_images else "held-out calibration")
     reference_sess = session(src)
     miou = None
     if options.eval_list is not None:
