@@ -39,31 +39,3 @@ def separating_classifier(model, scenes: np.ndarray):
         model.cls[4].bias.copy_(-(weight @ mean))
     return model
 
-
-def input_classifier(model, scenes: np.ndarray):
-    """Like separating_classifier, but projecting on the directions along which the head's features vary
-    *between* scenes (each position's mean over the scenes removed): an untrained network's features are
-    dominated by a pattern fixed by position (padding, biases), and a classifier reading that pattern gives
-    the same labels for any input - useless for judging a conversion that damages what the input contributes."""
-    import copy
-
-    model = copy.deepcopy(model).eval()
-    features = []
-    hook = model.cls[4].register_forward_hook(lambda module, inputs, output: features.append(inputs[0]))
-    with torch.no_grad():
-        model(torch.from_numpy(scenes))
-    hook.remove()
-    channels = features[0].shape[1]
-    pattern = features[0].mean(0).reshape(channels, -1).T  # [positions, C]: the same for every input
-    basis = torch.linalg.svd(pattern, full_matrices=False)[2]
-    basis = basis[: int((torch.linalg.svdvals(pattern) > 1e-6 * torch.linalg.svdvals(pattern)[0]).sum())]
-    flat = features[0].permute(0, 2, 3, 1).reshape(-1, channels)
-    flat = flat - flat @ basis.T @ basis  # what no fixed pattern explains
-    mean = flat.mean(0)
-    _, singular, directions = torch.linalg.svd(flat - mean, full_matrices=False)
-    k = model.cls[4].out_channels
-    weight = directions[:k] / singular[:k, None] * len(flat) ** 0.5
-    with torch.no_grad():
-        model.cls[4].weight.copy_(weight[:, :, None, None])
-        model.cls[4].bias.copy_(-(weight @ mean))
-    return model
