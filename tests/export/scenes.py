@@ -38,4 +38,3 @@ def separating_classifier(model, scenes: np.ndarray):
         model.cls[4].weight.copy_(weight[:, :, None, None])
         model.cls[4].bias.copy_(-(weight @ mean))
     return model
-
