@@ -36,18 +36,35 @@ def _load(model):
     return onnx.load(str(model)) if isinstance(model, (str, os.PathLike)) else model
 
 
-def matched_nodes(reference, candidate) -> list[tuple[str, str, str]]:
-    """(node name, op, tensor) for compute nodes of both graphs, in the reference's order. The tensor is the
-    candidate node's output when the reference also has it: ONNX Runtime's quantizer may fold a Relu into a
-    Conv and give it the Relu's output name, and post-ReLU is then compared with post-ReLU."""
+def matched_nodes(reference, candidate) -> list[tuple[str, str, str, str]]:
+    """(node name, op, reference tensor, candidate tensor) for compute nodes of both graphs, in the
+    reference's order. The reference tensor is the candidate node's output name when the reference has it:
+    ONNX Runtime's quantizer drops a Relu after a Conv (its U8 quantization clips at zero) and gives the Conv
+    the Relu's output name, so post-ReLU is compared with post-ReLU. The candidate tensor is what its
+    consumers read: past a QuantizeLinear -> DequantizeLinear pair on the node's output (ONNX Runtime's
+    placement), which is where that clipping and the rounding happen."""
     produced = {o for n in reference.graph.node for o in n.output}
+    readers: dict[str, list] = {}
+    for node in candidate.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
     outputs = {n.name: n.output[0] for n in candidate.graph.node if n.op_type in COMPUTE}
     rows = []
     for node in reference.graph.node:
         tensor = outputs.get(node.name)
         if node.op_type in COMPUTE and tensor in produced:
-            rows.append((node.name, node.op_type, tensor))
+            rows.append((node.name, node.op_type, tensor, _dequantized(tensor, readers)))
     return rows
+
+
+def _dequantized(tensor: str, readers: dict[str, list]) -> str:
+    """The DequantizeLinear output behind `tensor` when its only reader is a QuantizeLinear feeding one."""
+    quant = readers.get(tensor, [])
+    if len(quant) == 1 and quant[0].op_type == "QuantizeLinear":
+        dequant = readers.get(quant[0].output[0], [])
+        if len(dequant) == 1 and dequant[0].op_type == "DequantizeLinear":
+            return dequant[0].output[0]
+    return tensor
 
 
 def upstream_compute(model) -> dict[str, set[str]]:
@@ -86,22 +103,22 @@ def compare_layers(reference, candidate, batch: np.ndarray, threads: int = 2) ->
     image (sums accumulated, so the intermediate tensors of one image only are held at a time)."""
     ref_model, cand_model = _load(reference), _load(candidate)
     rows = matched_nodes(ref_model, cand_model)
-    tensors = sorted({t for _, _, t in rows})
-    if not tensors:
+    if not rows:
         return []
-    ref_sess, cand_sess = (session(_exposed(m, tensors), threads) for m in (ref_model, cand_model))
-    sums = {t: np.zeros(4) for t in tensors}  # |a-b|^2, |a|^2, |b|^2, a.b
+    ref_sess = session(_exposed(ref_model, sorted({r[2] for r in rows})), threads)
+    cand_sess = session(_exposed(cand_model, sorted({r[3] for r in rows})), threads)
+    sums = {r[0]: np.zeros(4) for r in rows}  # |a-b|^2, |a|^2, |b|^2, a.b
     for i in range(len(batch)):
         got = [dict(zip([o.name for o in s.get_outputs()], s.run(None, {s.get_inputs()[0].name: batch[i:i + 1]})))
                for s in (ref_sess, cand_sess)]
-        for t in tensors:
-            a, b = got[0][t].ravel().astype(np.float64), got[1][t].ravel().astype(np.float64)
-            sums[t] += [np.dot(a - b, a - b), np.dot(a, a), np.dot(b, b), np.dot(a, b)]
+        for node, _, ref_tensor, cand_tensor in rows:
+            a, b = got[0][ref_tensor].ravel().astype(np.float64), got[1][cand_tensor].ravel().astype(np.float64)
+            sums[node] += [np.dot(a - b, a - b), np.dot(a, a), np.dot(b, b), np.dot(a, b)]
     upstream = upstream_compute(ref_model)
     errors: dict[str, float] = {}
     result = []
-    for node, op, tensor in rows:
-        diff, aa, bb, ab = sums[tensor]
+    for node, op, tensor, _ in rows:
+        diff, aa, bb, ab = sums[node]
         rel = float(np.sqrt(diff) / (np.sqrt(aa) + 1e-12))
         cosine = float(ab / (np.sqrt(aa * bb) + 1e-12))
         errors[node] = rel

@@ -101,8 +101,10 @@ class _Search:
         return model, verdict, passed
 
 
-def repair(job: Job, work: Path, fallback: str = "auto", max_runs: int = MAX_RUNS) -> Outcome:
-    """Convert `job.source`; below the gate, repair (fallback 'auto') or refuse (GateError, 'none')."""
+def repair(job: Job, work: Path, fallback: str = "auto", max_runs: int | None = None) -> Outcome:
+    """Convert `job.source`; below the gate, repair (fallback 'auto') or refuse (GateError, 'none').
+    `max_runs`: conversions in all, MAX_RUNS by default."""
+    max_runs = MAX_RUNS if max_runs is None else max_runs
     search = _Search(job, work)
     model, verdict, passed = search.attempt("plain", job.source, job.method, [], False)
     outcome = Outcome(model, verdict, verdict, model, job.method, False, 0, [], search.attempts)
@@ -123,7 +125,7 @@ def repair(job: Job, work: Path, fallback: str = "auto", max_runs: int = MAX_RUN
             if passed:
                 return _done(outcome, model, verdict, [])
         for method in REPAIR_METHODS[job.target]:
-            if method == job.method:
+            if method == job.method or len(search.attempts) >= max_runs:
                 continue
             model, verdict, passed = search.attempt(f"method {method}", base, method, [], outcome.equalized)
             if verdict.agreement > best[1].agreement:

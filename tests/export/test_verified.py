@@ -114,7 +114,7 @@ def test_gate_failure_after_repair_names_the_best_reached(outlier_onnx, scenes_d
     monkeypatch.setattr(repair, "MAX_RUNS", 2)
     result, out = _int8(["--target", "onnxruntime", "--min-agreement", "100"], tmp_path, outlier_onnx, scenes_dir)
     assert result.exit_code == 1 and "below the gate 100%" in result.output and "FP16" in result.output
-    assert not out.exists()
+    assert "after 2 conversions" in result.output and not out.exists()
 
 
 def test_compare_marks_the_first_broken_layer(outlier_onnx, scenes_dir, tmp_path):
@@ -144,3 +144,23 @@ def test_equalization_keeps_fp32_and_undoes_the_outliers(outlier_onnx, tmp_path,
     batch = scene_batch(tiny_info, seed=80)
     before, after = run_logits(session(outlier_onnx), batch), run_logits(session(result.path), batch)
     assert np.abs(before - after).max() <= 1e-4 * (before.max() - before.min())
+
+
+def test_fp16_repair_uses_autocast_exclusions_and_gives_up_with_one_line(outlier_onnx, tmp_path, monkeypatch):
+    """An unreachable gate: FP16's fallback keeps nodes FP32 through AutoCast, then refuses within its budget."""
+    import export.repair as repair
+
+    monkeypatch.setattr(repair, "MAX_RUNS", 2)
+    out = tmp_path / "m.fp16.onnx"
+    result = CliRunner().invoke(fp16_command, [str(outlier_onnx), "-o", str(out), "--min-agreement", "100"])
+    assert result.exit_code == 1, result.output
+    assert "FP16 model keeps at most" in result.output and "FP32 fallback of 1 nodes" in result.output
+    assert "fallback 1 node(s)" in result.output and not out.exists()
+
+
+def test_latency_warning_when_int8_is_not_faster(outlier_onnx, scenes_dir, tmp_path, monkeypatch):
+    import export.verified as verified
+
+    monkeypatch.setattr(verified, "_latency_ms", lambda model, image: 10.0)
+    result, out = _int8(["--target", "onnxruntime", "--min-agreement", "0"], tmp_path, outlier_onnx, scenes_dir)
+    assert result.exit_code == 0 and "warning: INT8 (10.0 ms) is not faster than FP32 (10.0 ms)" in result.output
