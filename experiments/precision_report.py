@@ -33,7 +33,7 @@ def convert(label: str, onnx_path: Path, calib: list[Path], target: str, work: P
     from export.verified import Conversion, convert_verified
 
     start = time.perf_counter()
-    options = Conversion("int8", target=target, num_images=len(calib), latency=True)
+    options = Conversion("int8", target=target, num_images=len(calib))  # latency: the onnxruntime target
     try:
         report = convert_verified(onnx_path, work / f"{onnx_path.stem}.{target}.int8.onnx", options, calib,
                                   work / f"{onnx_path.stem}.{target}.report.json", log=log)
@@ -63,7 +63,7 @@ def markdown(rows: list[Row]) -> str:
                  str(len(r.attempts)), kept, "yes" if r.equalized else "no", f"{row.seconds:.0f}", *ms, speedup]
         lines.append("| " + " | ".join(cells) + " |")
     notes = ["", "Agreement: share of FP32 pixel labels kept on held-out images (every 4th calibration image); "
-             "gate 98%. Latency: ONNX Runtime CPU, 2 threads, batch 1, median of 5. Conversion time: calibration, "
+             "gate 98%. Latency (onnxruntime target; TensorRT Q/DQ is not meant for CPUs): ONNX Runtime CPU, 2 threads, batch 1, median of 5. Conversion time: calibration, "
              "verification and repair together."]
     return "\n".join(lines + notes) + "\n"
 
