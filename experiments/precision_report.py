@@ -63,8 +63,8 @@ def markdown(rows: list[Row]) -> str:
                  str(len(r.attempts)), kept, "yes" if r.equalized else "no", f"{row.seconds:.0f}", *ms, speedup]
         lines.append("| " + " | ".join(cells) + " |")
     notes = ["", "Agreement: share of FP32 pixel labels kept on held-out images (every 4th calibration image); "
-             "gate 98%. Latency (onnxruntime target; TensorRT Q/DQ is not meant for CPUs): ONNX Runtime CPU, 2 threads, batch 1, median of 5. Conversion time: calibration, "
-             "verification and repair together."]
+             "gate 98%. Latency (onnxruntime target; TensorRT Q/DQ is not meant for CPUs): ONNX Runtime CPU, "
+             "2 threads, batch 1, median of 5. Conversion time: calibration, verification and repair together."]
     return "\n".join(lines + notes) + "\n"
 
 
