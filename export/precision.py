@@ -147,7 +147,7 @@ def _quantize_tensorrt(src: Path, work: Path, batch, method: str, exclude: tuple
     local, out = work / "model.onnx", work / "model.int8.onnx"
     shutil.copyfile(src, local)  # ModelOpt writes intermediate files beside its input
     try:
-        with _onnxruntime_restored():
+        with _onnxruntime_restored(), contextlib.redirect_stdout(sys.stderr):  # ORT calibrators print() progress
             quantize(str(local), quantize_mode="int8", calibration_data=batch, calibration_method=method,
                      calibration_eps=["cpu"], output_path=str(out),
                      nodes_to_exclude=[POOLING_PATTERN, *(re.escape(name) + "$" for name in exclude)],
