@@ -52,6 +52,7 @@ class AccuracyRow:
     images: int
     seconds: float
     drop: float | None = None  # reference mIoU - this mIoU, in points (positive = worse)
+    agreement: float | None = None  # strict argmax agreement with the reference's labels, every window pixel
     median_ms: float | None = None  # joined from a psp-bench report
     speedup: float | None = None
 
@@ -92,14 +93,22 @@ def open_images(config: AccuracyConfig):
     return open_source(config.dataset or config.data_list, config.root, config.split)
 
 
-def evaluate_runner(item: Loaded, data, config: AccuracyConfig, crop: tuple[int, int]):
+def evaluate_runner(item: Loaded, data, config: AccuracyConfig, crop: tuple[int, int], labels: list | None = None):
     """pspnet.evaluate over `data` with this runner's infer as the predict callable: sliding windows of
-    `crop` (one window when the images are that size), the same for every candidate."""
+    `crop` (one window when the images are that size), the same for every candidate. `labels` collects the
+    argmax of every window, in order (the same windows for every candidate: what agreement compares)."""
     from pspnet.evaluate import EvalMode, evaluate
 
     info = item.runner.info
-    return evaluate(item.runner.infer, data, info.num_classes, mode=EvalMode("slide", crop=crop),
-                    class_names=info.class_names, mean=info.mean, std=info.std, limit=config.limit)
+
+    def predict(batch):
+        logits = item.runner.infer(batch)
+        if labels is not None:
+            labels.append(logits.argmax(1) if logits.ndim == 4 else logits)
+        return logits
+
+    return evaluate(predict, data, info.num_classes, mode=EvalMode("slide", crop=crop), class_names=info.class_names,
+                    mean=info.mean, std=info.std, limit=config.limit)
 
 
 def run_accuracy(candidates: list[Candidate], config: AccuracyConfig, log=lambda line: None) -> AccuracyReport:
@@ -109,6 +118,7 @@ def run_accuracy(candidates: list[Candidate], config: AccuracyConfig, log=lambda
     rows: list[AccuracyRow] = []
     unavailable: list[Unavailable] = []
     crop = None  # the reference's input size unless --size: one evaluation protocol for all
+    labels: dict[int, list] = {}  # row -> argmax of every window
     for cand in sorted(candidates, key=lambda c: not c.baseline):
         try:
             item = load_candidate(cand, config.threads, MemoryProbe())
@@ -122,7 +132,8 @@ def run_accuracy(candidates: list[Candidate], config: AccuracyConfig, log=lambda
         try:
             if crop is None:
                 raise InputError("the model states no input size; pass --size HxW")
-            result = evaluate_runner(item, data, config, tuple(crop))
+            windows: list = []
+            result = evaluate_runner(item, data, config, tuple(crop), windows)
         except PSPError as exc:
             unavailable.append(Unavailable(cand.model, item.runner.name, first_line(exc)))
             log(f"unavailable: {unavailable[-1].line()}")
@@ -134,12 +145,23 @@ def run_accuracy(candidates: list[Candidate], config: AccuracyConfig, log=lambda
             reference=cand.baseline, miou=float(result.miou), macc=float(result.macc),
             allacc=float(result.allacc), images=int(result.num_images),
             seconds=time.perf_counter() - started))
+        labels[id(rows[-1])] = windows
     _label_duplicates(rows)
     reference = next((r for r in rows if r.reference), None)
     for row in rows:
         if reference is not None:
             row.drop = (reference.miou - row.miou) * 100
+            row.agreement = _agreement(labels[id(reference)], labels[id(row)])
     return AccuracyReport(config, rows, unavailable)
+
+
+def _agreement(reference: list, candidate: list) -> float | None:
+    """Strict argmax agreement over all windows (None when the windows differ, e.g. a candidate that failed)."""
+    if len(reference) != len(candidate) or any(a.shape != b.shape for a, b in zip(reference, candidate)):
+        return None
+    same = sum(int((a == b).sum()) for a, b in zip(reference, candidate))
+    total = sum(a.size for a in reference)
+    return same / total if total else None
 
 
 def _label_duplicates(rows: list[AccuracyRow]) -> None:
@@ -150,14 +172,16 @@ def _label_duplicates(rows: list[AccuracyRow]) -> None:
 
 
 def accuracy_table(report: AccuracyReport) -> tuple[list[str], list[list[str]]]:
-    headers = ["backend", "model", "mIoU %", "drop (pts)", "mAcc %", "allAcc %"]
+    headers = ["backend", "model", "mIoU %", "drop (pts)", "agreement %", "mAcc %", "allAcc %"]
     joined = report.speed_source is not None
     if joined:
         headers += ["median ms", "speed-up"]
     rows = []
     for r in report.rows:
         row = [r.label + (" *" if r.reference else ""), Path(r.model).name, f"{r.miou * 100:.2f}",
-               f"{r.drop:+.2f}" if r.drop is not None else "-", f"{r.macc * 100:.2f}", f"{r.allacc * 100:.2f}"]
+               f"{r.drop:+.2f}" if r.drop is not None else "-",
+               f"{r.agreement * 100:.2f}" if r.agreement is not None else "-", f"{r.macc * 100:.2f}",
+               f"{r.allacc * 100:.2f}"]
         if joined:
             row += [f"{r.median_ms:.2f}" if r.median_ms is not None else "-",
                     f"{r.speedup:.2f}x" if r.speedup is not None else "-"]
@@ -166,7 +190,8 @@ def accuracy_table(report: AccuracyReport) -> tuple[list[str], list[list[str]]]:
 
 
 def _footer(report: AccuracyReport, star: str = "*") -> list[str]:
-    lines = [f"{star} reference: PyTorch FP32; drop = reference mIoU - mIoU in percentage points"]
+    lines = [f"{star} reference: PyTorch FP32; drop = reference mIoU - mIoU in percentage points; agreement = share "
+             "of pixels whose predicted class equals the reference's (strict argmax)"]
     if report.speed_source:
         lines.append(f"speed from {report.speed_source} (median latency of one batch, smallest batch)")
     return lines + [f"unavailable: {u.line()}" for u in report.unavailable]

@@ -47,8 +47,10 @@ def run_cpu_speed(out: Path, arch: str, classes: int, threads: int, calib_images
     fp32, int8 = out / f"{arch}.onnx", out / f"{arch}.cpu-int8.onnx"
     run_tool("psp-export", "onnx", checkpoint, "-o", fp32)
     calib = write_scenes(out / "calib", calib_images, (473, 473))
+    # Random weights: this measures speed, and their labels barely depend on the input, so the agreement is
+    # printed but not gated (experiments.precision_report judges the gate and repair).
     run_tool("psp-export", "int8", fp32, "-o", int8, "--target", "onnxruntime", "--calib-images", calib,
-             "--num-images", calib_images)
+             "--num-images", calib_images, "--min-agreement", 0, "--fallback", "none")
     run_tool("psp-bench", fp32, int8, "--baseline", checkpoint, "--threads", threads, "--json", out / "bench.json",
              "--markdown", out / "bench.md", "--plot", out / "bench.png")
     run_tool("python", "-m", "experiments.ort_profile", fp32, int8, "--threads", threads,

@@ -211,16 +211,20 @@ def prepare_onnx(src: Path, precision: str | None, info: ModelInfo, workdir: Pat
                          f"FP32 model to convert to {precision}")
     if precision == "fp32":
         return src, info, []
-    from export.precision import convert_fp16, quantize_int8  # needs modelopt: only when converting
+    from export.verified import Conversion, convert_verified  # needs modelopt: only when converting
 
     dst = workdir / f"{src.stem}.{precision}.onnx"
-    if precision == "fp16":
-        convert_fp16(src, dst)
-    else:
-        if not calib_images:
-            raise InputError("--int8 needs calibration images: --calib-images DIR or --calib-list FILE")
-        quantize_int8(src, dst, list(calib_images), target="tensorrt", method=calib_method, num_images=num_images)
-    return dst, read_onnx_info(dst), [f"converted {src.name} to {precision} before building"]
+    if precision == "int8" and not calib_images:
+        raise InputError("--int8 needs calibration images: --calib-images DIR or --calib-list FILE")
+    # The same verified conversion as psp-export fp16/int8: gated on held-out images, repaired if needed; the
+    # strongly typed build then keeps the precision the model carries (FP32 nodes included).
+    options = Conversion(precision, target="tensorrt" if precision == "int8" else None, method=calib_method,
+                         num_images=num_images)
+    report = convert_verified(src, dst, options, list(calib_images))
+    kept = f", {len(report.kept_fp32)} node(s) kept FP32 by repair" if report.kept_fp32 else ""
+    note = (f"converted {src.name} to {precision} before building (verified: agreement "
+            f"{100 * report.after['agreement']:.2f}% on {report.verification_images} images{kept})")
+    return dst, read_onnx_info(dst), [note]
 
 
 def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *, precision: str | None = None,

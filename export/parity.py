@@ -13,6 +13,10 @@ from pspcore.preprocess import prepare_frame
 
 FP32_MAX_REL = 1e-4  # max error / logit range allowed for an FP32 export
 FP32_MIN_AGREEMENT = 0.9999
+# Near-ties may excuse a flipped pixel only under an error bound at most this tight (relative to the logit
+# range): the excuse margin is twice the observed error, so with a loose or no bound a candidate that outputs
+# noise or zeros (error ~ the logit range) would be excused everywhere.
+TIE_TOLERANT_MAX_REL = 1e-3
 
 
 @dataclass(frozen=True)
@@ -31,8 +35,16 @@ class ParityReport:
     pixels: int
 
     def ok(self, max_rel: float = FP32_MAX_REL, min_agreement: float = FP32_MIN_AGREEMENT) -> bool:
+        """Within the error bound and agreeing enough. The tie-tolerant agreement counts only under a tight
+        bound (TIE_TOLERANT_MAX_REL, the FP32 export check) or for labels (a fixed 1e-5 margin); otherwise
+        strict argmax agreement decides (FP16/INT8 verdicts)."""
         error_ok = np.isnan(self.max_rel_to_range) or self.max_rel_to_range <= max_rel
-        return bool(error_ok and self.tie_agreement >= min_agreement)
+        return bool(error_ok and self.deciding_agreement(max_rel) >= min_agreement)
+
+    def deciding_agreement(self, max_rel: float = FP32_MAX_REL) -> float:
+        """The agreement `ok` compares with its gate under the error bound `max_rel`."""
+        tie_sound = np.isnan(self.max_rel_to_range) or max_rel <= TIE_TOLERANT_MAX_REL
+        return self.tie_agreement if tie_sound else self.argmax_agreement
 
     def describe(self) -> str:
         parts = [] if np.isnan(self.max_abs) else [f"max abs error {self.max_abs:.3g}",

@@ -26,6 +26,8 @@ COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 CALIBRATION_STRIDE = 2  # images ONNX Runtime calibrates at a time (histograms merge): bounds its memory
 INT8_TARGETS = ("tensorrt", "onnxruntime")
 INT8_METHODS = ("entropy", "max")
+REPAIR_METHODS = {"tensorrt": ("entropy", "max"), "onnxruntime": ("entropy", "max", "percentile")}
+PERCENTILE = 99.99  # ONNX Runtime's percentile calibration keeps the 0.01..99.99% range
 
 
 def source_info(src: str | os.PathLike) -> ModelInfo:
@@ -79,24 +81,29 @@ def _modelopt(what: str):
 
 
 def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike, *, keep_fp32: tuple[str, ...] = (POOLING_PATTERN,),
-                 ) -> Path:
+                 exclude: tuple[str, ...] = ()) -> Path:
     """FP16 copy of an FP32 ONNX model with FP32 inputs/outputs (ModelOpt AutoCast). Nodes whose names
     match a `keep_fp32` regex, and the output region, stay FP32; AutoCast also keeps nodes whose values
-    exceed the FP16-safe range on a reference run."""
-    info = source_info(src)
+    exceed the FP16-safe range on a reference run. `exclude`: node names (exact) kept FP32 as well (repair)."""
+    return save_with_info(fp16_model(src, exclude), source_info(src).with_(precision="fp16"), dst)
+
+
+def fp16_model(src: str | os.PathLike, exclude: tuple[str, ...] = (), keep_fp32: tuple[str, ...] = (POOLING_PATTERN,)):
+    """The in-memory FP16 model of `convert_fp16` (the verified conversion checks it before writing)."""
+    source_info(src)
     _modelopt("FP16 conversion")
     import onnx
     from modelopt.onnx.autocast import convert_to_mixed_precision
     from modelopt.onnx.autocast.logging_config import configure_logging
 
     configure_logging("ERROR")  # its warnings (tiny weights flushed to zero, ...) are not actionable
-    exclude = [*keep_fp32, *(re.escape(name) + "$" for name in output_region(onnx.load(str(src))))]
+    names = [*output_region(onnx.load(str(src))), *exclude]
+    patterns = [*keep_fp32, *(re.escape(name) + "$" for name in names)]
     try:
-        model = convert_to_mixed_precision(str(src), low_precision_type="fp16", keep_io_types=True,
-                                           nodes_to_exclude=exclude)
+        return convert_to_mixed_precision(str(src), low_precision_type="fp16", keep_io_types=True,
+                                          nodes_to_exclude=patterns)
     except Exception as exc:  # AutoCast raises assorted errors on graphs it cannot type
         raise PSPError(f"FP16 conversion of {src} failed: {type(exc).__name__}: {exc}") from None
-    return save_with_info(model, info.with_(precision="fp16"), dst)
 
 
 def calibration_size(src: str | os.PathLike, info: ModelInfo, size: tuple[int, int] | None) -> tuple[int, int]:
@@ -128,7 +135,7 @@ def _onnxruntime_restored():
                     setattr(owner, name, value)
 
 
-def _quantize_tensorrt(src: Path, work: Path, batch, method: str):
+def _quantize_tensorrt(src: Path, work: Path, batch, method: str, exclude: tuple[str, ...] = ()):
     """ModelOpt's explicit Q/DQ for TensorRT: symmetric INT8 where TensorRT fuses it (convolutions), the exact
     pooling left unquantized. The unquantized rest stays FP32, not ModelOpt's default FP16: with FP16 there
     the model's outputs in ONNX Runtime were off by the whole logit range on the CPU, so its parity could not
@@ -140,9 +147,10 @@ def _quantize_tensorrt(src: Path, work: Path, batch, method: str):
     local, out = work / "model.onnx", work / "model.int8.onnx"
     shutil.copyfile(src, local)  # ModelOpt writes intermediate files beside its input
     try:
-        with _onnxruntime_restored():
+        with _onnxruntime_restored(), contextlib.redirect_stdout(sys.stderr):  # ORT calibrators print() progress
             quantize(str(local), quantize_mode="int8", calibration_data=batch, calibration_method=method,
-                     calibration_eps=["cpu"], output_path=str(out), nodes_to_exclude=[POOLING_PATTERN],
+                     calibration_eps=["cpu"], output_path=str(out),
+                     nodes_to_exclude=[POOLING_PATTERN, *(re.escape(name) + "$" for name in exclude)],
                      high_precision_dtype="fp32", log_level="ERROR")
     except Exception as exc:  # ModelOpt and ONNX Runtime raise assorted errors
         raise PSPError(f"INT8 quantization of {src} failed: {type(exc).__name__}: {exc}") from None
@@ -185,9 +193,11 @@ def calibration_stride(n: int, most: int = CALIBRATION_STRIDE) -> int:
     return max(d for d in range(1, min(n, most) + 1) if n % d == 0)
 
 
-def _quantize_onnxruntime(src: Path, work: Path, batch, method: str, progress: bool = True):
+def _quantize_onnxruntime(src: Path, work: Path, batch, method: str, progress: bool = True,
+                          exclude: tuple[str, ...] = ()):
     """ONNX Runtime's static QDQ quantization for its CPU kernels (QLinearConv and friends): per-channel S8
-    weights, U8 activations, after its pre-processing (shape inference, graph optimisation)."""
+    weights, U8 activations, after its pre-processing (shape inference, graph optimisation). Node names
+    survive the pre-processing, so `exclude` (exact names, kept FP32) refers to the source model's nodes."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -197,14 +207,57 @@ def _quantize_onnxruntime(src: Path, work: Path, batch, method: str, progress: b
         quant_pre_process(str(src), str(prepared))
         model = onnx.load(str(prepared))
         reader = _Batches(model.graph.input[0].name, batch, progress)
-        quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.Entropy if method == "entropy" else CalibrationMethod.MinMax,
-                        nodes_to_exclude=pooling_nodes(model) + output_region(model),
-                        extra_options={"CalibStridedMinMax": calibration_stride(len(batch))})
+        methods = {"entropy": CalibrationMethod.Entropy, "max": CalibrationMethod.MinMax,
+                   "percentile": CalibrationMethod.Percentile}
+        options = {"CalibStridedMinMax": calibration_stride(len(batch))}
+        if method == "percentile":
+            options["CalibPercentile"] = PERCENTILE
+        with contextlib.redirect_stdout(sys.stderr):  # its calibrators print() progress
+            quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=methods[method], extra_options=options,
+                            nodes_to_exclude=pooling_nodes(model) + output_region(model) + list(exclude))
     except Exception as exc:  # ONNX Runtime raises assorted errors
         raise PSPError(f"INT8 quantization of {src} failed: {type(exc).__name__}: {exc}") from None
     return onnx.load(str(out))
+
+
+def check_int8_options(target: str, method: str) -> None:
+    if target not in INT8_TARGETS:
+        raise InputError(f"INT8 target must be one of {', '.join(INT8_TARGETS)}, got {target!r}")
+    if method not in REPAIR_METHODS[target]:
+        raise InputError(f"calibration method for {target} must be one of {', '.join(REPAIR_METHODS[target])}, "
+                         f"got {method!r}")
+
+
+def calibration_batch(src: str | os.PathLike, calib_images: list, num_images: int | None = DEFAULT_NUM_IMAGES,
+                      size: tuple[int, int] | None = None, progress: bool = True, what: str = "calibration"):
+    """The calibration set of `calib_images` (up to `num_images`, spread over the set) prepared like runtime
+    frames; unreadable files are skipped with a notice (`what` names the set in it)."""
+    info = source_info(src)
+    calib = load_calibration_set(list(calib_images), info, calibration_size(src, info, size), num_images, progress)
+    if calib.skipped:
+        names = ", ".join(f"{p.name} ({why})" for p, why in calib.skipped[:3])
+        print(f"notice: skipped {len(calib.skipped)} unreadable {what} image(s): {names}"
+              + (" ..." if len(calib.skipped) > 3 else ""), file=sys.stderr)
+    return calib
+
+
+def int8_model(src: str | os.PathLike, batch, *, target: str = "tensorrt", method: str = "entropy",
+               exclude: tuple[str, ...] = (), progress: bool = False):
+    """The in-memory INT8 model of `src` calibrated on the preprocessed `batch`; `exclude`: node names
+    (exact) kept FP32 on top of the pooling and output region (the repair's fallback)."""
+    check_int8_options(target, method)
+    with tempfile.TemporaryDirectory(prefix="psp-int8-") as work:
+        if target == "tensorrt":
+            return _quantize_tensorrt(Path(src), Path(work), batch, method, tuple(exclude))
+        return _quantize_onnxruntime(Path(src), Path(work), batch, method, progress, tuple(exclude))
+
+
+def int8_extra(info: ModelInfo, target: str, method: str, batch) -> dict:
+    """The metadata an INT8 model carries about its making: target and calibration."""
+    return {**info.extra, "int8_target": target,
+            "calibration": {"method": method, "images": len(batch), "size": list(batch.shape[2:])}}
 
 
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calib_images: list, *, target: str = "tensorrt",
@@ -212,22 +265,10 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calib_images: 
                   size: tuple[int, int] | None = None, progress: bool = True) -> Path:
     """INT8 copy of an FP32 ONNX model calibrated on `calib_images` (paths; up to `num_images` of them, spread
     over the set), prepared like runtime frames at the model's input size (or `size`). target 'tensorrt':
-    ModelOpt Q/DQ for TensorRT engines; 'onnxruntime': Q/DQ that ONNX Runtime runs fast on CPUs."""
-    if target not in INT8_TARGETS:
-        raise InputError(f"INT8 target must be one of {', '.join(INT8_TARGETS)}, got {target!r}")
-    if method not in INT8_METHODS:
-        raise InputError(f"calibration method must be one of {', '.join(INT8_METHODS)}, got {method!r}")
+    ModelOpt Q/DQ for TensorRT engines; 'onnxruntime': Q/DQ that ONNX Runtime runs fast on CPUs. Unchecked:
+    export.verified.convert_verified is the conversion that gates (and repairs) the result."""
+    check_int8_options(target, method)
     info = source_info(src)
-    calib = load_calibration_set(list(calib_images), info, calibration_size(src, info, size), num_images, progress)
-    if calib.skipped:
-        names = ", ".join(f"{p.name} ({why})" for p, why in calib.skipped[:3])
-        print(f"notice: skipped {len(calib.skipped)} unreadable calibration image(s): {names}"
-              + (" ..." if len(calib.skipped) > 3 else ""), file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="psp-int8-") as work:
-        if target == "tensorrt":
-            model = _quantize_tensorrt(Path(src), Path(work), calib.batch, method)
-        else:
-            model = _quantize_onnxruntime(Path(src), Path(work), calib.batch, method, progress)
-    extra = {**info.extra, "int8_target": target,
-             "calibration": {"method": method, "images": len(calib.used), "size": list(calib.batch.shape[2:])}}
-    return save_with_info(model, info.with_(precision="int8", extra=extra), dst)
+    calib = calibration_batch(src, calib_images, num_images, size, progress)
+    model = int8_model(src, calib.batch, target=target, method=method, progress=progress)
+    return save_with_info(model, info.with_(precision="int8", extra=int8_extra(info, target, method, calib.batch)), dst)

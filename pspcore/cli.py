@@ -73,6 +73,16 @@ class Group(_ReportsErrors, click.Group):
 Group.group_class = Group
 
 
+def option_group(*options):
+    """One decorator adding several click options, in the order given (options that commands share)."""
+    def decorate(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """'473' -> (473, 473); '512x1024' -> (512, 1024) as (height, width)."""
     parts = text.lower().replace("×", "x").split("x")

@@ -42,6 +42,8 @@ def test_drop_against_the_reference(tmp_path, fake_backend, data_list):
     assert rows["fake fp16"].drop == pytest.approx(0.0)
     assert rows["fake int8"].miou == 0.0
     assert rows["fake int8"].drop == pytest.approx(rows["fake fp32"].miou * 100)
+    assert rows["fake fp32"].agreement == 1.0 and rows["fake fp16"].agreement == 1.0
+    assert rows["fake int8"].agreement == 0.0  # another class everywhere: the agreement column shows it
     assert "gone.fake" in report.unavailable[0].line()
     assert "fake int8" in format_accuracy(report)
     table = [ln for ln in format_accuracy_markdown(report).splitlines() if ln.startswith("|")]

@@ -157,7 +157,9 @@ def test_cli_fp16_and_int8_from_a_list_file(tiny_onnx, tmp_path, calib_dir):
     result = runner.invoke(int8_command, [str(tiny_onnx[0]), "-o", str(tmp_path / "m.int8.onnx"), "--calib-list",
                                           str(listing), "--target", "onnxruntime", "--method", "max"])
     assert result.exit_code == 0, result.output
-    assert "skipped 1 unreadable calibration image(s): scene_5.png" in result.output
-    assert read_onnx_info(tmp_path / "m.int8.onnx").extra["calibration"]["images"] == 5
+    # every 4th image (at least 2) is held out to verify on: scene_0 and scene_5, the unreadable one
+    assert "skipped 1 unreadable held-out calibration image(s): scene_5.png" in result.output
+    info = read_onnx_info(tmp_path / "m.int8.onnx")
+    assert info.extra["calibration"]["images"] == 4 and info.extra["precision_repair"]["verification_images"] == 1
     result = runner.invoke(int8_command, [str(tiny_onnx[0]), "-o", str(tmp_path / "x.onnx")])
     assert result.exit_code == 2 and "--calib-images DIR, --calib-list FILE or --calib-dataset NAME" in result.output

@@ -13,6 +13,7 @@ pytest.importorskip("cuda.bindings", reason="needs cuda-python (pip install cuda
 
 from export.engine import build_engine  # noqa: E402
 from export.parity import compare_outputs, draw_scene  # noqa: E402
+from export.verdict import DEFAULT_GATES  # noqa: E402
 from runtime.backends.tensorrt import TensorRTRunner  # noqa: E402
 from pspcore.errors import InputError  # noqa: E402
 from pspcore.engine_file import sidecar_path  # noqa: E402
@@ -48,7 +49,7 @@ def _reference(model, batch):
 
 
 @pytest.mark.parametrize("precision,max_rel,min_agreement", [
-    ("fp32", 1e-4, 0.9999), ("fp16", 1e-2, 0.995), ("int8", None, 0.97)])
+    ("fp32", 1e-4, 0.9999), ("fp16", 1e-2, DEFAULT_GATES["fp16"]), ("int8", None, DEFAULT_GATES["int8"])])
 def test_engine_parity(scene_model, calib_images, tmp_path, precision, max_rel, min_agreement):
     if precision != "fp32":  # only the conversions need ModelOpt: FP32 engines and CUDA graphs run without it
         pytest.importorskip("modelopt.onnx", reason="FP16/INT8 conversion needs NVIDIA ModelOpt")
@@ -63,6 +64,8 @@ def test_engine_parity(scene_model, calib_images, tmp_path, precision, max_rel, 
         timing = runner.last_timing
     print(f"TensorRT {precision} vs PyTorch FP32: {report.describe()}")
     assert report.ok(max_rel=max_rel or float("inf"), min_agreement=min_agreement), report.describe()
+    if precision != "fp32":  # the gate of the verified conversion: strict agreement, no near-tie excuse
+        assert report.argmax_agreement >= min_agreement, report.describe()
     assert timing.h2d_ms > 0 and timing.compute_ms > 0 and timing.d2h_ms > 0
 
 

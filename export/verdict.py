@@ -1,0 +1,106 @@
+"""The gate a converted (FP16/INT8) model must pass against its FP32 source: strict argmax agreement on
+held-out images, and the mIoU drop when labelled images are given. A tie-tolerant figure is shown beside it
+but never decides: without a tight error bound it excuses any candidate, noise and zeros included."""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from export.parity import compare_outputs
+from pspcore.errors import PSPError
+
+DEFAULT_GATES = {"fp16": 0.995, "int8": 0.98}  # strict argmax agreement with FP32
+ORT_THREADS = 2
+
+
+class GateError(PSPError):
+    """A converted model below its gate: nothing was written (exit 1)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Candidate vs FP32 reference on the verification images. `agreement` (strict) decides;
+    `tie_agreement` is shown only. mIoU figures are None without labelled images."""
+
+    agreement: float
+    tie_agreement: float
+    max_rel_to_range: float
+    images: int
+    pixels: int
+    miou_reference: float | None = None
+    miou_candidate: float | None = None
+
+    @property
+    def miou_drop(self) -> float | None:
+        """Reference mIoU minus candidate mIoU in percentage points (positive = worse)."""
+        if self.miou_reference is None or self.miou_candidate is None:
+            return None
+        return 100 * (self.miou_reference - self.miou_candidate)
+
+    def passes(self, min_agreement: float, max_miou_drop: float | None = None) -> bool:
+        drop_ok = max_miou_drop is None or self.miou_drop is None or self.miou_drop <= max_miou_drop
+        return bool(self.agreement >= min_agreement and drop_ok)
+
+    def describe(self) -> str:
+        text = (f"keeps {100 * self.agreement:.2f}% of the FP32 labels on {self.images} images "
+                f"({100 * self.tie_agreement:.2f}% counting near-ties, shown only)")
+        if self.miou_drop is not None:
+            text += f", mIoU drop {self.miou_drop:+.2f} pts"
+        return text
+
+    def failure(self, what: str, min_agreement: float, max_miou_drop: float | None = None) -> str:
+        """One line saying what the candidate reached and which gate it missed."""
+        text = (f"{what} keeps {100 * self.agreement:.2f}% of the FP32 labels on {self.images} held-out images, "
+                f"{'below' if self.agreement < min_agreement else 'at or above'} the gate {100 * min_agreement:g}%")
+        if max_miou_drop is not None and self.miou_drop is not None:
+            text += f"; mIoU drop {self.miou_drop:.2f} pts (allowed {max_miou_drop:g})"
+        return text
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "miou_drop": self.miou_drop}
+
+
+def judge(reference: np.ndarray, candidate: np.ndarray, miou: tuple[float, float] | None = None) -> Verdict:
+    """Verdict of candidate logits [N, C, H, W] (or labels [N, H, W]) against reference logits; `miou`:
+    (reference, candidate) mIoU from a labelled evaluation, if any."""
+    report = compare_outputs(reference, candidate)
+    return Verdict(agreement=report.argmax_agreement, tie_agreement=report.tie_agreement,
+                   max_rel_to_range=report.max_rel_to_range, images=len(reference), pixels=report.pixels,
+                   miou_reference=None if miou is None else miou[0], miou_candidate=None if miou is None else miou[1])
+
+
+def session(model, threads: int = ORT_THREADS):
+    """ONNX Runtime CPU session of a model path or an in-memory ModelProto (not written anywhere)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    source = str(model) if isinstance(model, (str, os.PathLike)) else model.SerializeToString()
+    try:
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ONNX Runtime raises its own exception types
+        raise PSPError(f"ONNX Runtime cannot load the model: {type(exc).__name__}: {exc}") from None
+
+
+def run_logits(sess, batch: np.ndarray) -> np.ndarray:
+    """First output of `sess` for `batch`, one image at a time (bounds memory on large models)."""
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: batch[i:i + 1]})[0] for i in range(len(batch))])
+
+
+def evaluate_miou(sess, eval_list: str | os.PathLike, info, size: tuple[int, int], limit: int | None = None) -> float:
+    """mIoU of an ONNX Runtime session over a labelled list (pspnet.evaluate, sliding windows of `size`: the
+    protocol psp-bench accuracy uses)."""
+    from pspnet.data.listfile import ListFileSource
+    from pspnet.evaluate import EvalMode, evaluate
+
+    name = sess.get_inputs()[0].name
+    result = evaluate(lambda x: sess.run(None, {name: x.astype(np.float32)})[0], ListFileSource(eval_list),
+                      info.num_classes, mode=EvalMode("slide", crop=tuple(size)), class_names=info.class_names,
+                      mean=info.mean, std=info.std, limit=limit, progress=False)
+    miou = float(result.miou)
+    return 0.0 if math.isnan(miou) else miou
