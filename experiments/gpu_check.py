@@ -130,6 +130,36 @@ def build_and_check(config: GpuCheckConfig, precision: str, onnx_path: Path, wor
     return check, runner
 
 
+def device_checks(config: GpuCheckConfig, engine: Path, inputs: np.ndarray, expected: np.ndarray) -> list[dict]:
+    """What only a GPU machine can show of the runner's device handling: the engine records the GPU it was
+    built on; a CUDA graph replays the same answer; two runners on two GPUs in one thread each allocate and
+    launch on their own (needs two GPUs of the same model, else skipped with the reason)."""
+    from pspcore.engine_file import current_platform, read_sidecar
+    from pspcore.nvidia import cuda_check, import_cudart
+    from runtime.backends.tensorrt import TensorRTRunner
+
+    def check(name: str, ok: bool, detail: str) -> dict:
+        return {"check": name, "passed": bool(ok), "detail": detail}
+
+    built = read_sidecar(engine).platform
+    here = current_platform(config.device)
+    results = [check("engine records the GPU it was built on", built == here, f"{built.gpu_name} / {here.gpu_name}")]
+    with TensorRTRunner(engine, device=config.device, cuda_graph=True) as graph:
+        replayed = [graph.infer(inputs) for _ in range(2)]
+    results.append(check("CUDA graph replays the same answer", graph.cuda_graph and all(
+        np.array_equal(r, expected) for r in replayed), "; ".join(graph.notes) or "captured and replayed twice"))
+    count = cuda_check(import_cudart().cudaGetDeviceCount(), "cudaGetDeviceCount")
+    other = 1 if config.device == 0 else 0
+    if count < 2 or current_platform(other).gpu_name != here.gpu_name:
+        return results + [check("two runners on two GPUs in one thread", True, "skipped: needs two GPUs of one model")]
+    first, second = TensorRTRunner(engine, device=config.device), TensorRTRunner(engine, device=other)
+    answers = [first.infer(inputs), second.infer(inputs), first.infer(inputs)]
+    first.deactivate()
+    second.deactivate()
+    return results + [check("two runners on two GPUs in one thread", all(np.array_equal(a, expected) for a in answers),
+                            f"GPUs {config.device} and {other}")]
+
+
 def measure_latency(runners: dict, batch: np.ndarray, duration_s: float):
     """trtexec-style latency of every runner, measured interleaved (benchmarks.bench), as a BenchReport."""
     config = BenchConfig(batches=(len(batch),), duration_s=duration_s)
@@ -173,11 +203,15 @@ def run_gpu_check(config: GpuCheckConfig, log=print) -> dict:
             runners[f"tensorrt {precision}"] = runner
         bench = measure_latency(runners, inputs[:config.batch], config.duration_s)
         log(format_terminal(bench))
+        first = checks[0]
+        devices = device_checks(config, Path(first.engine), inputs, runners[f"tensorrt {first.precision}"].infer(inputs))
+        for item in devices:
+            log(f"{'ok  ' if item['passed'] else 'FAIL'} {item['check']}: {item['detail']}")
         for runner in runners.values():
             runner.deactivate()
     return {"platform": asdict(platform), "reference": reference_name, "size": list(size),
-            "checks": [asdict(c) for c in checks], "latency": to_json(bench),
-            "passed": all(c.passed for c in checks)}
+            "checks": [asdict(c) for c in checks], "device_checks": devices, "latency": to_json(bench),
+            "passed": all(c.passed for c in checks) and all(d["passed"] for d in devices)}
 
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})

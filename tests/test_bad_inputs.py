@@ -81,6 +81,18 @@ CASES = [
                                                          "--calib-images", "{f}/empty_dir"), 2, "no calibration"),
     Case("int8-num-images-zero", "psp-export", ("int8", "{f}/model.onnx", "-o", "{out}/m.onnx", "--calib-images",
                                                 "{f}/calib", "--num-images", "0"), 2, "--num-images"),
+    Case("fp16-gate-above-100", "psp-export", ("fp16", "{f}/model.onnx", "-o", "{out}/m.onnx", "--min-agreement",
+                                               "101"), 2, "--min-agreement"),
+    Case("int8-miou-gate-without-labels", "psp-export", ("int8", "{f}/model.onnx", "-o", "{out}/m.onnx",
+                                                         "--calib-images", "{f}/calib", "--max-miou-drop", "1"), 2,
+         "needs --eval-list"),
+    Case("compare-other-missing", "psp-export", ("compare", "{f}/model.onnx", "{f}/missing.onnx", "--images",
+                                                 "{f}/images"), 2, "not found"),
+    Case("compare-images-missing", "psp-export", ("compare", "{f}/model.onnx", "{f}/model.onnx", "--images",
+                                                  "{f}/no-images"), 2, "no-images"),
+    Case("compare-json-in-a-file", "psp-export", ("compare", "{f}/model.onnx", "{f}/model.onnx", "--images",
+                                                  "{f}/images", "--json", "{f}/file.txt/c.json"), 2,
+         "file.txt is a file"),
     Case("triton-model-wrong-kind", "psp-export", ("triton", "{f}/photo.png", "-o", "{out}/repo"), 2, "photo.png"),
     Case("triton-repo-is-a-file", "psp-export", ("triton", "{f}/model.onnx", "-o", "{f}/file.txt"), 2, "file.txt"),
     Case("triton-max-batch-negative", "psp-export", ("triton", "{f}/model.onnx", "-o", "{out}/repo",
@@ -223,7 +235,7 @@ def test_the_catalogue_covers_every_command():
     scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
     assert {c.command for c in CASES} == set(scripts)
     export_commands = {c.args[0] for c in CASES if c.command == "psp-export"}
-    assert {"onnx", "fp16", "int8", "triton"} <= export_commands
+    assert {"onnx", "fp16", "int8", "triton", "compare"} <= export_commands
 
 
 def test_an_unexpected_error_is_one_line_unless_debugging(monkeypatch, files, tmp_path):

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from experiments.gpu_check import check_inputs, drawn_calibration, main, passes
 from export.parity import ParityReport, compare_outputs
 from pspcore.model_info import ModelInfo
+from tests.runtime.test_tensorrt import fake_gpu  # noqa: F401  (a pytest fixture)
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -59,3 +60,22 @@ def test_check_inputs_and_drawn_calibration(tmp_path):
     assert not np.array_equal(batch[0], batch[1])
     paths = drawn_calibration(tmp_path / "calib", (33, 49), count=3)
     assert [cv2.imread(str(p)).shape for p in paths] == [(33, 49, 3)] * 3
+
+
+def test_device_checks_on_the_cuda_stand_in(fake_gpu, monkeypatch):
+    """The GPU script's device checks, run against the CUDA/TensorRT stand-in: they pass on correct code and
+    a CUDA graph that cannot be captured fails its check (on a GPU machine they run for real)."""
+    import pspcore.engine_file
+    from experiments.gpu_check import GpuCheckConfig, device_checks
+    from tests.pspcore.test_engine_file import BUILT
+
+    cudart, make_engine = fake_gpu
+    monkeypatch.setattr(pspcore.engine_file, "current_platform", lambda device=0: BUILT)
+    engine = make_engine()
+    x = np.random.default_rng(0).standard_normal((2, 3, 65, 65)).astype(np.float32)
+    expected = np.concatenate([x[:, :1], -x[:, :1]], axis=1)
+    results = device_checks(GpuCheckConfig(onnx=engine), engine, x, expected)
+    assert [r["passed"] for r in results] == [True, True, True], results
+    assert "GPUs 0 and 1" in results[2]["detail"]
+    cudart.capture_fails = True
+    assert [r["passed"] for r in device_checks(GpuCheckConfig(onnx=engine), engine, x, expected)] == [True, False, True]
