@@ -37,7 +37,8 @@ class Section:
     outputs: tuple[str, ...]
 
     def argv(self, work: Path) -> list[str]:
-        return [word.replace("{work}", str(work)) for word in self.command]
+        """The command for the section folder `work`; {root} is the folder of all sections."""
+        return [word.replace("{work}", str(work)).replace("{root}", str(work.parent)) for word in self.command]
 
     def shown(self, work: Path) -> str:
         """The command as a reader types it from the project's folder."""
@@ -59,16 +60,17 @@ SECTIONS = (
             "A PSPNet-50 checkpoint through `psp-export onnx`, `psp-export int8 --target onnxruntime` and "
             "`psp-bench` (interleaved, PyTorch eager FP32 as the baseline); then ONNX Runtime's per-op profile.",
             ("python", "-m", "experiments.cpu_speed", "{work}"), ("bench.md", "profile.md")),
-    Section("precision", "Verified INT8 with automatic repair, PSPNet-50 at 473x473",
-            "`psp-export int8` as a user runs it: calibration on drawn scenes with every 4th held out, the gate "
-            "(98% of the FP32 labels kept), repair when below it, the whole conversion timed, and ONNX Runtime "
-            "latency of FP32, plain INT8 and repaired INT8.",
-            ("python", "-m", "experiments.precision_report", "{work}", "--markdown", "{work}/precision.md"),
-            ("precision.md",)),
     Section("demo", "The demo model, PSPNet-18 on context-scenes",
             "`./run.sh demo`: a PSPNet-18 trained on the CPU, exported, converted to FP16 and INT8, benchmarked "
             "for speed and for accuracy on the same validation images.",
             ("python", "-m", "experiments.demo", "{work}"), ("reports/bench.md", "reports/accuracy.md")),
+    Section("precision", "Verified INT8 with automatic repair: the demo model and PSPNet-50 at 473x473",
+            "`psp-export int8` as a user runs it: calibration on drawn scenes with every 4th held out, the gate "
+            "(98% of the FP32 labels kept), repair when below it, the whole conversion timed, and ONNX Runtime "
+            "latency of FP32, plain INT8 and repaired INT8.",
+            ("python", "-m", "experiments.precision_report", "{work}", "--checkpoint", "{root}/demo/train/model.pth",
+             "--markdown", "{work}/precision.md"),
+            ("precision.md",)),
     Section("triton", "Serving on the real Triton server",
             "A PSPNet-18 (65x65) run locally in ONNX Runtime and served by psp-serve's Triton server on this "
             "machine, as the plain model and as the image -> labels ensemble, HTTP and gRPC, with and without "
