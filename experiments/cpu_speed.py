@@ -29,24 +29,15 @@ def write_checkpoint(path: Path, arch: str, classes: int) -> Path:
     return save_checkpoint(path, model, info_for_config(model.config))
 
 
-def write_scenes(folder: Path, count: int, size: tuple[int, int]) -> Path:
-    """Drawn street-like scenes as PNG files: calibration images no download is needed for."""
-    import cv2
-
-    from export.parity import draw_scene
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        cv2.imwrite(str(folder / f"scene_{i:03d}.png"), draw_scene(*size, seed=i))
-    return folder
-
-
 def run_cpu_speed(out: Path, arch: str, classes: int, threads: int, calib_images: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = write_checkpoint(out / f"{arch}.pth", arch, classes)
     fp32, int8 = out / f"{arch}.onnx", out / f"{arch}.cpu-int8.onnx"
     run_tool("psp-export", "onnx", checkpoint, "-o", fp32)
-    calib = write_scenes(out / "calib", calib_images, (473, 473))
+    from export.parity import write_scenes
+
+    calib = out / "calib"
+    write_scenes(calib, [(473, 473)] * calib_images)
     # Random weights: this measures speed, and their labels barely depend on the input, so the agreement is
     # printed but not gated (experiments.precision_report judges the gate and repair).
     run_tool("psp-export", "int8", fp32, "-o", int8, "--target", "onnxruntime", "--calib-images", calib,

@@ -18,7 +18,7 @@ from benchmarks.bench import (BenchConfig, BenchReport, Candidate, Loaded, add_s
                               summarize_series)
 from benchmarks.machine import machine_info
 from benchmarks.report import format_terminal, to_json
-from export.parity import ParityReport, compare_outputs, draw_scene
+from export.parity import ParityReport, compare_outputs, draw_scene, write_scenes
 from export.verdict import DEFAULT_GATES
 from pspcore.cli import SIZE, Command
 from pspcore.errors import InputError
@@ -76,13 +76,7 @@ def passes(precision: str, report: ParityReport) -> bool:
 
 def drawn_calibration(folder: Path, size: tuple[int, int], count: int = 16) -> list[Path]:
     """Drawn scenes to calibrate on when the user gives no images (a smoke check, not an accuracy check)."""
-    import cv2
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"scene_{i:03d}.png" for i in range(count)]
-    for i, path in enumerate(paths):
-        cv2.imwrite(str(path), draw_scene(size[0], size[1], seed=i))
-    return paths
+    return write_scenes(folder, [tuple(size)] * count)
 
 
 def source_onnx(config: GpuCheckConfig, work: Path) -> tuple[Path, ModelInfo]:

@@ -3,11 +3,14 @@ argmax agreement. Shared by the ONNX export check and the FP16 / INT8 / TensorRT
 inputs they all use (random and a drawn street-like scene, preprocessed like real frames)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from pspcore.errors import InputError
 from pspcore.model_info import ModelInfo
 from pspcore.preprocess import prepare_frame
 
@@ -138,6 +141,18 @@ def draw_scene(height: int, width: int, seed: int = 0) -> np.ndarray:
     cv2.circle(img, (int(w * 0.85), int(h * 0.45)), max(2, h // 8), (40, 140, 40), -1)  # tree crown
     noise = rng.normal(0, 6, img.shape)
     return cv2.GaussianBlur((img + noise).clip(0, 255).astype(np.uint8), (3, 3), 0)
+
+
+def write_scenes(folder: str | os.PathLike, sizes: list[tuple[int, int]], seed: int = 0) -> list[Path]:
+    """One drawn scene per (H, W) in `sizes`, as PNG files in `folder` (sorted by name in that order): images to
+    calibrate or verify on that need no download."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"scene_{i:03d}.png" for i in range(len(sizes))]
+    for i, (path, (h, w)) in enumerate(zip(paths, sizes)):
+        if not cv2.imwrite(str(path), draw_scene(h, w, seed=seed + i)):
+            raise InputError(f"cannot write {path}")
+    return paths
 
 
 def sample_batch(info: ModelInfo, size: tuple[int, int], batch: int, seed: int = 0) -> np.ndarray:

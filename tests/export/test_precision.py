@@ -1,13 +1,12 @@
 """FP16 and INT8 ONNX models against the FP32 PyTorch model, on drawn street scenes in ONNX Runtime (CPU)."""
 import shutil
 
-import cv2
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
-from export.parity import compare_outputs, draw_scene
+from export.parity import compare_outputs, write_scenes
 from export.precision import (POOLING_PATTERN, calibration_size, convert_fp16, output_region, pooling_nodes,
                               quantize_int8)
 from export.precision_cli import fp16_command, int8_command
@@ -56,8 +55,7 @@ def fp16_model(scene_onnx, tmp_path_factory):
 @pytest.fixture(scope="module")
 def calib_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("calib")
-    for i in range(6):
-        cv2.imwrite(str(folder / f"scene_{i}.png"), draw_scene(72 + 8 * i, 96, seed=i))
+    write_scenes(folder, [(72 + 8 * i, 96) for i in range(6)])
     return folder
 
 

@@ -3,13 +3,12 @@ the gate, --fallback none refuses and writes nothing, the default repairs it for
 untouched; the greedy FP32 fallback when equalization is not available; psp-export compare."""
 import json
 
-import cv2
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
-from export.parity import draw_scene
+from export.parity import write_scenes
 from export.precision_cli import fp16_command, int8_command
 from pspcore.model_info import read_onnx_info
 from tests.export.outlier import with_outliers
@@ -38,8 +37,7 @@ def outlier_onnx(tiny_model, tiny_info, tmp_path_factory):
 @pytest.fixture(scope="module")
 def scenes_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("scenes")
-    for i in range(12):
-        cv2.imwrite(str(folder / f"scene_{i:02d}.png"), draw_scene(60 + 4 * i, 80, seed=i))
+    write_scenes(folder, [(60 + 4 * i, 80) for i in range(12)])
     return folder
 
 
