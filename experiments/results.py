@@ -63,7 +63,7 @@ SECTIONS = (
     Section("demo", "The demo model, PSPNet-18 on context-scenes",
             "`./run.sh demo`: a PSPNet-18 trained on the CPU, exported, converted to FP16 and INT8, benchmarked "
             "for speed and for accuracy on the same validation images.",
-            ("python", "-m", "experiments.demo", "{work}"), ("reports/bench.md", "reports/accuracy.md")),
+            ("python", "-m", "experiments.demo", "{work}"), ("bench.md", "accuracy.md")),
     Section("precision", "Verified INT8 with automatic repair: the demo model and PSPNet-50 at 473x473",
             "`psp-export int8` as a user runs it: calibration on drawn scenes with every 4th held out, the gate "
             "(98% of the FP32 labels kept), repair when below it, the whole conversion timed, and ONNX Runtime "
