@@ -92,7 +92,7 @@ def synthetic_model(work: Path, arch: str, size: tuple[int, int], classes: int) 
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Write the table as Markdown.")
 def main(work, checkpoint, arch, size, classes, calib, targets, markdown_path):
     """Convert with verification and repair, time it, and measure latency."""
-    from experiments.cpu_speed import write_scenes
+    from export.parity import write_scenes
     from export.onnx import export_checkpoint
 
     work.mkdir(parents=True, exist_ok=True)
@@ -106,7 +106,8 @@ def main(work, checkpoint, arch, size, classes, calib, targets, markdown_path):
         from pspcore.model_info import read_onnx_info
 
         input_size = read_onnx_info(path).input_size or (size, size)
-        scenes = write_scenes(work / f"scenes_{input_size[0]}x{input_size[1]}", calib, tuple(input_size))
+        scenes = work / f"scenes_{input_size[0]}x{input_size[1]}"
+        write_scenes(scenes, [tuple(input_size)] * calib)
         images = sorted(scenes.iterdir())
         for target in [t.strip() for t in targets.split(",") if t.strip()]:
             rows.append(convert(label, path, images, target, work, log))

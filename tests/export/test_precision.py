@@ -146,8 +146,8 @@ def test_int8_runs_in_onnxruntime_and_agrees(target, scene_onnx, tmp_path, calib
 def test_cli_fp16_and_int8_from_a_list_file(tiny_onnx, tmp_path, calib_dir):
     shutil.copytree(calib_dir, tmp_path / "images")
     listing = tmp_path / "calib.txt"
-    listing.write_text("".join(f"images/scene_{i}.png labels/none.png\n" for i in range(6)))
-    (tmp_path / "images" / "scene_5.png").write_bytes(b"corrupt")
+    listing.write_text("".join(f"images/scene_{i:03d}.png labels/none.png\n" for i in range(6)))
+    (tmp_path / "images" / "scene_005.png").write_bytes(b"corrupt")
     runner = CliRunner()
     result = runner.invoke(fp16_command, [str(tiny_onnx[0]), "-o", str(tmp_path / "m.fp16.onnx")])
     assert result.exit_code == 0, result.output
@@ -156,7 +156,7 @@ def test_cli_fp16_and_int8_from_a_list_file(tiny_onnx, tmp_path, calib_dir):
                                           str(listing), "--target", "onnxruntime", "--method", "max"])
     assert result.exit_code == 0, result.output
     # every 4th image (at least 2) is held out to verify on: scene_0 and scene_5, the unreadable one
-    assert "skipped 1 unreadable held-out calibration image(s): scene_5.png" in result.output
+    assert "skipped 1 unreadable held-out calibration image(s): scene_005.png" in result.output
     info = read_onnx_info(tmp_path / "m.int8.onnx")
     assert info.extra["calibration"]["images"] == 4 and info.extra["precision_repair"]["verification_images"] == 1
     result = runner.invoke(int8_command, [str(tiny_onnx[0]), "-o", str(tmp_path / "x.onnx")])

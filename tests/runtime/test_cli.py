@@ -85,7 +85,10 @@ def test_real_ctrl_c_keeps_playable_partials(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", str(model), str(video), "-o", str(out_dir / "o.mp4"),
                              "--mask-video", str(out_dir / "m.avi"), "--masks-dir", str(tmp_path / "masks"),
                              "--size", "768x768", "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # A test run started in the background inherits an ignored SIGINT, which Python then
+                            # keeps ignoring: give the child the default, so Ctrl-C reaches it as for a user.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if len(list((tmp_path / "masks").glob("*.png"))) >= 2:  # frames are being written
