@@ -68,6 +68,20 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(lines + notes) + "\n"
 
 
+def outlier_model(checkpoint: str, work: Path) -> Path:
+    """The checkpoint with 4 channels after three early BN+ReLU pairs carrying 1000x larger activations (the
+    same FP32 function): the network plain INT8 breaks on, to show the repair and the repaired model's speed."""
+    from experiments.outliers import EARLY_PAIRS, with_outliers
+    from export.onnx import export_onnx
+    from export.parity import sample_batch
+    from pspnet.checkpoint import load_model
+
+    model, info = load_model(checkpoint, aux=False)
+    size = tuple(info.input_size)
+    outliers = with_outliers(model, sample_batch(info, size, 4), pairs=EARLY_PAIRS)
+    return export_onnx(outliers, info, work / "trained_outliers.onnx", size=size).path
+
+
 def synthetic_model(work: Path, arch: str, size: tuple[int, int], classes: int) -> Path:
     import torch
 
@@ -100,6 +114,7 @@ def main(work, checkpoint, arch, size, classes, calib, targets, markdown_path):
     models = []
     if checkpoint:
         models.append(("trained checkpoint", export_checkpoint(checkpoint, work / "trained.onnx").path))
+        models.append(("trained, 1000x outlier channels", outlier_model(checkpoint, work)))
     models.append((f"{arch} {size}x{size} (random)", synthetic_model(work, arch, (size, size), classes)))
     rows = []
     for label, path in models:

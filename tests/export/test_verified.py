@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from export.parity import write_scenes
 from export.precision_cli import fp16_command, int8_command
 from pspcore.model_info import read_onnx_info
-from tests.export.outlier import with_outliers
+from experiments.outliers import with_outliers
 from tests.export.scenes import SIZE, scene_batch, separating_classifier
 
 onnx = pytest.importorskip("onnx")

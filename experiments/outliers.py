@@ -9,6 +9,8 @@ import torch
 # labels barely depend on its early layers (at 65x65 its 9x9 features are mostly a pattern fixed by padding),
 # so on the tiny test model the head's pair is the one whose damage the labels show.
 PAIRS = (("layer0.1", "layer0.3"), ("layer1.0.bn1", "layer1.0.conv2"), ("cls.1", "cls.4"))
+# The issue's own network: three early pairs, whose damage a trained network's labels show.
+EARLY_PAIRS = (("layer0.1", "layer0.3"), ("layer0.4", "layer0.6"), ("layer1.0.bn1", "layer1.0.conv2"))
 
 
 def with_outliers(model, images, scale: float = 1000.0, channels: int = 4, pairs=PAIRS):
