@@ -25,7 +25,6 @@ POOLING_PATTERN = r".*/ppm/features\.\d+/features\.\d+\.0/"
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 CALIBRATION_STRIDE = 2  # images ONNX Runtime calibrates at a time (histograms merge): bounds its memory
 INT8_TARGETS = ("tensorrt", "onnxruntime")
-INT8_METHODS = ("entropy", "max")
 REPAIR_METHODS = {"tensorrt": ("entropy", "max"), "onnxruntime": ("entropy", "max", "percentile")}
 PERCENTILE = 99.99  # ONNX Runtime's percentile calibration keeps the 0.01..99.99% range
 
