@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import inspect
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,8 +15,8 @@ import numpy as np
 from benchmarks.machine import load_average, machine_info
 from benchmarks.memory import NOTE, MemoryProbe
 from benchmarks.stats import Summary, summarize
-from pspcore.runner import Runner
-from pspcore.errors import InputError, PSPError
+from pspcore.runner import FrameRunner, Runner
+from pspcore.errors import InputError, PSPError, first_line
 
 Clock = Callable[[], float]
 
@@ -203,33 +202,23 @@ def add_speedups(results: list[Result]) -> None:
 
 # ------------------------------------------------------------------------------------------ loading models
 
-def _runner_options(name: str, threads: int | None, shm: bool = False) -> dict:
-    """Pass `threads` and `shm` only to backends whose runner takes them (a GPU runner has no CPU thread
-    pool, only a Triton runner has shared memory)."""
-    from pspcore.registry import runner_class
-
-    wanted = {k: v for k, v in (("threads", threads), ("shm", shm or None)) if v is not None}
-    try:
-        params = inspect.signature(runner_class(name).__init__).parameters
-    except PSPError:
-        return {}
-    return {k: v for k, v in wanted.items() if k in params}
-
-
 def load_candidate(candidate: Candidate, threads: int | None, probe: MemoryProbe, shm: bool = False) -> Loaded:
-    """Create and activate the runner, measuring its load time and memory growth. Raises PSPError."""
-    from pspcore.registry import REQUIREMENTS, TRITON_SCHEMES, create_runner, resolve_backend
+    """Create and activate the runner, measuring its load time and memory growth. Raises PSPError; an option
+    the backend cannot honour (--threads for a GPU runner, --shm off Triton) is refused like psp-infer does."""
+    from pspcore.registry import check_options, create_runner, resolve_backend, runner_class
 
     name, _ = resolve_backend(candidate.backend, candidate.model)
-    if not candidate.model.startswith(TRITON_SCHEMES) and not Path(candidate.model).exists():
+    cls = runner_class(name)
+    if cls.model_is_path and not Path(candidate.model).exists():
         raise InputError(f"model not found: {candidate.model}")
-    for package in REQUIREMENTS.get(name, ()):  # import cost is not the model's memory
+    options = check_options(name, {"threads": threads, "shm": shm or None})
+    for package in cls.requires:  # import cost is not the model's memory
         with contextlib.suppress(ImportError):
             importlib.import_module(package)
     probe.start()
     t0 = time.perf_counter()
     try:
-        runner = create_runner(name, candidate.model, **_runner_options(name, threads, shm))
+        runner = create_runner(name, candidate.model, **options)
         runner.activate()
     except PSPError:
         raise
@@ -273,11 +262,6 @@ Log = Callable[[str], None]
 
 def _quiet(_: str) -> None:
     pass
-
-
-def first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_all(candidates: list[Candidate], config: BenchConfig, log: Log
@@ -362,7 +346,7 @@ def make_input(batch: int, size: tuple[int, int], seed: int) -> np.ndarray:
 def runner_input(runner: Runner, batch: np.ndarray) -> np.ndarray:
     """The batch as the runner takes it: a served ensemble gets RGB uint8 frames [N, H, W, 3] of the same
     size (made from the batch, so every runner still sees the same seeded input)."""
-    if not runner.takes_frames:
+    if not isinstance(runner, FrameRunner):
         return batch
     return np.ascontiguousarray(np.clip(batch * 40 + 128, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1))
 

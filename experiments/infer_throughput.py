@@ -109,9 +109,9 @@ def measure(model: Path, video: Path, work: Path, backend: str, batch: int, size
     """Pure rounds sandwich the end-to-end runs (P E P E P), so each run is compared with the pure
     throughput just before and after it: drifting load from elsewhere hits both sides alike."""
     runner = create_runner(backend, model, threads=threads)
-    input_size = resolve_input_size(runner, size)
     pure, e2e, busy, all_series, frames = [], [], [], [], 0
     with runner:
+        input_size = resolve_input_size(runner, size)
         for i in range(rounds + 1):
             fps, series = pure_fps(runner, input_size, batch, seconds)
             pure.append(fps)

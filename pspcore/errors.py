@@ -32,3 +32,10 @@ def notice_once(key: str, message: str) -> None:
     if key not in _noticed:
         _noticed.add(key)
         print(f"notice: {message}", file=sys.stderr)
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message as one line (its first), or its type's name when it says nothing: what a
+    PSPError quotes of a library's multi-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,45 +1,64 @@
-"""The backends behind the one Runner interface, registered by name as "module:Class" and imported only when
-used, so none of their heavy packages (onnxruntime-gpu, tensorrt, cuda-python, torch, tritonclient) is needed
-until then. The PyTorch runner lives with the model (pspnet.runner); the others in runtime.backends."""
+"""The inference backends behind the one Runner interface, found by name. Each backend registers itself where it
+is defined: installed packages declare it as an entry point (group `pspnet_deploy.backends`, see pyproject.toml),
+code outside a package with `register_backend`. This module names no backend; a backend's module is imported only
+when asked for, and imports its heavy package (onnxruntime-gpu, tensorrt, cuda-python, torch, tritonclient,
+openvino) inside the runner, so none of them is needed until then."""
 from __future__ import annotations
 
-import importlib
+import functools
+import importlib.metadata
 import importlib.util
 import inspect
 import os
-from pathlib import Path
 
-from pspcore.engine_file import ENGINE_SUFFIXES
-from pspcore.errors import BackendUnavailable, InputError
+from pspcore.errors import BackendUnavailable, InputError, first_line
 from pspcore.runner import Runner
 
-# name -> "module:RunnerClass". Each module imports its heavy package inside the runner, not at import.
-BACKENDS: dict[str, str] = {
-    "onnxruntime": "runtime.backends.onnxruntime:OnnxRuntimeRunner",
-    "tensorrt": "runtime.backends.tensorrt:TensorRTRunner",
-    "torch": "pspnet.runner:TorchRunner",
-    "triton": "runtime.backends.triton:TritonRunner",
-}
-# The packages each backend needs besides its own module (checked without importing them).
-REQUIREMENTS: dict[str, tuple[str, ...]] = {
-    "onnxruntime": ("onnxruntime",),
-    "tensorrt": ("tensorrt", "cuda"),
-    "torch": ("torch", "pspnet"),
-    "triton": ("tritonclient",),
-}
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
-TRITON_SCHEMES = ("grpc://", "http://", "https://", "triton://")
+ENTRY_POINT_GROUP = "pspnet_deploy.backends"
+CATCH_ALL = 1  # an auto_priority that means "this backend can try any file"
+_registered: dict[str, type[Runner]] = {}
+
+
+def register_backend(cls: type[Runner]) -> type[Runner]:
+    """Class decorator: make `cls` available by its `name` (for backends outside an installed package)."""
+    if not (isinstance(cls, type) and issubclass(cls, Runner)):
+        raise TypeError(f"{cls!r} is not a Runner subclass")
+    _registered[cls.name] = cls
+    return cls
+
+
+def unregister_backend(name: str) -> None:
+    _registered.pop(name, None)
+
+
+@functools.cache
+def _entry_points() -> dict:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def backend_names() -> list[str]:
+    """Every registered backend's name, sorted."""
+    return sorted({*_entry_points(), *_registered})
+
+
+def _unknown(name: str) -> InputError:
+    return InputError(f"unknown backend {name!r}; choose auto or one of {', '.join(backend_names())}")
 
 
 def runner_class(name: str) -> type[Runner]:
     """The Runner class registered under `name` (imports its module, which must not import heavy packages)."""
-    if name not in BACKENDS:
-        raise InputError(f"unknown backend {name!r}; choose auto or one of {', '.join(BACKENDS)}")
-    module, attr = BACKENDS[name].split(":")
+    if name in _registered:
+        return _registered[name]
+    entry = _entry_points().get(name)
+    if entry is None:
+        raise _unknown(name)
     try:
-        return getattr(importlib.import_module(module), attr)
+        cls = entry.load()
     except ImportError as exc:
-        raise BackendUnavailable(f"backend {name} is not installed ({exc})") from None
+        raise BackendUnavailable(f"backend {name} is not installed ({first_line(exc)})") from None
+    if not (isinstance(cls, type) and issubclass(cls, Runner)):
+        raise BackendUnavailable(f"backend {name} ({entry.value}) is not a Runner")
+    return cls
 
 
 def _installed(module: str) -> bool:
@@ -49,63 +68,93 @@ def _installed(module: str) -> bool:
         return False
 
 
-def _unavailable_reason(name: str) -> str | None:
-    missing = [m for m in REQUIREMENTS.get(name, ()) if not _installed(m)]
-    if missing:
-        return f"needs the {' and '.join(missing)} package{'s' if len(missing) > 1 else ''}"
+def unavailable_reason(name: str) -> str | None:
+    """None when backend `name` can run here, else why not (a missing package, no GPU, ...)."""
     try:
         cls = runner_class(name)
     except BackendUnavailable as exc:
         return str(exc)
-    # A backend may look deeper (a GPU present, a server reachable) through an optional classmethod.
-    check = getattr(cls, "unavailable_reason", None)
-    return check() if callable(check) else None
+    missing = [m for m in cls.requires if not _installed(m)]
+    if missing:
+        return f"needs the {' and '.join(missing)} package{'s' if len(missing) > 1 else ''}"
+    return cls.unavailable_reason()
 
 
 def available_backends() -> dict[str, str | None]:
     """Every registered backend -> None when it can run here, else the reason it cannot."""
-    return {name: _unavailable_reason(name) for name in BACKENDS}
+    return {name: unavailable_reason(name) for name in backend_names()}
 
 
 def resolve_backend(backend: str, model_path: str | os.PathLike) -> tuple[str, str]:
-    """('auto' or a name, model) -> (backend name, why it was chosen). Auto picks by the model's kind:
-    engine -> tensorrt, checkpoint -> torch, server URL -> triton, anything else -> onnxruntime."""
+    """('auto' or a name, model) -> (backend name, why it was chosen). Auto asks every backend how well it
+    runs this model (`Runner.auto_priority`) and takes the best one that can run here; when none can, the best
+    one anyway, so that creating it says what is missing. A claim of CATCH_ALL ("I can try any file") counts
+    only when no backend claims the model for real."""
     if backend != "auto":
-        if backend not in BACKENDS:
-            raise InputError(f"unknown backend {backend!r}; choose auto or one of {', '.join(BACKENDS)}")
+        if backend not in backend_names():
+            raise _unknown(backend)
         return backend, "requested"
+    claims = []
+    for name in backend_names():
+        try:
+            priority = runner_class(name).auto_priority(str(model_path))
+        except BackendUnavailable:
+            continue
+        if priority is not None:
+            claims.append((priority, name))
+    claims.sort(reverse=True)
+    real = [c for c in claims if c[0] > CATCH_ALL] or claims
+    if not real:
+        raise InputError(f"no backend runs {model_path}; installed: {', '.join(backend_names())}")
+    kind = model_kind(model_path)
+    for i, (_, name) in enumerate(real):
+        if unavailable_reason(name) is None:
+            passed = [n for _, n in real[:i]]
+            return name, f"the best installed backend for {kind}" + (
+                f" ({', '.join(passed)} not available here)" if passed else "")
+    return real[0][1], f"the backend for {kind}"
+
+
+def model_kind(model_path: str | os.PathLike) -> str:
+    """How messages name a model: 'a server URL', 'a .onnx file'."""
     text = str(model_path)
-    suffix = Path(text).suffix.lower()
-    if text.startswith(TRITON_SCHEMES):
-        return "triton", "a server URL"
-    if suffix in ENGINE_SUFFIXES:
-        return "tensorrt", f"a {suffix} engine"
-    if suffix in CHECKPOINT_SUFFIXES:
-        return "torch", f"a {suffix} checkpoint"
-    return "onnxruntime", f"a {suffix or 'model'} file"
+    if "://" in text:
+        return "a server URL"
+    suffix = os.path.splitext(text)[1].lower()
+    return f"a {suffix} file" if suffix else "a model"
 
 
-def _accepted_options(cls: type[Runner], name: str, options: dict) -> dict:
+def refused_options(cls: type[Runner], options: dict) -> list[str]:
+    """The options (given, not None) that runner class `cls` does not take."""
     params = inspect.signature(cls.__init__).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return options
-    unknown = sorted(set(options) - set(params))
-    if unknown:
-        raise InputError(f"backend {name} does not take {', '.join(unknown)} "
-                         f"(it takes: {', '.join(p for p in params if p not in ('self', 'model_path'))})")
-    return options
+        return []
+    return sorted(k for k, v in options.items() if v is not None and k not in params)
+
+
+def check_options(name: str, options: dict) -> dict:
+    """`options` without the None ones; an option backend `name` cannot honour is one InputError, the same
+    for every command (psp-infer, psp-bench, psp-eval)."""
+    cls = runner_class(name)
+    refused = refused_options(cls, options)
+    if refused:
+        params = inspect.signature(cls.__init__).parameters
+        takes = [p for p in params if p not in ("self", "model_path")]
+        flags = ", ".join("--" + k.replace("_", "-") for k in refused)
+        raise InputError(f"backend {name} does not take {flags} (it takes: "
+                         f"{', '.join('--' + p.replace('_', '-') for p in takes) or 'no options'})")
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def create_runner(backend: str, model_path: str | os.PathLike, **options) -> Runner:
-    """A ready Runner for `model_path`. With backend='auto' the choice (and, for onnxruntime, the execution
-    providers actually used) is the first entry of `runner.notes`, for the CLI to show."""
+    """A Runner for `model_path`, not yet active (`with runner:` loads the model). With backend='auto' the
+    choice is the first entry of `runner.notes`, for the CLI to show."""
     name, why = resolve_backend(backend, model_path)
-    reason = _unavailable_reason(name)
+    reason = unavailable_reason(name)
     if reason:
         raise BackendUnavailable(f"backend {name} is not available here: {reason}")
     cls = runner_class(name)
-    options = _accepted_options(cls, name, {k: v for k, v in options.items() if v is not None})
-    runner = cls(model_path, **options)
+    runner = cls.create(model_path, **check_options(name, options))
     if backend == "auto":
-        runner.notes.insert(0, f"backend auto: {runner.describe()} for {why}")
+        runner.notes.insert(0, f"backend auto: {name} for {why}")
     return runner

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pspcore.errors import InputError
+from pspcore.errors import InputError, PSPError
 from pspcore.model_info import ModelInfo
 
 
@@ -81,33 +81,89 @@ class Runner(abc.ABC):
     """Runs one model file. `infer` takes a float32 [N, 3, H, W] normalised batch (see pspcore.preprocess)
     and returns logits [N, C, H, W] float32, or labels [N, H, W] integers when `info.output == "labels"`.
 
-    Subclasses set `info` and `input_spec` (once the model is loaded) and implement `run_batch`. A backend
-    that measures its own time (GPU events) sets `timed_by_wall = False` and adds to `last_timing` itself."""
+    The lifecycle is Polygraphy's: the constructor only keeps the options (cheap: no file is opened);
+    `activate()` loads the model (`load`, which sets `info` and `input_spec`), `deactivate()` releases all it
+    holds (`release`); `with runner:` does both. Subclasses implement `load`, `release` and `run_batch`.
+
+    A backend registers itself by `name` (pspcore.registry) and tells the registry what it needs: `requires`
+    (modules that must be installed), `unavailable_reason()` (a deeper check: a GPU, a driver) and
+    `auto_priority(model)` (how well it runs that model, for `--backend auto`). A backend that measures its own
+    time (GPU events) sets `timed_by_wall = False` and adds to `last_timing` itself."""
 
     name = "base"
+    requires: tuple[str, ...] = ()
+    model_is_path = True  # False where the model is named some other way (a server URL)
     timed_by_wall = True
-    # True for a runner that takes RGB uint8 frames [H, W, 3] of any size and returns label maps at their
-    # size (a served image -> labels ensemble): callers then skip their own pre- and post-processing.
-    takes_frames = False
 
     def __init__(self, model_path: str, info: ModelInfo | None = None):
         self.model_path = str(model_path)
-        self.info = info or ModelInfo()
-        self.input_spec = InputSpec(size=None)
+        self._info, self._input_spec = info, None  # set by `load` (or here, by a backend that knows already)
         self.last_timing = Timing()
         self.is_active = False
         self.notes: list[str] = []  # user-facing notices (fallbacks taken, defaults assumed)
+
+    def _loaded(self, value, what: str):
+        if value is None:
+            raise PSPError(f"{self.display_name}: {what} is known once the model is loaded: activate the runner "
+                           "first (`with runner:`)")
+        return value
+
+    @property
+    def info(self) -> ModelInfo:
+        """What the model says of itself (classes, palette, mean/std, input size): known once loaded."""
+        return self._loaded(self._info, "its description")
+
+    @info.setter
+    def info(self, value: ModelInfo) -> None:
+        self._info = value
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """What the model accepts (size, batch): known once loaded."""
+        return self._loaded(self._input_spec, "its input spec")
+
+    @input_spec.setter
+    def input_spec(self, value: InputSpec) -> None:
+        self._input_spec = value
+
+    @classmethod
+    def create(cls, model_path: str, **options) -> "Runner":
+        """The runner for `model_path` (the registry's factory; a backend whose model decides the kind of
+        runner, such as a served ensemble, chooses here)."""
+        return cls(model_path, **options)
+
+    @classmethod
+    def auto_priority(cls, model_path: str) -> int | None:
+        """How well this backend runs `model_path` (higher wins under --backend auto); None: not at all."""
+        return None
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why this backend cannot run on this machine although its packages are installed, or None."""
+        return None
 
     @property
     def display_name(self) -> str:
         """How error messages name the model."""
         return Path(self.model_path).name
 
+    def load(self) -> None:
+        """Load the model: open the file, session or connection; set `info` and `input_spec`."""
+
+    def release(self) -> None:
+        """Free everything `load` and the calls since took (sessions, buffers, connections)."""
+
     def activate(self) -> None:
-        self.is_active = True
+        if not self.is_active:
+            self.load()
+            self.is_active = True
 
     def deactivate(self) -> None:
-        self.is_active = False
+        if self.is_active:
+            try:
+                self.release()
+            finally:
+                self.is_active = False
 
     def __enter__(self) -> "Runner":
         self.activate()
@@ -136,9 +192,9 @@ class Runner(abc.ABC):
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Run any number of images: split into the largest calls the model takes, the last one padded to
         the fewest it needs; see the class docstring for shapes and types."""
-        batch = self.check(batch)
         if not self.is_active:
             self.activate()
+        batch = self.check(batch)
         self.last_timing = Timing()
         start = time.perf_counter()
         step, least = self.input_spec.step or len(batch), self.input_spec.least
@@ -152,3 +208,29 @@ class Runner(abc.ABC):
         if self.timed_by_wall:
             self.last_timing.compute_ms = (time.perf_counter() - start) * 1e3
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+class FrameRunner(Runner):
+    """A runner whose model does its own pre- and post-processing (a served image -> labels ensemble): `infer`
+    takes RGB uint8 frames [H, W, 3] of any size (a list, or an [N, H, W, 3] array) and returns their label
+    maps at their own size, stacked when they share one size, else a list. Callers give it frames instead of
+    network batches; it has no network input size."""
+
+    def check(self, frames) -> list[np.ndarray]:
+        frames = [np.ascontiguousarray(f) for f in frames]
+        for frame in frames:
+            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3 or 0 in frame.shape:
+                raise InputError(f"{self.display_name} takes RGB uint8 frames [H, W, 3], got "
+                                 f"{frame.dtype} {tuple(frame.shape)}")
+        return frames
+
+    def infer(self, frames):
+        if not self.is_active:
+            self.activate()
+        frames = self.check(frames)
+        self.last_timing = Timing()
+        start = time.perf_counter()
+        labels = [self.run_batch(frame) for frame in frames]
+        if self.timed_by_wall:
+            self.last_timing.compute_ms = (time.perf_counter() - start) * 1e3
+        return np.stack(labels) if len({l.shape for l in labels}) == 1 else labels

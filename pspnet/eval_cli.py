@@ -22,8 +22,8 @@ def load_runner(model_path: str, backend: str | None, device: str):
     file type). pspnet does not import the runtime: backends come from the registry by name."""
     from pspcore.registry import create_runner, resolve_backend
 
-    name, _ = resolve_backend(backend or "auto", model_path)
-    runner = create_runner(name, model_path, **({"device": device} if name == "torch" else {}))
+    name, _ = resolve_backend(backend or "auto", model_path)  # psp-eval names its backend in the table
+    runner = create_runner(name, model_path, device=None if device == "auto" else device)
     runner.activate()
     for note in runner.notes:
         click.echo(f"notice: {note}", err=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pspcore.registry import BACKENDS
+from pspcore.registry import backend_names
 from pspcore.cli import SIZE, Command
 
 
@@ -34,7 +34,7 @@ def _notice(text: str) -> None:
 @click.argument("source", metavar="INPUT", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Overlay video (.mp4/.avi) for a video; image file or folder for images.")
-@click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto", show_default=True,
+@click.option("--backend", type=click.Choice(["auto", *backend_names()]), default="auto", show_default=True,
               help="auto: tensorrt for engines, torch for checkpoints, else onnxruntime on its best provider.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Frames per inference.")
 @click.option("--size", type=SIZE, default=None,
@@ -74,6 +74,7 @@ def main(model, source, output, backend, batch, size, opacity, mask_video, masks
     runner = create_runner(backend, model, threads=threads, shm=shm or None)
     for note in runner.notes:
         _notice(note)
+    shown = len(runner.notes)
     options = SegmentOptions(batch=batch, size=size, opacity=opacity, tile=tile, codec=codec,
                              keep_partial=not discard_partial, progress=not quiet)
     paths = OutputPaths(output, mask_video, masks_dir, json_path)
@@ -85,7 +86,7 @@ def main(model, source, output, backend, batch, size, opacity, mask_video, masks
         click.echo("interrupted: " + (f"kept the frames so far in {', '.join(map(str, kept))}" if kept
                                       else "no output written"), err=True)
         sys.exit(130)
-    for note in result.notes[len(runner.notes):]:
+    for note in result.notes[shown:]:
         _notice(note)
     click.echo(result.summary())
 

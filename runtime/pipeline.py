@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pspcore.runner import Runner
+from pspcore.runner import FrameRunner, Runner
 from pspcore.errors import InputError
 from runtime.outputs import ImageOutputs, OutputPaths, VideoOutputs
 from runtime.postprocess import colorize, labels_to_frame, merge_tiles, overlay, palette_lut, to_labels
@@ -44,7 +44,7 @@ class SegmentResult:
     skipped: int
     seconds: float
     backend: str
-    input_size: tuple[int, int]
+    input_size: tuple[int, int] | None  # None: a served ensemble that sizes frames itself
     outputs: list[Path]
     video_fps: float | None = None
     notes: list[str] = field(default_factory=list)
@@ -56,7 +56,8 @@ class SegmentResult:
 
     def summary(self) -> str:
         return (f"{self.frames_in} frames in, {self.frames_out} out, {self.skipped} skipped/corrupt, "
-                f"{self.fps:.1f} frames/s, backend {self.backend}, input {self.input_size[0]}x{self.input_size[1]}")
+                f"{self.fps:.1f} frames/s, backend {self.backend}, "
+                + (f"input {self.input_size[0]}x{self.input_size[1]}" if self.input_size else "sized by the server"))
 
 
 def resolve_input_size(runner: Runner, requested: tuple[int, int] | None) -> tuple[int, int]:
@@ -78,7 +79,7 @@ class Segmenter:
     """Frames to network batches and network outputs back to (labels, overlay) per frame."""
 
     def __init__(self, runner: Runner, input_size: tuple[int, int], options: SegmentOptions):
-        if options.tile and (runner.info.output == "labels" or runner.takes_frames):
+        if options.tile and runner.info.output == "labels":
             raise InputError("sliding windows need a logits output; this model outputs labels")
         if not 0.0 <= options.opacity <= 1.0:
             raise InputError(f"opacity must be between 0 and 1, got {options.opacity}")
@@ -86,23 +87,46 @@ class Segmenter:
         self.lut = palette_lut(runner.info)
 
     def prepare(self, frames: list[np.ndarray]) -> tuple[np.ndarray | list, list]:
-        if self.runner.takes_frames:  # a served ensemble pre-processes on the server: send RGB frames
-            return [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames], []
         if not self.options.tile:
             return prepare_batch(frames, self.runner.info, self.input_size)
         tiled = [tile_frame(f, self.runner.info, self.input_size) for f in frames]
         return np.concatenate([crops for crops, _ in tiled]), [t for _, t in tiled]
 
-    def finish(self, frames: list[np.ndarray], output: np.ndarray, layouts: list):
-        """-> [(labels at frame size, overlay frame)] for the batch's frames."""
-        if self.runner.takes_frames:
-            labels = list(output)  # already label maps at each frame's size
-        elif self.options.tile:
+    def labels(self, output: np.ndarray, layouts: list) -> list[np.ndarray]:
+        """The network's output for a batch -> one label map per frame, at the frame's size."""
+        if self.options.tile:
             bounds = np.cumsum([0] + [len(t.origins) for t in layouts])
-            labels = [merge_tiles(output[a:b], t) for a, b, t in zip(bounds[:-1], bounds[1:], layouts)]
-        else:
-            labels = [labels_to_frame(l, box) for l, box in zip(to_labels(output), layouts)]
+            return [merge_tiles(output[a:b], t) for a, b, t in zip(bounds[:-1], bounds[1:], layouts)]
+        return [labels_to_frame(l, box) for l, box in zip(to_labels(output), layouts)]
+
+    def finish(self, frames: list[np.ndarray], output, layouts: list):
+        """-> [(labels at frame size, overlay frame)] for the batch's frames."""
+        labels = self.labels(output, layouts)
         return [(l, overlay(f, colorize(l, self.lut), self.options.opacity)) for f, l in zip(frames, labels)]
+
+
+class FrameSegmenter(Segmenter):
+    """For a FrameRunner (a served ensemble), which pre- and post-processes on its side: RGB frames go in,
+    label maps at the frames' size come back. Its input size is the one its model records (informational)."""
+
+    def __init__(self, runner: FrameRunner, options: SegmentOptions):
+        if options.tile:
+            raise InputError("sliding windows need a logits output; this served model returns labels")
+        super().__init__(runner, runner.info.input_size, options)
+
+    def prepare(self, frames: list[np.ndarray]) -> tuple[list, list]:
+        return [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames], []
+
+    def labels(self, output, layouts: list) -> list[np.ndarray]:
+        return list(output)  # already label maps at each frame's size
+
+
+def make_segmenter(runner: Runner, options: SegmentOptions) -> Segmenter:
+    """The segmenter for this kind of runner (activated here if it is not yet)."""
+    runner.activate()
+    if isinstance(runner, FrameRunner):
+        return FrameSegmenter(runner, options)
+    return Segmenter(runner, resolve_input_size(runner, options.size), options)
 
 
 class _Stopped(Exception):
@@ -216,7 +240,7 @@ def segment_video(runner: Runner, video: str | Path, output: OutputPaths | str |
     the run like any other)."""
     options, paths = options or SegmentOptions(), _as_paths(output)
     paths.check("video")
-    segmenter = Segmenter(runner, resolve_input_size(runner, options.size), options)
+    segmenter = make_segmenter(runner, options)
     start = time.perf_counter()
     with VideoReader(video) as reader, VideoOutputs(paths, runner.info, segmenter.lut, reader.fps, reader.size,
                                                     options.codec, options.keep_partial) as out:
@@ -240,7 +264,7 @@ def segment_images(runner: Runner, images: str | Path, output: OutputPaths | str
     """Segment one image, or every image in a folder, into overlay image(s) named after the inputs."""
     options, paths = options or SegmentOptions(), _as_paths(output)
     paths.check("folder" if Path(images).is_dir() else "image")
-    segmenter = Segmenter(runner, resolve_input_size(runner, options.size), options)
+    segmenter = make_segmenter(runner, options)
     files = list_images(images)
     names: list[str] = []
     unreadable: list[str] = []
@@ -279,6 +303,7 @@ def segment(runner: Runner, source: str | Path, output: OutputPaths | str | Path
 
 
 def _summary(result: SegmentResult, source) -> dict:
-    return {"source": str(source), "backend": result.backend, "input_size": list(result.input_size),
+    return {"source": str(source), "backend": result.backend,
+            "input_size": list(result.input_size) if result.input_size else None,
             "frames_in": result.frames_in, "frames_out": result.frames_out, "skipped": result.skipped,
             "video_fps": result.video_fps}

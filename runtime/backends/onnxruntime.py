@@ -5,9 +5,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pspcore.errors import BackendUnavailable, InputError, PSPError
+from pspcore.devices import parse_device
+from pspcore.errors import BackendUnavailable, InputError, PSPError, first_line
 from pspcore.files import require_file
 from pspcore.model_info import ModelInfo, info_from_session
+from pspcore.registry import CATCH_ALL
 from pspcore.runner import InputSpec, Runner
 
 # Best first. `auto` takes every one of these the installed wheel offers; ONNX Runtime assigns each node to
@@ -96,55 +98,50 @@ def _dim(value) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-class OnnxRuntimeRunner(Runner):
-    """Options: providers ('auto', 'cpu', 'cuda', 'tensorrt' or a list), threads (intra-op), device_id,
-    trt_max_batch (the largest batch the TensorRT provider's profile covers for a dynamic-batch model)."""
+def _device_providers(device) -> tuple[str | list[str] | None, int]:
+    """--device -> (providers, device id): cpu -> the CPU only; cuda[:N] -> the best GPU providers on GPU N."""
+    choice = parse_device(device)
+    if choice.kind == "cpu":
+        return "cpu", 0
+    if choice.kind == "cuda":
+        gpu = [p for p in best_providers() if p != "CPUExecutionProvider"]
+        if not gpu:
+            raise BackendUnavailable(f"--device {choice}: onnxruntime here has no GPU provider; install "
+                                     "onnxruntime-gpu (pip install 'pspnet-deploy[gpu]') or use --device cpu")
+        return [*gpu, "CPUExecutionProvider"], choice.index
+    return None, 0
 
-    name = "onnxruntime"
 
-    def __init__(self, model_path, *, providers=None, threads: int | None = None, device_id: int = 0,
+class SessionFromOnnx:
+    """A loader (Polygraphy's idea): calling it opens an ONNX Runtime session on the model with the chosen
+    providers and threads. The one place sessions are made: psp-infer's runner and export's checks alike.
+    `notes` collects what the user should hear (providers dropped, a TensorRT profile assumed)."""
+
+    def __init__(self, model_path, providers=None, threads: int | None = None, device_id: int = 0,
                  trt_max_batch: int = 8):
-        super().__init__(str(require_file(model_path, "model")))
+        self.model_path = Path(require_file(model_path, "model"))
         self.providers = resolve_providers(providers)
-        self.threads = threads
-        self.device_id = device_id
-        self.trt_max_batch = int(trt_max_batch)
-        self._session = None
-        self.activate()  # the session holds the metadata and shapes every caller needs right away
-        self.info = info_from_session(self._session, self.model_path)
-        self.input_spec = self._read_input_spec()
+        self.threads, self.device_id, self.trt_max_batch = threads, device_id, int(trt_max_batch)
+        self.notes: list[str] = []
 
-    def activate(self) -> None:
-        if self._session is None:
-            self._session = self._load()
-        super().activate()
-
-    def deactivate(self) -> None:
-        self._session = None
-        super().deactivate()
-
-    def _load(self):
+    def __call__(self):
         import onnxruntime as ort
 
-        path = Path(self.model_path)
         profile = {}
         if "TensorrtExecutionProvider" in self.providers:
             profile, notes = self._tensorrt_profile()
             self.notes += notes
         if set(self.providers) - {"CPUExecutionProvider"}:
             _preload_gpu_libraries(ort)
-        chosen = [(p, provider_options(p, path, self.device_id, profile)) for p in self.providers]
+        chosen = [(p, provider_options(p, self.model_path, self.device_id, profile)) for p in self.providers]
         try:
-            session = ort.InferenceSession(str(path), session_options(self.threads), providers=chosen)
+            session = ort.InferenceSession(str(self.model_path), session_options(self.threads), providers=chosen)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            raise InputError(f"{path}: not a loadable ONNX model: {str(exc).strip().splitlines()[0]}") from None
+            raise InputError(f"{self.model_path}: not a loadable ONNX model: {first_line(exc)}") from None
         used = session.get_providers()
         dropped = [p for p in self.providers if p not in used]
         if dropped:  # e.g. CUDA listed by the wheel but no driver/GPU on this machine: say so, once
             self.notes.append(f"onnxruntime could not use {', '.join(dropped)}; running on {', '.join(used)}")
-        self.providers = used
-        self._input_name = session.get_inputs()[0].name
-        self._output_name = session.get_outputs()[0].name
         return session
 
     def _tensorrt_profile(self) -> tuple[dict, list[str]]:
@@ -154,12 +151,62 @@ class OnnxRuntimeRunner(Runner):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
-            peek = ort.InferenceSession(self.model_path, options, providers=["CPUExecutionProvider"])
-        except Exception:  # not a loadable model: the real session below says so in one line
+            peek = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
+        except Exception:  # not a loadable model: the real session says so in one line
             return {}, []
         first = peek.get_inputs()[0]
-        return tensorrt_profile(first.name, first.shape, info_from_session(peek, self.model_path),
+        return tensorrt_profile(first.name, first.shape, info_from_session(peek, str(self.model_path)),
                                 self.trt_max_batch)
+
+
+class OnnxRuntimeRunner(Runner):
+    """Options: device ('cpu', 'cuda', 'cuda:N'; default: the best provider here), providers ('auto', 'cpu',
+    'cuda', 'tensorrt' or a list; overrides device), threads (intra-op), device_id, trt_max_batch (the largest
+    batch the TensorRT provider's profile covers for a dynamic-batch model). Or a ready `loader`."""
+
+    name = "onnxruntime"
+    requires = ("onnxruntime",)
+
+    def __init__(self, model_path, *, device: str | None = None, providers=None, threads: int | None = None,
+                 device_id: int | None = None, trt_max_batch: int = 8, loader: SessionFromOnnx | None = None):
+        super().__init__(str(model_path))
+        if loader is None:
+            by_device, index = _device_providers(device)
+            loader = SessionFromOnnx(model_path, providers if providers is not None else by_device, threads,
+                                     index if device_id is None else device_id, trt_max_batch)
+        self.loader = loader
+        self.providers = list(loader.providers)
+        self._session = None
+
+    @classmethod
+    def auto_priority(cls, model_path: str) -> int | None:
+        if "://" in model_path:
+            return None
+        # Another file (no backend claims it): the session says in one line why it cannot read it.
+        return 10 if model_path.lower().endswith(".onnx") else CATCH_ALL
+
+    @property
+    def threads(self) -> int | None:
+        return self.loader.threads
+
+    def load(self) -> None:
+        self._session = self.loader()
+        self.notes += [n for n in self.loader.notes if n not in self.notes]
+        self.providers = self._session.get_providers()
+        self._input_name = self._session.get_inputs()[0].name
+        self._output_name = self._session.get_outputs()[0].name
+        self.info = info_from_session(self._session, self.model_path)
+        self.input_spec = self._read_input_spec()
+
+    def release(self) -> None:
+        self._session = None
+
+    @property
+    def session(self):
+        """The open ONNX Runtime session (activate first)."""
+        if self._session is None:
+            raise PSPError(f"{self.display_name}: the runner is not active (use `with runner:`)")
+        return self._session
 
     def _read_input_spec(self) -> InputSpec:
         shape = self._session.get_inputs()[0].shape
@@ -174,9 +221,8 @@ class OnnxRuntimeRunner(Runner):
         try:
             return self._session.run([self._output_name], {self._input_name: batch})[0]
         except Exception as exc:  # onnxruntime's own RuntimeException / Fail types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise PSPError(f"{self.display_name}: ONNX Runtime failed on a batch of shape {list(batch.shape)}: "
-                           f"{first}") from None
+                           f"{first_line(exc)}") from None
 
     def describe(self) -> str:
         short = {v: k for k, v in SHORT_NAMES.items()}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pspcore.engine_file import EngineSidecar, check_compatible, current_platform, read_sidecar
+from pspcore.engine_file import ENGINE_SUFFIXES, EngineSidecar, check_compatible, current_platform, read_sidecar
 from pspcore.errors import BackendUnavailable, InputError, PSPError
 from pspcore.files import require_file
 from pspcore.model_info import INPUT_NAME
@@ -83,7 +83,12 @@ class TensorRTRunner(Runner):
     CUDA events."""
 
     name = "tensorrt"
+    requires = ("tensorrt", "cuda")
     timed_by_wall = False  # CUDA events split each call into copy in, compute and copy out
+
+    @classmethod
+    def auto_priority(cls, model_path: str) -> int | None:
+        return 100 if Path(model_path).suffix.lower() in ENGINE_SUFFIXES else None
 
     def __init__(self, model_path, *, device: int = 0, cuda_graph: bool = False):
         path = require_file(model_path, "TensorRT engine")

@@ -10,7 +10,7 @@ import numpy as np
 
 from pspcore.errors import BackendUnavailable, InputError, PSPError
 from pspcore.model_info import INPUT_NAME, ModelInfo, fallback_info
-from pspcore.runner import InputSpec, Runner, Timing
+from pspcore.runner import FrameRunner, InputSpec, Runner
 
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 SCHEMES = {"grpc": "grpc", "http": "http", "https": "http", "triton": "grpc"}
@@ -112,17 +112,19 @@ def _full_shape(tensor, config) -> list[int]:
     return [-1, *tensor.dims] if config.max_batch_size > 0 else list(tensor.dims)
 
 
-class TritonRunner(Runner):
-    """Options: url (host:port; default localhost:8001 for grpc, :8000 for http), protocol (grpc | http),
-    timeout (seconds per request), retries (extra attempts while the server or model is unavailable),
-    backoff (first wait in seconds, doubled each retry), model_version ("" = the server's choice), shm (send
-    and receive tensors through system shared memory: client and server on one machine).
-
-    A served ensemble (`takes_frames`) takes RGB uint8 frames [H, W, 3] of any size and returns label maps at
-    their size: the pipeline then skips its local pre- and post-processing."""
+class _Served:
+    """What the two Triton runners share: the connection to the server (bounded retries, one-line errors), the
+    served config, shared-memory regions, requests and responses. Options: url (host:port; default
+    localhost:8001 for grpc, :8000 for http), protocol (grpc | http), timeout (seconds per request), retries
+    (extra attempts while the server or model is unavailable), backoff (first wait in seconds, doubled each
+    retry), model_version ("" = the server's choice), shm (send and receive tensors through system shared
+    memory: client and server on one machine)."""
 
     name = "triton"
+    requires = ("tritonclient",)
+    model_is_path = False
     timed_by_wall = False
+    input_type = "FP32"
 
     def __init__(self, model_path, *, url: str | None = None, protocol: str | None = None, timeout: float = 30.0,
                  retries: int = 3, backoff: float = 0.5, model_version: str = "", shm: bool = False):
@@ -135,7 +137,20 @@ class TritonRunner(Runner):
         self._regions: dict = {}
         self._client = None
         self.config = None
-        self.activate()  # the served config holds the metadata and shapes every caller needs right away
+
+    @classmethod
+    def auto_priority(cls, model_path: str) -> int | None:
+        scheme = model_path.split("://", 1)[0] if "://" in model_path else None
+        return 100 if scheme in SCHEMES else None
+
+    @classmethod
+    def create(cls, model_path: str, **options):
+        """The runner for what the server serves: an image -> labels ensemble takes frames
+        (TritonEnsembleRunner), any other model network batches (TritonRunner). Asks the server once."""
+        probe = TritonRunner(model_path, **{**options, "shm": False})
+        with probe:
+            kind = TritonEnsembleRunner if takes_frames(probe.config) else TritonRunner
+        return kind(model_path, **options)
 
     @property
     def display_name(self) -> str:
@@ -214,35 +229,36 @@ class TritonRunner(Runner):
         # gRPC takes a deadline per call; the HTTP client got its timeouts when it was created.
         return {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
 
-    def activate(self) -> None:
-        if self._client is None:
-            self._client = self._connect()
+    def load(self) -> None:
+        self._client = self._connect()
+        try:
             self._wait_until_ready()
             self.config = self._fetch_config()
             self.input_spec = spec_from_config(self.config)
-            self.takes_frames = takes_frames(self.config)
             self.info = info_from_config(self.config) or self._assumed_info()
             if self.shm:
                 from runtime.backends.triton_shm import SharedRegion
 
                 self._regions = {role: SharedRegion(self._client, self._call, role) for role in ("in", "out")}
-        super().activate()
+        except BaseException:
+            self.release()
+            raise
 
     def _assumed_info(self) -> ModelInfo:
         out = self.config.output[0]
         return fallback_info(f"triton:{self.url}/{self.model_name}", _full_shape(self.config.input[0], self.config),
                              out.name, _full_shape(out, self.config))
 
-    def deactivate(self) -> None:
-        if self._client is not None:
-            try:
-                for region in self._regions.values():
-                    region.release()
-            finally:
-                self._regions = {}
-                self._client.close()
+    def release(self) -> None:
+        if self._client is None:
+            return
+        try:
+            for region in self._regions.values():
+                region.release()
+        finally:
+            self._regions = {}
+            self._client.close()
             self._client = None
-        super().deactivate()
 
     @property
     def input_name(self) -> str:
@@ -254,26 +270,29 @@ class TritonRunner(Runner):
         names = [t.name for t in self.config.output]
         return self.info.output if self.info.output in names else names[0]
 
-    def output_bytes(self, array: np.ndarray) -> int:
-        """Room for the output of `array` (a float batch or one frame): a shared-memory output region must be
-        sized before the request. Labels are [N, H, W] (a frame: [H, W]), logits [N, C, H, W]."""
+    def _output_itemsize(self) -> int:
         from tritonclient.utils import triton_to_np_dtype
 
         out = next(t for t in self.config.output if t.name == self.output_name)
-        itemsize = np.dtype(triton_to_np_dtype(_type_name(out.data_type))).itemsize
-        pixels = array.shape[0] * array.shape[1] if self.takes_frames else len(array) * int(np.prod(array.shape[2:]))
-        if self.info.output == "labels" or self.takes_frames:
-            return pixels * itemsize
+        return np.dtype(triton_to_np_dtype(_type_name(out.data_type))).itemsize
+
+    def output_bytes(self, array: np.ndarray) -> int:
+        """Room for the output of `array`: a shared-memory output region must be sized before the request.
+        Labels are [N, H, W], logits [N, C, H, W]."""
+        pixels = len(array) * int(np.prod(array.shape[2:]))
+        if self.info.output == "labels":
+            return pixels * self._output_itemsize()
+        out = next(t for t in self.config.output if t.name == self.output_name)
         classes = self.info.num_classes or max(_full_shape(out, self.config)[1], 0)
         if not classes:
             raise InputError(f"--shm needs the class count of {self.display_name}, which its config does not give")
-        return pixels * classes * itemsize
+        return pixels * classes * self._output_itemsize()
 
     def build_request(self, array: np.ndarray) -> tuple[list, list]:
-        """tritonclient InferInput/InferRequestedOutput lists for one float32 [N, 3, H, W] batch (or one
-        uint8 frame for an ensemble), the tensors in shared memory with `shm`."""
+        """tritonclient InferInput/InferRequestedOutput lists for one request (a float32 [N, 3, H, W] batch,
+        or one uint8 frame for an ensemble), the tensors in shared memory with `shm`."""
         module = _client_module(self.protocol)
-        image = module.InferInput(self.input_name, list(array.shape), "UINT8" if self.takes_frames else "FP32")
+        image = module.InferInput(self.input_name, list(array.shape), self.input_type)
         output = module.InferRequestedOutput(self.output_name)
         if self.shm:
             image.set_shared_memory(self._regions["in"].name, self._regions["in"].write(array))
@@ -299,24 +318,8 @@ class TritonRunner(Runner):
             raise PSPError(f"{self._where()} returned no {self.output_name!r} output for {self.model_name!r}")
         return array
 
-    def infer(self, batch):
-        """A float batch as the base class runs it; for an ensemble, RGB uint8 frames [H, W, 3] (a list, or an
-        [N, H, W, 3] array) -> their label maps, stacked when they share one size, else a list."""
-        if not getattr(self, "takes_frames", False):
-            return super().infer(batch)
-        frames = [np.ascontiguousarray(f) for f in batch]
-        for frame in frames:
-            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3 or 0 in frame.shape:
-                raise InputError(f"{self.display_name} takes RGB uint8 frames [H, W, 3], got "
-                                 f"{frame.dtype} {tuple(frame.shape)}")
-        if not self.is_active:
-            self.activate()
-        self.last_timing = Timing()
-        labels = [self.run_batch(frame) for frame in frames]
-        return np.stack(labels) if len({l.shape for l in labels}) == 1 else labels
-
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
-        # The base class sends larger batches than the server takes in pieces; its dynamic batcher merges
+        # Larger batches than the server takes go in pieces (the Runner base); its dynamic batcher merges
         # small ones. last_timing stays empty: the server's own queue/compute split is not in a response
         # (perf_analyzer reads it from Triton's statistics, see docs/triton.md), and a round trip is no
         # "compute" time.
@@ -324,6 +327,20 @@ class TritonRunner(Runner):
         result = self._call("inference", self._client.infer, self.model_name, inputs,
                             model_version=self.model_version, outputs=outputs, **self._deadline())
         return self.decode(result)
+
+
+class TritonRunner(_Served, Runner):
+    """A model served by Triton that takes network batches like a local model file (see _Served's options)."""
+
+
+class TritonEnsembleRunner(_Served, FrameRunner):
+    """A served image -> labels ensemble (psp-export triton --ensemble): RGB uint8 frames of any size in, label
+    maps at their size out; the server does the pre- and post-processing (see _Served's options)."""
+
+    input_type = "UINT8"
+
+    def output_bytes(self, array: np.ndarray) -> int:
+        return array.shape[0] * array.shape[1] * self._output_itemsize()
 
 
 def _type_name(data_type: int) -> str:

@@ -8,8 +8,9 @@ from tests.benchmarks import fakes
 
 @pytest.fixture
 def fake_backend(monkeypatch):
-    from pspcore import registry as backends
+    from pspcore import registry
 
-    monkeypatch.setitem(backends.BACKENDS, "fake", "tests.benchmarks.fakes:FakeRunner")
+    registry.register_backend(fakes.FakeRunner)
     monkeypatch.setattr(fakes, "CLOCK", fakes.FakeClock())
-    return fakes
+    yield fakes
+    registry.unregister_backend(fakes.FakeRunner.name)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pspcore.registry import available_backends, create_runner, resolve_backend
-from pspcore.errors import BackendUnavailable, InputError
+from pspcore.errors import BackendUnavailable, InputError, PSPError
 from pspcore.engine_file import EngineSidecar, Platform, sidecar_path, write_sidecar
 from pspcore.model_info import read_model_info
 
@@ -30,18 +30,64 @@ def test_auto_resolution_by_model_kind(path, expected):
 
 def test_unknown_backend_is_an_input_error(tiny_model):
     with pytest.raises(InputError, match="unknown backend"):
-        create_runner("openvino", tiny_model)
+        create_runner("nonesuch", tiny_model)
 
 
 def test_auto_says_which_backend_it_picked(tiny_model):
     runner = create_runner("auto", tiny_model)
     assert runner.name == "onnxruntime"
-    assert runner.notes[0].startswith("backend auto: onnxruntime[") and "cpu" in runner.notes[0]
+    assert runner.notes[0].startswith("backend auto: onnxruntime for") and ".onnx" in runner.notes[0]
+    with runner:
+        assert runner.describe().startswith("onnxruntime[") and "cpu" in runner.describe()
 
 
 def test_option_a_backend_does_not_take_is_refused(tiny_model):
-    with pytest.raises(InputError, match="does not take device"):
-        create_runner("onnxruntime", tiny_model, device="cuda")
+    with pytest.raises(InputError, match="does not take --shm"):
+        create_runner("onnxruntime", tiny_model, shm=True)
+
+
+def test_runner_loads_in_activate_and_releases_in_deactivate(tiny_model):
+    runner = create_runner("onnxruntime", tiny_model)
+    assert not runner.is_active and runner._session is None  # constructing opens nothing
+    with runner:
+        assert runner.is_active and runner.session is not None and runner.input_spec.size == (32, 32)
+    assert not runner.is_active and runner._session is None
+    with pytest.raises(PSPError, match="not active"):
+        runner.session
+    out = runner.infer(np.zeros((1, 3, 32, 32), np.float32))  # infer activates again
+    assert out.shape == (1, 4, 32, 32) and runner.is_active
+    runner.deactivate()
+    runner.deactivate()  # idempotent
+
+
+def test_auto_prefers_a_real_claim_over_a_catch_all(tmp_path):
+    assert resolve_backend("auto", tmp_path / "m.engine")[0] == "tensorrt"  # even where TensorRT is missing
+    assert resolve_backend("auto", tmp_path / "m.pth")[0] == "torch"
+    assert resolve_backend("auto", "grpc://localhost:8001/pspnet")[0] == "triton"
+    assert resolve_backend("auto", tmp_path / "m.bin")[0] == "onnxruntime"  # says itself what it cannot read
+
+
+def test_a_backend_registered_in_code_is_found_and_can_win_auto(tiny_model):
+    from pspcore.registry import register_backend, unregister_backend
+    from pspcore.runner import Runner
+
+    @register_backend
+    class Better(Runner):
+        name = "better"
+
+        @classmethod
+        def auto_priority(cls, model_path):
+            return 50 if model_path.endswith(".onnx") else None
+
+        def run_batch(self, batch):
+            return batch
+
+    try:
+        assert resolve_backend("auto", tiny_model)[0] == "better"
+        assert available_backends()["better"] is None
+    finally:
+        unregister_backend("better")
+    assert resolve_backend("auto", tiny_model)[0] == "onnxruntime"
 
 
 def test_onnxruntime_runner_reads_metadata_and_shape(tiny_model):
@@ -55,12 +101,12 @@ def test_onnxruntime_runner_reads_metadata_and_shape(tiny_model):
 
 def test_fixed_batch_model_takes_any_batch(onnx_dir):
     model = make_onnx(onnx_dir / "b2.onnx", batch=2)
-    runner = create_runner("onnxruntime", model)
-    assert runner.input_spec.fixed_batch == 2
-    x = np.random.default_rng(1).normal(size=(5, 3, 32, 32)).astype(np.float32)
-    whole = runner.infer(x)
-    assert whole.shape == (5, 4, 32, 32)
-    np.testing.assert_allclose(whole[4:], runner.infer(x[4:]), rtol=1e-6)
+    with create_runner("onnxruntime", model) as runner:
+        assert runner.input_spec.fixed_batch == 2
+        x = np.random.default_rng(1).normal(size=(5, 3, 32, 32)).astype(np.float32)
+        whole = runner.infer(x)
+        assert whole.shape == (5, 4, 32, 32)
+        np.testing.assert_allclose(whole[4:], runner.infer(x[4:]), rtol=1e-6)
 
 
 def test_wrong_input_size_is_a_clear_error(tiny_model):
@@ -83,6 +129,7 @@ def test_model_without_metadata_gets_defaults_and_one_notice(onnx_dir, capsys):
     model = make_onnx(onnx_dir / "foreign.onnx", num_classes=5, info=None)
     info = read_model_info(model)
     runner = create_runner("onnxruntime", model)
+    runner.activate()
     assert info.num_classes == 5 and len(info.palette) == 5 and info.input_size == (32, 32)
     assert runner.info == info
     assert capsys.readouterr().err.count("carries no pspnet metadata") == 1
@@ -95,6 +142,7 @@ def test_labels_model_without_metadata(onnx_dir):
 
 def test_dynamic_shape_model_has_no_fixed_size(onnx_dir):
     runner = create_runner("onnxruntime", make_onnx(onnx_dir / "dyn.onnx", dynamic_shape=True))
+    runner.activate()
     assert runner.input_spec.size is None
     assert runner.infer(np.zeros((1, 3, 20, 28), np.float32)).shape == (1, 4, 20, 28)
 
@@ -121,7 +169,7 @@ def test_bad_model_files_are_input_errors(tmp_path):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x00garbage" * 10)
     with pytest.raises(InputError, match="not a loadable ONNX model"):
-        create_runner("auto", junk)
+        create_runner("auto", junk).activate()
     with pytest.raises(InputError, match="cannot read model info"):
         read_model_info(tmp_path / "weights.bin")
 

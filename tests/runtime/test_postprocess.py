@@ -45,6 +45,7 @@ def test_wide_labels_resize_exactly():
 def test_sliding_windows_match_the_whole_frame_on_a_per_pixel_model(tmp_path):
     # A 1x1 conv is per-pixel, so averaging overlapping windows must reproduce the full-frame result.
     runner = create_runner("onnxruntime", make_onnx(tmp_path / "dyn.onnx", dynamic_shape=True))
+    runner.activate()
     frame = np.random.default_rng(0).integers(0, 255, (70, 90, 3), np.uint8)
     crops, tiling = tile_frame(frame, runner.info, (32, 32))
     # stride 22: rows at 0, 22, 38 and columns at 0, 22, 44, 58 (the last window flush with the edge)

@@ -14,6 +14,7 @@ from benchmarks.cli import main as bench_main
 from pspcore.errors import InputError, PSPError
 from pspcore.preprocess import prepare_batch
 from pspcore.registry import create_runner
+from pspcore.runner import FrameRunner
 from runtime.cli import main as infer_main
 from runtime.postprocess import labels_to_frame, to_labels
 
@@ -45,7 +46,7 @@ def test_ensemble_labels_equal_local_psp_infer(triton_server, protocol, shm):
     frames = [photo(h, w, seed) for seed, (h, w) in enumerate(sizes)]
     with create_runner("triton", "pspnet", url=_url(triton_server, protocol), protocol=protocol,
                        shm=shm) as runner:
-        assert runner.takes_frames and runner.info.output == "labels"
+        assert isinstance(runner, FrameRunner) and runner.info.output == "labels"
         served = runner.infer([cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames])
     for frame, labels in zip(frames, served):
         expected = local_labels(triton_server.model_path, frame)
@@ -62,7 +63,7 @@ def test_plain_model_logits_equal_local_onnxruntime(triton_server, protocol, shm
         expected = local.infer(batch)
     with create_runner("triton", "plain", url=_url(triton_server, protocol), protocol=protocol,
                        shm=shm) as runner:
-        assert not runner.takes_frames and runner.input_spec.max_batch == 8
+        assert not isinstance(runner, FrameRunner) and runner.input_spec.max_batch == 8
         np.testing.assert_allclose(runner.infer(batch[:3]), expected[:3], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(runner.infer(batch), expected, rtol=1e-5, atol=1e-5)  # region grows
 

@@ -144,6 +144,7 @@ def test_labels_output_of_a_dynamic_shape_model(monkeypatch, repository, server_
 def test_fixed_batch_model_runs_in_chunks_of_its_batch(monkeypatch, repository):
     server = serve(monkeypatch, FakeGrpcServer(repository))
     runner = TritonRunner("fixed")
+    runner.activate()
     assert (runner.input_spec.fixed_batch, runner.input_spec.max_batch) == (2, 2)
     assert runner.infer(np.zeros((4, 3, 32, 32), np.float32)).shape == (4, 4, 32, 32)
     assert server.batches == [2, 2]
@@ -156,6 +157,7 @@ def test_model_without_parameters_gets_defaults_and_a_note(monkeypatch, reposito
     server = serve(monkeypatch, FakeGrpcServer(repository))
     server.configs["bare"].parameters.clear()
     runner = TritonRunner("bare")
+    runner.activate()
     assert (runner.info.num_classes, runner.info.input_size) == (5, (32, 32))
     assert "bare carries no pspnet metadata" in capsys.readouterr().err
 
@@ -163,6 +165,7 @@ def test_model_without_parameters_gets_defaults_and_a_note(monkeypatch, reposito
 def test_bad_batches_are_input_errors(monkeypatch, repository):
     serve(monkeypatch, FakeGrpcServer(repository))
     runner = TritonRunner("pspnet")
+    runner.activate()
     with pytest.raises(InputError, match="takes 33x41 inputs, got 32x32"):
         runner.infer(np.zeros((1, 3, 32, 32), np.float32))
     with pytest.raises(InputError, match=r"\[N, 3, H, W\]"):
@@ -172,20 +175,20 @@ def test_bad_batches_are_input_errors(monkeypatch, repository):
 def test_unknown_model_is_a_clear_input_error_without_retries(monkeypatch, repository, sleeps):
     serve(monkeypatch, FakeGrpcServer(repository))
     with pytest.raises(InputError, match="has no model 'nope'.*unknown model"):
-        TritonRunner("nope", url="example:8001")
+        TritonRunner("nope", url="example:8001").activate()
     assert sleeps == []
 
 
 def test_loading_model_is_waited_for_with_backoff(monkeypatch, repository, sleeps):
     serve(monkeypatch, FakeGrpcServer(repository, loading=2))
-    TritonRunner("pspnet", retries=3, backoff=0.25)
+    TritonRunner("pspnet", retries=3, backoff=0.25).activate()
     assert sleeps == [0.25, 0.5]
 
 
 def test_model_that_never_gets_ready_gives_up_after_the_retries(monkeypatch, repository, sleeps):
     serve(monkeypatch, FakeGrpcServer(repository, loading=100))
     with pytest.raises(PSPError, match="'pspnet' is not ready on Triton at localhost:8001 .*tried 3 times"):
-        TritonRunner("pspnet", retries=2, backoff=0.1)
+        TritonRunner("pspnet", retries=2, backoff=0.1).activate()
     assert sleeps == [0.1, 0.2]
 
 
@@ -199,7 +202,7 @@ def free_port() -> int:
 def test_server_down_is_one_line_after_bounded_retries(protocol, sleeps):
     url = f"127.0.0.1:{free_port()}"  # nothing listens there
     with pytest.raises(PSPError) as caught:
-        TritonRunner("pspnet", url=url, protocol=protocol, retries=2, backoff=0.01)
+        TritonRunner("pspnet", url=url, protocol=protocol, retries=2, backoff=0.01).activate()
     message = str(caught.value)
     assert f"cannot reach Triton at {url} ({protocol}) (tried 3 times)" in message and "\n" not in message
     assert sleeps == [0.01, 0.02]
@@ -212,7 +215,7 @@ def test_silent_server_times_out_without_retrying(protocol, sleeps):
         silent.listen()
         url = f"127.0.0.1:{silent.getsockname()[1]}"
         with pytest.raises(PSPError, match=r"timed out after 0.3 s; raise --timeout"):
-            TritonRunner("pspnet", url=url, protocol=protocol, timeout=0.3, retries=2)
+            TritonRunner("pspnet", url=url, protocol=protocol, timeout=0.3, retries=2).activate()
     assert sleeps == []
 
 
