@@ -26,7 +26,8 @@ from pspcore.runner import Runner
 from pspcore.cli import SIZE, Command
 from pspcore.files import atomic_output
 from pspnet.labels import get_label_set
-from runtime.pipeline import SegmentOptions, resolve_input_size, segment_video
+from pspcore.geometry import runner_input_size
+from runtime.pipeline import SegmentOptions, segment_video
 
 
 @dataclass
@@ -109,7 +110,7 @@ def measure(model: Path, video: Path, work: Path, backend: str, batch: int, size
     """Pure rounds sandwich the end-to-end runs (P E P E P), so each run is compared with the pure
     throughput just before and after it: drifting load from elsewhere hits both sides alike."""
     runner = create_runner(backend, model, threads=threads)
-    input_size = resolve_input_size(runner, size)
+    input_size = runner_input_size(runner, size)
     pure, e2e, busy, all_series, frames = [], [], [], [], 0
     with runner:
         for i in range(rounds + 1):

@@ -8,7 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pspcore.errors import InputError
+from pspcore.geometry import resolve_input_size
 from pspcore.model_info import ModelInfo
+from pspcore.runner import InputSpec
 from runtime.triton_steps import model_py
 
 MODEL_SUFFIX = "_model"
@@ -28,14 +30,11 @@ def _set_info(config, info: ModelInfo) -> None:
 
 
 def input_size(model) -> tuple[int, int]:
-    """The (H, W) the preprocess step letterboxes to: the model's stored size, else its fixed input shape."""
-    if model.info.input_size:
-        return tuple(model.info.input_size)
+    """The (H, W) the preprocess step letterboxes to (pspcore.geometry's rule: the model's fixed input shape,
+    else its stored size; the ensemble takes no size of its own)."""
     h, w = model.inputs[0].shape[2:4]
-    if h > 0 and w > 0:
-        return h, w
-    raise InputError(f"{model.path.name} has a dynamic input size and stores none; the ensemble needs one "
-                     "(export it with --size HxW)")
+    spec = InputSpec(size=(h, w) if h > 0 and w > 0 else None)
+    return resolve_input_size(spec, model.info, None, model=model.path.name, option="the ONNX export's --size")
 
 
 def labels_type(model) -> str:

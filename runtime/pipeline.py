@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from pspcore.runner import Runner
 from pspcore.errors import InputError
+from pspcore.geometry import runner_input_size
 from runtime.outputs import ImageOutputs, OutputPaths, VideoOutputs
 from runtime.postprocess import colorize, labels_to_frame, merge_tiles, overlay, palette_lut, to_labels
 from pspcore.preprocess import prepare_batch, tile_frame
@@ -57,21 +58,6 @@ class SegmentResult:
     def summary(self) -> str:
         return (f"{self.frames_in} frames in, {self.frames_out} out, {self.skipped} skipped/corrupt, "
                 f"{self.fps:.1f} frames/s, backend {self.backend}, input {self.input_size[0]}x{self.input_size[1]}")
-
-
-def resolve_input_size(runner: Runner, requested: tuple[int, int] | None) -> tuple[int, int]:
-    """The network input size: the model's fixed size, else --size, else the size stored with the model."""
-    fixed = runner.input_spec.size
-    if fixed:
-        if requested and tuple(requested) != tuple(fixed):
-            raise InputError(f"the model takes {fixed[0]}x{fixed[1]} inputs only; --size "
-                             f"{requested[0]}x{requested[1]} needs a model exported with a dynamic shape")
-        return tuple(fixed)
-    if requested:
-        return tuple(requested)
-    if runner.info.input_size:
-        return tuple(runner.info.input_size)
-    raise InputError("the model has a dynamic input size and stores none: pass --size HxW")
 
 
 class Segmenter:
@@ -216,7 +202,7 @@ def segment_video(runner: Runner, video: str | Path, output: OutputPaths | str |
     the run like any other)."""
     options, paths = options or SegmentOptions(), _as_paths(output)
     paths.check("video")
-    segmenter = Segmenter(runner, resolve_input_size(runner, options.size), options)
+    segmenter = Segmenter(runner, runner_input_size(runner, options.size), options)
     start = time.perf_counter()
     with VideoReader(video) as reader, VideoOutputs(paths, runner.info, segmenter.lut, reader.fps, reader.size,
                                                     options.codec, options.keep_partial) as out:
@@ -240,7 +226,7 @@ def segment_images(runner: Runner, images: str | Path, output: OutputPaths | str
     """Segment one image, or every image in a folder, into overlay image(s) named after the inputs."""
     options, paths = options or SegmentOptions(), _as_paths(output)
     paths.check("folder" if Path(images).is_dir() else "image")
-    segmenter = Segmenter(runner, resolve_input_size(runner, options.size), options)
+    segmenter = Segmenter(runner, runner_input_size(runner, options.size), options)
     files = list_images(images)
     names: list[str] = []
     unreadable: list[str] = []
