@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 
 from pspcore.model_info import ModelInfo, generic_palette
-from pspcore.preprocess import Letterbox, Tiling
+from pspcore.preprocess import Letterbox
+from pspcore.sliding import SlidingWindows
 
 
 def to_labels(output: np.ndarray) -> np.ndarray:
@@ -33,19 +34,9 @@ def labels_to_frame(labels: np.ndarray, box: Letterbox) -> np.ndarray:
     return _resize_labels(np.ascontiguousarray(box.crop(labels)), box.frame_size)
 
 
-def merge_tiles(logits: np.ndarray, tiling: Tiling) -> np.ndarray:
-    """Sliding-window logits [K, C, h, w] -> labels at the frame's size (overlaps averaged, then argmax)."""
-    num_classes = logits.shape[1]
-    height = max(y for y, _ in tiling.origins) + tiling.window[0]
-    width = max(x for _, x in tiling.origins) + tiling.window[1]
-    total = np.zeros((num_classes, height, width), np.float32)
-    count = np.zeros((height, width), np.float32)
-    for (y, x), tile in zip(tiling.origins, logits):
-        total[:, y:y + tile.shape[1], x:x + tile.shape[2]] += tile
-        count[y:y + tile.shape[1], x:x + tile.shape[2]] += 1
-    # Every pixel is covered at least once; the division only matters where windows overlap.
-    scores = (total / count)[:, : tiling.scaled[0], : tiling.scaled[1]]
-    return _resize_labels(to_labels(scores[None])[0], tiling.frame_size)
+def merge_tiles(logits: np.ndarray, windows: SlidingWindows) -> np.ndarray:
+    """Sliding-window logits [K, C, h, w] -> labels at the frame's size (pspcore.sliding's merge, argmax)."""
+    return to_labels(windows.merge_logits(logits)[None])[0]
 
 
 def palette_lut(info: ModelInfo) -> np.ndarray:
