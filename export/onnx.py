@@ -21,6 +21,7 @@ from export.parity import FP32_MAX_REL, FP32_MIN_AGREEMENT, ParityReport, compar
 from export.pooling import with_exact_pooling
 from pspcore.errors import InputError, PSPError
 from pspcore.files import atomic_output, check_writable, file_sha256
+from pspcore.label_maps import graph_label_dtype
 from pspcore.model_info import INPUT_NAME, ModelInfo
 
 OUTPUTS = ("logits", "labels")
@@ -93,7 +94,7 @@ class _Deployable(nn.Module):
         super().__init__()
         self.network = network
         self.output = output
-        self.label_dtype = torch.uint8 if num_classes <= 256 else torch.int32
+        self.label_dtype = getattr(torch, graph_label_dtype(num_classes).name)  # what the runtime expects
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         logits = self.network(image)

@@ -12,7 +12,9 @@ from pathlib import Path
 from pspcore.engine_file import ENGINE_SUFFIXES, read_sidecar
 from pspcore.errors import BackendUnavailable, InputError, notice_once
 from pspcore.files import require_file
+from pspcore.label_maps import graph_label_dtype
 from pspcore.model_info import INPUT_NAME, ModelInfo, fallback_info
+from pspcore.tensor_types import TENSORRT_TO_TRITON, numpy_to_triton
 from pspnet.labels import label_set_for
 from runtime.triton_steps import model_py
 
@@ -121,18 +123,13 @@ def read_onnx_model(path: str | os.PathLike) -> ServedModel:
     return ServedModel(p, "onnx", info, inputs, outputs, extra_files=_external_data(model, p.parent))
 
 
-# TensorRT DataType names (as the sidecar records them) -> Triton's type names.
-TRT_TO_TRITON = {"FLOAT": "FP32", "HALF": "FP16", "BF16": "BF16", "INT8": "INT8", "UINT8": "UINT8", "INT32": "INT32",
-                 "INT64": "INT64", "BOOL": "BOOL"}
-
-
 def _engine_tensors(sidecar, low: list[int], high: list[int]) -> tuple[TensorSpec, TensorSpec]:
     """An engine's I/O by the names, types and shapes its sidecar recorded from the network (-1 where the
     network leaves a dimension open; TensorRT is not needed to read them back). Sidecars from before the
     tensors were recorded get our exporter's names and the profile's shapes, with a notice."""
     tensors = sidecar.tensors
     if tensors.get("inputs") and tensors.get("outputs"):
-        return tuple(TensorSpec(t["name"], TRT_TO_TRITON.get(t["dtype"], "FP32"), tuple(t["shape"]))
+        return tuple(TensorSpec(t["name"], TENSORRT_TO_TRITON.get(t["dtype"], "FP32"), tuple(t["shape"]))
                      for t in (tensors["inputs"][0], tensors["outputs"][0]))
     info = sidecar.info
     notice_once(f"tensors:{id(sidecar)}", "the engine's sidecar records no tensor names (built by an older "
@@ -140,7 +137,7 @@ def _engine_tensors(sidecar, low: list[int], high: list[int]) -> tuple[TensorSpe
     n, h, w = (lo if lo == hi else -1 for lo, hi in zip((low[0], *low[2:]), (high[0], *high[2:])))
     image = TensorSpec(INPUT_NAME, "FP32", (n, 3, h, w))
     if info.output == "labels":
-        return image, TensorSpec("labels", "UINT8" if 0 < info.num_classes <= 256 else "INT32", (n, h, w))
+        return image, TensorSpec("labels", numpy_to_triton(graph_label_dtype(info.num_classes)), (n, h, w))
     return image, TensorSpec("logits", "FP32", (n, info.num_classes or -1, h, w))
 
 

@@ -9,8 +9,10 @@ from pathlib import Path
 
 from pspcore.errors import InputError
 from pspcore.geometry import resolve_input_size
+from pspcore.label_maps import label_dtype
 from pspcore.model_info import ModelInfo
 from pspcore.runner import InputSpec
+from pspcore.tensor_types import numpy_to_triton
 from runtime.triton_steps import model_py
 
 MODEL_SUFFIX = "_model"
@@ -38,9 +40,10 @@ def input_size(model) -> tuple[int, int]:
 
 
 def labels_type(model) -> str:
-    """UINT8 for up to 256 classes, UINT16 above (what runtime.triton_steps.frame_labels returns)."""
+    """Triton's name for pspcore.label_maps' type of the model's label maps (what runtime.triton_steps'
+    postprocess step returns)."""
     classes = model.info.num_classes or (model.outputs[0].shape[1] if len(model.outputs[0].shape) == 4 else 0)
-    return "UINT8" if 0 < classes <= 256 else "UINT16"
+    return numpy_to_triton(label_dtype(classes))
 
 
 def _step(model_name: str, inputs: dict[str, str], outputs: dict[str, str]) -> dict:
@@ -69,6 +72,7 @@ def ensemble_configs(model, model_config, name: str, instances: int = 1) -> dict
     _tensor(post.input.add(), "scores", scores.data_type, [1, *scores.shape[1:]])
     _tensor(post.input.add(), "box", "INT32", [4])
     _tensor(post.output.add(), LABELS, labels_type(model), [-1, -1])
+    _set_info(post, info)  # the step reads the class count, which decides the label type (labels_type)
     ensemble = pb2.ModelConfig(name=name, platform="ensemble", max_batch_size=0)
     _tensor(ensemble.input.add(), IMAGE, "UINT8", [-1, -1, 3])
     _tensor(ensemble.output.add(), LABELS, labels_type(model), [-1, -1])

@@ -87,7 +87,8 @@ class Segmenter:
             bounds = np.cumsum([0] + [len(t.origins) for t in layouts])
             labels = [merge_tiles(output[a:b], t) for a, b, t in zip(bounds[:-1], bounds[1:], layouts)]
         else:
-            labels = [labels_to_frame(l, box) for l, box in zip(to_labels(output), layouts)]
+            labels = [labels_to_frame(l, box)
+                      for l, box in zip(to_labels(output, self.runner.info.num_classes), layouts)]
         return [(l, overlay(f, colorize(l, self.lut), self.options.opacity)) for f, l in zip(frames, labels)]
 
 

@@ -5,19 +5,20 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from pspcore.label_maps import as_labels
 from pspcore.model_info import ModelInfo, generic_palette
 from pspcore.preprocess import Letterbox
 from pspcore.sliding import SlidingWindows
 
 
-def to_labels(output: np.ndarray) -> np.ndarray:
-    """logits [N, C, H, W] -> labels [N, H, W] (uint8 when C <= 256); a labels output [N, H, W] as is."""
+def to_labels(output: np.ndarray, num_classes: int = 0) -> np.ndarray:
+    """logits [N, C, H, W] -> labels [N, H, W]; a labels output [N, H, W] of a model with `num_classes`
+    classes (0: unknown) as is. Both in pspcore.label_maps' type."""
     if output.ndim == 3:
-        return output
+        return as_labels(output, num_classes)
     if output.ndim != 4:
         raise ValueError(f"expected logits [N, C, H, W] or labels [N, H, W], got shape {output.shape}")
-    labels = output.argmax(axis=1)
-    return labels.astype(np.uint8 if output.shape[1] <= 256 else np.int32)
+    return as_labels(output.argmax(axis=1), output.shape[1])
 
 
 def _resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:

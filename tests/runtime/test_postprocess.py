@@ -20,8 +20,8 @@ def test_to_labels_argmax_and_passthrough():
     labels = to_labels(logits)
     assert labels.dtype == np.uint8 and labels.shape == (2, 4, 5)
     assert (labels[0] == 2).all() and (labels[1, :2] == 1).all() and (labels[1, 2:] == 0).all()
-    assert to_labels(labels) is labels
-    assert to_labels(np.zeros((1, 300, 2, 2), np.float32)).dtype == np.int32
+    assert to_labels(labels, 3) is labels
+    assert to_labels(np.zeros((1, 300, 2, 2), np.float32)).dtype == np.uint16
 
 
 def test_labels_map_back_through_the_letterbox():
