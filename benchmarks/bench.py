@@ -219,10 +219,11 @@ def _runner_options(name: str, threads: int | None, shm: bool = False) -> dict:
 
 def load_candidate(candidate: Candidate, threads: int | None, probe: MemoryProbe, shm: bool = False) -> Loaded:
     """Create and activate the runner, measuring its load time and memory growth. Raises PSPError."""
-    from pspcore.registry import REQUIREMENTS, TRITON_SCHEMES, create_runner, resolve_backend
+    from pspcore.registry import REQUIREMENTS, create_runner, resolve_backend
+    from pspcore.triton_protocol import is_server_url
 
     name, _ = resolve_backend(candidate.backend, candidate.model)
-    if not candidate.model.startswith(TRITON_SCHEMES) and not Path(candidate.model).exists():
+    if not is_server_url(candidate.model) and not Path(candidate.model).exists():
         raise InputError(f"model not found: {candidate.model}")
     for package in REQUIREMENTS.get(name, ()):  # import cost is not the model's memory
         with contextlib.suppress(ImportError):

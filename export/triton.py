@@ -14,7 +14,7 @@ from pspcore.errors import BackendUnavailable, InputError, notice_once
 from pspcore.files import require_file
 from pspcore.label_maps import graph_label_dtype
 from pspcore.model_info import INPUT_NAME, ModelInfo, fallback_info
-from pspcore.tensor_types import TENSORRT_TO_TRITON, numpy_to_triton
+from pspcore.tensor_types import TENSORRT_TO_TRITON, numpy_to_triton, triton_config_enum_name
 from pspnet.labels import label_set_for
 from runtime.triton_steps import model_py
 
@@ -195,9 +195,7 @@ def _batching(model: ServedModel, options: TritonOptions) -> tuple[int, tuple[in
 
 def _tensor_message(message, spec: TensorSpec, batched: bool) -> None:
     message.name = spec.name
-    # The wire protocol says BYTES where the config schema says STRING; every other name is shared.
-    name = "STRING" if spec.data_type == "BYTES" else spec.data_type
-    message.data_type = model_config_pb2().DataType.Value(f"TYPE_{name}")
+    message.data_type = model_config_pb2().DataType.Value(triton_config_enum_name(spec.data_type))
     message.dims.extend(spec.shape[1:] if batched else spec.shape)
 
 

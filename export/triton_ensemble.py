@@ -12,7 +12,7 @@ from pspcore.geometry import resolve_input_size
 from pspcore.label_maps import label_dtype
 from pspcore.model_info import ModelInfo
 from pspcore.runner import InputSpec
-from pspcore.tensor_types import numpy_to_triton
+from pspcore.tensor_types import numpy_to_triton, triton_config_enum_name
 from runtime.triton_steps import model_py
 
 MODEL_SUFFIX = "_model"
@@ -22,7 +22,7 @@ IMAGE, LABELS = "image", "labels"
 def _tensor(message, name: str, data_type: str, dims) -> None:
     from export.triton import model_config_pb2
 
-    message.name, message.data_type = name, model_config_pb2().DataType.Value(f"TYPE_{data_type}")
+    message.name, message.data_type = name, model_config_pb2().DataType.Value(triton_config_enum_name(data_type))
     message.dims.extend(dims)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from pspcore.engine_file import ENGINE_SUFFIXES
 from pspcore.errors import BackendUnavailable, InputError
 from pspcore.runner import Runner
+from pspcore.triton_protocol import is_server_url
 
 # name -> "module:RunnerClass". Each module imports its heavy package inside the runner, not at import.
 BACKENDS: dict[str, str] = {
@@ -28,7 +29,6 @@ REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "triton": ("tritonclient",),
 }
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
-TRITON_SCHEMES = ("grpc://", "http://", "https://", "triton://")
 
 
 def runner_class(name: str) -> type[Runner]:
@@ -76,7 +76,7 @@ def resolve_backend(backend: str, model_path: str | os.PathLike) -> tuple[str, s
         return backend, "requested"
     text = str(model_path)
     suffix = Path(text).suffix.lower()
-    if text.startswith(TRITON_SCHEMES):
+    if is_server_url(text):
         return "triton", "a server URL"
     if suffix in ENGINE_SUFFIXES:
         return "tensorrt", f"a {suffix} engine"

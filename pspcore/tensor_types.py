@@ -22,3 +22,9 @@ def triton_config_enum_name(triton_name: str) -> str:
     """The model_config DataType enum name of a Triton type name: the config schema says TYPE_STRING where
     the wire protocol says BYTES; every other name is shared."""
     return "TYPE_" + ("STRING" if triton_name == "BYTES" else triton_name)
+
+
+def triton_name_of_config_enum(enum_name: str) -> str:
+    """The Triton type name of a model_config DataType enum name ("TYPE_STRING" -> "BYTES")."""
+    name = enum_name[len("TYPE_"):] if enum_name.startswith("TYPE_") else enum_name
+    return "BYTES" if name == "STRING" else name
