@@ -16,6 +16,8 @@ import numpy as np
 from tqdm import tqdm
 
 from pspnet.data.transforms import IGNORE
+from pspcore.class_names import class_names_for
+from pspcore.colours import colorize, colour_table
 from pspcore.errors import InputError
 from pspcore.files import atomic_output
 from pspcore.model_info import IMAGENET_MEAN, IMAGENET_STD
@@ -216,13 +218,6 @@ def predict_labels(predict: Predict, image_rgb: np.ndarray, mode: EvalMode, mean
     return predict_probabilities(predict, image_rgb, mode, mean, std).argmax(0)
 
 
-def colourize(labels: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
-    """Class indices -> RGB uint8 image with the model's palette (indices beyond it are black)."""
-    table = np.zeros((256, 3), np.uint8)
-    table[:len(palette)] = np.asarray(palette, np.uint8)[:256]
-    return table[np.clip(labels, 0, 255).astype(np.uint8)]
-
-
 def evaluate(predict: Predict, data, num_classes: int, *, mode: EvalMode | str = "whole",
              class_names: Sequence[str] = (), mean=IMAGENET_MEAN, std=IMAGENET_STD,
              save_png: str | os.PathLike | None = None, palette: Sequence[Sequence[int]] = (),
@@ -234,7 +229,8 @@ def evaluate(predict: Predict, data, num_classes: int, *, mode: EvalMode | str =
     mode = EvalMode(mode) if isinstance(mode, str) else mode
     pairs = SegmentationDataset(data, num_classes, mean, std)
     n = len(pairs) if limit is None else min(limit, len(pairs))
-    names = tuple(class_names) or tuple(f"class_{i}" for i in range(num_classes))
+    names = class_names_for(num_classes, class_names)
+    colours = colour_table(palette, num_classes, bgr=True)
     inter, union, target = (np.zeros(num_classes, np.int64) for _ in range(3))
     out_dir = Path(save_png) if save_png else None
     if out_dir:
@@ -251,5 +247,5 @@ def evaluate(predict: Predict, data, num_classes: int, *, mode: EvalMode | str =
         target += c
         if out_dir:
             with atomic_output(out_dir / f"{i:05d}.png", suffix=".png") as tmp:
-                cv2.imwrite(str(tmp), cv2.cvtColor(colourize(pred, palette or ()), cv2.COLOR_RGB2BGR))
+                cv2.imwrite(str(tmp), colorize(pred, colours))
     return EvalResult(names, inter, union, target, num_images=n, mode=mode.describe())

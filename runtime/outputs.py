@@ -13,7 +13,8 @@ from pspcore.errors import InputError
 from pspcore.files import IMAGE_SUFFIXES, atomic_output, check_folder, check_writable, is_image
 from pspcore.label_maps import as_labels
 from pspcore.model_info import ModelInfo
-from runtime.postprocess import class_fractions, colorize
+from pspcore.colours import colorize
+from runtime.postprocess import class_fractions
 from runtime.video import VideoWriter, write_image
 
 

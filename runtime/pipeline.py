@@ -20,7 +20,8 @@ from pspcore.runner import Runner
 from pspcore.errors import InputError
 from pspcore.geometry import runner_input_size
 from runtime.outputs import ImageOutputs, OutputPaths, VideoOutputs
-from runtime.postprocess import colorize, labels_to_frame, merge_tiles, overlay, palette_lut, to_labels
+from pspcore.colours import colorize
+from runtime.postprocess import labels_to_frame, merge_tiles, overlay, palette_lut, to_labels
 from pspcore.preprocess import prepare_batch, tile_frame
 from pspcore.files import is_image, list_images
 from runtime.video import VideoReader, read_image

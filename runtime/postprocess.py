@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 
 from pspcore.label_maps import as_labels
-from pspcore.model_info import ModelInfo, generic_palette
+from pspcore.colours import colour_table
+from pspcore.model_info import ModelInfo
 from pspcore.preprocess import Letterbox
 from pspcore.sliding import SlidingWindows
 
@@ -41,16 +42,8 @@ def merge_tiles(logits: np.ndarray, windows: SlidingWindows) -> np.ndarray:
 
 
 def palette_lut(info: ModelInfo) -> np.ndarray:
-    """A BGR colour table indexed by label: the model's palette, extended with generic colours to cover
-    every label a uint8 output can hold (or all classes, if more)."""
-    size = max(256, info.num_classes, len(info.palette))
-    colours = list(info.palette) + list(generic_palette(size)[len(info.palette):])
-    return np.ascontiguousarray(np.asarray(colours, np.uint8)[:, ::-1])
-
-
-def colorize(labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """Labels [H, W] -> BGR image [H, W, 3]."""
-    return np.take(lut, labels, axis=0, mode="clip")
+    """The model's BGR colour table indexed by label (pspcore.colours, as psp-eval colours its predictions)."""
+    return colour_table(info.palette, info.num_classes, bgr=True)
 
 
 def overlay(frame_bgr: np.ndarray, colour_bgr: np.ndarray, opacity: float) -> np.ndarray:

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from pspcore.registry import create_runner
-from runtime.postprocess import (class_fractions, colorize, labels_to_frame, merge_tiles, overlay, palette_lut,
-                                 to_labels)
+from pspcore.colours import colorize
+from runtime.postprocess import class_fractions, labels_to_frame, merge_tiles, overlay, palette_lut, to_labels
 from pspcore.preprocess import letterbox, prepare_batch, tile_frame
 from pspcore.sliding import SlidingWindows
 
