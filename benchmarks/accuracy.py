@@ -8,10 +8,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks.bench import Candidate, Loaded, Unavailable, backend_name, first_line, load_candidate
+from benchmarks.bench import Candidate, Loaded, Unavailable, backend_name, load_candidate
 from benchmarks.memory import MemoryProbe
 from benchmarks.report import markdown_table, text_table, write_text
-from pspcore.errors import InputError, PSPError
+from pspcore.errors import InputError, PSPError, first_line
 from pspcore.files import require_file
 from pspcore.geometry import runner_input_size
 

@@ -17,7 +17,7 @@ from benchmarks.machine import load_average, machine_info
 from benchmarks.memory import NOTE, MemoryProbe
 from benchmarks.stats import Summary, summarize
 from pspcore.runner import Runner
-from pspcore.errors import InputError, PSPError
+from pspcore.errors import InputError, PSPError, first_line
 from pspcore.geometry import runner_input_size
 
 Clock = Callable[[], float]
@@ -267,11 +267,6 @@ Log = Callable[[str], None]
 
 def _quiet(_: str) -> None:
     pass
-
-
-def first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_all(candidates: list[Candidate], config: BenchConfig, log: Log

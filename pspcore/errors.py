@@ -32,3 +32,10 @@ def notice_once(key: str, message: str) -> None:
     if key not in _noticed:
         _noticed.add(key)
         print(f"notice: {message}", file=sys.stderr)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none): what a one-line error
+    quotes of a library's multi-line report."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from pspcore.class_names import class_names_for, generic_class_name
-from pspcore.errors import InputError, notice_once
+from pspcore.errors import InputError, first_line, notice_once
 from pspcore.files import require_file
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, 0..255
@@ -143,7 +143,7 @@ def read_onnx_info(path: str | os.PathLike) -> ModelInfo:
     try:
         session = ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
-        raise InputError(f"{p}: not a loadable ONNX model: {str(exc).strip().splitlines()[0]}") from None
+        raise InputError(f"{p}: not a loadable ONNX model: {first_line(exc)}") from None
     return info_from_session(session, p)
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pspcore.errors import BackendUnavailable, InputError, PSPError
+from pspcore.errors import BackendUnavailable, InputError, PSPError, first_line
 from pspcore.files import require_file
 from pspcore.model_info import ModelInfo, info_from_session
 from pspcore.runner import InputSpec, Runner
@@ -137,7 +137,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             session = ort.InferenceSession(str(path), session_options(self.threads), providers=chosen)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            raise InputError(f"{path}: not a loadable ONNX model: {str(exc).strip().splitlines()[0]}") from None
+            raise InputError(f"{path}: not a loadable ONNX model: {first_line(exc)}") from None
         used = session.get_providers()
         dropped = [p for p in self.providers if p not in used]
         if dropped:  # e.g. CUDA listed by the wheel but no driver/GPU on this machine: say so, once
@@ -174,7 +174,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             return self._session.run([self._output_name], {self._input_name: batch})[0]
         except Exception as exc:  # onnxruntime's own RuntimeException / Fail types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise PSPError(f"{self.display_name}: ONNX Runtime failed on a batch of shape {list(batch.shape)}: "
                            f"{first}") from None
 
