@@ -283,8 +283,8 @@ def load_all(candidates: list[Candidate], config: BenchConfig, log: Log
         try:
             item = load_candidate(cand, config.threads, probe, config.shm)
             probe.start()  # the peak of the first inferences, relative to RSS after loading
-            # --size, else the baseline's (loaded first), else the first model's; later models must take it
-            size = runner_input_size(item.runner, size)
+            # --size, else the baseline's (loaded first); each model's batches are then checked against it
+            size = size or runner_input_size(item.runner, None)
             ok = _first_inferences(item, config, size, unavailable)
             first = probe.stop()
         except PSPError as exc:
