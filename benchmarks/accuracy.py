@@ -8,11 +8,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks.bench import Candidate, Loaded, Unavailable, backend_name, first_line, load_candidate
+from benchmarks.bench import Candidate, Loaded, Unavailable, backend_name, load_candidate
 from benchmarks.memory import MemoryProbe
 from benchmarks.report import markdown_table, text_table, write_text
-from pspcore.errors import InputError, PSPError
+from pspcore.errors import InputError, PSPError, first_line
 from pspcore.files import require_file
+from pspcore.geometry import runner_input_size
 
 
 @dataclass(frozen=True)
@@ -126,14 +127,12 @@ def run_accuracy(candidates: list[Candidate], config: AccuracyConfig, log=lambda
             unavailable.append(Unavailable(cand.model, backend_name(cand), first_line(exc)))
             log(f"unavailable: {unavailable[-1].line()}")
             continue
-        crop = crop or config.size or item.runner.input_spec.size or item.runner.info.input_size
         log(f"evaluating {Path(cand.model).name} on {item.runner.describe()}")
         started = time.perf_counter()
         try:
-            if crop is None:
-                raise InputError("the model states no input size; pass --size HxW")
+            crop = runner_input_size(item.runner, crop or config.size)  # later models must take the first's
             windows: list = []
-            result = evaluate_runner(item, data, config, tuple(crop), windows)
+            result = evaluate_runner(item, data, config, crop, windows)
         except PSPError as exc:
             unavailable.append(Unavailable(cand.model, item.runner.name, first_line(exc)))
             log(f"unavailable: {unavailable[-1].line()}")

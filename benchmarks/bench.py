@@ -17,6 +17,7 @@ from benchmarks.memory import NOTE, MemoryProbe
 from benchmarks.stats import Summary, summarize
 from pspcore.runner import FrameRunner, Runner
 from pspcore.errors import InputError, PSPError, first_line
+from pspcore.geometry import runner_input_size
 
 Clock = Callable[[], float]
 
@@ -247,14 +248,6 @@ def batch_problem(runner: Runner, batch: int, size: tuple[int, int]) -> str | No
     return f"the model {problem}" if problem else runner.input_spec.whole_batch_problem(batch)
 
 
-def input_size_of(item: Loaded) -> tuple[int, int]:
-    """The size a model is fixed to, else the size it was exported/trained at."""
-    size = item.runner.input_spec.size or item.runner.info.input_size
-    if not size:
-        raise InputError("the model states no input size; pass --size HxW")
-    return tuple(size)
-
-
 # ---------------------------------------------------------------------------------------------- one run
 
 Log = Callable[[str], None]
@@ -278,7 +271,8 @@ def load_all(candidates: list[Candidate], config: BenchConfig, log: Log
         try:
             item = load_candidate(cand, config.threads, probe, config.shm)
             probe.start()  # the peak of the first inferences, relative to RSS after loading
-            size = size or input_size_of(item)  # the baseline's (loaded first), else the first model's
+            # --size, else the baseline's (loaded first); each model's batches are then checked against it
+            size = size or runner_input_size(item.runner, None)
             ok = _first_inferences(item, config, size, unavailable)
             first = probe.stop()
         except PSPError as exc:

@@ -170,6 +170,7 @@ def measure_latency(runners: dict, batch: np.ndarray, duration_s: float):
 def run_gpu_check(config: GpuCheckConfig, log=print) -> dict:
     """Everything the script reports, as a JSON-ready dict (also printed through `log`)."""
     from pspcore.engine_file import current_platform
+    from pspcore.geometry import resolve_input_size
 
     if (config.checkpoint is None) == (config.onnx is None):
         raise InputError("give exactly one of --checkpoint or --onnx")
@@ -178,9 +179,7 @@ def run_gpu_check(config: GpuCheckConfig, log=print) -> dict:
         work = Path(config.workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
         onnx_path, info = source_onnx(config, work)
-        size = config.size or info.input_size
-        if size is None:
-            raise InputError("the model records no input size: pass --size")
+        size = resolve_input_size(None, info, config.size, model=Path(onnx_path).name)
         if "int8" in config.precisions and not config.calib_images:
             config = replace(config, calib_images=tuple(drawn_calibration(work / "calib", size)))
             log("notice: INT8 calibrated on drawn scenes (pass --calib-images for a real accuracy check)")

@@ -26,7 +26,8 @@ from pspcore.runner import Runner
 from pspcore.cli import SIZE, Command
 from pspcore.files import atomic_output
 from pspnet.labels import get_label_set
-from runtime.pipeline import SegmentOptions, resolve_input_size, segment_video
+from pspcore.geometry import runner_input_size
+from runtime.pipeline import SegmentOptions, segment_video
 
 
 @dataclass
@@ -111,7 +112,7 @@ def measure(model: Path, video: Path, work: Path, backend: str, batch: int, size
     runner = create_runner(backend, model, threads=threads)
     pure, e2e, busy, all_series, frames = [], [], [], [], 0
     with runner:
-        input_size = resolve_input_size(runner, size)
+        input_size = runner_input_size(runner, size)
         for i in range(rounds + 1):
             fps, series = pure_fps(runner, input_size, batch, seconds)
             pure.append(fps)

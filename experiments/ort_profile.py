@@ -18,7 +18,7 @@ import numpy as np
 from benchmarks.report import markdown_table, text_table, write_text
 from runtime.backends.onnxruntime import session_options
 from pspcore.cli import SIZE, Command
-from pspcore.errors import InputError
+from pspcore.errors import InputError, first_line
 from pspcore.files import require_file
 
 
@@ -62,7 +62,7 @@ def profile_model(path: str | os.PathLike, runs: int, threads: int | None, size:
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime's own Fail/InvalidProtobuf types
-            raise InputError(f"{path}: not a loadable ONNX model: {str(exc).strip().splitlines()[0]}") from None
+            raise InputError(f"{path}: not a loadable ONNX model: {first_line(exc)}") from None
         shape = session.get_inputs()[0].shape
         h, w = (d if isinstance(d, int) and d > 0 else None for d in shape[2:4])
         if not (h and w):

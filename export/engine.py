@@ -17,6 +17,8 @@ from pspcore.errors import InputError, PSPError
 from pspcore.files import atomic_output, check_writable, file_sha256, require_file
 from pspcore.engine_file import EngineSidecar, current_platform, sidecar_path, write_sidecar
 from pspcore.model_info import ModelInfo, read_onnx_info
+from pspcore.geometry import resolve_input_size
+from pspcore.runner import InputSpec
 from pspcore.nvidia import collecting_logger, import_tensorrt, select_device
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -99,20 +101,14 @@ def input_profile(dims: Shape, profile: Profile, info: ModelInfo) -> tuple[tuple
     if dims[0] > 0 and profile.batch != (dims[0],) * 3:
         raise InputError(f"the model was exported for batch {dims[0]} only; --batch {':'.join(map(str, profile.batch))} "
                          f"needs a dynamic-batch export")
-    fixed_hw = (dims[2], dims[3]) if dims[2] > 0 and dims[3] > 0 else None
-    sizes = profile.sizes
-    if fixed_hw:
-        if sizes is not None and any(s != fixed_hw for s in sizes):
-            raise InputError(f"the model takes {fixed_hw[0]}x{fixed_hw[1]} inputs only; --size needs a "
-                             "dynamic-shape export")
-        sizes = (fixed_hw,) * 3
-    elif sizes is None:
-        if info.input_size is None:
-            raise InputError("the model has a dynamic input size and no recorded input size: pass --size "
-                             "HxW or MIN:OPT:MAX sizes")
-        sizes = (tuple(info.input_size),) * 3
-        notes.append(f"dynamic-shape model built for its recorded input size "
-                     f"{info.input_size[0]}x{info.input_size[1]} only (--size MIN:OPT:MAX widens it)")
+    fixed = InputSpec(size=(dims[2], dims[3]) if dims[2] > 0 and dims[3] > 0 else None)
+    if profile.sizes is None:
+        sizes = (resolve_input_size(fixed, info, None),) * 3
+        if not fixed.size:
+            notes.append(f"dynamic-shape model built for its recorded input size {sizes[0][0]}x{sizes[0][1]} "
+                         "only (--size MIN:OPT:MAX widens it)")
+    else:  # each of min/opt/max is a requested size under the same rule
+        sizes = tuple(resolve_input_size(fixed, info, size) for size in profile.sizes)
     return Profile(profile.batch, sizes).shapes(dims[1] if dims[1] > 0 else 3), notes
 
 

@@ -19,8 +19,9 @@ from torch import nn
 
 from export.parity import FP32_MAX_REL, FP32_MIN_AGREEMENT, ParityReport, compare_outputs, sample_batch, worst
 from export.pooling import with_exact_pooling
-from pspcore.errors import InputError, PSPError
+from pspcore.errors import InputError, PSPError, first_line
 from pspcore.files import atomic_output, check_writable, file_sha256
+from pspcore.label_maps import graph_label_dtype
 from pspcore.model_info import INPUT_NAME, ModelInfo
 
 OUTPUTS = ("logits", "labels")
@@ -93,7 +94,7 @@ class _Deployable(nn.Module):
         super().__init__()
         self.network = network
         self.output = output
-        self.label_dtype = torch.uint8 if num_classes <= 256 else torch.int32
+        self.label_dtype = getattr(torch, graph_label_dtype(num_classes).name)  # what the runtime expects
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         logits = self.network(image)
@@ -129,8 +130,7 @@ def _trace_to_onnx(module: nn.Module, example: torch.Tensor, *, output: str, dyn
                               input_names=[INPUT_NAME], output_names=[output], do_constant_folding=True,
                               dynamic_axes={INPUT_NAME: axes, output: out_axes} if axes else None)
         except Exception as exc:  # the exporter raises many types; the user needs the first line only
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise PSPError(f"torch.onnx.export failed (opset {opset}): {first}") from exc
+            raise PSPError(f"torch.onnx.export failed (opset {opset}): {first_line(exc)}") from exc
     return onnx.load_from_string(buffer.getvalue())
 
 
@@ -166,7 +166,7 @@ def _finish_graph(proto, info: ModelInfo, batch: int | None):
     try:
         onnx.checker.check_model(slimmed, full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise PSPError(f"exported graph failed onnx.checker: {str(exc).splitlines()[0]}") from None
+        raise PSPError(f"exported graph failed onnx.checker: {first_line(exc)}") from None
     return slimmed
 
 

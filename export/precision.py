@@ -15,6 +15,7 @@ from pathlib import Path
 from export.calibration import DEFAULT_NUM_IMAGES, load_calibration_set
 from pspcore.errors import InputError, PSPError
 from pspcore.files import atomic_output, require_file
+from pspcore.geometry import resolve_input_size
 from pspcore.model_info import PROP_PREFIX, ModelInfo
 from pspcore.model_info import read_onnx_info
 
@@ -106,12 +107,9 @@ def fp16_model(src: str | os.PathLike, exclude: tuple[str, ...] = (), keep_fp32:
 
 
 def calibration_size(src: str | os.PathLike, info: ModelInfo, size: tuple[int, int] | None) -> tuple[int, int]:
-    """The input size calibration images are prepared at: --size, else the model's fixed or recorded size."""
-    if size is not None:
-        return tuple(size)
-    if info.input_size is not None:
-        return tuple(info.input_size)
-    raise InputError(f"{src} has a dynamic input size and records none: pass --size HxW for calibration")
+    """The input size calibration images are prepared at (pspcore.geometry's rule: --size, else the size the
+    model records; the file is not loaded here, so a fixed shape is known through its recorded size)."""
+    return resolve_input_size(None, info, size, model=str(src))
 
 
 @contextlib.contextmanager

@@ -10,17 +10,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pspcore.engine_file import ENGINE_SUFFIXES, read_sidecar
-from pspcore.errors import BackendUnavailable, InputError, notice_once
+from pspcore.errors import InputError, notice_once
 from pspcore.files import require_file
+from pspcore.label_maps import graph_label_dtype
 from pspcore.model_info import INPUT_NAME, ModelInfo, fallback_info
+from pspcore.tensor_types import TENSORRT_TO_TRITON, numpy_to_triton
 from pspnet.labels import label_set_for
+from export.triton_config import PYTHON, VERSION, config_text, model_config_pb2, tensor_message
+from export.triton_ensemble import MODEL_SUFFIX, ensemble_folders
 from runtime.triton_steps import model_py
 
 PLATFORMS = {"onnx": "onnxruntime_onnx", "plan": "tensorrt_plan"}
-PYTHON = "python"  # ONNX Runtime inside Triton's python backend (runtime.triton_steps.OnnxStep)
 KINDS = ("auto", "cpu", "gpu")
 LABELS_FILE = "labels.txt"
-VERSION = "1"
 
 
 @dataclass(frozen=True)
@@ -73,16 +75,6 @@ class TritonExport:
     instance_kind: str = "gpu"
 
 
-def model_config_pb2():
-    """Triton's model configuration schema as shipped with tritonclient (the `triton` extra)."""
-    try:
-        from tritonclient.grpc import model_config_pb2 as pb2
-    except ImportError as exc:
-        raise BackendUnavailable(f"tritonclient is not installed ({exc.name}); "
-                                 "pip install 'pspnet-deploy[triton]'") from None
-    return pb2
-
-
 def _onnx_tensor(value_info) -> TensorSpec:
     import onnx
     from tritonclient.utils import np_to_triton_dtype
@@ -121,18 +113,13 @@ def read_onnx_model(path: str | os.PathLike) -> ServedModel:
     return ServedModel(p, "onnx", info, inputs, outputs, extra_files=_external_data(model, p.parent))
 
 
-# TensorRT DataType names (as the sidecar records them) -> Triton's type names.
-TRT_TO_TRITON = {"FLOAT": "FP32", "HALF": "FP16", "BF16": "BF16", "INT8": "INT8", "UINT8": "UINT8", "INT32": "INT32",
-                 "INT64": "INT64", "BOOL": "BOOL"}
-
-
 def _engine_tensors(sidecar, low: list[int], high: list[int]) -> tuple[TensorSpec, TensorSpec]:
     """An engine's I/O by the names, types and shapes its sidecar recorded from the network (-1 where the
     network leaves a dimension open; TensorRT is not needed to read them back). Sidecars from before the
     tensors were recorded get our exporter's names and the profile's shapes, with a notice."""
     tensors = sidecar.tensors
     if tensors.get("inputs") and tensors.get("outputs"):
-        return tuple(TensorSpec(t["name"], TRT_TO_TRITON.get(t["dtype"], "FP32"), tuple(t["shape"]))
+        return tuple(TensorSpec(t["name"], TENSORRT_TO_TRITON.get(t["dtype"], "FP32"), tuple(t["shape"]))
                      for t in (tensors["inputs"][0], tensors["outputs"][0]))
     info = sidecar.info
     notice_once(f"tensors:{id(sidecar)}", "the engine's sidecar records no tensor names (built by an older "
@@ -140,7 +127,7 @@ def _engine_tensors(sidecar, low: list[int], high: list[int]) -> tuple[TensorSpe
     n, h, w = (lo if lo == hi else -1 for lo, hi in zip((low[0], *low[2:]), (high[0], *high[2:])))
     image = TensorSpec(INPUT_NAME, "FP32", (n, 3, h, w))
     if info.output == "labels":
-        return image, TensorSpec("labels", "UINT8" if 0 < info.num_classes <= 256 else "INT32", (n, h, w))
+        return image, TensorSpec("labels", numpy_to_triton(graph_label_dtype(info.num_classes)), (n, h, w))
     return image, TensorSpec("logits", "FP32", (n, info.num_classes or -1, h, w))
 
 
@@ -197,11 +184,7 @@ def _batching(model: ServedModel, options: TritonOptions) -> tuple[int, tuple[in
 
 
 def _tensor_message(message, spec: TensorSpec, batched: bool) -> None:
-    message.name = spec.name
-    # The wire protocol says BYTES where the config schema says STRING; every other name is shared.
-    name = "STRING" if spec.data_type == "BYTES" else spec.data_type
-    message.data_type = model_config_pb2().DataType.Value(f"TYPE_{name}")
-    message.dims.extend(spec.shape[1:] if batched else spec.shape)
+    tensor_message(message, spec.name, spec.data_type, spec.shape[1:] if batched else spec.shape)
 
 
 def platform_of(model: ServedModel, options: TritonOptions) -> str:
@@ -225,14 +208,6 @@ def instance_kind(kind: str, platform: str) -> str:
     if platform == PLATFORMS["plan"] and kind == "cpu":
         raise InputError("a TensorRT engine runs on a GPU only; use --instance-kind gpu")
     return kind
-
-
-def python_config(name: str, instances: int = 1):
-    """An empty python-backend ModelConfig on CPU instances: the shape every python step shares."""
-    pb2 = model_config_pb2()
-    config = pb2.ModelConfig(name=name, backend=PYTHON)
-    config.instance_group.add(count=instances, kind=pb2.ModelInstanceGroup.Kind.Value("KIND_CPU"))
-    return config
 
 
 def build_config(model: ServedModel, options: TritonOptions):
@@ -263,12 +238,6 @@ def build_config(model: ServedModel, options: TritonOptions):
     for key, value in model.info.to_props().items():
         config.parameters[key].string_value = value
     return config
-
-
-def config_text(config) -> str:
-    from google.protobuf import text_format
-
-    return text_format.MessageToString(config)
 
 
 def class_names(info: ModelInfo) -> tuple[str, ...]:
@@ -333,8 +302,6 @@ def write_folders(repository: Path, folders: dict[str, Callable[[Path], None]], 
 def write_model(model: ServedModel, repository: str | os.PathLike, options: TritonOptions) -> TritonExport:
     """Write `repository/<name>/` (config.pbtxt, labels.txt, 1/model.onnx|plan) atomically; with
     `options.ensemble` the model goes to `<name>_model` beside its pre/post steps and the ensemble `<name>`."""
-    from export.triton_ensemble import MODEL_SUFFIX, ensemble_folders  # builds on this module
-
     if not options.name or "/" in options.name or options.name.startswith("."):
         raise InputError(f"invalid model name {options.name!r}: use a plain folder name")
     step_name = f"{options.name}{MODEL_SUFFIX}" if options.ensemble else options.name

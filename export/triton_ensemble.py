@@ -7,19 +7,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from export.triton_config import VERSION, config_text, model_config_pb2, python_config, tensor_message
 from pspcore.errors import InputError
+from pspcore.geometry import resolve_input_size
+from pspcore.label_maps import label_dtype
 from pspcore.model_info import ModelInfo
+from pspcore.runner import InputSpec
+from pspcore.tensor_types import numpy_to_triton
 from runtime.triton_steps import model_py
 
 MODEL_SUFFIX = "_model"
 IMAGE, LABELS = "image", "labels"
-
-
-def _tensor(message, name: str, data_type: str, dims) -> None:
-    from export.triton import model_config_pb2
-
-    message.name, message.data_type = name, model_config_pb2().DataType.Value(f"TYPE_{data_type}")
-    message.dims.extend(dims)
 
 
 def _set_info(config, info: ModelInfo) -> None:
@@ -28,20 +26,18 @@ def _set_info(config, info: ModelInfo) -> None:
 
 
 def input_size(model) -> tuple[int, int]:
-    """The (H, W) the preprocess step letterboxes to: the model's stored size, else its fixed input shape."""
-    if model.info.input_size:
-        return tuple(model.info.input_size)
+    """The (H, W) the preprocess step letterboxes to (pspcore.geometry's rule: the model's fixed input shape,
+    else its stored size; the ensemble takes no size of its own)."""
     h, w = model.inputs[0].shape[2:4]
-    if h > 0 and w > 0:
-        return h, w
-    raise InputError(f"{model.path.name} has a dynamic input size and stores none; the ensemble needs one "
-                     "(export it with --size HxW)")
+    spec = InputSpec(size=(h, w) if h > 0 and w > 0 else None)
+    return resolve_input_size(spec, model.info, None, model=model.path.name, option="the ONNX export's --size")
 
 
 def labels_type(model) -> str:
-    """UINT8 for up to 256 classes, UINT16 above (what runtime.triton_steps.frame_labels returns)."""
+    """Triton's name for pspcore.label_maps' type of the model's label maps (what runtime.triton_steps'
+    postprocess step returns)."""
     classes = model.info.num_classes or (model.outputs[0].shape[1] if len(model.outputs[0].shape) == 4 else 0)
-    return "UINT8" if 0 < classes <= 256 else "UINT16"
+    return numpy_to_triton(label_dtype(classes))
 
 
 def _step(model_name: str, inputs: dict[str, str], outputs: dict[str, str]) -> dict:
@@ -54,8 +50,6 @@ def ensemble_configs(model, model_config, name: str, instances: int = 1) -> dict
     sizes cannot be batched); Triton's dynamic batcher still merges concurrent requests at the model step."""
     from google.protobuf import json_format
 
-    from export.triton import model_config_pb2, python_config
-
     pb2 = model_config_pb2()
     if model_config.max_batch_size == 0 and model.inputs[0].shape[0] not in (1, -1):
         raise InputError(f"{model.path.name} takes batches of exactly {model.inputs[0].shape[0]}; the ensemble "
@@ -63,16 +57,17 @@ def ensemble_configs(model, model_config, name: str, instances: int = 1) -> dict
     size, info = input_size(model), model.info.with_(input_size=input_size(model))
     scores = model.outputs[0]
     pre, post = python_config(f"{name}_preprocess", instances), python_config(f"{name}_postprocess", instances)
-    _tensor(pre.input.add(), IMAGE, "UINT8", [-1, -1, 3])
-    _tensor(pre.output.add(), "input", "FP32", [1, 3, *size])
-    _tensor(pre.output.add(), "box", "INT32", [4])
+    tensor_message(pre.input.add(), IMAGE, "UINT8", [-1, -1, 3])
+    tensor_message(pre.output.add(), "input", "FP32", [1, 3, *size])
+    tensor_message(pre.output.add(), "box", "INT32", [4])
     _set_info(pre, info)
-    _tensor(post.input.add(), "scores", scores.data_type, [1, *scores.shape[1:]])
-    _tensor(post.input.add(), "box", "INT32", [4])
-    _tensor(post.output.add(), LABELS, labels_type(model), [-1, -1])
+    tensor_message(post.input.add(), "scores", scores.data_type, [1, *scores.shape[1:]])
+    tensor_message(post.input.add(), "box", "INT32", [4])
+    tensor_message(post.output.add(), LABELS, labels_type(model), [-1, -1])
+    _set_info(post, info)  # the step reads the class count, which decides the label type (labels_type)
     ensemble = pb2.ModelConfig(name=name, platform="ensemble", max_batch_size=0)
-    _tensor(ensemble.input.add(), IMAGE, "UINT8", [-1, -1, 3])
-    _tensor(ensemble.output.add(), LABELS, labels_type(model), [-1, -1])
+    tensor_message(ensemble.input.add(), IMAGE, "UINT8", [-1, -1, 3])
+    tensor_message(ensemble.output.add(), LABELS, labels_type(model), [-1, -1])
     steps = [_step(pre.name, {IMAGE: IMAGE}, {"input": "net_input", "box": "box"}),
              _step(model_config.name, {model.inputs[0].name: "net_input"}, {scores.name: "scores"}),
              _step(post.name, {"scores": "scores", "box": "box"}, {LABELS: LABELS})]
@@ -84,8 +79,6 @@ def ensemble_configs(model, model_config, name: str, instances: int = 1) -> dict
 
 def _fill(config, model_py_text: str | None) -> Callable[[Path], None]:
     def fill(folder: Path) -> None:
-        from export.triton import VERSION, config_text
-
         (folder / VERSION).mkdir(parents=True)  # an ensemble needs an (empty) version folder too
         if model_py_text:
             (folder / VERSION / "model.py").write_text(model_py_text)

@@ -5,10 +5,9 @@ import os
 
 import click
 
-from pspcore.errors import PSPError
+from pspcore.errors import PSPError, first_line
 
 DEBUG_VARIABLE = "PSP_DEBUG"
-REPORT_URL = "the project's issue tracker"
 
 
 def debugging() -> bool:
@@ -16,19 +15,14 @@ def debugging() -> bool:
     return os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def describe_unexpected(exc: Exception) -> tuple[str, int]:
     """(one line, exit code) for an exception that is no PSPError. A file-system error names the path and
     the reason; anything else is a bug: say so and how to see and report its traceback."""
     if isinstance(exc, OSError) and (exc.filename or exc.strerror):
         where = f"{exc.filename}: " if exc.filename else ""
-        return f"{where}{exc.strerror or _first_line(exc)}", 1
-    return (f"unexpected {type(exc).__name__}: {_first_line(exc)} (a bug: rerun with --debug or {DEBUG_VARIABLE}=1 "
-            f"for the traceback and report it on {REPORT_URL})"), 1
+        return f"{where}{exc.strerror or first_line(exc)}", 1
+    return (f"unexpected {type(exc).__name__}: {first_line(exc)} (a bug: rerun with --debug or {DEBUG_VARIABLE}=1 "
+            "for the traceback and report it to the project's issue tracker)"), 1
 
 
 class _ReportsErrors:

@@ -8,7 +8,8 @@ import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from pspcore.errors import InputError, notice_once
+from pspcore.class_names import class_names_for, generic_class_name
+from pspcore.errors import InputError, first_line, notice_once
 from pspcore.files import require_file
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, 0..255
@@ -79,7 +80,7 @@ class ModelInfo:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def class_name(self, index: int) -> str:
-        return self.class_names[index] if index < len(self.class_names) else f"class_{index}"
+        return self.class_names[index] if index < len(self.class_names) else generic_class_name(index)
 
 
 def generic_palette(num_classes: int) -> tuple[tuple[int, int, int], ...]:
@@ -102,7 +103,7 @@ def default_info(num_classes: int = 0, input_size: tuple[int, int] | None = None
     """What we assume for a model exported elsewhere: generic names and palette, ImageNet mean/std."""
     # A labels output hides the class count: colour every value a uint8 label can take.
     colours = num_classes if num_classes > 0 else 256
-    return ModelInfo(num_classes=max(num_classes, 0), class_names=tuple(f"class_{i}" for i in range(num_classes)),
+    return ModelInfo(num_classes=max(num_classes, 0), class_names=class_names_for(num_classes),
                      palette=generic_palette(colours), input_size=input_size, output=output,
                      dynamic_shape=input_size is None)
 
@@ -142,7 +143,7 @@ def read_onnx_info(path: str | os.PathLike) -> ModelInfo:
     try:
         session = ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
-        raise InputError(f"{p}: not a loadable ONNX model: {str(exc).strip().splitlines()[0]}") from None
+        raise InputError(f"{p}: not a loadable ONNX model: {first_line(exc)}") from None
     return info_from_session(session, p)
 
 

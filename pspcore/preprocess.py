@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from pspcore.model_info import ModelInfo
+from pspcore.sliding import SlidingWindows
 
 
 def normalize(image_rgb: np.ndarray, mean, std) -> np.ndarray:
@@ -65,42 +66,9 @@ def prepare_batch(frames_bgr: list[np.ndarray], info: ModelInfo, input_size: tup
     return np.stack([p[0] for p in prepared]), [p[1] for p in prepared]
 
 
-@dataclass(frozen=True)
-class Tiling:
-    """Windows of `window` (H, W) laid over a frame resized to `scaled` (H, W); origins are (y, x)."""
-
-    frame_size: tuple[int, int]
-    scaled: tuple[int, int]
-    window: tuple[int, int]
-    origins: tuple[tuple[int, int], ...]
-
-
-def _starts(length: int, window: int, stride: int) -> list[int]:
-    if length <= window:
-        return [0]
-    starts = list(range(0, length - window, stride))
-    return starts + [length - window]  # the last window ends flush with the edge
-
-
-def tile_frame(frame_bgr: np.ndarray, info: ModelInfo, window: tuple[int, int], long_side: int | None = None,
-               overlap: float = 1 / 3):
-    """Sliding-window input for frames much larger than the model input (the reference's evaluation):
-    scale so the long side is `long_side` (default: unchanged), pad to at least one window with the mean,
-    cut windows with stride ceil(window x (1 - overlap)). -> (float32 [K, 3, h, w], Tiling)."""
-    h, w = frame_bgr.shape[:2]
+def tile_frame(frame_bgr: np.ndarray, info: ModelInfo, window: tuple[int, int]):
+    """Sliding-window input for a frame larger than the model input, laid out by pspcore.sliding (the
+    reference's evaluation, as psp-eval --mode slide): -> (float32 [K, 3, h, w] windows, SlidingWindows)."""
     rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-    if long_side and long_side != max(h, w):
-        s = long_side / max(h, w)
-        rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))),
-                         interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    sh, sw = rgb.shape[:2]
-    wh, ww = window
-    if sh < wh or sw < ww:
-        rgb = cv2.copyMakeBorder(rgb, 0, max(0, wh - sh), 0, max(0, ww - sw), cv2.BORDER_CONSTANT,
-                                 value=tuple(float(v) for v in info.mean))
-    full = normalize(rgb, info.mean, info.std)
-    stride_y, stride_x = (max(1, int(np.ceil(d * (1 - overlap)))) for d in window)
-    rows, cols = _starts(full.shape[1], wh, stride_y), _starts(full.shape[2], ww, stride_x)
-    origins = tuple((y, x) for y in rows for x in cols)
-    crops = np.stack([full[:, y:y + wh, x:x + ww] for y, x in origins])
-    return crops, Tiling((h, w), (sh, sw), window, origins)
+    windows = SlidingWindows.over(rgb.shape[:2], window)
+    return windows.crops(normalize(rgb, info.mean, info.std)), windows

@@ -12,7 +12,7 @@ from torch import nn
 
 from pspnet.factory import VARIANTS, create_from_config, model_config
 from pspnet.pspnet import PSPNet, PSPNetConfig
-from pspcore.errors import CheckpointError
+from pspcore.errors import CheckpointError, first_line
 from pspcore.files import atomic_output, require_file
 from pspnet.labels import label_set_for
 from pspcore.model_info import ModelInfo
@@ -27,8 +27,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated/corrupt files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{p}: not a readable PyTorch checkpoint (truncated or corrupt?): {reason}")
+        raise CheckpointError(f"{p}: not a readable PyTorch checkpoint (truncated or corrupt?): {first_line(exc)}")
     if not isinstance(obj, dict):
         raise CheckpointError(f"{p}: expected a dict checkpoint, found {type(obj).__name__}")
     return obj

@@ -45,14 +45,18 @@ def build_data(dataset: str | None, info, split: str, scenes: int | None, scene_
     return ContextScenes(split, scenes, size, seed)
 
 
-def protocol_sizes(dataset: str | None, crop: tuple | None, base_size: int | None, info) -> tuple:
-    """(window crop, base size) in effect: the options, else the model's input size and, for a named dataset,
-    the reference's (semseg: crop 473 VOC/ADE20K, 713 Cityscapes; base size 512, 512, 2048). Base size 0, and
-    list files or context-scenes by default, predict images at their own size."""
+def protocol_sizes(dataset: str | None, mode: str, crop: tuple | None, base_size: int | None, runner) -> tuple:
+    """(window crop, base size) in effect. The crop (slide mode only) follows pspcore.geometry's input-size
+    rule with --crop as the requested size and, for a named dataset, the reference's crop as the default
+    (semseg: 473 VOC/ADE20K, 713 Cityscapes); base size: the option, else the reference's (512, 512, 2048).
+    Base size 0, and list files or context-scenes by default, predict images at their own size."""
+    from pspcore.geometry import runner_input_size
     from pspnet.data.datasets import DATASETS
 
     spec = DATASETS.get(dataset or "")
-    crop = crop or info.input_size or ((spec.crop_size, spec.crop_size) if spec else None)
+    if mode == "slide":
+        reference = (spec.crop_size, spec.crop_size) if spec else None
+        crop = runner_input_size(runner, crop, default=reference, option="--crop")
     if base_size is None:
         return crop, spec.base_size if spec else None
     return crop, base_size or None
@@ -103,7 +107,7 @@ def main(model, dataset, data_root, split, scenes, scene_size, seed, mode, crop,
         check_folder(save_png, "--save-png folder")
     runner = load_runner(model, backend, device)
     predict, info = runner.infer, runner.info
-    crop, base_size = protocol_sizes(dataset, crop, base_size, info)
+    crop, base_size = protocol_sizes(dataset, mode, crop, base_size, runner)
     eval_mode = EvalMode(mode, crop, flip, scales, base_size)
     if info.output == "labels" and not eval_mode.is_plain:
         raise InputError("this model outputs labels, not logits: only whole-image mode without --flip, "

@@ -6,7 +6,6 @@ and every runtime backend (a Runner's `infer`) are measured by the same code on 
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +16,13 @@ import numpy as np
 from tqdm import tqdm
 
 from pspnet.data.transforms import IGNORE
+from pspcore.class_names import class_names_for
+from pspcore.colours import colorize, colour_table
 from pspcore.errors import InputError
 from pspcore.files import atomic_output
 from pspcore.model_info import IMAGENET_MEAN, IMAGENET_STD
 from pspcore.preprocess import normalize
+from pspcore.sliding import SlidingWindows, softmax
 
 Predict = Callable[[np.ndarray], np.ndarray]
 MODES = ("whole", "slide")
@@ -147,50 +149,33 @@ class EvalMode:
         return " + ".join(parts)
 
 
-def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def _check_logits(out: np.ndarray, chw: np.ndarray) -> np.ndarray:
+def _check_logits(out: np.ndarray, batch: np.ndarray) -> np.ndarray:
     if out.ndim == 3:
         raise InputError("the model outputs labels, not logits: only whole-image mode without flip or "
                          "scales applies to it")
-    if out.ndim != 4 or out.shape[0] != 1 or out.shape[2:] != chw.shape[1:]:
-        raise InputError(f"the model returned shape {tuple(out.shape)} for an input of {tuple(chw.shape[1:])}; "
-                         "expected logits [1, C, H, W] at the input size (fixed-size model? try --mode slide "
+    if out.ndim != 4 or out.shape[0] != len(batch) or out.shape[2:] != batch.shape[2:]:
+        raise InputError(f"the model returned shape {tuple(out.shape)} for an input of {tuple(batch.shape[2:])}; "
+                         "expected logits [N, C, H, W] at the input size (fixed-size model? try --mode slide "
                          "with --crop set to its input size)")
-    return out[0].astype(np.float32)
+    return out.astype(np.float32, copy=False)
 
 
-def _run(predict: Predict, chw: np.ndarray) -> np.ndarray:
-    return _check_logits(np.asarray(predict(chw[None])), chw)
+def window_probabilities(predict: Predict, batch: np.ndarray, flip: bool = False) -> np.ndarray:
+    """Softmax probabilities [N, C, h, w] of a normalised batch [N, 3, h, w]; with `flip` averaged with those
+    of the mirrored batch (semseg's net_process)."""
+    prob = softmax(_check_logits(np.asarray(predict(batch)), batch), axis=1)
+    if flip:
+        mirrored = np.ascontiguousarray(batch[..., ::-1])
+        prob = (prob + softmax(_check_logits(np.asarray(predict(mirrored)), mirrored), axis=1)[..., ::-1]) / 2
+    return prob
 
 
-def predict_sliding(predict: Predict, chw: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
-    """Logits [C, H, W] averaged over crop windows at stride ceil(2/3 crop); small images padded with 0 (the
-    normalised mean colour), as the reference does."""
-    _, h, w = chw.shape
-    ch, cw = crop
-    pad_h, pad_w = max(ch - h, 0), max(cw - w, 0)
-    if pad_h or pad_w:
-        top, left = pad_h // 2, pad_w // 2
-        chw = np.pad(chw, ((0, 0), (top, pad_h - top), (left, pad_w - left)))
-    ph, pw = chw.shape[1:]
-    sh, sw = math.ceil(ch * 2 / 3), math.ceil(cw * 2 / 3)
-    ys = [min(i * sh, ph - ch) for i in range(int(math.ceil((ph - ch) / sh)) + 1)]
-    xs = [min(j * sw, pw - cw) for j in range(int(math.ceil((pw - cw) / sw)) + 1)]
-    total, count = None, np.zeros((ph, pw), np.float32)
-    for y in sorted(set(ys)):
-        for x in sorted(set(xs)):
-            logits = _run(predict, np.ascontiguousarray(chw[:, y:y + ch, x:x + cw]))
-            total = np.zeros((logits.shape[0], ph, pw), np.float32) if total is None else total
-            total[:, y:y + ch, x:x + cw] += logits
-            count[y:y + ch, x:x + cw] += 1
-    total /= count
-    if pad_h or pad_w:
-        total = total[:, pad_h // 2:pad_h // 2 + h, pad_w // 2:pad_w // 2 + w]
-    return total
+def predict_sliding(predict: Predict, chw: np.ndarray, crop: tuple[int, int], flip: bool = False) -> np.ndarray:
+    """Class probabilities [C, H, W] of a normalised image from windows of `crop`, one `predict` call per
+    window (bounded memory), laid out and merged by pspcore.sliding as psp-infer --tile does."""
+    windows = SlidingWindows.over(chw.shape[1:], crop)
+    return windows.merge(np.concatenate([window_probabilities(predict, window[None], flip)
+                                         for window in windows.crops(chw)]))
 
 
 _RESIZE_CHANNELS = 64  # OpenCV resizes at most this many channels at once (fewer than ADE20K's 150 classes)
@@ -213,13 +198,12 @@ def predict_probabilities(predict: Predict, image_rgb: np.ndarray, mode: EvalMod
         resized = (sh, sw) != (h, w)
         scaled = cv2.resize(image_rgb, (sw, sh), interpolation=cv2.INTER_LINEAR) if resized else image_rgb
         chw = normalize(scaled, mean, std)
-        views = [chw, np.ascontiguousarray(chw[:, :, ::-1])] if mode.flip else [chw]
-        for k, view in enumerate(views):
-            logits = _run(predict, view) if mode.mode == "whole" else predict_sliding(predict, view, mode.crop)
-            prob = softmax(logits)
-            prob = prob[:, :, ::-1] if k == 1 else prob
-            prob = resize_probabilities(prob, h, w) if resized else prob
-            total = prob if total is None else total + prob
+        if mode.mode == "whole":
+            prob = window_probabilities(predict, chw[None], mode.flip)[0]
+        else:
+            prob = predict_sliding(predict, chw, mode.crop, mode.flip)
+        prob = resize_probabilities(prob, h, w) if resized else prob
+        total = prob if total is None else total + prob
     return total
 
 
@@ -230,15 +214,8 @@ def predict_labels(predict: Predict, image_rgb: np.ndarray, mode: EvalMode, mean
         out = np.asarray(predict(chw[None]))
         if out.ndim == 3 and out.shape[1:] == image_rgb.shape[:2]:  # a `labels` model: already argmax-ed
             return out[0].astype(np.int64)
-        return _check_logits(out, chw).argmax(0)
+        return _check_logits(out, chw[None])[0].argmax(0)
     return predict_probabilities(predict, image_rgb, mode, mean, std).argmax(0)
-
-
-def colourize(labels: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
-    """Class indices -> RGB uint8 image with the model's palette (indices beyond it are black)."""
-    table = np.zeros((256, 3), np.uint8)
-    table[:len(palette)] = np.asarray(palette, np.uint8)[:256]
-    return table[np.clip(labels, 0, 255).astype(np.uint8)]
 
 
 def evaluate(predict: Predict, data, num_classes: int, *, mode: EvalMode | str = "whole",
@@ -252,7 +229,8 @@ def evaluate(predict: Predict, data, num_classes: int, *, mode: EvalMode | str =
     mode = EvalMode(mode) if isinstance(mode, str) else mode
     pairs = SegmentationDataset(data, num_classes, mean, std)
     n = len(pairs) if limit is None else min(limit, len(pairs))
-    names = tuple(class_names) or tuple(f"class_{i}" for i in range(num_classes))
+    names = class_names_for(num_classes, class_names)
+    colours = colour_table(palette, num_classes, bgr=True)
     inter, union, target = (np.zeros(num_classes, np.int64) for _ in range(3))
     out_dir = Path(save_png) if save_png else None
     if out_dir:
@@ -269,5 +247,5 @@ def evaluate(predict: Predict, data, num_classes: int, *, mode: EvalMode | str =
         target += c
         if out_dir:
             with atomic_output(out_dir / f"{i:05d}.png", suffix=".png") as tmp:
-                cv2.imwrite(str(tmp), cv2.cvtColor(colourize(pred, palette or ()), cv2.COLOR_RGB2BGR))
+                cv2.imwrite(str(tmp), colorize(pred, colours))
     return EvalResult(names, inter, union, target, num_images=n, mode=mode.describe())

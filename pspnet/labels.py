@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pspcore.class_names import class_names_for
 from pspcore.errors import InputError
 from pspcore.model_info import generic_palette
 
@@ -113,4 +114,4 @@ def label_set_for(num_classes: int, dataset: str = "") -> LabelSet:
     for ls in LABEL_SETS.values():
         if ls.num_classes == num_classes:
             return ls
-    return LabelSet("", tuple(f"class_{i}" for i in range(num_classes)), generic_palette(num_classes))
+    return LabelSet("", class_names_for(num_classes), generic_palette(num_classes))

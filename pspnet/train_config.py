@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from dataclasses import asdict, dataclass, fields
 
-from pspcore.errors import InputError
+from pspcore.errors import InputError, first_line
 from pspcore.files import require_file
 from pspnet.data.datasets import DATASETS
 
@@ -130,8 +130,7 @@ def read_config_file(path: str | os.PathLike) -> dict:
 
             data = yaml.safe_load(text)
     except Exception as exc:  # json and yaml raise their own error types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{p}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {first}") from None
+        raise InputError(f"{p}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {first_line(exc)}") from None
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise InputError(f"{p}: expected a mapping of option: value, found {type(data).__name__}")

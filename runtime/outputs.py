@@ -11,8 +11,10 @@ import numpy as np
 
 from pspcore.errors import InputError
 from pspcore.files import IMAGE_SUFFIXES, atomic_output, check_folder, check_writable, is_image
+from pspcore.label_maps import as_labels
 from pspcore.model_info import ModelInfo
-from runtime.postprocess import class_fractions, colorize
+from pspcore.colours import colorize
+from runtime.postprocess import class_fractions
 from runtime.video import VideoWriter, write_image
 
 
@@ -55,8 +57,7 @@ class FrameRecords:
     def add(self, name: str, labels: np.ndarray) -> None:
         if self.masks_dir:
             # PNG keeps label values exact; 16 bits when a model has more than 256 classes.
-            png = labels if labels.dtype == np.uint8 else labels.astype(np.uint16)
-            write_image(self.masks_dir / f"{Path(name).stem}.png", png)
+            write_image(self.masks_dir / f"{Path(name).stem}.png", as_labels(labels, self.info.num_classes))
         if self.json_path:
             fractions = class_fractions(labels, self.info.num_classes)
             self.frames.append({"frame": len(self.frames), "name": name, "fractions": {

@@ -18,8 +18,10 @@ from tqdm import tqdm
 
 from pspcore.runner import FrameRunner, Runner
 from pspcore.errors import InputError
+from pspcore.geometry import runner_input_size
 from runtime.outputs import ImageOutputs, OutputPaths, VideoOutputs
-from runtime.postprocess import colorize, labels_to_frame, merge_tiles, overlay, palette_lut, to_labels
+from pspcore.colours import colorize
+from runtime.postprocess import labels_to_frame, merge_tiles, overlay, palette_lut, to_labels
 from pspcore.preprocess import prepare_batch, tile_frame
 from pspcore.files import is_image, list_images
 from runtime.video import VideoReader, read_image
@@ -60,21 +62,6 @@ class SegmentResult:
                 + (f"input {self.input_size[0]}x{self.input_size[1]}" if self.input_size else "sized by the server"))
 
 
-def resolve_input_size(runner: Runner, requested: tuple[int, int] | None) -> tuple[int, int]:
-    """The network input size: the model's fixed size, else --size, else the size stored with the model."""
-    fixed = runner.input_spec.size
-    if fixed:
-        if requested and tuple(requested) != tuple(fixed):
-            raise InputError(f"the model takes {fixed[0]}x{fixed[1]} inputs only; --size "
-                             f"{requested[0]}x{requested[1]} needs a model exported with a dynamic shape")
-        return tuple(fixed)
-    if requested:
-        return tuple(requested)
-    if runner.info.input_size:
-        return tuple(runner.info.input_size)
-    raise InputError("the model has a dynamic input size and stores none: pass --size HxW")
-
-
 class Segmenter:
     """Frames to network batches and network outputs back to (labels, overlay) per frame."""
 
@@ -97,7 +84,8 @@ class Segmenter:
         if self.options.tile:
             bounds = np.cumsum([0] + [len(t.origins) for t in layouts])
             return [merge_tiles(output[a:b], t) for a, b, t in zip(bounds[:-1], bounds[1:], layouts)]
-        return [labels_to_frame(l, box) for l, box in zip(to_labels(output), layouts)]
+        labels = to_labels(output, self.runner.info.num_classes)
+        return [labels_to_frame(l, box) for l, box in zip(labels, layouts)]
 
     def finish(self, frames: list[np.ndarray], output, layouts: list):
         """-> [(labels at frame size, overlay frame)] for the batch's frames."""
@@ -126,7 +114,7 @@ def make_segmenter(runner: Runner, options: SegmentOptions) -> Segmenter:
     runner.activate()
     if isinstance(runner, FrameRunner):
         return FrameSegmenter(runner, options)
-    return Segmenter(runner, resolve_input_size(runner, options.size), options)
+    return Segmenter(runner, runner_input_size(runner, options.size), options)
 
 
 class _Stopped(Exception):

@@ -5,18 +5,21 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pspcore.model_info import ModelInfo, generic_palette
-from pspcore.preprocess import Letterbox, Tiling
+from pspcore.label_maps import as_labels
+from pspcore.colours import colour_table
+from pspcore.model_info import ModelInfo
+from pspcore.preprocess import Letterbox
+from pspcore.sliding import SlidingWindows
 
 
-def to_labels(output: np.ndarray) -> np.ndarray:
-    """logits [N, C, H, W] -> labels [N, H, W] (uint8 when C <= 256); a labels output [N, H, W] as is."""
+def to_labels(output: np.ndarray, num_classes: int = 0) -> np.ndarray:
+    """logits [N, C, H, W] -> labels [N, H, W]; a labels output [N, H, W] of a model with `num_classes`
+    classes (0: unknown) as is. Both in pspcore.label_maps' type."""
     if output.ndim == 3:
-        return output
+        return as_labels(output, num_classes)
     if output.ndim != 4:
         raise ValueError(f"expected logits [N, C, H, W] or labels [N, H, W], got shape {output.shape}")
-    labels = output.argmax(axis=1)
-    return labels.astype(np.uint8 if output.shape[1] <= 256 else np.int32)
+    return as_labels(output.argmax(axis=1), output.shape[1])
 
 
 def _resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -33,32 +36,14 @@ def labels_to_frame(labels: np.ndarray, box: Letterbox) -> np.ndarray:
     return _resize_labels(np.ascontiguousarray(box.crop(labels)), box.frame_size)
 
 
-def merge_tiles(logits: np.ndarray, tiling: Tiling) -> np.ndarray:
-    """Sliding-window logits [K, C, h, w] -> labels at the frame's size (overlaps averaged, then argmax)."""
-    num_classes = logits.shape[1]
-    height = max(y for y, _ in tiling.origins) + tiling.window[0]
-    width = max(x for _, x in tiling.origins) + tiling.window[1]
-    total = np.zeros((num_classes, height, width), np.float32)
-    count = np.zeros((height, width), np.float32)
-    for (y, x), tile in zip(tiling.origins, logits):
-        total[:, y:y + tile.shape[1], x:x + tile.shape[2]] += tile
-        count[y:y + tile.shape[1], x:x + tile.shape[2]] += 1
-    # Every pixel is covered at least once; the division only matters where windows overlap.
-    scores = (total / count)[:, : tiling.scaled[0], : tiling.scaled[1]]
-    return _resize_labels(to_labels(scores[None])[0], tiling.frame_size)
+def merge_tiles(logits: np.ndarray, windows: SlidingWindows) -> np.ndarray:
+    """Sliding-window logits [K, C, h, w] -> labels at the frame's size (pspcore.sliding's merge, argmax)."""
+    return to_labels(windows.merge_logits(logits)[None])[0]
 
 
 def palette_lut(info: ModelInfo) -> np.ndarray:
-    """A BGR colour table indexed by label: the model's palette, extended with generic colours to cover
-    every label a uint8 output can hold (or all classes, if more)."""
-    size = max(256, info.num_classes, len(info.palette))
-    colours = list(info.palette) + list(generic_palette(size)[len(info.palette):])
-    return np.ascontiguousarray(np.asarray(colours, np.uint8)[:, ::-1])
-
-
-def colorize(labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """Labels [H, W] -> BGR image [H, W, 3]."""
-    return np.take(lut, labels, axis=0, mode="clip")
+    """The model's BGR colour table indexed by label (pspcore.colours, as psp-eval colours its predictions)."""
+    return colour_table(info.palette, info.num_classes, bgr=True)
 
 
 def overlay(frame_bgr: np.ndarray, colour_bgr: np.ndarray, opacity: float) -> np.ndarray:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pspcore.errors import BackendUnavailable, InputError, PSPError
+from pspcore.triton_protocol import DEFAULT_PORTS
 
 INSTALL_HINT = "pip install 'pspnet-deploy[serve]'"
 # Log lines a CPU-only machine always prints; they say nothing about the repository.
@@ -101,7 +102,8 @@ class TritonServer:
     ready (a PSPError with the server's own error lines if it fails or `startup_timeout` passes) and always
     stops it (SIGTERM, then SIGKILL after `exit_timeout` + 5 s) and removes its temporary folder."""
 
-    def __init__(self, repository: str | os.PathLike, http_port: int = 8000, grpc_port: int = 8001,
+    def __init__(self, repository: str | os.PathLike, http_port: int = DEFAULT_PORTS["http"],
+                 grpc_port: int = DEFAULT_PORTS["grpc"],
                  metrics_port: int | None = None, address: str = "127.0.0.1", startup_timeout: float = 120.0,
                  exit_timeout: int = 10, log_path: str | os.PathLike | None = None):
         self.repository = Path(repository).resolve()

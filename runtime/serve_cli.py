@@ -9,12 +9,13 @@ import click
 
 from pspcore.cli import Command
 from pspcore.errors import PSPError
+from pspcore.triton_protocol import DEFAULT_PORTS
 
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("repository", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--http-port", type=click.IntRange(1, 65535), default=8000, show_default=True)
-@click.option("--grpc-port", type=click.IntRange(1, 65535), default=8001, show_default=True)
+@click.option("--http-port", type=click.IntRange(1, 65535), default=DEFAULT_PORTS["http"], show_default=True)
+@click.option("--grpc-port", type=click.IntRange(1, 65535), default=DEFAULT_PORTS["grpc"], show_default=True)
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
               help="Serve Prometheus metrics on this port (default: metrics off).")
 @click.option("--address", default="127.0.0.1", show_default=True,

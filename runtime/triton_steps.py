@@ -94,12 +94,10 @@ class PreprocessStep(_Step):
                                                          self.output("box", corners)])
 
 
-def frame_labels(scores: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Scores [1, C, h, w] (or labels [1, h, w]) and a box (H, W, rh, rw) -> labels [H, W], uint8 for up to
-    256 classes, uint16 above (what the ensemble's `labels` output declares)."""
-    labels = to_labels(scores)[0]
-    if labels.dtype != np.uint8:
-        labels = labels.astype(np.uint16)
+def frame_labels(scores: np.ndarray, box: np.ndarray, num_classes: int = 0) -> np.ndarray:
+    """Scores [1, C, h, w] (or labels [1, h, w] of a model with `num_classes` classes) and a box (H, W, rh, rw)
+    -> labels [H, W] in pspcore.label_maps' type (what the ensemble's `labels` output declares)."""
+    labels = to_labels(scores, num_classes)[0]
     height, width, rh, rw = (int(v) for v in box)
     return np.ascontiguousarray(labels_to_frame(labels, Letterbox((height, width), labels.shape, (rh, rw))))
 
@@ -107,11 +105,15 @@ def frame_labels(scores: np.ndarray, box: np.ndarray) -> np.ndarray:
 class PostprocessStep(_Step):
     """The model's scores and the preprocess box -> a label map at the image's own size."""
 
+    def initialize(self, args: dict) -> None:
+        super().initialize(args)
+        self.info = ModelInfo.from_props(self.params) or ModelInfo()
+
     def answer(self, request):
         scores = self.input(request, "scores")
         box = self.input(request, "box")
         try:
-            labels = frame_labels(scores, box)
+            labels = frame_labels(scores, box, self.info.num_classes)
         except Exception as exc:  # a box that does not fit the scores: answer this request, keep serving
             return self.error(f"postprocess failed: {exc}")
         return self.pb.InferenceResponse(output_tensors=[self.output("labels", labels)])

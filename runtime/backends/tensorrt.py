@@ -17,12 +17,11 @@ from pspcore.model_info import INPUT_NAME
 from pspcore.nvidia import (collecting_logger, cuda_check, cuda_unavailable_reason, import_cudart, import_tensorrt,
                             select_device)
 from pspcore.runner import InputSpec, Runner
+from pspcore.tensor_types import TENSORRT_TO_NUMPY
 
 def trt_to_numpy(trt, dtype) -> np.dtype:
     """numpy dtype of a TensorRT DataType (by name: stable across TensorRT 10 and 11)."""
-    names = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
-             "BOOL": np.bool_, "UINT8": np.uint8}
-    for name, np_type in names.items():
+    for name, np_type in TENSORRT_TO_NUMPY.items():
         if getattr(trt.DataType, name, None) == dtype:
             return np.dtype(np_type)
     raise InputError(f"engine tensor type {dtype} has no numpy equivalent")

@@ -11,10 +11,9 @@ import numpy as np
 from pspcore.errors import BackendUnavailable, InputError, PSPError
 from pspcore.model_info import INPUT_NAME, ModelInfo, fallback_info
 from pspcore.runner import FrameRunner, InputSpec, Runner
+from pspcore.tensor_types import triton_name_of_config_enum
+from pspcore.triton_protocol import DEFAULT_PORTS, PROTOCOL_OF_SCHEME, is_server_url
 
-DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
-SCHEMES = {"grpc": "grpc", "http": "http", "https": "http", "triton": "grpc"}
-TYPE_UINT8 = 2  # model_config_pb2.DataType.TYPE_UINT8
 NOT_READY_PHRASES = ("not ready", "not at ready state", "no available versions", "is loading")
 
 
@@ -51,12 +50,12 @@ def parse_target(model: str, url: str | None, protocol: str | None) -> tuple[str
     text = str(model)
     if "://" in text:
         scheme, rest = text.split("://", 1)
-        if scheme not in SCHEMES:
+        if scheme not in PROTOCOL_OF_SCHEME:
             raise InputError(f"unknown server scheme {scheme!r} in {text}; use grpc:// or http://")
         address, _, name = rest.partition("/")
         if url and url != address:
             raise InputError(f"{text} names server {address} but --url says {url}")
-        protocol, url = protocol or SCHEMES[scheme], address
+        protocol, url = protocol or PROTOCOL_OF_SCHEME[scheme], address
     else:
         # A folder counts only with a config.pbtxt: `pspnet` may name both a model and a local folder.
         name = _name_from_folder(Path(text)) if (Path(text) / "config.pbtxt").is_file() else text
@@ -103,7 +102,7 @@ def spec_from_config(config) -> InputSpec:
 def takes_frames(config) -> bool:
     """A served image -> labels ensemble (psp-export triton --ensemble): one RGB uint8 [H, W, 3] per request."""
     image = config.input[0]
-    return (len(config.input) == 1 and config.max_batch_size == 0 and image.data_type == TYPE_UINT8
+    return (len(config.input) == 1 and config.max_batch_size == 0 and _type_name(image.data_type) == "UINT8"
             and list(image.dims) == [-1, -1, 3])
 
 
@@ -140,8 +139,7 @@ class _Served:
 
     @classmethod
     def auto_priority(cls, model_path: str) -> int | None:
-        scheme = model_path.split("://", 1)[0] if "://" in model_path else None
-        return 100 if scheme in SCHEMES else None
+        return 100 if is_server_url(model_path) else None
 
     @classmethod
     def create(cls, model_path: str, **options):
@@ -347,7 +345,7 @@ def _type_name(data_type: int) -> str:
     """A config DataType enum value as the wire protocol's name ("FP32", "UINT8")."""
     from tritonclient.grpc import model_config_pb2
 
-    return model_config_pb2.DataType.Name(data_type)[len("TYPE_"):].replace("STRING", "BYTES")
+    return triton_name_of_config_enum(model_config_pb2.DataType.Name(data_type))
 
 
 def _client_module(protocol: str):

@@ -259,3 +259,18 @@ def test_python_platform_runs_onnx_only_and_defaults_to_cpu(tiny_onnx, tmp_path)
     result = export_triton(tiny_onnx[0], tmp_path / "repo", platform="python")
     assert (result.platform, result.instance_kind) == ("python", "cpu")
     assert export_triton(tiny_onnx[0], tmp_path / "repo", name="gpu").instance_kind == "gpu"
+
+
+def test_psp_export_triton_runs_without_torch(models, tmp_path):
+    """A runtime-only install (no torch) writes a repository, the ensemble included."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from export.triton_cli import triton_command\n"
+            f"triton_command([{str(models['static'])!r}, '-o', {str(tmp_path / 'repo')!r}, '--ensemble'])\n")
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "repo" / "pspnet" / "config.pbtxt").is_file()
+    assert (tmp_path / "repo" / "pspnet_postprocess" / "config.pbtxt").is_file()

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from pspcore.registry import create_runner
-from runtime.postprocess import (class_fractions, colorize, labels_to_frame, merge_tiles, overlay, palette_lut,
-                                 to_labels)
-from pspcore.preprocess import Tiling, letterbox, prepare_batch, tile_frame
+from pspcore.colours import colorize
+from runtime.postprocess import class_fractions, labels_to_frame, merge_tiles, overlay, palette_lut, to_labels
+from pspcore.preprocess import letterbox, prepare_batch, tile_frame
+from pspcore.sliding import SlidingWindows
 
 from tests.runtime.conftest import make_onnx, tiny_info
 
@@ -19,8 +20,8 @@ def test_to_labels_argmax_and_passthrough():
     labels = to_labels(logits)
     assert labels.dtype == np.uint8 and labels.shape == (2, 4, 5)
     assert (labels[0] == 2).all() and (labels[1, :2] == 1).all() and (labels[1, 2:] == 0).all()
-    assert to_labels(labels) is labels
-    assert to_labels(np.zeros((1, 300, 2, 2), np.float32)).dtype == np.int32
+    assert to_labels(labels, 3) is labels
+    assert to_labels(np.zeros((1, 300, 2, 2), np.float32)).dtype == np.uint16
 
 
 def test_labels_map_back_through_the_letterbox():
@@ -57,7 +58,7 @@ def test_sliding_windows_match_the_whole_frame_on_a_per_pixel_model(tmp_path):
 
 def test_small_frame_gets_one_padded_window():
     crops, tiling = tile_frame(np.zeros((20, 10, 3), np.uint8), tiny_info(), (32, 32))
-    assert crops.shape == (1, 3, 32, 32) and tiling.origins == ((0, 0),)
+    assert crops.shape == (1, 3, 32, 32) and tiling.origins == ((0, 0),) and tiling.pad == (6, 11)
     assert merge_tiles(np.zeros((1, 4, 32, 32), np.float32), tiling).shape == (20, 10)
 
 
@@ -83,7 +84,8 @@ def test_class_fractions():
 def test_overlapping_tiles_are_averaged_before_the_argmax():
     """Tiles over a 1x5 frame overlap at x=2, where only averaging (or summing) picks class 1: first-wins
     says 0, last-wins 2, max a tie resolved to 0. A per-pixel model cannot tell these rules apart."""
-    tiling = Tiling(frame_size=(1, 5), scaled=(1, 5), window=(1, 3), origins=((0, 0), (0, 2)))
+    tiling = SlidingWindows.over((1, 5), (1, 3))
+    assert tiling.origins == ((0, 0), (0, 2))
     first = np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.9], [0.0, 0.0, 0.0]])
     second = np.array([[0.0, 0.0, 0.0], [0.9, 0.0, 0.0], [1.0, 1.0, 1.0]])
     logits = np.stack([first, second])[:, :, None, :].astype(np.float32)
