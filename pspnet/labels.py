@@ -95,11 +95,6 @@ LABEL_SETS: dict[str, LabelSet] = {
 }
 
 
-def register_label_set(label_set: LabelSet) -> LabelSet:
-    LABEL_SETS[label_set.name] = label_set
-    return label_set
-
-
 def get_label_set(name: str) -> LabelSet:
     try:
         return LABEL_SETS[name]
