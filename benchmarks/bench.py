@@ -33,6 +33,7 @@ class BenchConfig:
     threads: int | None = None
     seed: int = 0
     shm: bool = False  # Triton runners: tensors through system shared memory
+    device: str = "auto"  # auto, cpu, cuda, cuda:N (pspcore.device)
 
 
 @dataclass(frozen=True)
@@ -203,21 +204,24 @@ def add_speedups(results: list[Result]) -> None:
 
 # ------------------------------------------------------------------------------------------ loading models
 
-def _runner_options(name: str, threads: int | None, shm: bool = False) -> dict:
-    """Pass `threads` and `shm` only to backends whose runner takes them (a GPU runner has no CPU thread
-    pool, only a Triton runner has shared memory)."""
+def shm_option(name: str, shm: bool) -> dict:
+    """--shm for the runners that have shared memory (Triton's) only: it is meant for runs that put served
+    models next to local ones, unlike --threads and --device, which every runner must honour."""
     from pspcore.registry import runner_class
 
-    wanted = {k: v for k, v in (("threads", threads), ("shm", shm or None)) if v is not None}
     try:
-        params = inspect.signature(runner_class(name).__init__).parameters
+        takes = "shm" in inspect.signature(runner_class(name).__init__).parameters
     except PSPError:
-        return {}
-    return {k: v for k, v in wanted.items() if k in params}
+        takes = False
+    return {"shm": shm} if shm and takes else {}
 
 
-def load_candidate(candidate: Candidate, threads: int | None, probe: MemoryProbe, shm: bool = False) -> Loaded:
-    """Create and activate the runner, measuring its load time and memory growth. Raises PSPError."""
+def load_candidate(candidate: Candidate, threads: int | None, probe: MemoryProbe, shm: bool = False,
+                   device: str = "auto") -> Loaded:
+    """Create and activate the runner, measuring its load time and memory growth. Raises PSPError; so does
+    an option its backend cannot honour (--threads on a GPU runner, --device on a server)."""
+    from pspcore.cli import runner_options
+
     from pspcore.registry import REQUIREMENTS, TRITON_SCHEMES, create_runner, resolve_backend
 
     name, _ = resolve_backend(candidate.backend, candidate.model)
@@ -229,7 +233,8 @@ def load_candidate(candidate: Candidate, threads: int | None, probe: MemoryProbe
     probe.start()
     t0 = time.perf_counter()
     try:
-        runner = create_runner(name, candidate.model, **_runner_options(name, threads, shm))
+        runner = create_runner(name, candidate.model, **runner_options(name, candidate.model, device=device,
+                                                                       threads=threads, **shm_option(name, shm)))
         runner.activate()
     except PSPError:
         raise
@@ -292,7 +297,7 @@ def load_all(candidates: list[Candidate], config: BenchConfig, log: Log
     size = config.size
     for cand in sorted(candidates, key=lambda c: not c.baseline):
         try:
-            item = load_candidate(cand, config.threads, probe, config.shm)
+            item = load_candidate(cand, config.threads, probe, config.shm, config.device)
             probe.start()  # the peak of the first inferences, relative to RSS after loading
             size = size or input_size_of(item)  # the baseline's (loaded first), else the first model's
             ok = _first_inferences(item, config, size, unavailable)

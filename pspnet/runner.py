@@ -26,6 +26,10 @@ class TorchRunner(Runner):
 
     name = "torch"
 
+    @classmethod
+    def device_options(cls, device: str) -> dict:
+        return {"device": device}  # auto: CUDA when torch sees a GPU (resolve_device)
+
     def __init__(self, model_path, *, arch: str | None = None, num_classes: int | None = None,
                  device: str = "cpu", threads: int | None = None):
         super().__init__(str(model_path))

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pspcore.device import cuda_index
 from pspcore.errors import BackendUnavailable, InputError, PSPError
 from pspcore.files import require_file
 from pspcore.model_info import ModelInfo, info_from_session
@@ -101,6 +102,16 @@ class OnnxRuntimeRunner(Runner):
     trt_max_batch (the largest batch the TensorRT provider's profile covers for a dynamic-batch model)."""
 
     name = "onnxruntime"
+
+    @classmethod
+    def device_options(cls, device: str) -> dict:
+        """cpu: the CPU provider only; cuda[:N]: the CUDA provider on that GPU (CPU for what it cannot run);
+        auto: every provider the installed wheel offers, best first."""
+        if device == "auto":
+            return {}
+        if device == "cpu":
+            return {"providers": "cpu"}
+        return {"providers": "cuda,cpu", "device_id": cuda_index(device)}
 
     def __init__(self, model_path, *, providers=None, threads: int | None = None, device_id: int = 0,
                  trt_max_batch: int = 8):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pspcore.device import cuda_index
 from pspcore.engine_file import EngineSidecar, check_compatible, current_platform, read_sidecar
 from pspcore.errors import BackendUnavailable, InputError, PSPError
 from pspcore.files import require_file
@@ -84,6 +85,13 @@ class TensorRTRunner(Runner):
 
     name = "tensorrt"
     timed_by_wall = False  # CUDA events split each call into copy in, compute and copy out
+
+    @classmethod
+    def device_options(cls, device: str) -> dict:
+        if device == "cpu":
+            raise InputError("backend tensorrt runs on a CUDA GPU only: --device cuda or cuda:N")
+        index = cuda_index(device)
+        return {} if index is None else {"device": index}
 
     def __init__(self, model_path, *, device: int = 0, cuda_graph: bool = False):
         path = require_file(model_path, "TensorRT engine")

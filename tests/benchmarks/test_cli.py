@@ -60,10 +60,10 @@ def test_bad_options_are_usage_errors(tmp_path):
 
 
 def test_baseline_is_first_and_not_repeated():
-    cands = build_candidates(("m.pth", "m.onnx"), "auto", "m.pth")
+    cands = build_candidates(("m.pth", "m.onnx"), ("auto",), "m.pth")
     assert [(c.model, c.backend, c.baseline) for c in cands] == [("m.pth", "torch", True),
                                                                  ("m.onnx", "auto", False)]
-    cands = build_candidates(("m.onnx", "b.pth"), "auto", None)
+    cands = build_candidates(("m.onnx", "b.pth"), ("auto",), None)
     assert [c.baseline for c in cands] == [False, True]
 
 
