@@ -82,3 +82,24 @@ def test_colour_labels_in_a_list_file_keep_their_error(tmp_path):
                               "-o", str(tmp_path / "run")])
     one_line_error(result, "a_gt.png is a colour image (Pillow mode RGB); labels must be single-channel class "
                            "indices (255 = ignore), or palette PNGs")
+
+
+def test_fixed_size_export_on_a_named_dataset_slides_windows_of_its_size(tmp_path):
+    """The default export is fixed-size; VOC images are not: psp-eval evaluates in windows of the model's size
+    (semseg's protocol) by default, and a forced whole-image run names the option that fixes it."""
+    from tests.runtime.conftest import make_onnx, tiny_info
+
+    root = make_voc(tmp_path, VOC_SPLITS)[0]
+    model = make_onnx(tmp_path / "fixed.onnx", num_classes=21, size=(16, 16),
+                      info=tiny_info(21, (16, 16), dataset="voc"))
+    out = tmp_path / "result.json"
+    result = run(eval_main, [str(model), "--dataset", "voc", "--data-root", str(root), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["mode"] == "slide 16x16 + base size 512" and data["num_images"] == 1
+    assert "mIoU" in result.stdout  # the table still goes to stdout when the JSON goes to a file
+    whole = run(eval_main, [str(model), "--dataset", "voc", "--data-root", str(root), "--mode", "whole"])
+    one_line_error(whole, "takes 16x16 inputs", "pass --mode slide")
+    crop = run(eval_main, [str(model), "--dataset", "voc", "--data-root", str(root), "--mode", "slide",
+                           "--crop", "24"])
+    one_line_error(crop, "takes 16x16 inputs", "pass --crop 16x16")
