@@ -45,8 +45,8 @@ def main(onnx_model, engine, precision, calib_images, calib_list, calib_dataset,
     """
     from export.engine import build_engine
 
-    if cuda_index(device) is None:
-        raise InputError(f"--device {device}: TensorRT builds for a GPU; give cuda or cuda:N")
+    if device == "cpu":
+        raise InputError("--device cpu: TensorRT builds for a GPU; give cuda or cuda:N")
 
     if (calib_images or calib_list or calib_dataset) and precision != "int8":
         raise InputError("--calib-images/--calib-list/--calib-dataset are for --int8")
@@ -55,7 +55,7 @@ def main(onnx_model, engine, precision, calib_images, calib_list, calib_dataset,
         images = calibration_images(calib_images, calib_list, calib_dataset, data_root, calib_split)
     result = build_engine(onnx_model, engine, precision=precision, batch=batch, size=size,
                           workspace_gib=workspace_gib, timing_cache=timing_cache, calib_images=images,
-                          calib_method=calib_method, num_images=num_images, device=cuda_index(device), verbose=verbose)
+                          calib_method=calib_method, num_images=num_images, device=cuda_index(device) or 0, verbose=verbose)
     for note in result.notes:
         click.echo(f"notice: {note}", err=True)
     for name, shapes in result.profiles.items():

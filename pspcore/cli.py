@@ -145,7 +145,10 @@ class ListOf(click.ParamType):
             self.fail(f"expected comma-separated values ({self.metavar}), got {value!r}", param, ctx)
         if self.count is not None and len(parts) != self.count:
             self.fail(f"expected {self.count} comma-separated values ({self.metavar}), got {value!r}", param, ctx)
-        return tuple(self.item.convert(part, param, ctx) for part in parts)
+        try:
+            return tuple(self.item.convert(part, param, ctx) for part in parts)
+        except click.BadParameter as exc:
+            self.fail(f"expected comma-separated values ({self.metavar}), got {value!r}: {exc.message}", param, ctx)
 
 
 class DeviceType(click.ParamType):

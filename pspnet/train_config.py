@@ -15,9 +15,9 @@ CONTEXT_SCENES = "context-scenes"
 
 def option(default, help: str, *, kind: str | None = None, flag: str | None = None, short: str | None = None):
     """A TrainConfig field and the psp-train option made from it (mmdeploy's BaseBackendParam idea: the default
-    is written once, here). `kind` when the default does not say: int, float, str, size (N or HxW), range
-    (LOW,HIGH), ints (comma list), folder, flag (an on-switch without --no-); `flag` when the option's name is
-    not the field's; `short` a one-letter alias."""
+    is written once, here). `kind` when the default does not say: int, float, str, count (an int >= 1), size
+    (N or HxW), range (LOW,HIGH), ints (comma list), folder, device, dataset (a name or a list file), flag (an
+    on-switch without --no-); `flag` when the option's name is not the field's; `short` a one-letter alias."""
     return field(default=default, metadata={"help": help, "kind": kind, "flag": flag, "short": short})
 
 
@@ -30,7 +30,7 @@ class TrainConfig:
                          "info), metrics.jsonl.", kind="folder", short="-o")
     arch: str = option("pspnet18", "pspnet18/34/50/101/152.")
     dataset: str = option(CONTEXT_SCENES, "'context-scenes' (built in, generated), voc, ade20k, cityscapes (read as "
-                          "downloaded, from --data-root) or a list file of 'image label' lines.")
+                          "downloaded, from --data-root) or a list file of 'image label' lines.", kind="dataset")
     data_root: str | None = option(None, "voc: the VOC2012 folder; ade20k: ADEChallengeData2016; cityscapes: the "
                                    "folder with leftImg8bit/ and gtFine/. List files: paths are relative to this "
                                    "(default: the list file's folder).", kind="folder")
