@@ -164,7 +164,7 @@ def test_cli_bad_labels_are_one_line_even_from_a_worker(tmp_path, workers):
 @pytest.mark.slow
 def test_cli_config_file_and_options(tmp_path):
     config = tmp_path / "train.yaml"
-    config.write_text(f"out: {tmp_path / 'run'}\nscene_size: 33\ncrop: 33\nscenes: 4\nbatch: 2\nworkers: 0\n"
+    config.write_text(f"output: {tmp_path / 'run'}\nscene_size: 33\ncrop: 33\nscenes: 4\nbatch: 2\nworkers: 0\n"
                       "iterations: 50\nppm: false\n")
     result = CliRunner().invoke(train_main, ["--config", str(config), "--iters", "2"])  # the option wins
     assert result.exit_code == 0, result.output
