@@ -28,6 +28,7 @@ class AccuracyConfig:
     threads: int | None = None
     dataset: str | None = None
     split: str = "val"
+    device: str = "auto"  # auto, cpu, cuda, cuda:N (pspcore.device)
 
     def __post_init__(self):
         if (self.data_list is None) == (self.dataset is None):
@@ -122,7 +123,7 @@ def run_accuracy(candidates: list[Candidate], config: AccuracyConfig, log=lambda
     labels: dict[int, list] = {}  # row -> argmax of every window
     for cand in sorted(candidates, key=lambda c: not c.baseline):
         try:
-            item = load_candidate(cand, config.threads, MemoryProbe())
+            item = load_candidate(cand, config.threads, MemoryProbe(), device=config.device)
         except PSPError as exc:
             unavailable.append(Unavailable(cand.model, backend_name(cand), first_line(exc)))
             log(f"unavailable: {unavailable[-1].line()}")

@@ -33,6 +33,7 @@ class BenchConfig:
     threads: int | None = None
     seed: int = 0
     shm: bool = False  # Triton runners: tensors through system shared memory
+    device: str = "auto"  # auto, cpu, cuda, cuda:N (pspcore.device)
 
 
 @dataclass(frozen=True)
@@ -203,16 +204,30 @@ def add_speedups(results: list[Result]) -> None:
 
 # ------------------------------------------------------------------------------------------ loading models
 
-def load_candidate(candidate: Candidate, threads: int | None, probe: MemoryProbe, shm: bool = False) -> Loaded:
-    """Create and activate the runner, measuring its load time and memory growth. Raises PSPError; an option
-    the backend cannot honour (--threads for a GPU runner, --shm off Triton) is refused like psp-infer does."""
-    from pspcore.registry import check_options, create_runner, resolve_backend, runner_class
+def shm_option(name: str, shm: bool) -> dict:
+    """--shm for the runners that have shared memory (Triton's) only: it is meant for runs that put served
+    models next to local ones, unlike --threads and --device, which every runner must honour."""
+    from pspcore.registry import refused_options, runner_class
+
+    try:
+        takes = not refused_options(runner_class(name), {"shm": True})
+    except PSPError:
+        takes = False
+    return {"shm": shm} if shm and takes else {}
+
+
+def load_candidate(candidate: Candidate, threads: int | None, probe: MemoryProbe, shm: bool = False,
+                   device: str = "auto") -> Loaded:
+    """Create and activate the runner, measuring its load time and memory growth. Raises PSPError; so does
+    an option its backend cannot honour (--threads on a GPU runner, --device on a server)."""
+    from pspcore.cli import runner_options
+    from pspcore.registry import create_runner, resolve_backend, runner_class
 
     name, _ = resolve_backend(candidate.backend, candidate.model)
     cls = runner_class(name)
     if cls.model_is_path and not Path(candidate.model).exists():
         raise InputError(f"model not found: {candidate.model}")
-    options = check_options(name, {"threads": threads, "shm": shm or None})
+    options = runner_options(name, candidate.model, device=device, threads=threads, **shm_option(name, shm))
     for package in cls.requires:  # import cost is not the model's memory
         with contextlib.suppress(ImportError):
             importlib.import_module(package)
@@ -269,7 +284,7 @@ def load_all(candidates: list[Candidate], config: BenchConfig, log: Log
     size = config.size
     for cand in sorted(candidates, key=lambda c: not c.baseline):
         try:
-            item = load_candidate(cand, config.threads, probe, config.shm)
+            item = load_candidate(cand, config.threads, probe, config.shm, config.device)
             probe.start()  # the peak of the first inferences, relative to RSS after loading
             # --size, else the baseline's (loaded first); each model's batches are then checked against it
             size = size or runner_input_size(item.runner, None)

@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from benchmarks.bench import BenchConfig, BenchReport, Candidate, Series, run_benchmark
-from pspcore.cli import SIZE, Command, Group
+from pspcore.cli import (Command, Group, backend_option, batch_option, dataset_options, device_option,
+                         echo_summary, json_destination, json_option, size_option, threads_option)
 from pspcore.errors import InputError, PSPError
 
 
@@ -36,20 +37,17 @@ def main():
     baseline). Run `psp-bench latency --help` for every option."""
 
 
-def parse_batches(text: str) -> tuple[int, ...]:
-    try:
-        batches = tuple(int(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise InputError(f"--batch takes positive integers separated by commas, got {text!r}") from None
-    if not batches or min(batches) < 1:
-        raise InputError(f"--batch takes positive integers separated by commas, got {text!r}")
-    return tuple(dict.fromkeys(batches))
+def dataset_names() -> tuple[str, ...]:
+    """The named datasets (read when --dataset is, so --help does not import the data readers)."""
+    from pspnet.data.datasets import DATASETS
+
+    return tuple(DATASETS)
 
 
-def build_candidates(models: tuple[str, ...], backends: str, baseline: str | None) -> list[Candidate]:
-    """Every MODEL on every --backend (comma list, 'auto' picks by file type), plus --baseline on torch.
+def build_candidates(models: tuple[str, ...], backends: tuple[str, ...], baseline: str | None) -> list[Candidate]:
+    """Every MODEL on every --backend ('auto' picks by file type), plus --baseline on torch.
     Without --baseline, the first checkpoint run on torch is the baseline."""
-    names = [b.strip() for b in backends.split(",") if b.strip()] or ["auto"]
+    names = list(dict.fromkeys(backends)) or ["auto"]
     candidates = [Candidate(str(baseline), "torch", baseline=True)] if baseline else []
     for model in models:
         for name in names:
@@ -66,6 +64,15 @@ def build_candidates(models: tuple[str, ...], backends: str, baseline: str | Non
     if not candidates:
         raise InputError("give at least one MODEL (or --baseline CHECKPOINT)")
     return candidates
+
+
+def refuse_unhonoured_options(candidates: list[Candidate], device: str, threads: int | None) -> None:
+    """Every runner must honour --device and --threads: refuse the run (one line, exit 2) before anything
+    is measured, the way psp-infer and psp-eval refuse them."""
+    from pspcore.cli import runner_options
+
+    for c in candidates:
+        runner_options(c.backend, c.model, device=device, threads=threads)
 
 
 class _Progress:
@@ -97,7 +104,7 @@ def check_outputs(*paths) -> None:
     from pspcore.files import check_writable
 
     for path in paths:
-        if path:
+        if path and path != "-":
             check_writable(path)
 
 
@@ -105,7 +112,10 @@ def write_outputs(report: BenchReport, json_path, markdown_path, plot_path) -> N
     from benchmarks.report import write_json, write_markdown
 
     if json_path:
-        click.echo(f"wrote {write_json(report, json_path)}", err=True)
+        with json_destination(json_path) as path:
+            written = write_json(report, path)
+        if json_path != "-":
+            click.echo(f"wrote {written}", err=True)
     if markdown_path:
         click.echo(f"wrote {write_markdown(report, markdown_path)}", err=True)
     if plot_path:
@@ -116,12 +126,10 @@ def write_outputs(report: BenchReport, json_path, markdown_path, plot_path) -> N
 
 @main.command("latency", cls=Command)
 @click.argument("models", nargs=-1, metavar="MODEL...")
-@click.option("--backend", default="auto", show_default=True,
-              help="Backend(s) for every MODEL, comma-separated: auto (by file type), onnxruntime, tensorrt, "
-                   "torch, triton.")
-@click.option("--batch", "batches", default="1", show_default=True, help="Batch sizes, e.g. 1,4.")
-@click.option("--size", type=SIZE, default=None, help="Input HxW for all models [default: the baseline's "
-                                                      "input size, else the first model's].")
+@backend_option("Backend(s) for every MODEL, comma-separated (auto: by file type).", several=True)
+@device_option()
+@batch_option("Batch sizes, e.g. 1,4.", several=True, dest="batches")
+@size_option("Input HxW for all models [default: the baseline's input size, else the first model's].")
 @click.option("--warmup-ms", type=click.FloatRange(min=0), default=200, show_default=True)
 @click.option("--duration-s", type=click.FloatRange(min=0), default=3, show_default=True,
               help="Minimum seconds of samples per runner and batch.")
@@ -130,13 +138,13 @@ def write_outputs(report: BenchReport, json_path, markdown_path, plot_path) -> N
               help="Length of one runner's turn in the round robin (at least one iteration).")
 @click.option("--baseline", type=click.Path(), default=None,
               help="Checkpoint run on PyTorch eager FP32; speed-ups are against it.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per runner.")
+@threads_option("CPU threads per runner (a backend without a CPU thread pool refuses it).")
 @click.option("--shm", is_flag=True, help="Triton models: tensors through system shared memory.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write every number to this JSON.")
+@json_option("Write every number to this JSON")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Write a Markdown report.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Write a PNG: latency distribution per runner and throughput vs batch.")
-def latency_command(models, backend, batches, size, warmup_ms, duration_s, min_iters, slice_ms, baseline,
+def latency_command(models, backend, device, batches, size, warmup_ms, duration_s, min_iters, slice_ms, baseline,
                     threads, shm, json_path, markdown_path, plot_path):
     """Latency and throughput of every MODEL, measured interleaved in one run (trtexec statistics)."""
     from benchmarks.report import format_terminal
@@ -146,9 +154,11 @@ def latency_command(models, backend, batches, size, warmup_ms, duration_s, min_i
         from benchmarks.plot import _pyplot
 
         _pyplot()  # an InputError now, not after the measurement, when matplotlib is missing
-    config = BenchConfig(batches=parse_batches(batches), size=size, warmup_ms=warmup_ms,
-                         duration_s=duration_s, min_iters=min_iters, slice_ms=slice_ms, threads=threads, shm=shm)
+    config = BenchConfig(batches=tuple(dict.fromkeys(batches)), size=size, warmup_ms=warmup_ms,
+                         duration_s=duration_s, min_iters=min_iters, slice_ms=slice_ms, threads=threads, shm=shm,
+                         device=device)
     candidates = build_candidates(models, backend, baseline)
+    refuse_unhonoured_options(candidates, device, threads)
     progress = _Progress(config)
     try:
         report = run_benchmark(candidates, config, log=lambda line: click.echo(line, err=True),
@@ -157,7 +167,7 @@ def latency_command(models, backend, batches, size, warmup_ms, duration_s, min_i
         progress.close()
     if not report.results:
         raise PSPError("nothing could be measured: " + "; ".join(u.line() for u in report.unavailable))
-    click.echo(format_terminal(report))
+    echo_summary(format_terminal(report), json_path)
     write_outputs(report, json_path, markdown_path, plot_path)
 
 
@@ -165,38 +175,43 @@ def latency_command(models, backend, batches, size, warmup_ms, duration_s, min_i
 @click.argument("models", nargs=-1, metavar="MODEL...")
 @click.option("--data", "data_list", type=click.Path(),
               help="List file of `image label` pairs (e.g. from context-scenes export_split).")
-@click.option("--dataset", type=click.Choice(["voc", "ade20k", "cityscapes"]),
-              help="Instead of --data: a dataset as downloaded, in the folder --data-root.")
-@click.option("--split", default="val", show_default=True, help="Split of --dataset.")
-@click.option("--root", "--data-root", "root", type=click.Path(file_okay=False), default=None,
-              help="--dataset: its folder; --data: the root the list's paths are relative to [default: its folder].")
+@dataset_options(dataset_names, files=False,
+                 dataset_help="Instead of --data: a dataset as downloaded, in the folder --data-root.",
+                 data_root_help="--dataset: its folder; --data: the root the list's paths are relative to "
+                                "[default: its folder].",
+                 split_help="Split of --dataset.")
 @click.option("--baseline", type=click.Path(), default=None,
               help="Checkpoint evaluated on PyTorch FP32: the reference for the mIoU drop.")
-@click.option("--backend", default="auto", show_default=True, help="Backend(s) for every MODEL, comma-separated.")
-@click.option("--size", type=SIZE, default=None, help="Network input HxW [default: the model's].")
+@backend_option("Backend(s) for every MODEL, comma-separated (auto: by file type).", several=True)
+@device_option()
+@size_option("Network input HxW [default: the model's].")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N images.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per runner.")
+@threads_option("CPU threads per runner (a backend without a CPU thread pool refuses it).")
 @click.option("--bench", "bench_json", type=click.Path(dir_okay=False), default=None,
               help="A psp-bench --json report whose speed joins the accuracy table.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results to this JSON.")
+@json_option("Write the results to this JSON")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Write a Markdown table.")
-def accuracy_command(models, data_list, dataset, split, root, baseline, backend, size, limit, threads, bench_json,
-                     json_path, markdown_path):
+def accuracy_command(models, data_list, dataset, data_root, split, baseline, backend, device, size, limit, threads,
+                     bench_json, json_path, markdown_path):
     """mIoU of every MODEL on the same validation images, and its drop against PyTorch FP32."""
     check_outputs(json_path, markdown_path)
     from benchmarks.accuracy import (AccuracyConfig, format_accuracy, run_accuracy, write_accuracy_json,
                                      write_accuracy_markdown)
 
     candidates = build_candidates(models, backend, baseline)
-    config = AccuracyConfig(data_list=data_list, root=root, size=size, limit=limit, threads=threads, dataset=dataset,
-                            split=split)
+    refuse_unhonoured_options(candidates, device, threads)
+    config = AccuracyConfig(data_list=data_list, root=data_root, size=size, limit=limit, threads=threads,
+                            dataset=dataset, split=split, device=device)
     report = run_accuracy(candidates, config, log=lambda line: click.echo(line, err=True))
     if not report.rows:
         raise PSPError("nothing could be evaluated: " + "; ".join(u.line() for u in report.unavailable))
     if bench_json:
         report.join_speed(bench_json)
-    click.echo(format_accuracy(report))
+    echo_summary(format_accuracy(report), json_path)
     if json_path:
-        click.echo(f"wrote {write_accuracy_json(report, json_path)}", err=True)
+        with json_destination(json_path) as path:
+            written = write_accuracy_json(report, path)
+        if json_path != "-":
+            click.echo(f"wrote {written}", err=True)
     if markdown_path:
         click.echo(f"wrote {write_accuracy_markdown(report, markdown_path)}", err=True)

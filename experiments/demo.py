@@ -139,7 +139,7 @@ def make_data(paths: Paths, plan: DemoPlan) -> tuple[Path, Path]:
 
 
 def train(paths: Paths, plan: DemoPlan, threads: int) -> Path:
-    run_tool("psp-train", "--out", paths.checkpoint.parent, "--arch", "pspnet18", "--dataset", "context-scenes",
+    run_tool("psp-train", "-o", paths.checkpoint.parent, "--arch", "pspnet18", "--dataset", "context-scenes",
              "--threads", threads, "--device", "cpu", *plan.train)
     if not paths.checkpoint.exists():
         raise PSPError(f"psp-train finished but wrote no {paths.checkpoint}")
@@ -189,15 +189,21 @@ def segment_video(paths: Paths, plan: DemoPlan, model: Path, threads: int) -> li
     return frames
 
 
+def thread_options(models: list[Path], threads: int) -> tuple:
+    """--threads for a CPU-only run; TensorRT engines (on a GPU machine) have no CPU threads to set and
+    psp-bench refuses an option one of its runners cannot honour."""
+    return () if any(Path(m).suffix in (".engine", ".plan") for m in models) else ("--threads", threads)
+
+
 def benchmark(paths: Paths, plan: DemoPlan, models: list[Path], threads: int) -> None:
-    run_tool("psp-bench", *models, "--baseline", paths.checkpoint, "--threads", threads, *plan.bench,
+    run_tool("psp-bench", *models, "--baseline", paths.checkpoint, *thread_options(models, threads), *plan.bench,
              "--json", paths.report("bench.json"), "--markdown", paths.report("bench.md"),
              "--plot", paths.report("bench.png"))
 
 
 def accuracy(paths: Paths, models: list[Path], val: Path, threads: int) -> None:
     run_tool("psp-bench", "accuracy", "--data", val, *models, "--baseline", paths.checkpoint,
-             "--threads", threads, "--bench", paths.report("bench.json"),
+             *thread_options(models, threads), "--bench", paths.report("bench.json"),
              "--json", paths.report("accuracy.json"), "--markdown", paths.report("accuracy.md"))
 
 

@@ -34,17 +34,17 @@ class Arm:
     checkpoint: Path
     train_seconds: float
     iterations: int
-    result: dict  # psp-eval --json
+    result: dict  # psp-eval --json -
 
 
 def train_arm(out: Path, name: str, train_options: tuple[str, ...], threads: int) -> Path:
-    run_tool("psp-train", "--out", out / name, "--arch", "pspnet18", "--device", "cpu", "--threads", threads,
+    run_tool("psp-train", "-o", out / name, "--arch", "pspnet18", "--device", "cpu", "--threads", threads,
              *train_options, *ARMS[name])
     return out / name / "model.pth"
 
 
 def evaluate_arm(checkpoint: Path, scenes: int) -> dict:
-    argv = [tool("psp-eval"), str(checkpoint), "--split", "val", "--scenes", str(scenes), "--json"]
+    argv = [tool("psp-eval"), str(checkpoint), "--split", "val", "--scenes", str(scenes), "--json", "-"]
     click.secho("$ psp-eval " + " ".join(argv[1:]), dim=True)
     proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode != 0:

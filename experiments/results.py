@@ -76,7 +76,7 @@ SECTIONS = (
             "machine, as the plain model and as the image -> labels ensemble, HTTP and gRPC, with and without "
             "system shared memory; one client (latency) and 8 concurrent clients (throughput). Server and "
             "clients share the same cores.",
-            ("python", "-m", "experiments.triton_overhead", "--out", "{work}/files", "--markdown", "{work}/triton.md"),
+            ("python", "-m", "experiments.triton_overhead", "-o", "{work}/files", "--markdown", "{work}/triton.md"),
             ("triton.md",)),
     Section("throughput", "psp-infer on a video",
             "End-to-end psp-infer (decode, preprocess, inference, post-process, encode in overlapping threads) "

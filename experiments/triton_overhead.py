@@ -3,7 +3,7 @@ one PSPNet-18 ONNX (random weights, 65x65, 5 classes) run locally and served as 
 platform) and as the image -> labels ensemble, over HTTP and gRPC, with and without system shared memory,
 one client (psp-bench's interleaved latency) and 8 concurrent clients (threads, throughput).
 
-    python -m experiments.triton_overhead [--duration-s 3] [--out DIR]
+    python -m experiments.triton_overhead [--duration-s 3] [-o DIR]
 
 Prints a Markdown table; ratios are served / local (latency: > 1 is slower; throughput: < 1 is slower)."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from benchmarks.report import markdown_table, write_text
-from pspcore.cli import Command
+from pspcore.cli import Command, output_option
 
 
 def make_model(folder: Path) -> Path:
@@ -79,13 +79,13 @@ def throughput(model: str, clients: int, duration_s: float, shm: bool = False) -
 
 @click.command(cls=Command)
 @click.option("--duration-s", type=float, default=3.0, show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None)
+@output_option("Folder for the model and repository [default: a temporary folder].", file_okay=False, path_type=Path)
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Also write the table here.")
-def main(duration_s: float, out: Path | None, markdown_path: str | None) -> None:
+def main(duration_s: float, output: Path | None, markdown_path: str | None) -> None:
     from export.triton import export_triton
     from runtime.serve import TritonServer, free_port
 
-    work = Path(out or tempfile.mkdtemp(prefix="triton-overhead-"))
+    work = Path(output or tempfile.mkdtemp(prefix="triton-overhead-"))
     work.mkdir(parents=True, exist_ok=True)
     model = make_model(work)
     repo = work / "repo"

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import click
 
-from pspcore.cli import Command
-
-HELP = {"help_option_names": ["-h", "--help"]}
+from pspcore.cli import Command, echo_summary, json_destination, json_option
 
 
-@click.command(cls=Command, context_settings=HELP)
+@click.command(cls=Command)
 @click.argument("fp32_model", type=click.Path(dir_okay=False))
 @click.argument("other_model", type=click.Path(dir_okay=False))
 @click.option("--images", required=True, type=click.Path(file_okay=False), help="Folder of images to run (recursive).")
@@ -21,7 +19,7 @@ HELP = {"help_option_names": ["-h", "--help"]}
               help="Run at most this many images, spread over the folder.")
 @click.option("--threshold", type=click.FloatRange(min=0), default=0.1, show_default=True,
               help="Relative error marking the first layer that departs.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the comparison as JSON.")
+@json_option("Write the comparison as JSON")
 def compare_command(fp32_model, other_model, images, num_images, threshold, json_path):
     """Run FP32_MODEL and OTHER_MODEL (its FP16/INT8 conversion) on images with every compute node's output
     exposed, and print per layer, in graph order, the relative error and cosine similarity of OTHER_MODEL's
@@ -47,21 +45,26 @@ def compare_command(fp32_model, other_model, images, num_images, threshold, json
         if other_info.extra.get("precision_repair", {}).get("equalized"):
             # its layers were rescaled per channel by repair: compare with the same (deterministic) rescale
             reference = equalize(fp32_model, Path(work) / "equalized.onnx").path
-            click.echo("note: OTHER_MODEL was cross-layer equalized; layers compared with the equalized FP32 model")
+            click.echo("note: OTHER_MODEL was cross-layer equalized; layers compared with the equalized FP32 model",
+                       err=True)
         rows = compare_layers(reference, other_model, batch)
     if not rows:
         raise InputError(f"{other_model} shares no compute node names with {fp32_model}: not its conversion")
     verdict = judge(run_logits(session(fp32_model), batch), run_logits(session(other_model), batch))
     first = first_past(rows, threshold)
-    click.echo(f"{'#':>3s}  {'layer':56s} {'op':6s} {'rel. error':>10s} {'cosine':>8s}")
+
+    def say(text: str) -> None:
+        echo_summary(text, json_path)
+
+    say(f"{'#':>3s}  {'layer':56s} {'op':6s} {'rel. error':>10s} {'cosine':>8s}")
     for i, row in enumerate(rows):
         mark = "  <- first past threshold" if row is first else ""
-        click.echo(f"{i:3d}  {row.node[-56:]:56s} {row.op:6s} {row.rel_error:10.4f} {row.cosine:8.4f}{mark}")
-    click.echo(f"{other_info.precision} output {verdict.describe()}")
-    click.echo(f"first layer past relative error {threshold:g}: " + (first.node if first else "none"))
+        say(f"{i:3d}  {row.node[-56:]:56s} {row.op:6s} {row.rel_error:10.4f} {row.cosine:8.4f}{mark}")
+    say(f"{other_info.precision} output {verdict.describe()}")
+    say(f"first layer past relative error {threshold:g}: " + (first.node if first else "none"))
     if json_path:
         data = {"schema": "psp-export-compare/1", "fp32": str(fp32_model), "other": str(other_model),
                 "images": len(batch), "threshold": threshold, "first_past": first.node if first else None,
                 "agreement": verdict.agreement, "layers": [r.to_dict() for r in rows]}
-        with atomic_output(json_path, suffix=".json") as tmp:
+        with json_destination(json_path) as path, atomic_output(path, suffix=".json") as tmp:
             tmp.write_text(json.dumps(data, indent=2) + "\n")

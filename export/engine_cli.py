@@ -5,14 +5,15 @@ import click
 
 from export.calibration import DEFAULT_NUM_IMAGES
 from export.precision_cli import calibration_images, calibration_options
-from pspcore.cli import Command
+from pspcore.cli import Command, batch_option, device_option, output_option, size_option
+from pspcore.device import cuda_index
 from pspcore.errors import InputError
 
 
-@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command)
 @click.argument("onnx_model", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "engine", required=True, type=click.Path(dir_okay=False),
-              help="Engine file to write (its sidecar goes to ENGINE.json).")
+@output_option("Engine file to write (its sidecar goes to OUTPUT.json).", required=True, dir_okay=False,
+               dest="engine")
 @click.option("--fp16", "precision", flag_value="fp16", help="Convert an FP32 model to FP16 first (ModelOpt AutoCast).")
 @click.option("--int8", "precision", flag_value="int8",
               help="Quantize an FP32 model to INT8 first (explicit Q/DQ; needs --calib-images, --calib-list or "
@@ -22,15 +23,16 @@ from pspcore.errors import InputError
               help="Calibrate on at most this many images, spread evenly over the set (--int8).")
 @click.option("--method", "calib_method", type=click.Choice(["entropy", "max"]), default="entropy",
               show_default=True, help="INT8 calibration method.")
-@click.option("--batch", default="1", show_default=True, help="Batch size N or MIN:OPT:MAX (dynamic-batch models).")
-@click.option("--size", default=None,
-              help="Input HxW, or MIN:OPT:MAX sizes like 257x257:513x513:1025x1025 (dynamic-shape models) "
-                   "[default: the model's own size].")
+@batch_option("Batch size N or MIN:OPT:MAX (dynamic-batch models).", kind=click.STRING)
+@size_option(kind=click.STRING,
+             help="Input HxW, or MIN:OPT:MAX sizes like 257x257:513x513:1025x1025 (dynamic-shape models) "
+                  "[default: the model's own size].")
 @click.option("--workspace", "workspace_gib", type=click.FloatRange(min=0, min_open=True), default=4.0,
               show_default=True, help="Builder workspace limit in GiB.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False),
               help="Timing cache file: read if present, updated after the build (makes rebuilds fast).")
-@click.option("--device", type=click.IntRange(min=0), default=0, show_default=True, help="CUDA device index.")
+@device_option("The GPU to build for: cuda or cuda:N (an engine runs on the GPU model that built it).",
+               default="cuda")
 @click.option("--verbose", is_flag=True, help="Keep TensorRT's verbose log (shown if the build fails).")
 def main(onnx_model, engine, precision, calib_images, calib_list, calib_dataset, data_root, calib_split, num_images,
          calib_method, batch, size, workspace_gib, timing_cache, device, verbose):
@@ -43,6 +45,9 @@ def main(onnx_model, engine, precision, calib_images, calib_list, calib_dataset,
     """
     from export.engine import build_engine
 
+    if device == "cpu":
+        raise InputError("--device cpu: TensorRT builds for a GPU; give cuda or cuda:N")
+
     if (calib_images or calib_list or calib_dataset) and precision != "int8":
         raise InputError("--calib-images/--calib-list/--calib-dataset are for --int8")
     images = []
@@ -50,7 +55,7 @@ def main(onnx_model, engine, precision, calib_images, calib_list, calib_dataset,
         images = calibration_images(calib_images, calib_list, calib_dataset, data_root, calib_split)
     result = build_engine(onnx_model, engine, precision=precision, batch=batch, size=size,
                           workspace_gib=workspace_gib, timing_cache=timing_cache, calib_images=images,
-                          calib_method=calib_method, num_images=num_images, device=device, verbose=verbose)
+                          calib_method=calib_method, num_images=num_images, device=cuda_index(device) or 0, verbose=verbose)
     for note in result.notes:
         click.echo(f"notice: {note}", err=True)
     for name, shapes in result.profiles.items():

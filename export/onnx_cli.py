@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 from tqdm import tqdm
 
-from pspcore.cli import SIZE, Command
+from pspcore.cli import Command, batch_option, output_option, size_option
 
 STEPS = ("load", "trace", "slim and check", "verify")
 
@@ -34,27 +34,25 @@ def _default_output(checkpoint: str) -> str:
 
 @click.command(cls=Command)
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False),
-              help="Where to write the model [default: CHECKPOINT with the suffix .onnx].")
+@output_option("Where to write the model [default: CHECKPOINT with the suffix .onnx].", dir_okay=False,
+               dest="out_path")
 @click.option("--arch", default=None, help="pspnet18/34/50/101/152; only for checkpoints that do not say "
               "(semseg checkpoints are recognised from their weights).")
 @click.option("--classes", "num_classes", type=click.IntRange(min=1), default=None,
               help="Number of classes; only for checkpoints that do not say.")
-@click.option("--size", type=SIZE, default=None,
-              help="Input size H or HxW, at least 41 (the 1/8 feature map must cover the 6x6 pyramid bins) "
-              "[default: the size the checkpoint records, e.g. 473x473].")
-@click.option("--batch", type=BatchType(), default="dynamic", show_default=True,
-              help="Fixed batch size N, or 'dynamic'.")
+@size_option("Input size H or HxW, at least 41 (the 1/8 feature map must cover the 6x6 pyramid bins) "
+             "[default: the size the checkpoint records, e.g. 473x473].")
+@batch_option("Fixed batch size N, or 'dynamic'.", kind=BatchType(), default="dynamic")
 @click.option("--dynamic-shape", is_flag=True,
               help="Make height and width dynamic too: one model, exact at any input size.")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (13..20).")
-@click.option("--output", "output", type=click.Choice(["logits", "labels"]), default="logits",
-              show_default=True, help="logits [N,C,H,W] float32, or labels [N,H,W] class ids "
-              "(uint8 up to 256 classes): an ArgMax in the graph, far less data to copy back.")
+@click.option("--emit", type=click.Choice(["logits", "labels"]), default="logits",
+              show_default=True, help="What the model outputs: logits [N,C,H,W] float32, or labels [N,H,W] "
+              "class ids (uint8 up to 256 classes): an ArgMax in the graph, far less data to copy back.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Compare ONNX Runtime (CPU) with PyTorch on a drawn scene and noise; fail the export "
               "if the error exceeds 1e-4 of the logit range or argmax agreement is below 99.99%.")
-def onnx_command(checkpoint, out_path, arch, num_classes, size, batch, dynamic_shape, opset, output, verify):
+def onnx_command(checkpoint, out_path, arch, num_classes, size, batch, dynamic_shape, opset, emit, verify):
     """Export CHECKPOINT (this project's or hszhao/semseg's) to ONNX, exactly: the pyramid's adaptive
     pooling becomes averaging matrices, so any input size exports and matches PyTorch. Class names, palette,
     mean/std and input size go into the model's metadata for psp-infer and the other tools."""
@@ -69,7 +67,7 @@ def onnx_command(checkpoint, out_path, arch, num_classes, size, batch, dynamic_s
 
         on_step("load")
         result = export_checkpoint(checkpoint, out_path, arch=arch, num_classes=num_classes, size=size,
-                                   batch=batch, dynamic_shape=dynamic_shape, opset=opset, output=output,
+                                   batch=batch, dynamic_shape=dynamic_shape, opset=opset, output=emit,
                                    verify=verify, on_step=on_step)
         bar.update(len(steps) - bar.n)
     info = result.info

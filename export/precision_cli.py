@@ -7,9 +7,15 @@ import time
 import click
 
 from export.calibration import DEFAULT_NUM_IMAGES
-from pspcore.cli import SIZE, Command, option_group
+from pspcore.cli import (Command, dataset_options, echo_summary, json_destination, json_option, option_group,
+                         output_option, size_option)
 
-HELP = {"help_option_names": ["-h", "--help"]}
+
+def dataset_names() -> tuple[str, ...]:
+    """The named datasets (read when --calib-dataset is, so --help does not import the data readers)."""
+    from pspnet.data.datasets import DATASETS
+
+    return tuple(DATASETS)
 
 
 # The INT8 calibration sources, exactly one of them (export.calibration.find_calibration_images); shared with
@@ -20,11 +26,10 @@ calibration_options = option_group(
     click.option("--calib-list", type=click.Path(dir_okay=False),
                  help="List file of calibration images: `image [label]` a line, relative to the list's folder "
                       "or --data-root."),
-    click.option("--calib-dataset", type=click.Choice(["voc", "ade20k", "cityscapes"]),
-                 help="Calibrate on a dataset as downloaded, in the folder --data-root."),
-    click.option("--data-root", type=click.Path(file_okay=False),
-                 help="--calib-dataset: its folder; --calib-list: the root its paths are relative to."),
-    click.option("--calib-split", default="train", show_default=True, help="Split of --calib-dataset."),
+    dataset_options(dataset_names, files=False, prefix="calib-", split_default="train",
+                    dataset_help="Calibrate on a dataset as downloaded, in the folder --data-root.",
+                    data_root_help="--calib-dataset: its folder; --calib-list: the root its paths are relative to.",
+                    split_help="Split of --calib-dataset."),
 )
 
 
@@ -50,7 +55,7 @@ def _gate_options(default_gate: float):
         click.option("--fallback", type=click.Choice(["auto", "none"]), default="auto", show_default=True,
                      help="auto: below the gate, repair (equalization, calibration methods, FP32 fallback of the "
                           "most sensitive nodes); none: refuse."),
-        click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the report as JSON."),
+        json_option("Write the report as JSON", dest="report_path"),
     )
 
 
@@ -63,18 +68,20 @@ def _convert(onnx_model, output, options, images=(), report_path=None) -> None:
     if options.max_miou_drop is not None and options.eval_list is None:
         raise InputError("--max-miou-drop needs --eval-list FILE (labelled images)")
     start = time.perf_counter()
-    report = convert_verified(onnx_model, output, options, images, report_path,
-                              log=lambda line: click.echo(f"  {line}", err=True))
-    click.echo(format_report(report))
+    with json_destination(report_path) as json_path:
+        report = convert_verified(onnx_model, output, options, images, json_path,
+                                  log=lambda line: click.echo(f"  {line}", err=True))
+        echo_summary(format_report(report), report_path)
     info = read_onnx_info(output)
-    click.echo(f"wrote {output} ({info.precision}, agreement {100 * report.after['agreement']:.2f}%) in "
-               f"{time.perf_counter() - start:.1f} s" + (f"; report {report_path}" if report_path else ""))
+    report_note = f"; report {report_path}" if report_path not in (None, "-") else ""
+    echo_summary(f"wrote {output} ({info.precision}, agreement {100 * report.after['agreement']:.2f}%) in "
+                 f"{time.perf_counter() - start:.1f} s{report_note}", report_path)
 
 
-@click.command(cls=Command, context_settings=HELP)
+@click.command(cls=Command)
 @click.argument("onnx_model", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="FP16 ONNX file to write.")
-@click.option("--size", type=SIZE, default=None, help="Input size HxW to check at [default: the model's own size].")
+@output_option("FP16 ONNX file to write.", required=True, dir_okay=False)
+@size_option("Input size HxW to check at [default: the model's own size].")
 @_gate_options(99.5)
 def fp16_command(onnx_model, output, size, verify_images, min_agreement, eval_list, max_miou_drop, fallback,
                  report_path):
@@ -91,9 +98,9 @@ def fp16_command(onnx_model, output, size, verify_images, min_agreement, eval_li
                                             max_miou_drop=max_miou_drop, fallback=fallback), (), report_path)
 
 
-@click.command(cls=Command, context_settings=HELP)
+@click.command(cls=Command)
 @click.argument("onnx_model", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="INT8 ONNX file to write.")
+@output_option("INT8 ONNX file to write.", required=True, dir_okay=False)
 @calibration_options
 @click.option("--target", type=click.Choice(["tensorrt", "onnxruntime"]), default="tensorrt", show_default=True,
               help="tensorrt: ModelOpt Q/DQ for TensorRT engines; onnxruntime: Q/DQ that ONNX Runtime runs fast on "
@@ -102,8 +109,7 @@ def fp16_command(onnx_model, output, size, verify_images, min_agreement, eval_li
               help="Calibration method for activation ranges (repair may try the others).")
 @click.option("--num-images", type=click.IntRange(min=1), default=DEFAULT_NUM_IMAGES, show_default=True,
               help="Calibrate on at most this many images, spread evenly over the set.")
-@click.option("--size", type=SIZE, default=None,
-              help="Input size HxW to prepare images at [default: the model's own size].")
+@size_option("Input size HxW to prepare images at [default: the model's own size].")
 @_gate_options(98.0)
 def int8_command(onnx_model, output, calib_images, calib_list, calib_dataset, data_root, calib_split, target, method,
                  num_images, size, verify_images, min_agreement, eval_list, max_miou_drop, fallback, report_path):

@@ -3,36 +3,24 @@ from __future__ import annotations
 
 import click
 
-from pspcore.cli import Command
-
-
-def _batch_list(ctx, param, value: str | None) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    try:
-        sizes = tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers such as 4,8, got {value!r}") from None
-    if not sizes:
-        raise click.BadParameter("give at least one batch size")
-    return sizes
+from pspcore.cli import Command, ListOf, output_option
 
 
 @click.command(cls=Command)
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "repository", required=True, type=click.Path(file_okay=False),
-              help="Model repository folder (created if missing); the model goes to REPOSITORY/NAME.")
+@output_option("Model repository folder (created if missing); the model goes to OUTPUT/NAME.", required=True,
+               file_okay=False, dest="repository")
 @click.option("--name", default="pspnet", show_default=True, help="Model name clients ask Triton for.")
 @click.option("--max-batch", type=int, default=None,
               help="Triton max_batch_size. Default: 8 (or the engine profile's maximum) for a batch-dynamic "
                    "model, 0 (no batching) for a fixed-batch one.")
-@click.option("--preferred-batch", callback=_batch_list, metavar="N[,N...]",
+@click.option("--preferred-batch", type=ListOf(click.IntRange(min=1), metavar="N[,N...]"),
               help="Batch sizes the dynamic batcher aims for. Default: half the max batch and the max batch.")
 @click.option("--queue-delay-us", type=click.IntRange(min=0), default=100, show_default=True,
               help="How long the dynamic batcher may hold a request to fill a preferred batch.")
 @click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Model instances (per GPU with --kind gpu).")
-@click.option("--instance-kind", "--kind", "kind", type=click.Choice(["auto", "gpu", "cpu"]), default="auto",
+              help="Model instances (per GPU with --instance-kind gpu).")
+@click.option("--instance-kind", "kind", type=click.Choice(["auto", "gpu", "cpu"]), default="auto",
               show_default=True,
               help="Where the instances run; auto: what the platform runs on (python: cpu, else gpu).")
 @click.option("--platform", type=click.Choice(["onnxruntime_onnx", "tensorrt_plan", "python"]), default=None,

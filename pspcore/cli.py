@@ -1,7 +1,10 @@
 """Shared pieces of the psp-* command lines: one-line errors instead of tracebacks, and common option types."""
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+from pathlib import Path
 
 import click
 
@@ -54,14 +57,25 @@ DEBUG = click.Option(["--debug"], is_flag=True, expose_value=False, is_eager=Tru
                      help="Show the traceback of an unexpected error (also PSP_DEBUG=1).")
 
 
+HELP_OPTION_NAMES = ["-h", "--help"]
+
+
+def _context_settings(given: dict | None) -> dict:
+    # -h everywhere, so no command can forget it; a command may still widen its help text
+    return {"help_option_names": HELP_OPTION_NAMES, "max_content_width": 100, **(given or {})}
+
+
 class Command(_ReportsErrors, click.Command):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args, context_settings: dict | None = None, **kwargs):
+        super().__init__(*args, context_settings=_context_settings(context_settings), **kwargs)
         self.params.append(DEBUG)
 
 
 class Group(_ReportsErrors, click.Group):
     command_class = Command
+
+    def __init__(self, *args, context_settings: dict | None = None, **kwargs):
+        super().__init__(*args, context_settings=_context_settings(context_settings), **kwargs)
 
 
 Group.group_class = Group
@@ -103,6 +117,186 @@ class SizeType(click.ParamType):
 
 
 SIZE = SizeType()
+
+
+class ListOf(click.ParamType):
+    """The one list parser: comma-separated values of `item` (a click type: click.INT, click.FLOAT, SIZE, a
+    Choice, ...), e.g. `--batch 1,4,8`; `count` fixes how many. Duplicates are kept: order may matter."""
+
+    def __init__(self, item: click.ParamType, count: int | None = None, metavar: str | None = None):
+        self.item, self.count = click.types.convert_type(item), count
+        self.name = f"{self.item.name} list"
+        self.metavar = metavar or ",".join(["X"] * count if count else ["X", "..."])
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return self.metavar
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (tuple, list)):
+            return tuple(value)
+        parts = [part.strip() for part in str(value).split(",")]
+        if not parts or not all(parts):
+            self.fail(f"expected comma-separated values ({self.metavar}), got {value!r}", param, ctx)
+        if self.count is not None and len(parts) != self.count:
+            self.fail(f"expected {self.count} comma-separated values ({self.metavar}), got {value!r}", param, ctx)
+        try:
+            return tuple(self.item.convert(part, param, ctx) for part in parts)
+        except click.BadParameter as exc:
+            self.fail(f"expected comma-separated values ({self.metavar}), got {value!r}: {exc.message}", param, ctx)
+
+
+class DeviceType(click.ParamType):
+    """--device: auto, cpu, cuda or cuda:N (pspcore.device), checked here once for every command."""
+
+    name = "device"
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return "auto|cpu|cuda[:N]"
+
+    def convert(self, value, param, ctx):
+        from pspcore.device import parse_device
+
+        try:
+            return parse_device(value)
+        except PSPError as exc:
+            self.fail(str(exc).replace("--device ", "", 1), param, ctx)
+
+
+def backend_names() -> tuple[str, ...]:
+    """The registered backend names."""
+    from pspcore.registry import backend_names as registered
+
+    return tuple(registered())
+
+
+class BackendType(click.ParamType):
+    """--backend: auto or a registered backend, looked up when the option is read (backends register late)."""
+
+    name = "backend"
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return "|".join(["auto", *backend_names()])
+
+    def convert(self, value, param, ctx):
+        names = ("auto", *backend_names())
+        if value not in names:
+            self.fail(f"{value!r} is not one of {', '.join(names)}", param, ctx)
+        return value
+
+
+class DatasetType(click.ParamType):
+    """--dataset: a registered dataset name (`names`: the names, or a callable giving them, so the command's
+    module need not import the dataset registry until the option is read) or, with `files`, a list file."""
+
+    name = "dataset"
+
+    def __init__(self, names, files: bool):
+        self._names, self.files = names, files
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._names() if callable(self._names) else self._names)
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return "NAME|LIST_FILE" if self.files else "NAME"
+
+    def convert(self, value, param, ctx):
+        if value in self.names or (self.files and value):
+            return value
+        self.fail(f"{value!r} is not one of {', '.join(self.names)}", param, ctx)
+
+
+# ---- the shared options: each is defined here once; commands pick the help text that fits them
+
+def output_option(help: str, *, required: bool = False, file_okay: bool = True, dir_okay: bool = True,
+                  dest: str = "output", path_type=None, default=None):
+    """-o/--output PATH: what the command writes."""
+    return click.option("-o", "--output", dest, required=required, default=default, metavar="PATH",
+                        type=click.Path(file_okay=file_okay, dir_okay=dir_okay, path_type=path_type), help=help)
+
+
+def json_option(help: str, *, dest: str = "json_path"):
+    """--json PATH: a JSON copy of the results; '-' writes it to standard output (see json_destination)."""
+    return click.option("--json", dest, metavar="PATH", type=click.Path(dir_okay=False, allow_dash=True),
+                        help=f"{help} ('-': standard output, the summary then goes to stderr).")
+
+
+@contextlib.contextmanager
+def json_destination(path: str | None):
+    """The path a JSON writer should write to: PATH itself, or for '-' a temporary file whose text then goes
+    to standard output (so every writer that takes a path serves `--json -` unchanged)."""
+    if path != "-":
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="psp-json-") as folder:
+        target = Path(folder) / "stdout.json"
+        yield str(target)
+        if target.exists():
+            click.echo(target.read_text(), nl=False)
+
+
+def echo_summary(text: str, json_path: str | None) -> None:
+    """The human-readable summary on stdout, or on stderr when stdout carries the JSON (`--json -`)."""
+    click.echo(text, err=json_path == "-")
+
+
+def device_option(help: str = "Where the model runs: auto (the backend's choice), cpu, cuda or cuda:N.", *,
+                  default: str = "auto"):
+    return click.option("--device", type=DeviceType(), default=default, show_default=True, help=help)
+
+
+def threads_option(help: str = "CPU threads for inference (backends with a CPU thread pool)."):
+    return click.option("--threads", type=click.IntRange(min=1), default=None, help=help)
+
+
+def backend_option(help: str, *, several: bool = False, default: str | None = "auto"):
+    """--backend NAME (several: a comma list, one run per backend)."""
+    kind = ListOf(BackendType(), metavar="NAME[,NAME...]") if several else BackendType()
+    return click.option("--backend", type=kind, default=default, show_default=default is not None, help=help)
+
+
+def batch_option(help: str, *, several: bool = False, default="1", dest: str = "batch",
+                 kind: click.ParamType | None = None):
+    """--batch N (several: a comma list of batch sizes; `kind`: a command's own form, e.g. N|dynamic)."""
+    positive = click.IntRange(min=1)
+    kind = kind or (ListOf(positive, metavar="N[,N...]") if several else positive)
+    return click.option("--batch", dest, type=kind, default=default, show_default=default is not None, help=help)
+
+
+def size_option(help: str, *, default=None, kind: click.ParamType | None = None):
+    """--size N or HxW (height x width; `kind`: a command's own form, e.g. MIN:OPT:MAX sizes)."""
+    return click.option("--size", type=kind or SIZE, default=default, help=help)
+
+
+def dataset_options(names, *, files: bool, dataset_help: str, data_root_help: str, split_help: str,
+                    split_default: str | None = "val", dataset_default: str | None = None,
+                    prefix: str = ""):
+    """The dataset trio --dataset/--data-root/--split. `names`: the registered dataset names or a callable
+    giving them (the caller's registry: this base layer names none); `files`: --dataset may also be a list
+    file; `prefix` ('calib-') names a trio with a purpose of its own (--calib-dataset, --calib-split)."""
+    return option_group(
+        click.option(f"--{prefix}dataset", type=DatasetType(names, files), default=dataset_default,
+                     show_default=dataset_default is not None, help=dataset_help),
+        click.option("--data-root", type=click.Path(file_okay=False), help=data_root_help),
+        click.option(f"--{prefix}split", default=split_default, show_default=split_default is not None,
+                     help=split_help),
+    )
+
+
+def runner_options(backend: str, model: str, *, device: str = "auto", **options) -> dict:
+    """The constructor options for running `model` on `backend` (auto: chosen by file type): --device through
+    the runner class's device_options, the rest as given. An option the runner does not take (--threads on a
+    GPU or server runner) is an InputError here, the same one-line refusal create_runner gives, so every
+    command refuses alike and a command running several models can refuse before it measures anything."""
+    from pspcore.registry import check_options, resolve_backend, runner_class
+
+    name, _ = resolve_backend(backend, model)
+    wanted = {k: v for k, v in options.items() if v is not None and v is not False}
+    try:
+        cls = runner_class(name)
+    except PSPError:
+        return wanted  # not installed: create_runner says so, in its own words
+    return check_options(name, {**cls.device_options(device), **wanted})
 
 
 class LazyGroup(Group):

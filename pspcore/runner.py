@@ -141,6 +141,15 @@ class Runner(abc.ABC):
     def unavailable_reason(cls) -> str | None:
         """Why this backend cannot run on this machine although its packages are installed, or None."""
         return None
+    @classmethod
+    def device_options(cls, device: str) -> dict:
+        """The constructor options that put this runner on `device` (auto, cpu, cuda, cuda:N; see
+        pspcore.device). auto leaves the choice to the backend; a backend that cannot choose (a server decides
+        where its model runs) refuses anything else. Backends that can choose override this."""
+        if device == "auto":
+            return {}
+        raise InputError(f"backend {cls.name} does not take --device (it cannot choose where the model runs); "
+                         f"leave --device at auto")
 
     @property
     def display_name(self) -> str:

@@ -6,28 +6,55 @@ from pathlib import Path
 
 import click
 
-from pspcore.cli import SIZE, Command
+from pspcore.cli import (SIZE, Command, ListOf, backend_option, dataset_options, device_option, echo_summary,
+                         json_destination, json_option)
 from pspcore.errors import InputError
-from pspcore.files import check_folder
+from pspcore.files import check_folder, check_writable
 
-def _floats(ctx, param, value):
-    try:
-        return tuple(float(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers (e.g. 0.75,1,1.25), got {value!r}") from None
+CONTEXT_SCENES = "context-scenes"
 
 
-def load_runner(model_path: str, backend: str | None, device: str):
-    """A ready Runner for MODEL: torch for checkpoints (on `device`), else the backend asked for (auto: by
-    file type). pspnet does not import the runtime: backends come from the registry by name."""
+def dataset_names() -> tuple[str, ...]:
+    """context-scenes and the named datasets (read when --dataset is, so --help stays fast)."""
+    from pspnet.data.datasets import DATASETS
+
+    return (CONTEXT_SCENES, *DATASETS)
+
+
+def load_runner(model_path: str, backend: str, device: str):
+    """A ready Runner for MODEL on `backend` (auto: torch for checkpoints, else by file type) and `device`.
+    pspnet does not import the runtime: backends come from the registry by name."""
+    from pspcore.cli import runner_options
     from pspcore.registry import create_runner, resolve_backend
 
-    name, _ = resolve_backend(backend or "auto", model_path)  # psp-eval names its backend in the table
-    runner = create_runner(name, model_path, device=None if device == "auto" else device)
+    name, _ = resolve_backend(backend, model_path)
+    runner = create_runner(name, model_path, **runner_options(name, model_path, device=device))
     runner.activate()
     for note in runner.notes:
         click.echo(f"notice: {note}", err=True)
     return runner
+
+
+def default_mode(dataset: str | None, runner) -> str:
+    """whole, except for a fixed-size model that outputs logits on real images (anything but context-scenes,
+    which is drawn at the model's size): windows of its input size then, as semseg's test.py evaluates."""
+    fixed = runner.input_spec.size is not None
+    return "slide" if fixed and runner.info.output == "logits" and dataset not in (None, CONTEXT_SCENES) else "whole"
+
+
+def checked_predict(runner, mode: str):
+    """runner.infer, but an input the model cannot take says which option fixes it."""
+    def predict(batch):
+        problem = runner.input_spec.size_problem(tuple(batch.shape[2:]))
+        if problem:
+            size = runner.input_spec.size
+            fix = ("pass --mode slide (windows of its input size)" if mode == "whole" and size else
+                   f"pass --crop {size[0]}x{size[1]} (its input size)" if size else
+                   "pass --crop HxW within that range")
+            raise InputError(f"{runner.display_name} {problem}: {fix}")
+        return runner.infer(batch)
+
+    return predict
 
 
 def build_data(dataset: str | None, info, split: str, scenes: int | None, scene_size: tuple | None, seed: int,
@@ -62,60 +89,71 @@ def protocol_sizes(dataset: str | None, mode: str, crop: tuple | None, base_size
     return crop, base_size or None
 
 
-@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(cls=Command)
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--dataset", help="'context-scenes', voc, ade20k, cityscapes (read as downloaded, from --data-root) "
-              "or a list file of 'image label' lines (default: context-scenes when the model was trained on it).")
-@click.option("--data-root", type=click.Path(file_okay=False), help="The named dataset's folder (VOC2012, "
-              "ADEChallengeData2016, the Cityscapes root); list paths are relative to this.")
-@click.option("--split", default="val", show_default=True, help="Split of a named dataset, or of context-scenes "
-              "(train, val, test).")
+@dataset_options(dataset_names, files=True,
+                 dataset_help="context-scenes, voc, ade20k, cityscapes (read as downloaded, from --data-root) or a "
+                              "list file of 'image label' lines (default: context-scenes when the model was trained "
+                              "on it).",
+                 data_root_help="The named dataset's folder (VOC2012, ADEChallengeData2016, the Cityscapes root); "
+                                "list paths are relative to this.",
+                 split_help="Split of a named dataset, or of context-scenes (train, val, test).")
 @click.option("--scenes", type=int, help="context-scenes images (default: 200 for val).")
 @click.option("--scene-size", type=SIZE, help="context-scenes image size N or HxW (default: the model's input size).")
 @click.option("--seed", default=0, show_default=True, help="context-scenes seed.")
-@click.option("--mode", type=click.Choice(["whole", "slide"]), default="whole", show_default=True,
-              help="Whole image, or sliding windows of --crop with stride ceil(2/3 crop).")
+@click.option("--mode", type=click.Choice(["whole", "slide"]), default=None,
+              help="Whole image, or sliding windows of --crop with stride ceil(2/3 crop) [default: slide for a "
+                   "fixed-size model (logits) on real images, in windows of its input size; else whole].")
 @click.option("--crop", type=SIZE, help="Sliding-window size (default: the model's input size, else the "
               "dataset's reference crop).")
 @click.option("--base-size", type=click.IntRange(min=0), help="Resize each image so its long side is BASE x "
               "scale before predicting, as semseg's test.py [default: 512 voc/ade20k, 2048 cityscapes; off "
               "(0) for list files and context-scenes].")
 @click.option("--flip", is_flag=True, help="Average with the horizontally flipped image.")
-@click.option("--scales", callback=_floats, default="1", show_default=True,
-              help="Multi-scale, e.g. 0.5,0.75,1,1.25,1.5,1.75 (probabilities summed).")
-@click.option("--backend", help="torch (default for .pth) or a runtime backend: onnxruntime, tensorrt, "
-              "auto, ... (default for .onnx/.engine: auto).")
-@click.option("--device", default="auto", show_default=True, help="torch backend: auto, cpu, cuda.")
+@click.option("--scales", type=ListOf(click.FloatRange(min=0, min_open=True), metavar="S[,S...]"), default="1",
+              show_default=True, help="Multi-scale, e.g. 0.5,0.75,1,1.25,1.5,1.75 (probabilities summed).")
+@backend_option("torch (auto for .pth) or a runtime backend (auto: by file type).")
+@device_option()
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N images.")
 @click.option("--save-png", type=click.Path(file_okay=False), help="Write colour predictions here.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option("Write the result as JSON")
 def main(model, dataset, data_root, split, scenes, scene_size, seed, mode, crop, base_size, flip, scales, backend,
-         device, limit, save_png, as_json):
+         device, limit, save_png, json_path):
     """Evaluate MODEL (.pth checkpoint, .onnx, TensorRT engine) with dataset-level mIoU, mAcc, allAcc.
 
     \b
     psp-eval runs/psp/model.pth                      (context-scenes val, whole image)
-    psp-eval runs/psp/model.pth --mode slide --flip --json
+    psp-eval runs/psp/model.pth --mode slide --flip --json result.json
+    psp-eval model.onnx --dataset voc --data-root VOC2012 --json -   (fixed size: windows of its size)
     psp-eval model.pth --dataset ade20k --data-root ADEChallengeData2016 --mode slide   (semseg's protocol)
     psp-eval model.onnx --backend onnxruntime --dataset val.txt --data-root data/ --save-png preds/
     """
+    from pspcore.files import atomic_output
     from pspnet.evaluate import EvalMode, evaluate
 
     if not Path(model).is_file():
         raise InputError(f"model not found: {model}")
     if save_png:
         check_folder(save_png, "--save-png folder")
+    if json_path not in (None, "-"):
+        check_writable(json_path)
     runner = load_runner(model, backend, device)
-    predict, info = runner.infer, runner.info
+    info = runner.info
+    mode = mode or default_mode(dataset or info.dataset, runner)
     crop, base_size = protocol_sizes(dataset, mode, crop, base_size, runner)
     eval_mode = EvalMode(mode, crop, flip, scales, base_size)
     if info.output == "labels" and not eval_mode.is_plain:
         raise InputError("this model outputs labels, not logits: only whole-image mode without --flip, "
-                         "--scales or --base-size applies (named datasets: add --base-size 0)")
+                         "--scales or --base-size applies (named datasets: add --base-size 0; a fixed-size model "
+                         "on images of other sizes: export it with --emit logits)")
+    predict = checked_predict(runner, eval_mode.mode)
     data = build_data(dataset, info, split, scenes, scene_size, seed, data_root)
     result = evaluate(predict, data, info.num_classes, mode=eval_mode, class_names=info.class_names,
                       mean=info.mean, std=info.std, save_png=save_png, palette=info.palette, limit=limit)
-    click.echo(result.to_json() if as_json else result.table())
+    echo_summary(result.table(), json_path)
+    if json_path:
+        with json_destination(json_path) as path, atomic_output(path, suffix=".json") as tmp:
+            tmp.write_text(result.to_json() + "\n")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pspcore.devices import parse_device
+from pspcore.device import cuda_index, parse_device
 from pspcore.errors import BackendUnavailable
 from pspcore.runner import InputSpec, Runner
 
@@ -18,12 +18,12 @@ def resolve_device(device) -> str:
     cpu; a CUDA device without CUDA is a clear error."""
     import torch
 
-    choice = parse_device(device)
-    if choice.kind == "auto":
+    device = parse_device(device or "auto")
+    if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if choice.kind == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailable(f"--device {choice}: torch here has no CUDA device; use --device cpu")
-    return f"cuda:{choice.index}" if choice.kind == "cuda" else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendUnavailable(f"--device {device}: torch here has no CUDA device; use --device cpu")
+    return device if cuda_index(device) is None else f"cuda:{cuda_index(device)}"
 
 
 class TorchRunner(Runner):
@@ -33,11 +33,15 @@ class TorchRunner(Runner):
     name = "torch"
     requires = ("torch",)
 
+    @classmethod
+    def device_options(cls, device: str) -> dict:
+        return {"device": device}  # auto: CUDA when torch sees a GPU (resolve_device)
+
     def __init__(self, model_path, *, arch: str | None = None, num_classes: int | None = None,
                  device: str | None = "auto", threads: int | None = None):
         super().__init__(str(model_path))
         self.arch, self.num_classes, self.threads = arch, num_classes, threads
-        self.device_choice = parse_device(device)
+        self.device_choice = parse_device(device or "auto")
         self.model = None
 
     @classmethod

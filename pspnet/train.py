@@ -182,7 +182,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, env: DistEnv):
         self.config, self.env = config, env
-        self.out = Path(config.out)
+        self.out = Path(config.output)
         source, self.labels = build_source(config)
         self.info = model_info(config, self.labels)
         augment = AugmentConfig(tuple(config.crop), config.scale_range, config.rotate, config.blur,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from pspcore.errors import InputError, first_line
 from pspcore.files import require_file
@@ -13,44 +13,63 @@ from pspnet.data.datasets import DATASETS
 CONTEXT_SCENES = "context-scenes"
 
 
+def option(default, help: str, *, kind: str | None = None, flag: str | None = None, short: str | None = None):
+    """A TrainConfig field and the psp-train option made from it (mmdeploy's BaseBackendParam idea: the default
+    is written once, here). `kind` when the default does not say: int, float, str, count (an int >= 1), size
+    (N or HxW), range (LOW,HIGH), ints (comma list), folder, device, dataset (a name or a list file), flag (an
+    on-switch without --no-); `flag` when the option's name is not the field's; `short` a one-letter alias."""
+    return field(default=default, metadata={"help": help, "kind": kind, "flag": flag, "short": short})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Defaults: the reference recipe (poly 0.9, head x10, aux 0.4, wd 1e-4) with a PSPNet-18 on the built-in
     context-scenes set at 129 px, sized for a few minutes on a laptop CPU."""
 
-    out: str = "runs/pspnet18"
-    arch: str = "pspnet18"
-    dataset: str = CONTEXT_SCENES  # "context-scenes", a named dataset (voc, ade20k, cityscapes) or a list file
-    data_root: str | None = None  # named datasets: their folder; list files: paths are relative to this
-    split: str | None = None  # named datasets: default the reference training split (VOC: train_aug, else train)
-    classes: int | None = None  # list files: number of classes (default: the label set's count)
-    label_set: str = ""  # list files: class names and palette from pspnet.labels (e.g. "ade20k")
-    scene_size: tuple[int, int] = (129, 129)  # context-scenes image size HxW (2:1 or wider: a panorama)
-    scenes: int = 2000  # context-scenes training images (one epoch)
-    seed: int = 0
-    crop: tuple[int, int] = (129, 129)
-    scale: tuple[float, float] | None = None  # None: 0.5-2.0 (reference); 0.75-1.25 on context-scenes
-    rotate: float = 10.0
-    blur: bool = True
-    flip: bool = True
-    batch: int = 8  # total over all processes
-    epochs: int | None = None
-    iterations: int | None = 500  # used when epochs is None (~10 min on a 2-core CPU at the defaults)
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    head_lr_mult: float = 10.0  # ppm, cls and aux learn 10x faster (reference)
-    power: float = 0.9  # poly schedule
-    aux_weight: float = 0.4
-    ppm: bool = True  # False: the FCN baseline (same backbone, no pyramid)
-    bins: tuple[int, ...] = (1, 2, 3, 6)
-    amp: bool = True  # mixed precision; used on CUDA only
-    workers: int = 2
-    threads: int | None = None  # torch CPU threads (default: torch's choice)
-    device: str = "auto"  # auto, cpu, cuda
-    save_every: int = 0  # iterations between checkpoints; 0 = at the end of every epoch
-    time_limit_min: float | None = None
-    resume: bool = False
+    output: str = option("runs/pspnet18", "Run folder: last.pth (resumable), model.pth (final weights + model "
+                         "info), metrics.jsonl.", kind="folder", short="-o")
+    arch: str = option("pspnet18", "pspnet18/34/50/101/152.")
+    dataset: str = option(CONTEXT_SCENES, "'context-scenes' (built in, generated), voc, ade20k, cityscapes (read as "
+                          "downloaded, from --data-root) or a list file of 'image label' lines.", kind="dataset")
+    data_root: str | None = option(None, "voc: the VOC2012 folder; ade20k: ADEChallengeData2016; cityscapes: the "
+                                   "folder with leftImg8bit/ and gtFine/. List files: paths are relative to this "
+                                   "(default: the list file's folder).", kind="folder")
+    split: str | None = option(None, "Split of a named dataset [default: the reference's: train_aug for voc (train "
+                               "without SegmentationClassAug/), train otherwise].", kind="str")
+    classes: int | None = option(None, "Number of classes (list files; default: the label set's count).", kind="int")
+    label_set: str = option("", "Class names/palette for list files: ade20k, cityscapes, voc, ...")
+    scene_size: tuple[int, int] = option((129, 129), "context-scenes image size, N or HxW; 2:1 or wider makes "
+                                         "panoramas whose scene type shows only at one end (see "
+                                         "experiments/ppm_ablation.py).", kind="size")
+    scenes: int = option(2000, "context-scenes training images per epoch.")
+    seed: int = option(0, "Random seed (data, augmentation, initialisation).")
+    crop: tuple[int, int] = option((129, 129), "Training crop, N or HxW.", kind="size")
+    scale: tuple[float, float] | None = option(None, "Random scale range LOW,HIGH [default: 0.5,2.0 (reference); "
+                                               "0.75,1.25 on context-scenes, whose scenes must stay whole to show "
+                                               "their context].", kind="range")
+    rotate: float = option(10.0, "Random rotation range +-degrees (0 = off).")
+    blur: bool = option(True, "Random Gaussian blur.")
+    flip: bool = option(True, "Random horizontal flip.")
+    batch: int = option(8, "Batch size, total over all processes.")
+    epochs: int | None = option(None, "Train this many epochs (overrides --iters).", kind="int")
+    iterations: int | None = option(500, "Train this many iterations (the default takes ~10 min on a 2-core CPU).",
+                                    flag="iters")
+    lr: float = option(0.01, "Base lr (poly schedule; ppm/cls/aux heads at --head-lr-mult x).")
+    momentum: float = option(0.9, "SGD momentum.")
+    weight_decay: float = option(1e-4, "SGD weight decay.")
+    head_lr_mult: float = option(10.0, "The heads (ppm, cls, aux) learn this many times faster (reference: 10).")
+    power: float = option(0.9, "Poly schedule power: lr = base x (1 - iter/max)^power.")
+    aux_weight: float = option(0.4, "Weight of the auxiliary loss.")
+    ppm: bool = option(True, "--no-ppm: the FCN baseline (same backbone, no pyramid).")
+    bins: tuple[int, ...] = option((1, 2, 3, 6), "Pyramid bins.", kind="ints")
+    amp: bool = option(True, "Mixed precision (CUDA only).")
+    workers: int = option(2, "DataLoader worker processes.")
+    threads: int | None = option(None, "torch CPU threads (default: torch's choice).", kind="count")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N.", kind="device")
+    save_every: int = option(0, "Checkpoint every N iterations (0 = every epoch); always at the end and at the "
+                             "time limit.")
+    time_limit_min: float | None = option(None, "Stop (with a checkpoint) after this many minutes.", kind="float")
+    resume: bool = option(False, "Continue from OUTPUT/last.pth (same settings; may extend --iters).", kind="flag")
 
     def __post_init__(self):
         for name in ("crop", "scene_size", "scale", "bins"):
@@ -72,8 +91,8 @@ class TrainConfig:
         checks = [
             (self.batch >= 1, f"batch must be at least 1, got {self.batch}"),
             (self.threads is None or self.threads >= 1, f"threads must be at least 1, got {self.threads}"),
-            (not Path(self.out).exists() or Path(self.out).is_dir(),
-             f"--out {self.out} is a file; give a run folder"),
+            (not Path(self.output).exists() or Path(self.output).is_dir(),
+             f"--output {self.output} is a file; give a run folder"),
             (self.epochs is None or self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
             (self.epochs is not None or (self.iterations or 0) >= 1,
              f"iterations must be at least 1, got {self.iterations}"),

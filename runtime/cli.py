@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from pspcore.registry import backend_names
-from pspcore.cli import SIZE, Command
+from pspcore.cli import (Command, backend_option, batch_option, device_option, echo_summary, json_destination,
+                         json_option, output_option, size_option, threads_option)
 
 
 def _quiet_opencv() -> None:
@@ -29,32 +29,31 @@ def _notice(text: str) -> None:
     click.echo(f"notice: {text}", err=True)
 
 
-@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command)
 @click.argument("model")
 @click.argument("source", metavar="INPUT", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
-              help="Overlay video (.mp4/.avi) for a video; image file or folder for images.")
-@click.option("--backend", type=click.Choice(["auto", *backend_names()]), default="auto", show_default=True,
-              help="auto: tensorrt for engines, torch for checkpoints, else onnxruntime on its best provider.")
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Frames per inference.")
-@click.option("--size", type=SIZE, default=None,
-              help="Network input HxW for dynamic-shape models (default: the size stored with the model).")
+@output_option("Overlay video (.mp4/.avi) for a video; image file or folder for images.", required=True,
+               path_type=Path)
+@backend_option("auto: tensorrt for engines, torch for checkpoints, triton for server URLs, else onnxruntime on "
+                "its best provider.")
+@device_option()
+@batch_option("Frames per inference.", default=1)
+@size_option("Network input HxW for dynamic-shape models (default: the size stored with the model).")
 @click.option("--opacity", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Mask opacity in the overlay (0 frame only, 1 mask only).")
 @click.option("--mask-video", type=click.Path(path_type=Path), help="Also write the colour mask as a video.")
 @click.option("--masks-dir", type=click.Path(path_type=Path), help="Also write per-frame label PNGs here.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path),
-              help="Also write per-frame class pixel fractions as JSON.")
+@json_option("Also write per-frame class pixel fractions as JSON")
 @click.option("--codec", default="mp4v", show_default=True,
               help="FourCC of the output video; falls back to mp4v/MJPG with a notice if unavailable.")
-@click.option("--threads", type=click.IntRange(min=1), help="Inference threads (onnxruntime, torch).")
+@threads_option("Inference threads (onnxruntime, torch).")
 @click.option("--shm", is_flag=True,
               help="Triton: exchange tensors with the server through system shared memory (same machine).")
 @click.option("--tile", is_flag=True, help="Sliding windows of the input size over full-resolution frames.")
 @click.option("--discard-partial", is_flag=True,
               help="On Ctrl-C remove the unfinished video instead of keeping <name>.partial.<ext>.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def main(model, source, output, backend, batch, size, opacity, mask_video, masks_dir, json_path, codec, threads,
+def main(model, source, output, backend, device, batch, size, opacity, mask_video, masks_dir, json_path, codec, threads,
          shm, tile, discard_partial, quiet):
     """Segment INPUT (a video, an image or a folder of images) with MODEL (.onnx, .engine, a .pth
     checkpoint or a Triton URL) and write the overlay to OUTPUT. A Triton image -> labels ensemble
@@ -66,20 +65,21 @@ def main(model, source, output, backend, batch, size, opacity, mask_video, masks
       psp-infer grpc://127.0.0.1:8001/pspnet street.mp4 -o street-seg.mp4
     """
     _quiet_opencv()
+    from pspcore.cli import runner_options
     from pspcore.registry import create_runner
     from runtime.outputs import OutputPaths
     from runtime.pipeline import SegmentOptions, segment
     from runtime.video import partial_name
 
-    runner = create_runner(backend, model, threads=threads, shm=shm or None)
+    runner = create_runner(backend, model, **runner_options(backend, model, device=device, threads=threads, shm=shm))
     for note in runner.notes:
         _notice(note)
     shown = len(runner.notes)
     options = SegmentOptions(batch=batch, size=size, opacity=opacity, tile=tile, codec=codec,
                              keep_partial=not discard_partial, progress=not quiet)
-    paths = OutputPaths(output, mask_video, masks_dir, json_path)
     try:
-        with runner:
+        with runner, json_destination(json_path) as json_file:
+            paths = OutputPaths(output, mask_video, masks_dir, json_file and Path(json_file))
             result = segment(runner, source, paths, options)
     except KeyboardInterrupt:
         kept = [p for p in (partial_name(output), mask_video and partial_name(mask_video)) if p and p.exists()]
@@ -88,7 +88,7 @@ def main(model, source, output, backend, batch, size, opacity, mask_video, masks
         sys.exit(130)
     for note in result.notes[shown:]:
         _notice(note)
-    click.echo(result.summary())
+    echo_summary(result.summary(), json_path)
 
 
 if __name__ == "__main__":

@@ -33,14 +33,14 @@ DEAD = f"127.0.0.1:{_free_port()}"  # nothing listens there
 
 CASES = [
     # psp-train
-    Case("train-out-is-a-file", "psp-train", ("--out", "{f}/file.txt", "--iters", "1"), 2, "is a file"),
-    Case("train-threads-negative", "psp-train", ("--out", "{out}/run", "--threads", "-1"), 2, "--threads"),
-    Case("train-batch-zero", "psp-train", ("--out", "{out}/run", "--batch", "0"), 2, "batch must be at least 1"),
-    Case("train-iters-zero", "psp-train", ("--out", "{out}/run", "--iters", "0"), 2, "at least 1"),
-    Case("train-list-missing", "psp-train", ("--out", "{out}/run", "--dataset", "{f}/missing.txt",
+    Case("train-out-is-a-file", "psp-train", ("-o", "{f}/file.txt", "--iters", "1"), 2, "is a file"),
+    Case("train-threads-negative", "psp-train", ("-o", "{out}/run", "--threads", "-1"), 2, "--threads"),
+    Case("train-batch-zero", "psp-train", ("-o", "{out}/run", "--batch", "0"), 2, "batch must be at least 1"),
+    Case("train-iters-zero", "psp-train", ("-o", "{out}/run", "--iters", "0"), 2, "at least 1"),
+    Case("train-list-missing", "psp-train", ("-o", "{out}/run", "--dataset", "{f}/missing.txt",
                                              "--classes", "3"), 2, "not found"),
-    Case("train-config-broken", "psp-train", ("--config", "{f}/broken.yaml", "--out", "{out}/run"), 2, "not valid"),
-    Case("train-dataset-root-missing", "psp-train", ("--out", "{out}/run", "--dataset", "voc", "--data-root",
+    Case("train-config-broken", "psp-train", ("--config", "{f}/broken.yaml", "-o", "{out}/run"), 2, "not valid"),
+    Case("train-dataset-root-missing", "psp-train", ("-o", "{out}/run", "--dataset", "voc", "--data-root",
                                                      "{f}/nothing"), 2, "nothing"),
     # psp-eval
     Case("eval-model-missing", "psp-eval", ("{f}/missing.pth",), 2, "not found"),

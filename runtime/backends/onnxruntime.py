@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pspcore.devices import parse_device
+from pspcore.device import cuda_index
 from pspcore.errors import BackendUnavailable, InputError, PSPError, first_line
 from pspcore.files import require_file
 from pspcore.model_info import ModelInfo, info_from_session
@@ -98,20 +98,6 @@ def _dim(value) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-def _device_providers(device) -> tuple[str | list[str] | None, int]:
-    """--device -> (providers, device id): cpu -> the CPU only; cuda[:N] -> the best GPU providers on GPU N."""
-    choice = parse_device(device)
-    if choice.kind == "cpu":
-        return "cpu", 0
-    if choice.kind == "cuda":
-        gpu = [p for p in best_providers() if p != "CPUExecutionProvider"]
-        if not gpu:
-            raise BackendUnavailable(f"--device {choice}: onnxruntime here has no GPU provider; install "
-                                     "onnxruntime-gpu (pip install 'pspnet-deploy[gpu]') or use --device cpu")
-        return [*gpu, "CPUExecutionProvider"], choice.index
-    return None, 0
-
-
 class SessionFromOnnx:
     """A loader (Polygraphy's idea): calling it opens an ONNX Runtime session on the model with the chosen
     providers and threads. The one place sessions are made: psp-infer's runner and export's checks alike.
@@ -160,23 +146,29 @@ class SessionFromOnnx:
 
 
 class OnnxRuntimeRunner(Runner):
-    """Options: device ('cpu', 'cuda', 'cuda:N'; default: the best provider here), providers ('auto', 'cpu',
-    'cuda', 'tensorrt' or a list; overrides device), threads (intra-op), device_id, trt_max_batch (the largest
-    batch the TensorRT provider's profile covers for a dynamic-batch model). Or a ready `loader`."""
+    """Options: providers ('auto', 'cpu', 'cuda', 'tensorrt' or a list), threads (intra-op), device_id,
+    trt_max_batch (the largest batch the TensorRT provider's profile covers for a dynamic-batch model); or a
+    ready `loader` (SessionFromOnnx) instead of them."""
 
     name = "onnxruntime"
     requires = ("onnxruntime",)
 
-    def __init__(self, model_path, *, device: str | None = None, providers=None, threads: int | None = None,
-                 device_id: int | None = None, trt_max_batch: int = 8, loader: SessionFromOnnx | None = None):
+    def __init__(self, model_path, *, providers=None, threads: int | None = None, device_id: int = 0,
+                 trt_max_batch: int = 8, loader: SessionFromOnnx | None = None):
         super().__init__(str(model_path))
-        if loader is None:
-            by_device, index = _device_providers(device)
-            loader = SessionFromOnnx(model_path, providers if providers is not None else by_device, threads,
-                                     index if device_id is None else device_id, trt_max_batch)
-        self.loader = loader
-        self.providers = list(loader.providers)
+        self.loader = loader or SessionFromOnnx(model_path, providers, threads, device_id, trt_max_batch)
+        self.providers = list(self.loader.providers)
         self._session = None
+
+    @classmethod
+    def device_options(cls, device: str) -> dict:
+        """cpu: the CPU provider only; cuda[:N]: the CUDA provider on that GPU (CPU for what it cannot run);
+        auto: every provider the installed wheel offers, best first."""
+        if device == "auto":
+            return {}
+        if device == "cpu":
+            return {"providers": "cpu"}
+        return {"providers": "cuda,cpu", "device_id": cuda_index(device)}
 
     @classmethod
     def auto_priority(cls, model_path: str) -> int | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pspcore.engine_file import ENGINE_SUFFIXES, EngineSidecar, check_compatible, current_platform, read_sidecar
+from pspcore.device import cuda_index
 from pspcore.errors import BackendUnavailable, InputError, PSPError
 from pspcore.files import require_file
 from pspcore.model_info import INPUT_NAME
@@ -88,6 +89,13 @@ class TensorRTRunner(Runner):
     @classmethod
     def auto_priority(cls, model_path: str) -> int | None:
         return 100 if Path(model_path).suffix.lower() in ENGINE_SUFFIXES else None
+
+    @classmethod
+    def device_options(cls, device: str) -> dict:
+        if device == "cpu":
+            raise InputError("backend tensorrt runs on a CUDA GPU only: --device cuda or cuda:N")
+        index = cuda_index(device)
+        return {} if index is None else {"device": index}
 
     def __init__(self, model_path, *, device: int = 0, cuda_graph: bool = False):
         path = require_file(model_path, "TensorRT engine")

@@ -60,13 +60,31 @@ def test_bad_options_are_usage_errors(tmp_path):
 
 
 def test_baseline_is_first_and_not_repeated():
-    cands = build_candidates(("m.pth", "m.onnx"), "auto", "m.pth")
+    cands = build_candidates(("m.pth", "m.onnx"), ("auto",), "m.pth")
     assert [(c.model, c.backend, c.baseline) for c in cands] == [("m.pth", "torch", True),
                                                                  ("m.onnx", "auto", False)]
-    cands = build_candidates(("m.onnx", "b.pth"), "auto", None)
+    cands = build_candidates(("m.onnx", "b.pth"), ("auto",), None)
     assert [c.baseline for c in cands] == [False, True]
 
 
 def test_help_lists_both_commands():
     result = _run("--help")
     assert result.exit_code == 0 and "accuracy" in result.output and "latency" in result.output
+
+
+def test_an_option_a_runner_cannot_honour_is_refused_before_measuring(tmp_path, fake_backend):
+    """--threads and --device reach every runner or the run is refused (one line, exit 2), as psp-infer does;
+    nothing is silently dropped."""
+    good = write_model(tmp_path / "good.fake", cost_ms=1.0, real=True, size=[33, 33])
+    refused = {("--backend", "fake,tensorrt", "--threads", "2"): "backend tensorrt does not take --threads",
+               ("--backend", "fake", "--device", "cuda:1"): "backend fake does not take --device",
+               ("--backend", "tensorrt", "--device", "cpu"): "tensorrt runs on a CUDA GPU only"}
+    for args, message in refused.items():
+        for command in ("latency", "accuracy"):
+            extra = ["--data", str(good)] if command == "accuracy" else FAST
+            result = _run(command, good, *args, *extra)
+            assert result.exit_code == 2, (args, result.output)
+            errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+            assert len(errors) == 1 and message in errors[0], (args, result.output)
+            assert "batch 1" not in result.output  # refused before any measurement
+    assert _run(good, "--backend", "fake", "--threads", "2", *FAST).exit_code == 0  # fake takes threads

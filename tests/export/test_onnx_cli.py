@@ -39,7 +39,7 @@ def test_export_with_defaults_from_the_checkpoint(tmp_path, checkpoint):
 def test_fixed_batch_labels_no_verify(tmp_path, checkpoint):
     out = tmp_path / "labels.onnx"
     result = CliRunner().invoke(main, ["onnx", str(checkpoint), "-o", str(out), "--size", "49x81",
-                                       "--batch", "2", "--output", "labels", "--no-verify"])
+                                       "--batch", "2", "--emit", "labels", "--no-verify"])
     assert result.exit_code == 0, result.output
     assert "not verified" in result.output and "parity" not in result.output
     graph = onnx.load(out).graph

@@ -200,7 +200,7 @@ def test_cli_writes_the_repository_and_reports_errors_in_one_line(models, tmp_pa
     again = runner.invoke(triton_command, args)
     assert again.exit_code == 2 and "error:" in again.output and "--force" in again.output
     bad = runner.invoke(triton_command, [*args[:3], "--preferred-batch", "four"])
-    assert bad.exit_code == 2 and "comma-separated integers" in bad.output
+    assert bad.exit_code == 2 and "comma-separated values (N[,N...]), got 'four'" in bad.output
 
 
 def test_external_data_travels_with_the_model_and_a_failed_copy_leaves_nothing(tmp_path):

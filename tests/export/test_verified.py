@@ -62,7 +62,7 @@ def test_plain_int8_fails_and_fallback_none_refuses_writing_nothing(outlier_onnx
 @pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])
 def test_default_repairs_the_outlier_network_to_the_gate(target, outlier_onnx, scenes_dir, tmp_path):
     report_path = tmp_path / "report.json"
-    result, out = _int8(["--target", target, "--report", str(report_path)], tmp_path, outlier_onnx, scenes_dir)
+    result, out = _int8(["--target", target, "--json", str(report_path)], tmp_path, outlier_onnx, scenes_dir)
     assert result.exit_code == 0, result.output
     report = json.loads(report_path.read_text())
     first, last = report["attempts"][0], report["attempts"][-1]
@@ -81,7 +81,7 @@ def test_default_repairs_the_outlier_network_to_the_gate(target, outlier_onnx, s
 
 def test_fp16_passes_untouched(outlier_onnx, tmp_path):
     out = tmp_path / "m.fp16.onnx"
-    result = CliRunner().invoke(fp16_command, [str(outlier_onnx), "-o", str(out), "--report", str(tmp_path / "r.json")])
+    result = CliRunner().invoke(fp16_command, [str(outlier_onnx), "-o", str(out), "--json", str(tmp_path / "r.json")])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r.json").read_text())
     assert len(report["attempts"]) == 1 and report["after"]["agreement"] >= 0.995 and report["kept_fp32"] == []
@@ -97,7 +97,7 @@ def test_fallback_keeps_the_broken_layers_fp32_when_equalization_is_unavailable(
 
     monkeypatch.setattr(repair, "equalize", lambda src, dst: Equalization(dst, 0, 0.0))
     report_path = tmp_path / "report.json"
-    result, out = _int8(["--target", "onnxruntime", "--report", str(report_path)], tmp_path, outlier_onnx, scenes_dir)
+    result, out = _int8(["--target", "onnxruntime", "--json", str(report_path)], tmp_path, outlier_onnx, scenes_dir)
     assert result.exit_code == 0, result.output
     report = json.loads(report_path.read_text())
     assert not report["equalized"] and report["after"]["agreement"] >= 0.98

@@ -32,15 +32,15 @@ def run(main, args: list[str]):
 @pytest.mark.parametrize("name", sorted(TREES))
 def test_train_then_eval_on_each_dataset(tmp_path, name):
     root, out = TREES[name](tmp_path), tmp_path / "run"
-    trained = run(train_main, ["--dataset", name, "--data-root", str(root), *TRAIN, "--out", str(out)])
+    trained = run(train_main, ["--dataset", name, "--data-root", str(root), *TRAIN, "-o", str(out)])
     assert trained.exit_code == 0, trained.output
     info = ModelInfo.from_dict(read_checkpoint(out / "model.pth")["info"])  # names and official palette travel
     assert (info.dataset, info.class_names, info.palette) == (name, LABEL_SETS[name].class_names,
                                                               LABEL_SETS[name].palette)
     evaluated = run(eval_main, [str(out / "model.pth"), "--dataset", name, "--data-root", str(root),
-                                "--split", "val", "--mode", "slide", "--flip", "--base-size", "40", "--json"])
+                                "--split", "val", "--mode", "slide", "--flip", "--base-size", "40", "--json", "-"])
     assert evaluated.exit_code == 0, evaluated.output
-    result = json.loads(evaluated.output[evaluated.output.index("{"):])
+    result = json.loads(evaluated.stdout)
     assert len(result["classes"]) == CLASSES[name]
     assert [c["name"] for c in result["classes"]] == list(LABEL_SETS[name].class_names)
     assert result["mode"] == "slide 33x33 + flip + base size 40"
@@ -57,7 +57,7 @@ def one_line_error(result, *fragments: str) -> None:
 
 def test_wrong_root_empty_split_and_missing_label_are_one_line_errors(tmp_path):
     root = make_voc(tmp_path, {**VOC_SPLITS, "empty": []})[0]
-    args = [*TRAIN, "--out", str(tmp_path / "run")]
+    args = [*TRAIN, "-o", str(tmp_path / "run")]
     one_line_error(run(train_main, ["--dataset", "voc", "--data-root", str(tmp_path), *args]),
                    "not a Pascal VOC2012 folder: expected JPEGImages/", f"did you mean {root}?")
     one_line_error(run(train_main, ["--dataset", "voc", "--data-root", str(root), "--split", "empty", *args]),
@@ -79,6 +79,27 @@ def test_colour_labels_in_a_list_file_keep_their_error(tmp_path):
     Image.fromarray(np.full((40, 40, 3), (128, 0, 0), np.uint8)).save(tmp_path / "a_gt.png")
     (tmp_path / "train.txt").write_text("a.png a_gt.png\na.png a_gt.png\n")
     result = run(train_main, ["--dataset", str(tmp_path / "train.txt"), "--classes", "3", *TRAIN,
-                              "--out", str(tmp_path / "run")])
+                              "-o", str(tmp_path / "run")])
     one_line_error(result, "a_gt.png is a colour image (Pillow mode RGB); labels must be single-channel class "
                            "indices (255 = ignore), or palette PNGs")
+
+
+def test_fixed_size_export_on_a_named_dataset_slides_windows_of_its_size(tmp_path):
+    """The default export is fixed-size; VOC images are not: psp-eval evaluates in windows of the model's size
+    (semseg's protocol) by default, and a forced whole-image run names the option that fixes it."""
+    from tests.runtime.conftest import make_onnx, tiny_info
+
+    root = make_voc(tmp_path, VOC_SPLITS)[0]
+    model = make_onnx(tmp_path / "fixed.onnx", num_classes=21, size=(16, 16),
+                      info=tiny_info(21, (16, 16), dataset="voc"))
+    out = tmp_path / "result.json"
+    result = run(eval_main, [str(model), "--dataset", "voc", "--data-root", str(root), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["mode"] == "slide 16x16 + base size 512" and data["num_images"] == 1
+    assert "mIoU" in result.stdout  # the table still goes to stdout when the JSON goes to a file
+    whole = run(eval_main, [str(model), "--dataset", "voc", "--data-root", str(root), "--mode", "whole"])
+    one_line_error(whole, "takes 16x16 inputs", "pass --mode slide")
+    crop = run(eval_main, [str(model), "--dataset", "voc", "--data-root", str(root), "--mode", "slide",
+                           "--crop", "24"])
+    one_line_error(crop, "takes 16x16 inputs only, not 24x24", "--crop 24x24 needs a model exported with a dynamic shape")

@@ -164,10 +164,10 @@ def context_checkpoint(tmp_path_factory):
 
 
 def test_psp_eval_reads_everything_from_the_checkpoint(context_checkpoint, tmp_path):
-    args = [str(context_checkpoint), "--scenes", "2", "--json", "--save-png", str(tmp_path / "png")]
+    args = [str(context_checkpoint), "--scenes", "2", "--json", "-", "--save-png", str(tmp_path / "png")]
     result = CliRunner().invoke(eval_main, args)
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output[result.output.index("{"):])
+    data = json.loads(result.stdout)
     assert data["num_images"] == 2 and [c["name"] for c in data["classes"]][3:5] == ["boat", "car"]
     assert len(list((tmp_path / "png").glob("*.png"))) == 2
     table = CliRunner().invoke(eval_main, [str(context_checkpoint), "--scenes", "1", "--mode", "slide", "--flip"])

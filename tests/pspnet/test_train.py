@@ -20,7 +20,7 @@ TINY = dict(scene_size=33, crop=(33, 33), scenes=8, batch=2, workers=0, threads=
 
 
 def tiny(tmp_path, **changes) -> TrainConfig:
-    return make_config({**TINY, "out": str(tmp_path / "run"), "iterations": 3, **changes})
+    return make_config({**TINY, "output": str(tmp_path / "run"), "iterations": 3, **changes})
 
 
 def test_poly_schedule_and_head_at_ten_times_lr():
@@ -60,12 +60,12 @@ def test_panorama_training_and_evaluation(tmp_path):
     from pspnet.eval_cli import main as eval_main
 
     out = tmp_path / "pano"
-    result = CliRunner().invoke(train_main, ["--out", str(out), "--scene-size", "33x99", "--crop", "33x99",
+    result = CliRunner().invoke(train_main, ["-o", str(out), "--scene-size", "33x99", "--crop", "33x99",
                                              "--scenes", "4", "--batch", "2", "--iters", "2", "--workers", "0",
                                              "--threads", "2"])
     assert result.exit_code == 0, result.output
     assert load_model(out / "model.pth")[1].input_size == (33, 99)
-    evaluated = CliRunner().invoke(eval_main, [str(out / "model.pth"), "--scenes", "2", "--json"])
+    evaluated = CliRunner().invoke(eval_main, [str(out / "model.pth"), "--scenes", "2", "--json", "-"])
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.stdout)["num_images"] == 2
 
@@ -144,7 +144,7 @@ def bad_list(tmp_path, label_value=1, label_size=(20, 20)):
 ])
 def test_cli_bad_input_is_one_line(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(train_main, ["--out", "run", "--workers", "0", *args])
+    result = CliRunner().invoke(train_main, ["-o", "run", "--workers", "0", *args])
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: ") and message in result.output
     assert result.output.count("\n") == 1
@@ -152,7 +152,7 @@ def test_cli_bad_input_is_one_line(tmp_path, monkeypatch, args, message):
 
 @pytest.mark.parametrize("workers", [0, 1])
 def test_cli_bad_labels_are_one_line_even_from_a_worker(tmp_path, workers):
-    args = ["--out", str(tmp_path / "run"), "--dataset", bad_list(tmp_path, label_value=9), "--classes", "3",
+    args = ["-o", str(tmp_path / "run"), "--dataset", bad_list(tmp_path, label_value=9), "--classes", "3",
             "--crop", "17", "--batch", "2", "--iters", "1", "--workers", str(workers)]
     result = CliRunner().invoke(train_main, args)
     assert result.exit_code == 2, result.output
@@ -164,7 +164,7 @@ def test_cli_bad_labels_are_one_line_even_from_a_worker(tmp_path, workers):
 @pytest.mark.slow
 def test_cli_config_file_and_options(tmp_path):
     config = tmp_path / "train.yaml"
-    config.write_text(f"out: {tmp_path / 'run'}\nscene_size: 33\ncrop: 33\nscenes: 4\nbatch: 2\nworkers: 0\n"
+    config.write_text(f"output: {tmp_path / 'run'}\nscene_size: 33\ncrop: 33\nscenes: 4\nbatch: 2\nworkers: 0\n"
                       "iterations: 50\nppm: false\n")
     result = CliRunner().invoke(train_main, ["--config", str(config), "--iters", "2"])  # the option wins
     assert result.exit_code == 0, result.output

@@ -26,7 +26,7 @@ def env_one_thread():
 def test_two_gloo_processes_with_torchrun(tmp_path):
     out = tmp_path / "ddp"
     cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "pspnet.train_cli",
-           "--out", str(out), *TINY, "--batch", "4", "--iters", "2", "--device", "cpu"]
+           "-o", str(out), *TINY, "--batch", "4", "--iters", "2", "--device", "cpu"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env_one_thread(),
                           cwd=Path(__file__).parents[2])
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -41,7 +41,7 @@ def test_two_gloo_processes_with_torchrun(tmp_path):
 @pytest.mark.slow
 def test_killed_run_keeps_a_valid_checkpoint_and_resumes(tmp_path):
     out = tmp_path / "run"
-    cmd = [str(BIN / "psp-train"), "--out", str(out), *TINY, "--batch", "2", "--iters", "40", "--save-every", "1"]
+    cmd = [str(BIN / "psp-train"), "-o", str(out), *TINY, "--batch", "2", "--iters", "40", "--save-every", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env_one_thread())
     try:
         deadline = time.monotonic() + 240

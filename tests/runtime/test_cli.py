@@ -1,6 +1,7 @@
 """psp-infer as a user runs it: the summary line, notices, one-line errors with exit codes."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -103,3 +104,12 @@ def test_real_ctrl_c_keeps_playable_partials(tmp_path):
     assert "kept the frames so far" in err
     frames = {count_frames(out_dir / name) for name in ("m.partial.avi", "o.partial.mp4")}
     assert len(frames) == 1 and 0 < frames.pop() < 300
+
+
+def test_device_places_the_model_and_json_dash_is_standard_output(tiny_model, tiny_video, tmp_path):
+    result = run(tiny_model, tiny_video, "-o", tmp_path / "o.mp4", "--device", "cpu", "--json", "-", "-q")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["frames"]) == 30  # stdout carries only the JSON
+    assert "frames in" in result.stderr  # the summary moved to stderr
+    refused = run(tiny_model, tiny_video, "-o", tmp_path / "p.mp4", "--backend", "tensorrt", "--device", "cpu")
+    assert refused.exit_code == 2 and "CUDA GPU only" in refused.output
