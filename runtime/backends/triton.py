@@ -235,11 +235,10 @@ class TritonRunner(Runner):
 
     def deactivate(self) -> None:
         if self._client is not None:
+            regions, self._regions = list(self._regions.values()), {}
             try:
-                for region in self._regions.values():
-                    region.release()
+                _release_all(regions)
             finally:
-                self._regions = {}
                 self._client.close()
             self._client = None
         super().deactivate()
@@ -324,6 +323,19 @@ class TritonRunner(Runner):
         result = self._call("inference", self._client.infer, self.model_name, inputs,
                             model_version=self.model_version, outputs=outputs, **self._deadline())
         return self.decode(result)
+
+
+def _release_all(regions) -> None:
+    """Release every region, even when one fails (the server gone, a second Ctrl-C): each is destroyed here
+    whatever the server answers; the first failure is raised afterwards."""
+    failure = None
+    for region in regions:
+        try:
+            region.release()
+        except BaseException as exc:  # KeyboardInterrupt too: the other regions still get released
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 def _type_name(data_type: int) -> str:
