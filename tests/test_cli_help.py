@@ -9,7 +9,7 @@ import pytest
 COMMANDS = [
     ["psp-train"], ["psp-eval"], ["psp-export"], ["psp-export", "onnx"], ["psp-export", "fp16"],
     ["psp-export", "int8"], ["psp-export", "triton"], ["psp-build-engine"], ["psp-infer"], ["psp-bench"],
-    ["psp-bench", "accuracy"],
+    ["psp-bench", "accuracy"], ["psp-serve"], ["psp-export", "compare"],
 ]
 
 
