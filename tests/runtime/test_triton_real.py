@@ -25,6 +25,7 @@ from runtime.cli import main as infer_main
 from runtime.postprocess import labels_to_frame, to_labels
 
 PROTOCOLS = ["grpc", "http"]
+pytestmark = pytest.mark.slow  # a real Triton server and its python-backend stubs, started once per session
 
 
 def _url(server, protocol: str) -> str:
@@ -185,7 +186,6 @@ def test_psp_bench_measures_ensemble_and_plain_model(triton_server, tmp_path):
     assert "triton" in result.output and "unavailable" not in result.output.lower()
 
 
-@pytest.mark.slow
 def test_psp_infer_shm_interrupted_by_ctrl_c_leaves_no_region(triton_server, tmp_path):
     """SIGINT while psp-infer --shm is sending frames: exit 130, its regions unregistered and unlinked."""
     from tests.runtime.conftest import write_video
