@@ -3,6 +3,7 @@ export.precision when asked for FP16/INT8), optimisation profiles, a timing cach
 atomically beside its JSON sidecar (GPU, TensorRT version, profiles, hashes, ModelInfo)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -131,9 +132,41 @@ def _use_timing_cache(config, path: Path | None, notes: list[str]) -> None:
         config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
 
 
+def timing_cache_lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive advisory lock (flock) on `<path>.lock` while the block runs. The lock file stays: removing
+    it would let a waiting process lock a file no newcomer sees."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no advisory locks; the atomic write still leaves a whole file
+        yield
+        return
+    with open(timing_cache_lock_path(path), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _save_timing_cache(config, path: Path) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+    """Merge this build's timings with the file's current ones (ITimingCache.combine, which skips entries from
+    another GPU or TensorRT version itself) and replace it atomically, under a lock: builds sharing a cache
+    (a CI matrix, one script per precision) would otherwise each write their own snapshot and the last one
+    would drop the others' timings. Polygraphy saves its timing cache the same way."""
+    cache = config.get_timing_cache()
+    with _locked(path):
+        if path.exists():
+            try:
+                cache.combine(config.create_timing_cache(path.read_bytes()), False)
+            except Exception:  # unreadable (noted when the build read it): this build's timings replace it
+                pass
+        with atomic_output(path) as tmp:
+            tmp.write_bytes(bytes(cache.serialize()))
 
 
 def _parse(trt, builder, logger, onnx_file: Path):

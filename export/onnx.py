@@ -190,7 +190,7 @@ def verify_onnx(path: str | os.PathLike, reference: nn.Module, info: ModelInfo, 
     chunk = batch or 2
     count = chunk * -(-2 // chunk)  # at least one scene and one noise image, in whole batches
     checks = []
-    with create_runner("onnxruntime", path, device="cpu", threads=max(1, torch.get_num_threads())) as runner:
+    with create_runner("onnxruntime", path, providers="cpu", threads=max(1, torch.get_num_threads())) as runner:
         for i, size in enumerate(sizes):
             inputs = sample_batch(info, size, count, seed=i)
             expected, got = [], []

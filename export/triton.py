@@ -44,7 +44,7 @@ class ServedModel:
     info: ModelInfo
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    max_batch: int | None = None  # the most a TensorRT optimisation profile accepts, when known
+    profile_batch: tuple[int, int] | None = None  # a TensorRT optimisation profile's (min, max) batch
     extra_files: tuple[Path, ...] = ()  # ONNX external data, copied beside the model
 
 
@@ -57,7 +57,7 @@ class TritonOptions:
     preferred_batch: tuple[int, ...] | None = None  # None: half the max batch and the max batch
     queue_delay_us: int = 100
     instances: int = 1
-    kind: str = "auto"  # "gpu" | "cpu" | "auto" (what the platform runs on: python -> cpu, else gpu)
+    kind: str = "auto"  # "gpu" | "cpu" | "auto" (engines: gpu; python: cpu; onnxruntime_onnx: Triton's KIND_AUTO)
     force: bool = False
     platform: str | None = None  # None: onnxruntime_onnx for .onnx, tensorrt_plan for engines; or "python"
     ensemble: bool = False  # also write preprocess/postprocess steps and an image -> labels ensemble
@@ -113,13 +113,23 @@ def read_onnx_model(path: str | os.PathLike) -> ServedModel:
     return ServedModel(p, "onnx", info, inputs, outputs, extra_files=_external_data(model, p.parent))
 
 
-def _engine_tensors(sidecar, low: list[int], high: list[int]) -> tuple[TensorSpec, TensorSpec]:
+def _triton_type(tensor: dict, engine_name: str) -> str:
+    """The Triton type of an engine tensor (TENSORRT_TO_TRITON follows the tensorrt_backend's own
+    ConvertTrtTypeToDataType); FP8, INT4, FP4, E8M0 have none and are refused, never written as FP32."""
+    dtype = tensor["dtype"]
+    if dtype not in TENSORRT_TO_TRITON:
+        raise InputError(f"{engine_name}: tensor {tensor['name']!r} is TensorRT {dtype}, which Triton cannot carry "
+                         f"(it has types for {', '.join(TENSORRT_TO_TRITON)}); build the engine with FP32/FP16 I/O")
+    return TENSORRT_TO_TRITON[dtype]
+
+
+def _engine_tensors(sidecar, low: list[int], high: list[int], engine_name: str) -> tuple[TensorSpec, TensorSpec]:
     """An engine's I/O by the names, types and shapes its sidecar recorded from the network (-1 where the
     network leaves a dimension open; TensorRT is not needed to read them back). Sidecars from before the
     tensors were recorded get our exporter's names and the profile's shapes, with a notice."""
     tensors = sidecar.tensors
     if tensors.get("inputs") and tensors.get("outputs"):
-        return tuple(TensorSpec(t["name"], TENSORRT_TO_TRITON.get(t["dtype"], "FP32"), tuple(t["shape"]))
+        return tuple(TensorSpec(t["name"], _triton_type(t, engine_name), tuple(t["shape"]))
                      for t in (tensors["inputs"][0], tensors["outputs"][0]))
     info = sidecar.info
     notice_once(f"tensors:{id(sidecar)}", "the engine's sidecar records no tensor names (built by an older "
@@ -141,12 +151,8 @@ def read_engine_model(path: str | os.PathLike) -> ServedModel:
     else:  # an engine built without a profile: its shape is what the model was exported at
         h, w = sidecar.info.input_size or (-1, -1)
         low = high = [1, 3, h, w]
-    if low[0] != high[0] and low[0] > 1:
-        raise InputError(f"{p.name}: its profile's smallest batch is {low[0]}, but Triton's batcher may send "
-                         "a single image; build the engine with a minimum batch of 1")
-    image, output = _engine_tensors(sidecar, low, high)
-    max_batch = high[0] if low[0] != high[0] else None
-    return ServedModel(p, "plan", sidecar.info, (image,), (output,), max_batch=max_batch)
+    image, output = _engine_tensors(sidecar, low, high, p.name)
+    return ServedModel(p, "plan", sidecar.info, (image,), (output,), profile_batch=(low[0], high[0]))
 
 
 def read_served_model(path: str | os.PathLike) -> ServedModel:
@@ -159,20 +165,34 @@ def read_served_model(path: str | os.PathLike) -> ServedModel:
                      f"({', '.join(ENGINE_SUFFIXES)})")
 
 
+def _profile_batch_limit(model: ServedModel) -> int | None:
+    """The largest batch a batch-dynamic engine's profile takes (Triton's TensorRT backend refuses a config whose
+    max_batch_size exceeds it); None for ONNX models. A profile starting above batch 1 cannot serve Triton,
+    whose batcher sends whatever number of requests arrived, one included."""
+    if model.profile_batch is None:
+        return None
+    low, high = model.profile_batch
+    if low > 1:
+        raise InputError(f"{model.path.name}: its profile's smallest batch is {low}, but Triton sends batches from "
+                         f"1; rebuild it with psp-build-engine --batch 1:OPT:{high}")
+    return high
+
+
 def _batching(model: ServedModel, options: TritonOptions) -> tuple[int, tuple[int, ...]]:
     """(max_batch_size, preferred batch sizes), checked against what the model accepts."""
     batch_dims = {t.shape[0] if t.shape else None for t in (*model.inputs, *model.outputs)}
     batchable = batch_dims == {-1}
+    limit = _profile_batch_limit(model) if batchable else None
     max_batch = options.max_batch
     if max_batch is None:
-        max_batch = min(8, model.max_batch or 8) if batchable else 0
+        max_batch = min(8, limit or 8) if batchable else 0
     if max_batch < 0:
         raise InputError(f"--max-batch must be >= 0, got {max_batch}")
     if max_batch > 0 and not batchable:
         raise InputError(f"{model.path.name} has a fixed batch size; serve it with --max-batch 0 or export "
                          "it with a dynamic batch")
-    if model.max_batch and max_batch > model.max_batch:
-        raise InputError(f"--max-batch {max_batch} exceeds the engine's profile maximum {model.max_batch}")
+    if limit and max_batch > limit:
+        raise InputError(f"--max-batch {max_batch} exceeds the engine's profile maximum {limit}")
     preferred = options.preferred_batch
     if preferred is None:
         preferred = tuple(sorted({max_batch // 2, max_batch} - {0}))
@@ -200,11 +220,13 @@ def platform_of(model: ServedModel, options: TritonOptions) -> str:
 
 
 def instance_kind(kind: str, platform: str) -> str:
-    """gpu/cpu as asked; auto is what the platform runs on (our python backend model: ONNX Runtime on CPU)."""
+    """gpu/cpu as asked. auto is what the platform runs on: a TensorRT engine a GPU, our python backend model
+    (ONNX Runtime on CPU) a CPU, and onnxruntime_onnx Triton's KIND_AUTO (GPUs where the server has them, else
+    CPU), so one repository loads on CPU-only servers too."""
     if kind not in KINDS:
         raise InputError(f"--instance-kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if kind == "auto":
-        return "cpu" if platform == PYTHON else "gpu"
+        return {PLATFORMS["plan"]: "gpu", PYTHON: "cpu"}.get(platform, "auto")
     if platform == PLATFORMS["plan"] and kind == "cpu":
         raise InputError("a TensorRT engine runs on a GPU only; use --instance-kind gpu")
     return kind

@@ -22,7 +22,8 @@ from pspcore.cli import Command, ListOf, output_option
               help="Model instances (per GPU with --instance-kind gpu).")
 @click.option("--instance-kind", "kind", type=click.Choice(["auto", "gpu", "cpu"]), default="auto",
               show_default=True,
-              help="Where the instances run; auto: what the platform runs on (python: cpu, else gpu).")
+              help="Where the instances run; auto: what the platform runs on (tensorrt_plan: gpu, python: cpu, "
+                   "onnxruntime_onnx: Triton's KIND_AUTO, GPU where the server has one, else CPU).")
 @click.option("--platform", type=click.Choice(["onnxruntime_onnx", "tensorrt_plan", "python"]), default=None,
               help="Model step platform. Default: onnxruntime_onnx for .onnx, tensorrt_plan for engines; python "
                    "runs ONNX Runtime inside the python backend (servers without the onnxruntime backend, "

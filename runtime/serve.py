@@ -95,12 +95,32 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+GROUP_EXIT_S = 10.0  # how long stop() waits for killed processes to disappear
+STOP_GRACE_S = 5.0  # beyond the server's own --exit-timeout-secs, before SIGKILL
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes in process group `pgid`, read from /proc (Linux; elsewhere: none known)."""
+    members = []
+    for entry in Path("/proc").iterdir() if Path("/proc/self/stat").exists() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+        if fields[0] != "Z" and int(fields[2]) == pgid:  # state, ppid, pgrp after the command name
+            members.append(int(entry.name))
+    return members
+
+
 class TritonServer:
     """tritonserver on `repository`, HTTP/gRPC (and metrics, when given a port) bound to `address`.
 
     `with TritonServer(repo, http_port=p, grpc_port=q) as server:` starts it and waits until every model is
     ready (a PSPError with the server's own error lines if it fails or `startup_timeout` passes) and always
-    stops it (SIGTERM, then SIGKILL after `exit_timeout` + 5 s) and removes its temporary folder."""
+    stops it with its whole process group (SIGTERM, then SIGKILL after `exit_timeout` + STOP_GRACE_S) and
+    removes its temporary folder."""
 
     def __init__(self, repository: str | os.PathLike, http_port: int = DEFAULT_PORTS["http"],
                  grpc_port: int = DEFAULT_PORTS["grpc"],
@@ -196,16 +216,34 @@ class TritonServer:
         """Block until the server exits (signals forwarded meanwhile); its exit code."""
         return self.process.wait()
 
+    def group_alive(self) -> bool:
+        """Whether any process of the server's group (the server, its python-backend stubs) still runs."""
+        return self.process is not None and _group_members(self.process.pid) != []
+
+    def _signal_group(self, signum: int) -> None:
+        # The server leads its own session (start_new_session), so its pid is the group's id; the stubs it
+        # forks stay in that group. ESRCH: nobody is left.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signum)
+
     def stop(self) -> int | None:
-        """SIGTERM, wait for the server and its stubs to exit (SIGKILL if it hangs), remove the temp folder."""
+        """SIGTERM to the server's process group, wait for the server to unload and exit (`exit_timeout` +
+        STOP_GRACE_S), then SIGKILL whatever of the group is left (a hung server, stubs it orphaned) and wait,
+        bounded, until the group is gone; remove the temporary folder. The server's exit code (None if killed)."""
         code = None
         if self.process is not None:
-            self.send_signal(signal.SIGTERM)
+            self._signal_group(signal.SIGTERM)
             try:
-                code = self.process.wait(timeout=self.exit_timeout + 5)
+                code = self.process.wait(timeout=self.exit_timeout + STOP_GRACE_S)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                code = self.process.wait()
+                pass
+            self._signal_group(signal.SIGKILL)
+            if code is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(timeout=GROUP_EXIT_S)
+            deadline = time.monotonic() + GROUP_EXIT_S
+            while self.group_alive() and time.monotonic() < deadline:
+                time.sleep(0.05)  # killed stubs are reaped by init, not by us
         self._cleanup()
         return code
 

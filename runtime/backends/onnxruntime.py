@@ -1,6 +1,7 @@
 """ONNX Runtime backend: the CPU everywhere; CUDA and TensorRT execution providers with onnxruntime-gpu."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -53,10 +54,14 @@ def session_options(threads: int | None = None):
     return options
 
 
+PROFILE_KEYS = ("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes")
+
+
 def tensorrt_profile(input_name: str, shape, info: ModelInfo, max_batch: int) -> tuple[dict, list[str]]:
     """trt_profile_* options for a model with dynamic dimensions: without them the TensorRT provider builds
-    an engine (minutes) on the first run and again for every new shape. Batch 1..max_batch; a dynamic H x W
-    is built for the size the model records (a note says so). -> (options, notes)."""
+    an engine (minutes) on the first run and again for every new shape. Batch 1..max_batch, tuned (opt) for
+    batch 1, what psp-infer sends by default; a dynamic H x W is built for the size the model records (a note
+    says so). The runner accepts only what this covers (profile_input_spec). -> (options, notes)."""
     n, c, h, w = (_dim(d) for d in shape)
     if n and h and w:
         return {}, []
@@ -67,9 +72,25 @@ def tensorrt_profile(input_name: str, shape, info: ModelInfo, max_batch: int) ->
                         "(it records no input size to build one profile for)"]
         h, w = info.input_size
         notes.append(f"TensorRT provider profile built for the recorded input size {h}x{w} only")
-    dims = [(n or 1, c or 3, h, w), (n or max_batch, c or 3, h, w), (n or max_batch, c or 3, h, w)]
-    keys = ("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes")
-    return {k: f"{input_name}:{'x'.join(map(str, d))}" for k, d in zip(keys, dims)}, notes
+    dims = [(n or 1, c or 3, h, w), (n or 1, c or 3, h, w), (n or max_batch, c or 3, h, w)]
+    return {k: f"{input_name}:{'x'.join(map(str, d))}" for k, d in zip(PROFILE_KEYS, dims)}, notes
+
+
+def _profile_shape(option: str) -> tuple[int, ...]:
+    """'image:1x3x65x97' -> (1, 3, 65, 97)."""
+    return tuple(int(d) for d in option.rpartition(":")[2].split("x"))
+
+
+def profile_input_spec(spec: InputSpec, profile: dict) -> InputSpec:
+    """`spec` narrowed to what the TensorRT provider's profile covers: batches min..max (the base runner splits
+    larger ones) at the H x W it was built for, so another size is one InputError before the provider fails at
+    setInputShape (or builds a new engine for minutes). No profile: `spec` as it is."""
+    if not profile:
+        return spec
+    low, high = (_profile_shape(profile[key]) for key in (PROFILE_KEYS[0], PROFILE_KEYS[2]))
+    one_size = low[2:] == high[2:]
+    return replace(spec, size=tuple(low[2:]) if one_size else spec.size, min_batch=low[0], max_batch=high[0],
+                   min_size=None if one_size else tuple(low[2:]), max_size=None if one_size else tuple(high[2:]))
 
 
 def provider_options(name: str, model_path: Path, device_id: int, profile: dict | None = None) -> dict:
@@ -109,6 +130,7 @@ class SessionFromOnnx:
         self.providers = resolve_providers(providers)
         self.threads, self.device_id, self.trt_max_batch = threads, device_id, int(trt_max_batch)
         self.notes: list[str] = []
+        self.profile: dict = {}  # the TensorRT provider's trt_profile_* options of the last session
 
     def __call__(self):
         import onnxruntime as ort
@@ -119,6 +141,7 @@ class SessionFromOnnx:
             self.notes += notes
         if set(self.providers) - {"CPUExecutionProvider"}:
             _preload_gpu_libraries(ort)
+        self.profile = profile
         chosen = [(p, provider_options(p, self.model_path, self.device_id, profile)) for p in self.providers]
         try:
             session = ort.InferenceSession(str(self.model_path), session_options(self.threads), providers=chosen)
@@ -206,8 +229,10 @@ class OnnxRuntimeRunner(Runner):
             raise InputError(f"{self.model_path}: expected an image input [N, 3, H, W], found {shape}")
         h, w = _dim(shape[2]), _dim(shape[3])
         batch = _dim(shape[0])
-        return InputSpec(size=(h, w) if h and w else None, min_batch=batch or 1, max_batch=batch,
-                         fixed_batch=batch)
+        spec = InputSpec(size=(h, w) if h and w else None, min_batch=batch or 1, max_batch=batch, fixed_batch=batch)
+        if "TensorrtExecutionProvider" in self.providers:  # as the session kept it: not dropped for want of a GPU
+            spec = profile_input_spec(spec, self.loader.profile)
+        return spec
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         try:

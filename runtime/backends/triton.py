@@ -250,11 +250,10 @@ class _Served:
     def release(self) -> None:
         if self._client is None:
             return
+        regions, self._regions = list(self._regions.values()), {}
         try:
-            for region in self._regions.values():
-                region.release()
+            _release_all(regions)
         finally:
-            self._regions = {}
             self._client.close()
             self._client = None
 
@@ -339,6 +338,17 @@ class TritonEnsembleRunner(_Served, FrameRunner):
 
     def output_bytes(self, array: np.ndarray) -> int:
         return array.shape[0] * array.shape[1] * self._output_itemsize()
+def _release_all(regions) -> None:
+    """Release every region, even when one fails (the server gone, a second Ctrl-C): each is destroyed here
+    whatever the server answers; the first failure is raised afterwards."""
+    failure = None
+    for region in regions:
+        try:
+            region.release()
+        except BaseException as exc:  # KeyboardInterrupt too: the other regions still get released
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 def _type_name(data_type: int) -> str:

@@ -3,12 +3,29 @@
 and re-created only when a larger batch needs more room (registration costs a round trip)."""
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 
 import numpy as np
 
 _serial = itertools.count()
+# Regions this process created and has not destroyed yet, by name. A runner releases its own when it is
+# deactivated (psp-infer's `with runner:`, Ctrl-C included); what an interrupted release or a runner never
+# deactivated leaves is unlinked at exit, so no /dev/shm file outlives the process.
+_live: dict[str, "SharedRegion"] = {}
+
+
+def prefix() -> str:
+    """How the names of this process's regions start (under /dev/shm)."""
+    return f"psp_{os.getpid()}_"
+
+
+@atexit.register
+def destroy_leftovers() -> None:
+    """Destroy (unlink) every region of this process still alive; the server is not asked (it may be gone)."""
+    for region in list(_live.values()):
+        region.destroy()
 
 
 class SharedRegion:
@@ -17,7 +34,7 @@ class SharedRegion:
 
     def __init__(self, client, call, role: str):
         self.client, self.call = client, call
-        self.name = f"psp_{os.getpid()}_{next(_serial)}_{role}"
+        self.name = f"{prefix()}{next(_serial)}_{role}"
         self.handle, self.size = None, 0
 
     def ensure(self, nbytes: int) -> None:
@@ -29,6 +46,7 @@ class SharedRegion:
         self.release()
         self.handle = shm.create_shared_memory_region(self.name, f"/{self.name}", nbytes)
         self.size = nbytes
+        _live[self.name] = self
         self.call("register shared memory", self.client.register_system_shared_memory, self.name,
                   f"/{self.name}", nbytes)
 
@@ -48,12 +66,18 @@ class SharedRegion:
 
     def release(self) -> None:
         """Unregister by name (never all: other clients' regions live on the same server) and destroy."""
-        import tritonclient.utils.shared_memory as shm
-
         if self.handle is None:
             return
         try:
             self.call("unregister shared memory", self.client.unregister_system_shared_memory, self.name)
         finally:
-            shm.destroy_shared_memory_region(self.handle)
-            self.handle, self.size = None, 0
+            self.destroy()
+
+    def destroy(self) -> None:
+        """Unmap and unlink the region here, without telling the server."""
+        import tritonclient.utils.shared_memory as shm
+
+        handle, self.handle, self.size = self.handle, None, 0
+        _live.pop(self.name, None)
+        if handle is not None:
+            shm.destroy_shared_memory_region(handle)

@@ -20,6 +20,7 @@ from pspcore.model_info import ModelInfo
 from pspcore.model_info import read_onnx_info
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
+CACHE_MAGIC = b"TRTCACHE\n"
 PLATFORM = Platform("10.13.3.9", "NVIDIA L4", "8.9")
 
 
@@ -43,9 +44,11 @@ class FakeTensorRT:
         TF32 = 7
 
     def __init__(self, version="10.13.3.9", input_shape=(-1, 3, 65, 65), engine=b"serialized engine",
-                 parse_ok=True):
+                 parse_ok=True, timing: bytes = b"timing of build 1", during_build=None):
         self.__version__ = version
         self.input_shape, self.engine, self.parse_ok = input_shape, engine, parse_ok
+        self.timing, self.during_build = timing, during_build  # the entry a build adds; a hook run mid-build
+        self.lock_file = None  # the cache's lock file, to check the merge happens while it is held
         self.calls: dict = {}
         fake = self
 
@@ -59,11 +62,21 @@ class FakeTensorRT:
                 return SimpleNamespace(name="logits", shape=(-1, 5, 65, 65), dtype=SimpleNamespace(name="FLOAT"))
 
         class Cache:
+            """A timing cache as a set of entries, one a line; bytes that do not start with CACHE_MAGIC are
+            refused, as TensorRT refuses a truncated or foreign file."""
+
             def __init__(self, data):
-                self.data = data
+                if data and not data.startswith(CACHE_MAGIC):
+                    raise RuntimeError("timing cache: bad magic")
+                self.entries = set(data[len(CACHE_MAGIC):].split(b"\n")) - {b""}
 
             def serialize(self):
-                return b"cache:" + self.data
+                return CACHE_MAGIC + b"\n".join(sorted(self.entries))
+
+            def combine(self, other, ignore_mismatch):
+                fake.calls["combined_under_lock"] = fake.lock_held()
+                self.entries |= other.entries
+                return True
 
         class Config:
             def set_memory_pool_limit(self, pool, size):
@@ -80,6 +93,7 @@ class FakeTensorRT:
                 return Cache(bytes(data))
 
             def set_timing_cache(self, cache, ignore_mismatch):
+                fake.calls["cache_used"] = set(cache.entries)
                 self.cache = cache
                 return True
 
@@ -109,6 +123,10 @@ class FakeTensorRT:
                 return Profile()
 
             def build_serialized_network(self, network, config):
+                if hasattr(config, "cache"):
+                    config.cache.entries.add(fake.timing)
+                if fake.during_build:
+                    fake.during_build()
                 self.logger.log(FakeTensorRT.ILogger.Severity.WARNING, "a build warning")
                 self.logger.log(FakeTensorRT.ILogger.Severity.INTERNAL_ERROR, "an internal error")
                 if fake.engine is None:
@@ -127,6 +145,20 @@ class FakeTensorRT:
                 return "In node 3 (Resize): unsupported mode"
 
         self.Builder, self.OnnxParser = Builder, OnnxParser
+
+    def lock_held(self) -> bool:
+        """Whether someone holds the flock on the cache's lock file (a second open file cannot take it)."""
+        import fcntl
+
+        if self.lock_file is None or not self.lock_file.exists():
+            return False
+        with open(self.lock_file) as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
 
 
 @pytest.fixture
@@ -179,7 +211,7 @@ def test_build_writes_engine_and_sidecar(tmp_path, fake_trt, tiny_onnx):
     assert fake.calls["flags"] == 1 << 1  # TensorRT 10: STRONGLY_TYPED requested
     assert fake.calls["cleared"] == FakeTensorRT.BuilderFlag.TF32 and fake.calls["workspace"] == 1 << 29
     assert fake.calls["profile"]["image"] == ((1, 3, 65, 65), (2, 3, 65, 65), (4, 3, 65, 65))
-    assert cache.read_bytes() == b"cache:"
+    assert cache.read_bytes() == CACHE_MAGIC + b"timing of build 1"
     sidecar = read_sidecar(tmp_path / "m.engine")
     assert sidecar.platform == PLATFORM and sidecar.precision == "fp32" == result.precision
     assert sidecar.profiles == {"image": {"min": [1, 3, 65, 65], "opt": [2, 3, 65, 65], "max": [4, 3, 65, 65]}}
@@ -190,7 +222,37 @@ def test_build_writes_engine_and_sidecar(tmp_path, fake_trt, tiny_onnx):
                                "outputs": [{"name": "logits", "dtype": "FLOAT", "shape": [-1, 5, 65, 65]}]}
     assert result.warnings == ["a build warning", "an internal error"]  # INTERNAL_ERROR is not dropped
     build_engine(onnx_path, tmp_path / "m2.engine", timing_cache=cache)  # the saved cache is read back
-    assert fake.calls["cache_in"] == b"cache:"
+    assert fake.calls["cache_in"] == CACHE_MAGIC + b"timing of build 1"
+
+
+def test_timing_cache_is_merged_under_a_lock_with_what_another_build_wrote(tmp_path, fake_trt, tiny_onnx):
+    """Two builds sharing a cache: the one finishing last keeps the other's timings (written while it built),
+    merging under the file's lock, and the file is replaced whole."""
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(CACHE_MAGIC + b"timing of an older build")
+
+    def another_build_finishes():
+        cache.write_bytes(CACHE_MAGIC + b"timing of an older build\ntiming of a parallel build")
+
+    fake = fake_trt(timing=b"timing of this build", during_build=another_build_finishes)
+    fake.lock_file = engine_module.timing_cache_lock_path(cache)
+    build_engine(tiny_onnx[0], tmp_path / "m.engine", timing_cache=cache)
+    assert cache.read_bytes().split(b"\n")[1:] == [b"timing of a parallel build", b"timing of an older build",
+                                                     b"timing of this build"]
+    assert fake.calls["combined_under_lock"] is True
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.engine", "m.engine.json", "timing.cache",
+                                                          "timing.cache.lock"]  # no temporary file left
+
+
+def test_unreadable_timing_cache_falls_back_to_a_fresh_one(tmp_path, fake_trt, tiny_onnx):
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"\x00 truncated or from another TensorRT")
+    fake = fake_trt()
+    result = build_engine(tiny_onnx[0], tmp_path / "m.engine", timing_cache=cache)
+    assert any("timing cache" in n and "starting a fresh one" in n for n in result.notes)
+    assert fake.calls["cache_used"] == set()  # the build ran on an empty cache
+    assert cache.read_bytes() == CACHE_MAGIC + b"timing of build 1"  # replaced by a readable one
+    assert (tmp_path / "m.engine").read_bytes() == b"serialized engine"
 
 
 def test_build_selects_its_gpu_before_creating_the_builder(tmp_path, fake_trt, tiny_onnx):
@@ -250,3 +312,32 @@ def test_cli_passes_options_through(tmp_path, fake_trt, tiny_onnx):
     assert result.exit_code == 0, result.output
     assert "profile image: min [1, 3, 65, 65] opt [4, 3, 65, 65] max [8, 3, 65, 65]" in result.output
     assert json.loads((tmp_path / "m.engine.json").read_text())["gpu_name"] == "NVIDIA L4"
+
+
+@pytest.mark.slow
+def test_fp16_build_converts_through_the_verified_conversion_first(tmp_path, fake_trt, tiny_onnx):
+    pytest.importorskip("modelopt", reason="FP16 conversion needs the `convert` extra")
+    fake = fake_trt()
+    result = build_engine(tiny_onnx[0], tmp_path / "m.engine", precision="fp16")
+    assert fake.calls["parsed"].endswith(".fp16.onnx")  # TensorRT got the converted model, not the FP32 one
+    assert result.precision == "fp16" == read_sidecar(tmp_path / "m.engine").precision
+    assert any(n.startswith("converted pspnet18_5c_65.onnx to fp16") and "verified: agreement" in n
+               for n in result.notes)
+
+
+@pytest.mark.skipif(HAVE_TRT, reason="checks the message shown where TensorRT is not installed")
+@pytest.mark.parametrize("flag", ["--fp16", "--int8"])
+def test_cli_fp16_int8_without_tensorrt_fail_in_one_line_before_converting(tmp_path, tiny_onnx, flag):
+    import cv2
+    import numpy as np
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(calib / f"{i}.png"), np.full((65, 65, 3), 40 * i, np.uint8))
+    args = [str(tiny_onnx[0]), "-o", str(tmp_path / "m.engine"), flag]
+    result = CliRunner().invoke(build_engine_cli, args + (["--calib-images", str(calib)] if flag == "--int8" else []))
+    assert result.exit_code == 1, result.output
+    assert "pip install tensorrt" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calib"]

@@ -13,24 +13,11 @@ from export.precision_cli import fp16_command, int8_command
 from pspcore.errors import InputError
 from pspcore.model_info import ModelInfo
 from pspcore.model_info import read_onnx_info
-from tests.export.scenes import SIZE, scene_batch, separating_classifier
+from tests.export.scenes import scene_batch
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("modelopt.onnx")
-
-@pytest.fixture(scope="module")
-def scene_onnx(tiny_model, tiny_info, tmp_path_factory):
-    """(path, model, info): the tiny PSPNet with a separating classifier, exported to ONNX. A random
-    classifier's logits barely differ between classes (nearly one argmax everywhere), which says nothing
-    about a conversion."""
-    from export.onnx import export_onnx
-
-    model = separating_classifier(tiny_model, scene_batch(tiny_info, seed=50))
-    path = tmp_path_factory.mktemp("scene_onnx") / "scene.onnx"
-    export_onnx(model, tiny_info, path, size=SIZE)
-    return path, model, tiny_info
-
 
 def _parity(path, model, info):
     batch = scene_batch(info)

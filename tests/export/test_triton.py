@@ -53,7 +53,9 @@ def test_onnx_config_matches_the_model_and_its_metadata(models, tmp_path):
     assert list(config.dynamic_batching.preferred_batch_size) == [4, 8]
     assert config.dynamic_batching.max_queue_delay_microseconds == 100
     (group,) = config.instance_group
-    assert (group.kind, group.count) == (pb2.ModelInstanceGroup.KIND_GPU, 1)
+    # KIND_AUTO: GPUs where the server has them, CPU otherwise (KIND_GPU would fail on a CPU-only server).
+    assert (group.kind, group.count) == (pb2.ModelInstanceGroup.KIND_AUTO, 1)
+    assert result.instance_kind == "auto"
     assert info_from_config(config) == tiny_info(4, (33, 41))
 
 
@@ -175,6 +177,47 @@ def test_engine_with_sidecar(tmp_path):
         export_triton(engine, tmp_path / "repo", name="cpu", kind="cpu")
 
 
+def batch_dynamic_tensors(dtype: str = "FLOAT") -> dict:
+    """What psp-build-engine records for our dynamic-batch export: the network leaves the batch open (-1)."""
+    return {"inputs": [{"name": "image", "dtype": "FLOAT", "shape": [-1, 3, 65, 65]}],
+            "outputs": [{"name": "logits", "dtype": dtype, "shape": [-1, 6, 65, 65]}]}
+
+
+def test_engine_built_for_batch_1_is_served_with_max_batch_1(tmp_path):
+    """The default flow: a dynamic-batch ONNX built with psp-build-engine's default --batch 1. Triton's TensorRT
+    backend refuses max_batch_size 8 for it ("engine only supports max-batch 1")."""
+    engine = write_fake_engine(tmp_path / "m.engine", tiny_info(6, (65, 65)), [1, 3, 65, 65], [1, 3, 65, 65],
+                               batch_dynamic_tensors())
+    config = parse_config(export_triton(engine, tmp_path / "repo").model_dir)
+    assert config.max_batch_size == 1 and list(config.dynamic_batching.preferred_batch_size) == [1]
+    assert list(config.input[0].dims) == [3, 65, 65]
+    assert config.instance_group[0].kind == pb2.ModelInstanceGroup.KIND_GPU  # auto: engines run on a GPU
+    with pytest.raises(InputError, match="exceeds the engine's profile maximum 1"):
+        export_triton(engine, tmp_path / "repo", name="two", max_batch=2)
+
+
+@pytest.mark.parametrize("low, high", [(2, 8), (4, 4)])
+def test_engine_profile_starting_above_batch_1_is_refused(tmp_path, low, high):
+    engine = write_fake_engine(tmp_path / "m.engine", tiny_info(6, (65, 65)), [low, 3, 65, 65],
+                               [high, 3, 65, 65], batch_dynamic_tensors())
+    with pytest.raises(InputError, match=f"smallest batch is {low}, but Triton sends batches from 1"):
+        export_triton(engine, tmp_path / "repo")
+    assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
+
+
+@pytest.mark.parametrize("dtype", ["FP8", "INT4", "FP4", "E8M0"])
+def test_engine_tensor_type_without_a_triton_type_is_refused(tmp_path, dtype):
+    engine = write_fake_engine(tmp_path / "m.engine", tiny_info(6, (65, 65)), [1, 3, 65, 65], [4, 3, 65, 65],
+                               batch_dynamic_tensors(dtype))
+    with pytest.raises(InputError, match=f"tensor 'logits' is TensorRT {dtype}, which Triton cannot carry"):
+        export_triton(engine, tmp_path / "repo")
+    for known, triton in [("HALF", "TYPE_FP16"), ("BF16", "TYPE_BF16"), ("INT64", "TYPE_INT64")]:
+        ok = write_fake_engine(tmp_path / f"{known}.engine", tiny_info(6, (65, 65)), [1, 3, 65, 65],
+                               [4, 3, 65, 65], batch_dynamic_tensors(known))
+        config = parse_config(export_triton(ok, tmp_path / "repo", name=known).model_dir)
+        assert pb2.DataType.Name(config.output[0].data_type) == triton
+
+
 def test_engine_with_dynamic_size_profile_and_fixed_batch(tmp_path):
     dynamic = write_fake_engine(tmp_path / "d.plan", tiny_info(3, None, dynamic_shape=True),
                                 [1, 3, 33, 33], [8, 3, 129, 129])
@@ -258,7 +301,9 @@ def test_ensemble_writes_the_steps_and_an_image_to_labels_ensemble(tiny_onnx, tm
 def test_python_platform_runs_onnx_only_and_defaults_to_cpu(tiny_onnx, tmp_path):
     result = export_triton(tiny_onnx[0], tmp_path / "repo", platform="python")
     assert (result.platform, result.instance_kind) == ("python", "cpu")
-    assert export_triton(tiny_onnx[0], tmp_path / "repo", name="gpu").instance_kind == "gpu"
+    assert export_triton(tiny_onnx[0], tmp_path / "repo", name="ort").instance_kind == "auto"
+    asked = export_triton(tiny_onnx[0], tmp_path / "repo", name="gpu", kind="gpu")
+    assert parse_config(asked.model_dir).instance_group[0].kind == pb2.ModelInstanceGroup.KIND_GPU
 
 
 def test_psp_export_triton_runs_without_torch(models, tmp_path):

@@ -12,19 +12,20 @@ from export.parity import write_scenes
 from export.precision_cli import fp16_command, int8_command
 from pspcore.model_info import read_onnx_info
 from experiments.outliers import with_outliers
-from tests.export.scenes import SIZE, scene_batch, separating_classifier
+from tests.export.scenes import SIZE, scene_batch
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("modelopt.onnx")
+pytestmark = pytest.mark.slow  # each test runs a calibrated, verified conversion (and repair) of a real network
 
 
 @pytest.fixture(scope="module")
-def outlier_onnx(tiny_model, tiny_info, tmp_path_factory):
+def outlier_onnx(scene_classifier, tiny_info, tmp_path_factory):
     """The tiny PSPNet with a separating classifier and 1000x outlier channels, exported (FP32 unchanged)."""
     from export.onnx import export_onnx
 
-    model = separating_classifier(tiny_model, scene_batch(tiny_info, seed=50))
+    model = scene_classifier
     outlier = with_outliers(model, scene_batch(tiny_info, seed=60))
     batch = torch.from_numpy(scene_batch(tiny_info, seed=70))
     with torch.no_grad():

@@ -103,3 +103,4 @@ def triton_server(tmp_path_factory):
         server.model_path = model
         yield server
     assert server.process.poll() is not None, "tritonserver outlived the test session"
+    assert not server.group_alive(), "a python-backend stub outlived the test session's server"

@@ -182,7 +182,7 @@ def test_tensorrt_provider_gets_a_profile_for_dynamic_models(tmp_path):
     info = tiny_info(size=(65, 97))
     assert tensorrt_profile("image", [1, 3, 65, 97], info, 8) == ({}, [])
     options, notes = tensorrt_profile("image", ["N", 3, 65, 97], info, 8)
-    assert options == {"trt_profile_min_shapes": "image:1x3x65x97", "trt_profile_opt_shapes": "image:8x3x65x97",
+    assert options == {"trt_profile_min_shapes": "image:1x3x65x97", "trt_profile_opt_shapes": "image:1x3x65x97",
                        "trt_profile_max_shapes": "image:8x3x65x97"} and notes == []
     options, notes = tensorrt_profile("x", ["N", 3, "H", "W"], info, 4)
     assert options["trt_profile_max_shapes"] == "x:4x3x65x97" and "recorded input size 65x97" in notes[0]

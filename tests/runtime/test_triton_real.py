@@ -1,9 +1,16 @@
 """Against the real Triton server (see the `triton_server` fixture): the served ensemble gives psp-infer's
 labels, the dynamic batcher keeps each client's answer its own, bad requests are refused while the server
-keeps serving, shared memory works on both protocols, and psp-infer / psp-bench run through it."""
+keeps serving, shared memory works on both protocols and leaves no region behind (psp-infer interrupted by
+Ctrl-C included), and psp-infer / psp-bench run through it."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,6 +26,7 @@ from runtime.cli import main as infer_main
 from runtime.postprocess import labels_to_frame, to_labels
 
 PROTOCOLS = ["grpc", "http"]
+pytestmark = pytest.mark.slow  # a real Triton server and its python-backend stubs, started once per session
 
 
 def _url(server, protocol: str) -> str:
@@ -30,6 +38,20 @@ def photo(height: int, width: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 256, (max(2, height // 8), max(2, width // 8), 3), np.uint8)
     return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def regions_of(server, pid: int) -> tuple[list[str], list[str]]:
+    """Shared-memory regions of process `pid`: (files under /dev/shm, names the server still has registered)."""
+    import tritonclient.http as client_module
+
+    prefix = f"psp_{pid}_"
+    files = sorted(p.name for p in Path("/dev/shm").glob(f"{prefix}*"))
+    client = client_module.InferenceServerClient(server.http_url)
+    try:
+        registered = sorted(r["name"] for r in client.get_system_shared_memory_status() if r["name"].startswith(prefix))
+    finally:
+        client.close()
+    return files, registered
 
 
 def local_labels(model_path, frame_bgr: np.ndarray) -> np.ndarray:
@@ -48,6 +70,7 @@ def test_ensemble_labels_equal_local_psp_infer(triton_server, protocol, shm):
                        shm=shm) as runner:
         assert isinstance(runner, FrameRunner) and runner.info.output == "labels"
         served = runner.infer([cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames])
+    assert regions_of(triton_server, os.getpid()) == ([], [])  # released by deactivate
     for frame, labels in zip(frames, served):
         expected = local_labels(triton_server.model_path, frame)
         assert labels.dtype == np.uint8 and labels.shape == frame.shape[:2]
@@ -66,6 +89,10 @@ def test_plain_model_logits_equal_local_onnxruntime(triton_server, protocol, shm
         assert not isinstance(runner, FrameRunner) and runner.input_spec.max_batch == 8
         np.testing.assert_allclose(runner.infer(batch[:3]), expected[:3], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(runner.infer(batch), expected, rtol=1e-5, atol=1e-5)  # region grows
+        if shm:
+            files, registered = regions_of(triton_server, os.getpid())
+            assert len(files) == 2 and files == registered  # one region a direction, the grown one only
+    assert regions_of(triton_server, os.getpid()) == ([], [])
 
 
 def test_concurrent_clients_each_get_their_own_answer(triton_server):
@@ -140,6 +167,7 @@ def test_psp_infer_segments_a_video_through_the_ensemble(triton_server, tiny_vid
             "--batch", "4", "--masks-dir", str(tmp_path / "masks"), "-q"] + (["--shm"] if shm else [])
     result = CliRunner().invoke(infer_main, args)
     assert result.exit_code == 0, result.output
+    assert regions_of(triton_server, os.getpid()) == ([], [])
     local = tmp_path / "local"
     result = CliRunner().invoke(infer_main, [str(triton_server.model_path), str(tiny_video), "-o",
                                              str(local / "out.avi"), "--codec", "MJPG", "--masks-dir",
@@ -157,3 +185,29 @@ def test_psp_bench_measures_ensemble_and_plain_model(triton_server, tmp_path):
     result = CliRunner().invoke(bench_main, args)
     assert result.exit_code == 0, result.output
     assert "triton" in result.output and "unavailable" not in result.output.lower()
+
+
+def test_psp_infer_shm_interrupted_by_ctrl_c_leaves_no_region(triton_server, tmp_path):
+    """SIGINT while psp-infer --shm is sending frames: exit 130, its regions unregistered and unlinked."""
+    from tests.runtime.conftest import write_video
+
+    video = write_video(tmp_path / "long.avi", frames=600, size=(96, 72))
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", f"grpc://{triton_server.grpc_url}/pspnet",
+                             str(video), "-o", str(tmp_path / "out.avi"), "--codec", "MJPG", "--shm", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # Ctrl-C reaches it as for a user even when this test run ignores SIGINT.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if regions_of(triton_server, proc.pid)[1]:  # registered: frames are going through shared memory
+                break
+            time.sleep(0.02)
+        assert regions_of(triton_server, proc.pid)[1], "psp-infer --shm never registered a region"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == 130, err
+    assert regions_of(triton_server, proc.pid) == ([], []), "psp-infer --shm left a region behind"
