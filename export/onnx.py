@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.parity import FP32_MAX_REL, FP32_MIN_AGREEMENT, ParityReport, compare_outputs, sample_batch, worst
+from export.parity import FP32_MAX_REL, FP32_MIN_AGREEMENT, ParityReport, compare_outputs, worst
 from export.pooling import with_exact_pooling
+from export.scenes import sample_batch
 from pspcore.errors import InputError, PSPError
 from pspcore.files import atomic_output, check_writable, file_sha256
 from pspcore.model_info import INPUT_NAME, ModelInfo

@@ -7,6 +7,7 @@ import time
 import click
 
 from export.calibration import DEFAULT_NUM_IMAGES
+from export.int8 import INT8_TARGETS, all_methods
 from pspcore.cli import SIZE, Command, option_group
 
 HELP = {"help_option_names": ["-h", "--help"]}
@@ -95,11 +96,12 @@ def fp16_command(onnx_model, output, size, verify_images, min_agreement, eval_li
 @click.argument("onnx_model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="INT8 ONNX file to write.")
 @calibration_options
-@click.option("--target", type=click.Choice(["tensorrt", "onnxruntime"]), default="tensorrt", show_default=True,
-              help="tensorrt: ModelOpt Q/DQ for TensorRT engines; onnxruntime: Q/DQ that ONNX Runtime runs fast on "
-                   "CPUs (the two need different placements).")
-@click.option("--method", type=click.Choice(["entropy", "max"]), default="entropy", show_default=True,
-              help="Calibration method for activation ranges (repair may try the others).")
+@click.option("--target", type=click.Choice(list(INT8_TARGETS)), default="tensorrt", show_default=True,
+              help="; ".join(f"{t.name}: {t.help}" for t in INT8_TARGETS.values())
+                   + " (each needs its own placement).")
+@click.option("--method", type=click.Choice(all_methods()), default="entropy", show_default=True,
+              help="Calibration method for activation ranges (repair may try the others); "
+                   + "; ".join(f"{t.name}: {', '.join(t.methods)}" for t in INT8_TARGETS.values()) + ".")
 @click.option("--num-images", type=click.IntRange(min=1), default=DEFAULT_NUM_IMAGES, show_default=True,
               help="Calibrate on at most this many images, spread evenly over the set.")
 @click.option("--size", type=SIZE, default=None,
