@@ -149,9 +149,10 @@ def convert(state: State) -> None:
     # FP16 has no calibration set: its ranking runs on the check images
     job = Job(source=state.src, source_model=state.source_model, info=state.info, precision=options.precision,
               target=state.target, method=options.method if state.int8 else None,
-              calib=state.calib if state.int8 else state.verify, verify=state.verify, reference=state.reference, min_agreement=state.gate,
-              max_miou_drop=options.max_miou_drop, miou=state.miou if options.eval_list is not None else None,
-              reference_miou=state.reference_miou, log=state.log)
+              calib=state.calib if state.int8 else state.verify, verify=state.verify, reference=state.reference,
+              min_agreement=state.gate, max_miou_drop=options.max_miou_drop,
+              miou=state.miou if options.eval_list is not None else None, reference_miou=state.reference_miou,
+              log=state.log)
     state.search = Search(job, state.work)
     state.plain = state.search.convert("plain", state.src, job.method, [], False)
 
