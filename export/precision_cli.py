@@ -59,7 +59,6 @@ def _convert(onnx_model, output, options, images=(), report_path=None) -> None:
     from export.precision_report import format_report
     from export.verified import convert_verified
     from pspcore.errors import InputError
-    from pspcore.model_info import read_onnx_info
 
     if options.max_miou_drop is not None and options.eval_list is None:
         raise InputError("--max-miou-drop needs --eval-list FILE (labelled images)")
@@ -67,8 +66,7 @@ def _convert(onnx_model, output, options, images=(), report_path=None) -> None:
     report = convert_verified(onnx_model, output, options, images, report_path,
                               log=lambda line: click.echo(f"  {line}", err=True))
     click.echo(format_report(report))
-    info = read_onnx_info(output)
-    click.echo(f"wrote {output} ({info.precision}, agreement {100 * report.after['agreement']:.2f}%) in "
+    click.echo(f"wrote {output} ({report.precision}, agreement {100 * report.after['agreement']:.2f}%) in "
                f"{time.perf_counter() - start:.1f} s" + (f"; report {report_path}" if report_path else ""))
 
 

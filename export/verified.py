@@ -51,9 +51,10 @@ class Conversion:
 
 @dataclass
 class State:
-    """What one conversion knows so far, handed from step to step. Set by `begin`: the paths, options and
-    gate; by the steps, in order: the FP32 model's info and graph, the image batches, the FP32 reference on
-    them, the plain and the chosen candidate, the metadata to write, and the written file's verdict."""
+    """What one conversion knows so far, handed from step to step. Set when it starts: the paths, options,
+    gate and the open FP32 model; by the steps, in order: the FP32 model's info and graph, the image batches,
+    the FP32 reference on them, the plain and the chosen candidate, the metadata to write, and the written
+    file's verdict."""
 
     src: Path
     dst: Path

@@ -110,7 +110,7 @@ def test_plain_int8_fails_and_fallback_none_refuses_writing_nothing(outlier_onnx
     assert not out.exists() and not list(tmp_path.glob(".m.int8*"))
 
 
-@pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])
+@pytest.mark.parametrize("target", ["onnxruntime", pytest.param("tensorrt", marks=pytest.mark.slow)])
 def test_default_repairs_the_outlier_network_to_the_gate(target, outlier_onnx, scenes_dir, tmp_path):
     report_path = tmp_path / "report.json"
     result, out = _int8(["--target", target, "--report", str(report_path)], tmp_path, outlier_onnx, scenes_dir)
@@ -267,6 +267,7 @@ def test_method_switch_after_a_rejected_equalization(scene_onnx, scenes_dir, tmp
     assert rerun.agreement >= 0.9 and rerun.agreement == pytest.approx(report["after"]["agreement"])
 
 
+@pytest.mark.slow
 def test_fallback_keeps_the_broken_layers_fp32_when_equalization_is_unavailable(outlier_onnx, scenes_dir, tmp_path,
                                                                              monkeypatch):
     """Without equalization the greedy fallback must find the head pair: the conv reading the outlier
@@ -287,6 +288,7 @@ def test_fallback_keeps_the_broken_layers_fp32_when_equalization_is_unavailable(
     assert rerun.agreement >= 0.98 and rerun.agreement == pytest.approx(report["after"]["agreement"])
 
 
+@pytest.mark.slow
 def test_gate_failure_after_repair_names_the_best_reached(outlier_onnx, scenes_dir, tmp_path, monkeypatch):
     import export.repair as repair
 
