@@ -185,28 +185,27 @@ def verify_onnx(path: str | os.PathLike, reference: nn.Module, info: ModelInfo, 
                 batch: int | None, *, max_rel: float = FP32_MAX_REL, min_agreement: float = FP32_MIN_AGREEMENT
                 ) -> list[tuple[str, ParityReport]]:
     """Run the ONNX file in ONNX Runtime (CPU) and `reference` in PyTorch on the same batches (a drawn scene
-    and noise); raise PSPError if any check is outside the limits."""
-    import onnxruntime as ort
+    and noise); raise PSPError if any check is outside the limits. ONNX Runtime runs through the Runner
+    psp-infer uses (export.evaluation)."""
+    from export.evaluation import open_runner
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, torch.get_num_threads())
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     chunk = batch or 2
     count = chunk * -(-2 // chunk)  # at least one scene and one noise image, in whole batches
     checks = []
-    for i, size in enumerate(sizes):
-        inputs = sample_batch(info, size, count, seed=i)
-        expected, got = [], []
-        for start in range(0, count, chunk):
-            part = inputs[start:start + chunk]
-            with torch.no_grad():
-                expected.append(reference(torch.from_numpy(part)).numpy())
-            got.append(session.run(None, {INPUT_NAME: part})[0])
-        report = compare_outputs(np.concatenate(expected), np.concatenate(got))
-        checks.append((f"{count}x3x{size[0]}x{size[1]}", report))
-        if not report.ok(max_rel, min_agreement):
-            raise PSPError(f"ONNX Runtime output differs from PyTorch at {size[0]}x{size[1]}: "
-                           f"{report.failure(max_rel, min_agreement)}")
+    with open_runner(path, threads=max(1, torch.get_num_threads())) as runner:
+        for i, size in enumerate(sizes):
+            inputs = sample_batch(info, size, count, seed=i)
+            expected, got = [], []
+            for start in range(0, count, chunk):
+                part = inputs[start:start + chunk]
+                with torch.no_grad():
+                    expected.append(reference(torch.from_numpy(part)).numpy())
+                got.append(runner.infer(part))
+            report = compare_outputs(np.concatenate(expected), np.concatenate(got))
+            checks.append((f"{count}x3x{size[0]}x{size[1]}", report))
+            if not report.ok(max_rel, min_agreement):
+                raise PSPError(f"ONNX Runtime output differs from PyTorch at {size[0]}x{size[1]}: "
+                               f"{report.failure(max_rel, min_agreement)}")
     return checks
 
 
