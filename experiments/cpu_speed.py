@@ -34,7 +34,7 @@ def run_cpu_speed(out: Path, arch: str, classes: int, threads: int, calib_images
     checkpoint = write_checkpoint(out / f"{arch}.pth", arch, classes)
     fp32, int8 = out / f"{arch}.onnx", out / f"{arch}.cpu-int8.onnx"
     run_tool("psp-export", "onnx", checkpoint, "-o", fp32)
-    from export.parity import write_scenes
+    from export.scenes import write_scenes
 
     calib = out / "calib"
     write_scenes(calib, [(473, 473)] * calib_images)

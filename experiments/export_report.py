@@ -16,7 +16,8 @@ from torch import nn
 
 from benchmarks.report import write_text
 from export.onnx import export_onnx, feature_size, verify_onnx
-from export.parity import ParityReport, compare_outputs, sample_batch
+from export.parity import ParityReport, compare_outputs
+from export.scenes import sample_batch
 from pspnet import create_model
 from pspnet.checkpoint import info_for_config
 from pspcore.cli import SIZE, Command

@@ -18,7 +18,8 @@ from benchmarks.bench import (BenchConfig, BenchReport, Candidate, Loaded, add_s
                               summarize_series)
 from benchmarks.machine import machine_info
 from benchmarks.report import format_terminal, to_json
-from export.parity import ParityReport, compare_outputs, draw_scene, write_scenes
+from export.parity import ParityReport, compare_outputs
+from export.scenes import draw_scene, write_scenes
 from export.verdict import DEFAULT_GATES
 from pspcore.cli import SIZE, Command
 from pspcore.errors import InputError

@@ -73,7 +73,7 @@ def outlier_model(checkpoint: str, work: Path) -> Path:
     same FP32 function): the network plain INT8 breaks on, to show the repair and the repaired model's speed."""
     from experiments.outliers import EARLY_PAIRS, with_outliers
     from export.onnx import export_onnx
-    from export.parity import sample_batch
+    from export.scenes import sample_batch
     from pspnet.checkpoint import load_model
 
     model, info = load_model(checkpoint, aux=False)
@@ -106,7 +106,7 @@ def synthetic_model(work: Path, arch: str, size: tuple[int, int], classes: int) 
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Write the table as Markdown.")
 def main(work, checkpoint, arch, size, classes, calib, targets, markdown_path):
     """Convert with verification and repair, time it, and measure latency."""
-    from export.parity import write_scenes
+    from export.scenes import write_scenes
     from export.onnx import export_checkpoint
 
     work.mkdir(parents=True, exist_ok=True)

@@ -26,20 +26,22 @@ def compare_command(fp32_model, other_model, images, num_images, threshold, json
     output against FP32, marking the first layer past --threshold."""
     from export.calibration import load_calibration_set
     from export.equalize import equalize
+    from export.evaluation import logits, open_runner
     from export.layerwise import compare_layers, first_past
-    from export.precision import calibration_size, source_info
-    from export.verdict import judge, run_logits, session
+    from export.precision import calibration_size, check_source
+    from export.verdict import judge
     from pspcore.errors import InputError
     from pspcore.files import atomic_output, list_images, require_file
-    from pspcore.model_info import read_onnx_info
 
-    info = source_info(fp32_model)
     require_file(other_model, "ONNX model")
     if not Path(images).is_dir():
         raise InputError(f"image folder not found: {images}")
-    batch = load_calibration_set(list_images(images, recursive=True), info, calibration_size(fp32_model, info, None),
-                                 num_images, progress=False).batch
-    other_info = read_onnx_info(other_model)
+    with open_runner(fp32_model) as fp32, open_runner(other_model) as other:
+        info = check_source(fp32.info, fp32_model)
+        other_info = other.info
+        batch = load_calibration_set(list_images(images, recursive=True), info,
+                                     calibration_size(fp32_model, info, None), num_images, progress=False).batch
+        verdict = judge(logits(fp32, batch), logits(other, batch))
     with tempfile.TemporaryDirectory(prefix="psp-compare-") as work:
         reference = fp32_model
         if other_info.extra.get("precision_repair", {}).get("equalized"):
@@ -50,7 +52,6 @@ def compare_command(fp32_model, other_model, images, num_images, threshold, json
         rows = compare_layers(reference, other_model, batch)
     if not rows:
         raise InputError(f"{other_model} shares no compute node names with {fp32_model}: not its conversion")
-    verdict = judge(run_logits(session(fp32_model), batch), run_logits(session(other_model), batch))
     first = first_past(rows, threshold)
 
     def say(text: str) -> None:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from export.verdict import session
+from pspcore.errors import PSPError
 
 COMPUTE = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
@@ -86,6 +86,21 @@ def upstream_compute(model) -> dict[str, set[str]]:
     return {n.name: set().union(*(find(i) for i in n.input if i)) for n in model.graph.node if n.op_type in COMPUTE}
 
 
+def _exposed_session(model, threads: int):
+    """An ONNX Runtime CPU session of an in-memory model. Not the Runner on purpose: the copies run here exist
+    only in memory, with every compared node's output added as a graph output, and all of those outputs are
+    read (a Runner runs a model file and returns its first output)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ONNX Runtime raises its own exception types
+        raise PSPError(f"ONNX Runtime cannot load the model: {type(exc).__name__}: {exc}") from None
+
+
 def _exposed(model, tensors: list[str]):
     import onnx
 
@@ -105,8 +120,8 @@ def compare_layers(reference, candidate, batch: np.ndarray, threads: int = 2) ->
     rows = matched_nodes(ref_model, cand_model)
     if not rows:
         return []
-    ref_sess = session(_exposed(ref_model, sorted({r[2] for r in rows})), threads)
-    cand_sess = session(_exposed(cand_model, sorted({r[3] for r in rows})), threads)
+    ref_sess = _exposed_session(_exposed(ref_model, sorted({r[2] for r in rows})), threads)
+    cand_sess = _exposed_session(_exposed(cand_model, sorted({r[3] for r in rows})), threads)
     sums = {r[0]: np.zeros(4) for r in rows}  # |a-b|^2, |a|^2, |b|^2, a.b
     for i in range(len(batch)):
         got = [dict(zip([o.name for o in s.get_outputs()], s.run(None, {s.get_inputs()[0].name: batch[i:i + 1]})))

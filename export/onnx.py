@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.parity import FP32_MAX_REL, FP32_MIN_AGREEMENT, ParityReport, compare_outputs, sample_batch, worst
+from export.parity import FP32_MAX_REL, FP32_MIN_AGREEMENT, ParityReport, compare_outputs, worst
 from export.pooling import with_exact_pooling
+from export.scenes import sample_batch
 from pspcore.errors import InputError, PSPError, first_line
 from pspcore.files import atomic_output, check_writable, file_sha256
 from pspcore.label_maps import graph_label_dtype
@@ -183,14 +184,15 @@ def verification_sizes(size: tuple[int, int], dynamic_shape: bool, smallest: int
 def verify_onnx(path: str | os.PathLike, reference: nn.Module, info: ModelInfo, sizes: list[tuple[int, int]],
                 batch: int | None, *, max_rel: float = FP32_MAX_REL, min_agreement: float = FP32_MIN_AGREEMENT
                 ) -> list[tuple[str, ParityReport]]:
-    """Run the ONNX file in ONNX Runtime (CPU, the runner psp-infer uses) and `reference` in PyTorch on the
-    same batches (a drawn scene and noise); raise PSPError if any check is outside the limits."""
-    from pspcore.registry import create_runner
+    """Run the ONNX file in ONNX Runtime (CPU) and `reference` in PyTorch on the same batches (a drawn scene
+    and noise); raise PSPError if any check is outside the limits. ONNX Runtime runs through the Runner
+    psp-infer uses (export.evaluation)."""
+    from export.evaluation import open_runner
 
     chunk = batch or 2
     count = chunk * -(-2 // chunk)  # at least one scene and one noise image, in whole batches
     checks = []
-    with create_runner("onnxruntime", path, providers="cpu", threads=max(1, torch.get_num_threads())) as runner:
+    with open_runner(path, threads=max(1, torch.get_num_threads())) as runner:
         for i, size in enumerate(sizes):
             inputs = sample_batch(info, size, count, seed=i)
             expected, got = [], []

@@ -9,6 +9,7 @@ import click
 from export.calibration import DEFAULT_NUM_IMAGES
 from pspcore.cli import (Command, dataset_options, echo_summary, json_destination, json_option, option_group,
                          output_option, size_option)
+from export.int8 import INT8_TARGETS, all_methods
 
 
 def dataset_names() -> tuple[str, ...]:
@@ -63,7 +64,6 @@ def _convert(onnx_model, output, options, images=(), report_path=None) -> None:
     from export.precision_report import format_report
     from export.verified import convert_verified
     from pspcore.errors import InputError
-    from pspcore.model_info import read_onnx_info
 
     if options.max_miou_drop is not None and options.eval_list is None:
         raise InputError("--max-miou-drop needs --eval-list FILE (labelled images)")
@@ -72,9 +72,8 @@ def _convert(onnx_model, output, options, images=(), report_path=None) -> None:
         report = convert_verified(onnx_model, output, options, images, json_path,
                                   log=lambda line: click.echo(f"  {line}", err=True))
         echo_summary(format_report(report), report_path)
-    info = read_onnx_info(output)
     report_note = f"; report {report_path}" if report_path not in (None, "-") else ""
-    echo_summary(f"wrote {output} ({info.precision}, agreement {100 * report.after['agreement']:.2f}%) in "
+    echo_summary(f"wrote {output} ({report.precision}, agreement {100 * report.after['agreement']:.2f}%) in "
                  f"{time.perf_counter() - start:.1f} s{report_note}", report_path)
 
 
@@ -102,11 +101,12 @@ def fp16_command(onnx_model, output, size, verify_images, min_agreement, eval_li
 @click.argument("onnx_model", type=click.Path(dir_okay=False))
 @output_option("INT8 ONNX file to write.", required=True, dir_okay=False)
 @calibration_options
-@click.option("--target", type=click.Choice(["tensorrt", "onnxruntime"]), default="tensorrt", show_default=True,
-              help="tensorrt: ModelOpt Q/DQ for TensorRT engines; onnxruntime: Q/DQ that ONNX Runtime runs fast on "
-                   "CPUs (the two need different placements).")
-@click.option("--method", type=click.Choice(["entropy", "max"]), default="entropy", show_default=True,
-              help="Calibration method for activation ranges (repair may try the others).")
+@click.option("--target", type=click.Choice(list(INT8_TARGETS)), default="tensorrt", show_default=True,
+              help="; ".join(f"{t.name}: {t.help}" for t in INT8_TARGETS.values())
+                   + " (each needs its own placement).")
+@click.option("--method", type=click.Choice(all_methods()), default="entropy", show_default=True,
+              help="Calibration method for activation ranges (repair may try the others); "
+                   + "; ".join(f"{t.name}: {', '.join(t.methods)}" for t in INT8_TARGETS.values()) + ".")
 @click.option("--num-images", type=click.IntRange(min=1), default=DEFAULT_NUM_IMAGES, show_default=True,
               help="Calibrate on at most this many images, spread evenly over the set.")
 @size_option("Input size HxW to prepare images at [default: the model's own size].")

@@ -12,10 +12,13 @@ from typing import Callable
 import numpy as np
 
 from export.equalize import equalize
+from export.evaluation import logits, open_runner
+from export.int8 import Int8Target, int8_model
 from export.layerwise import COMPUTE, LayerError, compare_layers, upstream_compute
 from export.parity import FP32_MAX_REL
-from export.precision import REPAIR_METHODS, fp16_model, int8_model
-from export.verdict import GateError, Verdict, judge, run_logits, session
+from export.precision import fp16_model
+from export.verdict import GateError, Verdict, judge
+from pspcore.model_info import ModelInfo
 
 MAX_RUNS = 12  # conversions in all; a PSPNet-50 INT8 conversion takes about a minute on 2 cores
 MAX_FP32_SHARE = 0.25  # of the compute nodes: past this, FP16 is the better answer
@@ -38,12 +41,15 @@ class Attempt:
 
 @dataclass
 class Job:
-    """What to convert and how it is judged. `calib` is the calibration batch (INT8 and the ranking), `verify`
-    the held-out batch, `reference` the FP32 logits on it, `miou` an optional labelled evaluation of a session."""
+    """What to convert and how it is judged. `source_model`: the FP32 model loaded once, `info` its metadata;
+    `calib`: the calibration batch (INT8 and the ranking), `verify` the held-out batch, `reference` the FP32
+    logits on it, `miou` an optional labelled evaluation of a Runner, `reference_miou` the FP32 model's."""
 
     source: Path
+    source_model: object  # onnx.ModelProto of `source`
+    info: ModelInfo  # of `source`
     precision: str
-    target: str | None
+    target: Int8Target | None
     method: str | None
     calib: np.ndarray
     verify: np.ndarray
@@ -60,114 +66,146 @@ class Job:
 
 
 @dataclass
-class Outcome:
-    model: object  # onnx.ModelProto that passed
-    verdict: Verdict
-    plain: Verdict
-    plain_model: object
+class Candidate:
+    """One converted model: how it was made, the model in memory and as a file in the work folder (what is
+    run and judged), and its verdict once judged."""
+
+    step: str
     method: str | None
     equalized: bool
-    equalized_pairs: int
     kept_fp32: list[str]
-    attempts: list[Attempt] = field(default_factory=list)
+    model: object  # onnx.ModelProto
+    path: Path
+    started: float
+    verdict: Verdict | None = None
+    passed: bool = False
+
+
+@dataclass
+class Outcome:
+    """The plain conversion, the candidate that passed (the plain one when it did), every attempt, and the
+    per-layer sensitivity of the plain conversion (when repair ranked layers)."""
+
+    plain: Candidate
+    chosen: Candidate
+    attempts: list[Attempt]
     sensitivity: list[LayerError] = field(default_factory=list)
 
 
-class _Search:
+class Search:
+    """Converts and judges candidates for one job, recording each attempt; candidate files live in `work`."""
+
     def __init__(self, job: Job, work: Path):
         self.job, self.work, self.attempts = job, work, []
 
-    def convert(self, source: Path, method: str | None, exclude: list[str]):
-        if self.job.precision == "fp16":
-            return fp16_model(source, tuple(exclude))
-        return int8_model(source, self.job.calib, target=self.job.target, method=method, exclude=tuple(exclude))
+    def convert(self, step: str, source: Path, method: str | None, exclude: list[str],
+                equalized: bool) -> Candidate:
+        import onnx
 
-    def verdict(self, model) -> Verdict:
-        sess = session(model)
-        miou = None
-        if self.job.miou is not None:
-            miou = (self.job.reference_miou, self.job.miou(sess))
-        return judge(self.job.reference, run_logits(sess, self.job.verify), miou)
+        job, start = self.job, time.perf_counter()
+        if job.precision == "fp16":
+            model = fp16_model(source, tuple(exclude), job.source_model if source == job.source else None)
+        else:
+            model = int8_model(source, job.calib, job.target, method, tuple(exclude))
+        # the source's info (AutoCast drops metadata): the runner reads the model's size and classes from it
+        del model.metadata_props[:]
+        model.metadata_props.extend(onnx.StringStringEntryProto(key=k, value=v) for k, v in job.info.to_props().items())
+        path = self.work / f"candidate_{len(self.attempts)}.onnx"
+        onnx.save(model, str(path))
+        return Candidate(step, method, equalized, list(exclude), model, path, start)
 
-    def attempt(self, step: str, source: Path, method: str | None, exclude: list[str], equalized: bool):
-        start = time.perf_counter()
-        model = self.convert(source, method, exclude)
-        verdict = self.verdict(model)
-        passed = verdict.passes(self.job.min_agreement, self.job.max_miou_drop)
-        self.attempts.append(Attempt(step, method, equalized, list(exclude), verdict.agreement, verdict.miou_drop,
-                                     time.perf_counter() - start, passed))
-        self.job.log(f"{step:24s} agreement {100 * verdict.agreement:6.2f}%  ({len(exclude)} node(s) FP32, "
-                     f"{time.perf_counter() - start:.1f} s)")
-        return model, verdict, passed
+    def judge(self, candidate: Candidate) -> Candidate:
+        """Run the candidate's file on the held-out images (and the labelled list) and judge it."""
+        job = self.job
+        with open_runner(candidate.path) as runner:
+            miou = (job.reference_miou, job.miou(runner)) if job.miou is not None else None
+            candidate.verdict = judge(job.reference, logits(runner, job.verify), miou)
+        candidate.passed = candidate.verdict.passes(job.min_agreement, job.max_miou_drop)
+        seconds = time.perf_counter() - candidate.started
+        self.attempts.append(Attempt(candidate.step, candidate.method, candidate.equalized, candidate.kept_fp32,
+                                     candidate.verdict.agreement, candidate.verdict.miou_drop, seconds,
+                                     candidate.passed))
+        drop = candidate.verdict.miou_drop
+        job.log(f"{candidate.step:24s} agreement {100 * candidate.verdict.agreement:6.2f}%  "
+                + (f"mIoU drop {drop:+.2f} pts  " if drop is not None else "")
+                + f"({len(candidate.kept_fp32)} node(s) FP32, {seconds:.1f} s)")
+        if not candidate.passed and candidate.step != "plain":
+            candidate.path.unlink()  # only the plain file (latency) and the one that passed are needed
+        return candidate
+
+    def attempt(self, step: str, source: Path, method: str | None, exclude: list[str], equalized: bool
+                ) -> Candidate:
+        return self.judge(self.convert(step, source, method, exclude, equalized))
 
 
-def repair(job: Job, work: Path, fallback: str = "auto", max_runs: int | None = None) -> Outcome:
-    """Convert `job.source`; below the gate, repair (fallback 'auto') or refuse (GateError, 'none').
-    `max_runs`: conversions in all, MAX_RUNS by default."""
+def repair(search: Search, plain: Candidate, fallback: str = "auto", max_runs: int | None = None) -> Outcome:
+    """The outcome of a judged plain conversion: itself when it passed; below the gate, repaired (fallback
+    'auto') or refused (GateError, 'none'). `max_runs`: conversions in all, MAX_RUNS by default."""
+    job = search.job
     max_runs = MAX_RUNS if max_runs is None else max_runs
-    search = _Search(job, work)
-    model, verdict, passed = search.attempt("plain", job.source, job.method, [], False)
-    outcome = Outcome(model, verdict, verdict, model, job.method, False, 0, [], search.attempts)
-    if passed:
+    outcome = Outcome(plain, plain, search.attempts)
+    if plain.passed:
         return outcome
     if fallback == "none":
-        raise GateError(verdict.failure(job.what, job.min_agreement, job.max_miou_drop)
+        raise GateError(plain.verdict.failure(job.what, job.min_agreement, job.max_miou_drop)
                         + "; automatic repair is off (--fallback none), nothing written")
-    outcome.sensitivity = compare_layers(job.source, model, job.calib[:RANK_IMAGES])
-    base, best = job.source, (model, verdict)
+    outcome.sensitivity = compare_layers(job.source_model, plain.model, job.calib[:RANK_IMAGES])
+    base, best = job.source, plain
     if job.precision == "int8":
-        equalized = equalize(job.source, work / "equalized.onnx")
-        outcome.equalized_pairs = equalized.pairs
+        equalized = equalize(job.source, search.work / "equalized.onnx")
         if equalized.pairs and _still_fp32(job, equalized.path):
-            model, verdict, passed = search.attempt("equalized", equalized.path, job.method, [], True)
-            if verdict.agreement >= best[1].agreement:
-                base, best, outcome.equalized = equalized.path, (model, verdict), True
-            if passed:
-                return _done(outcome, model, verdict, [])
-        for method in REPAIR_METHODS[job.target]:
+            candidate = search.attempt("equalized", equalized.path, job.method, [], True)
+            if candidate.verdict.agreement >= best.verdict.agreement:
+                base, best = equalized.path, candidate
+            if candidate.passed:
+                return _chosen(outcome, candidate)
+        for method in job.target.methods:
             if method == job.method or len(search.attempts) >= max_runs:
                 continue
-            model, verdict, passed = search.attempt(f"method {method}", base, method, [], outcome.equalized)
-            if verdict.agreement > best[1].agreement:
-                best, outcome.method = (model, verdict), method
-            if passed:
-                return _done(outcome, model, verdict, [])
+            candidate = search.attempt(f"method {method}", base, method, [], base != job.source)
+            if candidate.verdict.agreement > best.verdict.agreement:
+                best = candidate
+            if candidate.passed:
+                return _chosen(outcome, candidate)
     return _fallback(search, outcome, base, best, max_runs)
 
 
 def _still_fp32(job: Job, path: Path) -> bool:
     """Equalization is exact in FP32; a model it changed beyond float rounding is not used."""
-    report = judge(job.reference, run_logits(session(path), job.verify))
+    with open_runner(path) as runner:
+        report = judge(job.reference, logits(runner, job.verify))
     ok = report.max_rel_to_range <= FP32_MAX_REL
     if not ok:
         job.log(f"equalization changed the FP32 output (error / range {report.max_rel_to_range:.2g}): not used")
     return ok
 
 
-def _fallback(search: _Search, outcome: Outcome, base: Path, best, max_runs: int) -> Outcome:
+def _fallback(search: Search, outcome: Outcome, base: Path, best: Candidate, max_runs: int) -> Outcome:
     """Keep the worst node (by the error it adds, re-ranked after each conversion) in FP32 until the gate holds.
-    For ONNX Runtime the node producing its input goes too: that quantizer puts the Q/DQ at the producer."""
+    For a target whose quantizer puts the Q/DQ at the producer (ONNX Runtime), the producer of its input goes
+    too."""
     import onnx
 
     job = search.job
-    graph = onnx.load(str(base))
+    graph = job.source_model if base == job.source else onnx.load(str(base))
     compute = [n.name for n in graph.graph.node if n.op_type in COMPUTE]
     upstream = upstream_compute(graph)
     exclude: list[str] = []
-    model, verdict = best
+    model = best.model
     while len(search.attempts) < max_runs and len(exclude) < MAX_FP32_SHARE * len(compute):
-        ranked = [r for r in sorted(compare_layers(base, model, job.calib[:RANK_IMAGES]), key=lambda r: -r.jump)
+        ranked = [r for r in sorted(compare_layers(graph, model, job.calib[:RANK_IMAGES]), key=lambda r: -r.jump)
                   if r.node not in exclude]
         if not ranked:
             break
         chosen = [ranked[0].node]
-        if job.target == "onnxruntime":
+        if job.target is not None and job.target.fallback_takes_producer:
             chosen += sorted(upstream.get(ranked[0].node, set()) - set(exclude))
         exclude += [n for n in chosen if n not in exclude]
-        model, verdict, passed = search.attempt(f"fallback {len(exclude)} node(s)", base, outcome.method, exclude,
-                                                outcome.equalized)
-        if passed:
-            return _done(outcome, model, verdict, exclude)
+        candidate = search.attempt(f"fallback {len(exclude)} node(s)", base, best.method, exclude,
+                                   base != job.source)
+        model = candidate.model
+        if candidate.passed:
+            return _chosen(outcome, candidate)
     best_agreement = max(a.agreement for a in search.attempts)
     advice = " or convert to FP16 instead" if job.precision == "int8" else ""
     raise GateError(f"{job.what} keeps at most {100 * best_agreement:.2f}% of the FP32 labels on "
@@ -177,8 +215,8 @@ def _fallback(search: _Search, outcome: Outcome, base: Path, best, max_runs: int
                     f"{advice} (nothing written)")
 
 
-def _done(outcome: Outcome, model, verdict: Verdict, exclude: list[str]) -> Outcome:
-    outcome.model, outcome.verdict, outcome.kept_fp32 = model, verdict, list(exclude)
+def _chosen(outcome: Outcome, candidate: Candidate) -> Outcome:
+    outcome.chosen = candidate
     return outcome
 
 

@@ -1,10 +1,9 @@
 """The gate a converted (FP16/INT8) model must pass against its FP32 source: strict argmax agreement on
 held-out images, and the mIoU drop when labelled images are given. A tie-tolerant figure is shown beside it
-but never decides: without a tight error bound it excuses any candidate, noise and zeros included."""
+but never decides: without a tight error bound it excuses any candidate, noise and zeros included. The
+models are run elsewhere (export.evaluation); this module only decides."""
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -13,7 +12,6 @@ from export.parity import compare_outputs
 from pspcore.errors import PSPError
 
 DEFAULT_GATES = {"fp16": 0.995, "int8": 0.98}  # strict argmax agreement with FP32
-ORT_THREADS = 2
 
 
 class GateError(PSPError):
@@ -70,37 +68,3 @@ def judge(reference: np.ndarray, candidate: np.ndarray, miou: tuple[float, float
     return Verdict(agreement=report.argmax_agreement, tie_agreement=report.tie_agreement,
                    max_rel_to_range=report.max_rel_to_range, images=len(reference), pixels=report.pixels,
                    miou_reference=None if miou is None else miou[0], miou_candidate=None if miou is None else miou[1])
-
-
-def session(model, threads: int = ORT_THREADS):
-    """ONNX Runtime CPU session of a model path or an in-memory ModelProto (not written anywhere)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    source = str(model) if isinstance(model, (str, os.PathLike)) else model.SerializeToString()
-    try:
-        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ONNX Runtime raises its own exception types
-        raise PSPError(f"ONNX Runtime cannot load the model: {type(exc).__name__}: {exc}") from None
-
-
-def run_logits(sess, batch: np.ndarray) -> np.ndarray:
-    """First output of `sess` for `batch`, one image at a time (bounds memory on large models)."""
-    name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: batch[i:i + 1]})[0] for i in range(len(batch))])
-
-
-def evaluate_miou(sess, eval_list: str | os.PathLike, info, size: tuple[int, int], limit: int | None = None) -> float:
-    """mIoU of an ONNX Runtime session over a labelled list (pspnet.evaluate, sliding windows of `size`: the
-    protocol psp-bench accuracy uses)."""
-    from pspnet.data.listfile import ListFileSource
-    from pspnet.evaluate import EvalMode, evaluate
-
-    name = sess.get_inputs()[0].name
-    result = evaluate(lambda x: sess.run(None, {name: x.astype(np.float32)})[0], ListFileSource(eval_list),
-                      info.num_classes, mode=EvalMode("slide", crop=tuple(size)), class_names=info.class_names,
-                      mean=info.mean, std=info.std, limit=limit, progress=False)
-    miou = float(result.miou)
-    return 0.0 if math.isnan(miou) else miou

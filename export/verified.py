@@ -1,31 +1,36 @@
 """Verified FP16/INT8 conversion: the FP32 model and its conversion run on held-out images, the conversion is
 gated on strict argmax agreement (and the mIoU drop on labelled images), repaired when below the gate, and
-only a model that passes is written, with what repair did recorded in its metadata."""
+only a model that passes is written, with what repair did recorded in its metadata; the written file is then
+run again and must pass the same gate, or it is removed.
+
+The conversion is a pipeline of small steps (STEPS) that hand what they learn on in one State: the FP32
+model is opened once, and no step reads again what an earlier one knew."""
 from __future__ import annotations
 
 import os
-import statistics
-import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from export.calibration import DEFAULT_NUM_IMAGES, spread
-from export.precision import (calibration_batch, calibration_size, check_int8_options, int8_extra, save_with_info,
-                              source_info)
-from export.precision_report import PrecisionReport, flops_share, write_report_json
+from export.evaluation import evaluate_miou, latency_ms, logits, open_runner
+from export.int8 import Int8Target, int8_extra, int8_target
 from export.layerwise import compare_layers
-from export.repair import RANK_IMAGES, Job, attempts_as_dicts, repair
-from export.verdict import DEFAULT_GATES, evaluate_miou, run_logits, session
+from export.precision import calibration_batch, calibration_size, check_source, save_with_info
+from export.precision_report import PrecisionReport, flops_share, write_report_json
+from export.repair import RANK_IMAGES, Candidate, Job, Outcome, Search, attempts_as_dicts, repair
+from export.scenes import draw_scene
+from export.verdict import DEFAULT_GATES, GateError, Verdict, judge
 from pspcore.errors import InputError
 from pspcore.files import check_writable, list_images
 from pspcore.model_info import ModelInfo
 from pspcore.preprocess import prepare_frame
+from pspcore.runner import Runner
 
 DRAWN_SCENES = 6  # FP16 check images when none are given
-LATENCY_RUNS = 5
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,7 @@ class Conversion:
     """Options of a verified conversion (the psp-export fp16 / int8 options)."""
 
     precision: str
-    target: str | None = None  # INT8 only
+    target: str | None = None  # INT8 only: a name in export.int8.INT8_TARGETS
     method: str = "entropy"
     num_images: int | None = DEFAULT_NUM_IMAGES
     size: tuple[int, int] | None = None
@@ -42,7 +47,46 @@ class Conversion:
     eval_list: str | None = None
     max_miou_drop: float | None = None
     fallback: str = "auto"
-    latency: bool | None = None  # None: measured for the onnxruntime target
+
+
+@dataclass
+class State:
+    """What one conversion knows so far, handed from step to step. Set when it starts: the paths, options,
+    gate and the open FP32 model; by the steps, in order: the FP32 model's info and graph, the image batches,
+    the FP32 reference on them, the plain and the chosen candidate, the metadata to write, and the written
+    file's verdict."""
+
+    src: Path
+    dst: Path
+    options: Conversion
+    calib_paths: list[Path]
+    gate: float
+    target: Int8Target | None
+    fp32: Runner  # the FP32 model, opened once for the whole conversion
+    work: Path  # candidate files
+    log: Callable[[str], None]
+    want_sensitivity: bool = False
+    info: ModelInfo | None = None
+    source_model: object = None  # onnx.ModelProto of src, loaded once
+    size: tuple[int, int] | None = None
+    calib: np.ndarray | None = None
+    verify: np.ndarray | None = None
+    where: str = ""
+    reference: np.ndarray | None = None
+    reference_miou: float | None = None
+    search: Search | None = None
+    plain: Candidate | None = None
+    outcome: Outcome | None = None
+    written_info: ModelInfo | None = None
+    written: Verdict | None = None
+    latency: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def int8(self) -> bool:
+        return self.options.precision == "int8"
+
+    def miou(self, runner: Runner) -> float:
+        return evaluate_miou(runner, self.options.eval_list, self.info, self.size)
 
 
 def held_out(paths: list[Path]) -> tuple[list[Path], list[Path]]:
@@ -54,93 +98,176 @@ def held_out(paths: list[Path]) -> tuple[list[Path], list[Path]]:
     return [p for p in paths if p not in held], held
 
 
-def _verification_batch(src, info: ModelInfo, size, paths: list[Path] | None, num_images: int | None,
-                        what: str) -> np.ndarray:
-    if paths is None:  # FP16 without images: drawn street scenes, letterboxed like frames
-        from export.parity import draw_scene
-
-        shapes = [(size[0], size[1]), (size[0] * 3 // 4, size[1]), (size[0], size[1] * 2 // 3)]
-        frames = [draw_scene(*shapes[i % 3], seed=500 + i) for i in range(DRAWN_SCENES)]
-        return np.stack([prepare_frame(f, info, size)[0] for f in frames])
-    return calibration_batch(src, paths, num_images, size, progress=False, what=what).batch
+def drawn_scenes(info: ModelInfo, size: tuple[int, int], count: int = DRAWN_SCENES) -> np.ndarray:
+    """FP16 check images when none are given: drawn street scenes of three shapes, letterboxed like frames."""
+    shapes = [(size[0], size[1]), (size[0] * 3 // 4, size[1]), (size[0], size[1] * 2 // 3)]
+    frames = [draw_scene(*shapes[i % 3], seed=500 + i) for i in range(count)]
+    return np.stack([prepare_frame(f, info, size)[0] for f in frames])
 
 
-def _latency_ms(model, image: np.ndarray, runs: int = LATENCY_RUNS) -> float:
-    sess = session(model)
-    run_logits(sess, image)  # warm-up
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run_logits(sess, image)
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
+# --- the steps, in order -------------------------------------------------------------------------------------
+
+def read_source(state: State) -> None:
+    """The FP32 model's metadata (from its open session) and graph, and the size images are prepared at."""
+    import onnx
+
+    state.info = check_source(state.fp32.info, state.src)
+    state.size = calibration_size(state.src, state.info, state.options.size)
+    state.source_model = onnx.load(str(state.src))
+
+
+def prepare_images(state: State) -> None:
+    """The calibration batch (INT8) and the verification batch: --verify-images, else every 4th calibration
+    image held out (INT8), else drawn scenes (FP16)."""
+    options, verify_paths = state.options, None
+    if options.verify_images is not None:
+        verify_paths = list_images(options.verify_images, recursive=True, what="verification image")
+        state.where = f"from {options.verify_images}"
+    elif state.int8:
+        state.calib_paths, verify_paths = held_out(state.calib_paths)
+        state.where = "held-out calibration"
+    else:
+        state.where = "drawn scene"
+    if state.int8:
+        state.calib = calibration_batch(state.calib_paths, state.info, state.size, options.num_images).batch
+    if verify_paths is None:
+        state.verify = drawn_scenes(state.info, state.size)
+    else:
+        what = "verification" if options.verify_images else "held-out calibration"
+        state.verify = calibration_batch(verify_paths, state.info, state.size, options.num_images, what).batch
+
+
+def run_reference(state: State) -> None:
+    """The FP32 logits on the verification images and, with --eval-list, the FP32 mIoU."""
+    state.reference = logits(state.fp32, state.verify)
+    if state.options.eval_list is not None:
+        state.reference_miou = state.miou(state.fp32)
+
+
+def convert(state: State) -> None:
+    """The plain conversion (no repair), as a candidate file."""
+    options = state.options
+    # FP16 has no calibration set: its ranking runs on the check images
+    job = Job(source=state.src, source_model=state.source_model, info=state.info, precision=options.precision,
+              target=state.target, method=options.method if state.int8 else None,
+              calib=state.calib if state.int8 else state.verify, verify=state.verify, reference=state.reference,
+              min_agreement=state.gate, max_miou_drop=options.max_miou_drop,
+              miou=state.miou if options.eval_list is not None else None, reference_miou=state.reference_miou,
+              log=state.log)
+    state.search = Search(job, state.work)
+    state.plain = state.search.convert("plain", state.src, job.method, [], False)
+
+
+def judge_plain(state: State) -> None:
+    state.search.judge(state.plain)
+
+
+def repair_below_gate(state: State) -> None:
+    """The plain candidate when it passed; else the repaired one (or GateError)."""
+    state.outcome = repair(state.search, state.plain, state.options.fallback)
+
+
+def describe(state: State) -> None:
+    """The metadata the written model carries (precision, calibration, what repair did) and, for the report,
+    the per-layer sensitivity of the plain conversion when repair did not already rank the layers."""
+    outcome, info = state.outcome, state.info
+    if state.want_sensitivity and not outcome.sensitivity:  # the report shows it even when nothing failed
+        ranking_images = state.search.job.calib[:RANK_IMAGES]
+        outcome.sensitivity = compare_layers(state.source_model, outcome.plain.model, ranking_images)
+    chosen = outcome.chosen
+    extra = int8_extra(info, state.target.name, chosen.method, state.calib) if state.int8 else dict(info.extra)
+    extra["precision_repair"] = {
+        "equalized": chosen.equalized, "method": chosen.method, "kept_fp32": chosen.kept_fp32,
+        "agreement": round(chosen.verdict.agreement, 6), "gate": state.gate, "verification_images": len(state.verify),
+        "conversions": len(outcome.attempts)}
+    state.written_info = info.with_(precision=state.options.precision, extra=extra)
+
+
+def write(state: State) -> None:
+    save_with_info(state.outcome.chosen.model, state.written_info, state.dst)
+
+
+def verify_written(state: State) -> None:
+    """Run the written file itself on the verification images (and the labelled list) and confirm the gate
+    on it; the report's figures come from here. A file that fails is removed (GateError)."""
+    options = state.options
+    try:
+        with open_runner(state.dst) as runner:
+            miou = (state.reference_miou, state.miou(runner)) if options.eval_list is not None else None
+            state.written = judge(state.reference, logits(runner, state.verify), miou)
+            if state.written.passes(state.gate, options.max_miou_drop) and state.target and state.target.runs_here:
+                state.latency = _latencies(state, runner)
+    except BaseException:
+        state.dst.unlink(missing_ok=True)
+        raise
+    if not state.written.passes(state.gate, options.max_miou_drop):
+        state.dst.unlink(missing_ok=True)
+        what = state.search.job.what
+        raise GateError(state.written.failure(f"the written {what} {state.dst.name}", state.gate,
+                                              options.max_miou_drop) + "; it was removed")
+
+
+STEPS = (read_source, prepare_images, run_reference, convert, judge_plain, repair_below_gate, describe, write,
+         verify_written)
+
+
+def _latencies(state: State, written: Runner) -> dict[str, float]:
+    """Median batch-1 latency of FP32, the plain conversion and (when repaired) the written model."""
+    image = state.verify[:1]
+    result = {"fp32": latency_ms(state.fp32, image)}
+    if state.outcome.chosen is state.outcome.plain:
+        result["int8 plain"] = latency_ms(written, image)
+    else:
+        with open_runner(state.outcome.plain.path) as plain:
+            result["int8 plain"] = latency_ms(plain, image)
+        result["int8 repaired"] = latency_ms(written, image)
+    return result
+
+
+def _checked(options: Conversion) -> tuple[Int8Target | None, float]:
+    """(INT8 target, gate) of valid options; bad ones fail before any model is opened."""
+    target = int8_target(options.target, options.method) if options.precision == "int8" else None
+    if options.verify_images is not None and not Path(options.verify_images).is_dir():
+        raise InputError(f"verification image folder not found: {options.verify_images}")
+    gate = options.min_agreement if options.min_agreement is not None else DEFAULT_GATES[options.precision]
+    return target, gate
 
 
 def convert_verified(src: str | os.PathLike, dst: str | os.PathLike, options: Conversion, calib_images=(),
                      report_path: str | os.PathLike | None = None, log=lambda line: None) -> PrecisionReport:
-    """Convert, verify, repair if needed (options.fallback 'auto'), and write `dst` only when the gate holds;
-    a GateError (nothing written) otherwise. Returns the report (also written to `report_path` as JSON)."""
-    import onnx
+    """Convert, verify, repair if needed (options.fallback 'auto'), write `dst` only when the gate holds and
+    confirm it on the written file; a GateError (nothing left at `dst`) otherwise. Returns the report (also
+    written to `report_path` as JSON)."""
+    import tempfile
 
     start = time.perf_counter()
-    info = source_info(src)
-    int8 = options.precision == "int8"
-    if int8:
-        check_int8_options(options.target, options.method)
-    gate = options.min_agreement if options.min_agreement is not None else DEFAULT_GATES[options.precision]
+    target, gate = _checked(options)
     check_writable(dst)
-    size = calibration_size(src, info, options.size)
-    calib_paths, verify_paths = list(calib_images), None
-    if options.verify_images is not None:
-        if not Path(options.verify_images).is_dir():
-            raise InputError(f"verification image folder not found: {options.verify_images}")
-        verify_paths = list_images(options.verify_images, recursive=True, what="verification image")
-        where = f"from {options.verify_images}"
-    elif int8:
-        calib_paths, verify_paths = held_out([Path(p) for p in calib_paths])
-        where = "held-out calibration"
-    else:
-        where = "drawn scene"
-    calib = calibration_batch(src, calib_paths, options.num_images, size, progress=False).batch if int8 else None
-    verify = _verification_batch(src, info, size, verify_paths, options.num_images,
-                                 "verification" if options.verify_images else "held-out calibration")
-    reference_sess = session(src)
-    miou = None
-    if options.eval_list is not None:
-        miou = lambda sess: evaluate_miou(sess, options.eval_list, info, size)  # noqa: E731
-    # FP16 has no calibration set: its ranking runs on the check images
-    job = Job(source=Path(src), precision=options.precision, target=options.target if int8 else None,
-              method=options.method if int8 else None, calib=calib if int8 else verify, verify=verify,
-              reference=run_logits(reference_sess, verify), min_agreement=gate, max_miou_drop=options.max_miou_drop,
-              miou=miou, reference_miou=miou(reference_sess) if miou else None, log=log)
-    with tempfile.TemporaryDirectory(prefix="psp-repair-") as work:
-        outcome = repair(job, Path(work), options.fallback)
-        source_model = onnx.load(str(src))
-        if report_path is not None and not outcome.sensitivity:  # the report shows it even when nothing failed
-            outcome.sensitivity = compare_layers(source_model, outcome.plain_model, job.calib[:RANK_IMAGES])
-        extra = int8_extra(info, options.target, outcome.method, calib) if int8 else dict(info.extra)
-        extra["precision_repair"] = {
-            "equalized": outcome.equalized, "method": outcome.method, "kept_fp32": outcome.kept_fp32,
-            "agreement": round(outcome.verdict.agreement, 6), "gate": gate, "verification_images": len(verify),
-            "conversions": len(outcome.attempts)}
-        latency = {}
-        if options.latency or (options.latency is None and options.target == "onnxruntime"):
-            latency = {"fp32": _latency_ms(src, verify[:1]), "int8 plain": _latency_ms(outcome.plain_model, verify[:1])}
-            if outcome.model is not outcome.plain_model:
-                latency["int8 repaired"] = _latency_ms(outcome.model, verify[:1])
-        save_with_info(outcome.model, info.with_(precision=options.precision, extra=extra), dst)
+    with open_runner(src) as fp32, tempfile.TemporaryDirectory(prefix="psp-repair-") as work:
+        state = State(src=Path(src), dst=Path(dst), options=options, calib_paths=[Path(p) for p in calib_images],
+                      gate=gate, target=target, fp32=fp32, work=Path(work), log=log,
+                      want_sensitivity=report_path is not None)
+        for step in STEPS:
+            step(state)
+    report = _report(state, time.perf_counter() - start)
+    if report_path is not None:
+        write_report_json(report, report_path)
+    return report
+
+
+def _report(state: State, seconds: float) -> PrecisionReport:
+    outcome, options = state.outcome, state.options
+    chosen, latency = outcome.chosen, state.latency
     warnings = []
     final = latency.get("int8 repaired", latency.get("int8 plain"))
     if latency and final >= latency["fp32"]:
         warnings.append(f"INT8 ({final:.1f} ms) is not faster than FP32 ({latency['fp32']:.1f} ms) on this machine")
-    report = PrecisionReport(
-        precision=options.precision, target=options.target if int8 else None, source=str(src), output=str(dst),
-        method=outcome.method, calibration_images=len(calib) if int8 else 0, verification=where,
-        verification_images=len(verify), min_agreement=gate, max_miou_drop=options.max_miou_drop,
-        before=outcome.plain.to_dict(), after=outcome.verdict.to_dict(), equalized=outcome.equalized,
-        kept_fp32=outcome.kept_fp32, fp32_flops_share=flops_share(source_model, outcome.kept_fp32, size),
+    return PrecisionReport(
+        precision=options.precision, target=state.target.name if state.target else None, source=str(state.src),
+        output=str(state.dst), method=chosen.method, calibration_images=len(state.calib) if state.int8 else 0,
+        verification=state.where, verification_images=len(state.verify), min_agreement=state.gate,
+        max_miou_drop=options.max_miou_drop, before=outcome.plain.verdict.to_dict(), after=state.written.to_dict(),
+        equalized=chosen.equalized, kept_fp32=chosen.kept_fp32,
+        fp32_flops_share=flops_share(state.source_model, chosen.kept_fp32, state.size),
         attempts=attempts_as_dicts(outcome.attempts), sensitivity=[r.to_dict() for r in outcome.sensitivity],
-        latency_ms=latency, warnings=warnings, seconds=time.perf_counter() - start)
-    if report_path is not None:
-        write_report_json(report, report_path)
-    return report
+        latency_ms=latency, warnings=warnings, seconds=seconds)

@@ -52,3 +52,47 @@ def scene_onnx(scene_classifier, tiny_info, tmp_path_factory):
     path = tmp_path_factory.mktemp("scene_onnx") / "scene.onnx"
     export_onnx(scene_classifier, tiny_info, path, size=SIZE)
     return path, scene_classifier, tiny_info
+
+
+FP16_LOST_STEP = 4e-4  # 1 + this rounds to 1 in FP16 (its spacing at 1 is 2 ** -10)
+
+
+@pytest.fixture(scope="session")
+def fp16_hostile_onnx(tiny_info, tmp_path_factory):
+    """A 3-conv classifier FP16 cannot hold, while every value and weight stays far inside FP16's range (so
+    AutoCast converts it all): `features` makes two equal channels f, `difference` takes (1 + d) f - f = d f
+    (in FP16 its weight 1 + d rounds to 1 and the difference to 0), `classify` scales d f back up into
+    nearest-centre logits 2 c_k f - c_k^2 with the centres at quantiles of f, so every class
+    shows. Keeping `difference` FP32 repairs it."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.precision import save_with_info
+    from export.verified import drawn_scenes
+    from tests.export.scenes import SIZE
+
+    rng = np.random.default_rng(0)
+    feature = rng.normal(0, 1, (1, 3, 3, 3)).astype(np.float32)
+    weights = {"features.weight": np.concatenate([feature, feature]),
+               "difference.weight": np.array([[[[1 + FP16_LOST_STEP]], [[-1.0]]]], np.float32)}
+    images = drawn_scenes(tiny_info, SIZE)
+    padded = np.pad(images, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    f = sum(feature[0, c, i, j] * padded[:, c, i:i + SIZE[0], j:j + SIZE[1]]
+            for c in range(3) for i in range(3) for j in range(3))
+    centres = np.quantile(f, [0.1, 0.3, 0.5, 0.7, 0.9]).astype(np.float32)
+    weights["classify.weight"] = (2 * centres / FP16_LOST_STEP).reshape(5, 1, 1, 1).astype(np.float32)
+    weights["classify.bias"] = -(centres ** 2)
+    nodes = [helper.make_node("Conv", ["image", "features.weight"], ["features"], name="features", pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["features", "difference.weight"], ["difference"], name="difference"),
+             helper.make_node("Conv", ["difference", "classify.weight", "classify.bias"], ["logits"], name="classify")]
+    graph = helper.make_graph(
+        nodes, "fp16_hostile", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, *SIZE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 5, *SIZE])],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path = tmp_path_factory.mktemp("fp16_hostile") / "fp16_hostile.onnx"
+    info = tiny_info.with_(arch="fp16_hostile", input_size=SIZE, num_classes=5)
+    return save_with_info(model, info, path)

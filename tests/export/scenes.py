@@ -4,7 +4,7 @@ logits vary over a scene like a trained model's."""
 import numpy as np
 import torch
 
-from export.parity import draw_scene
+from export.scenes import draw_scene
 from pspcore.model_info import ModelInfo
 from pspcore.preprocess import prepare_frame
 

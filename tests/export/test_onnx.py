@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from export.onnx import export_checkpoint, export_onnx, feature_size
-from export.parity import compare_outputs, sample_batch
+from export.parity import compare_outputs
+from export.scenes import sample_batch
 from pspcore.errors import InputError, PSPError
 from pspcore.model_info import ModelInfo
 

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from export.parity import compare_outputs, draw_scene, sample_batch, worst
+from export.parity import compare_outputs, worst
+from export.scenes import draw_scene, sample_batch
 from pspcore.model_info import ModelInfo
 
 

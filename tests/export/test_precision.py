@@ -6,10 +6,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from export.parity import compare_outputs, write_scenes
-from export.precision import (POOLING_PATTERN, calibration_size, convert_fp16, output_region, pooling_nodes,
-                              quantize_int8)
+from export.int8 import int8_target
+from export.parity import compare_outputs
+from export.precision import POOLING_PATTERN, calibration_batch, calibration_size, output_region, pooling_nodes
 from export.precision_cli import fp16_command, int8_command
+from export.scenes import write_scenes
 from pspcore.errors import InputError
 from pspcore.model_info import ModelInfo
 from pspcore.model_info import read_onnx_info
@@ -33,10 +34,16 @@ def _types(model) -> dict[str, int]:
     return {v.name: v.type.tensor_type.elem_type for v in values}
 
 
+def _convert(command, src, dst, *args):
+    """Run psp-export fp16/int8 as a user would; the path written."""
+    result = CliRunner().invoke(command, [str(src), "-o", str(dst), *args])
+    assert result.exit_code == 0, result.output
+    return dst
+
+
 @pytest.fixture(scope="module")
 def fp16_model(scene_onnx, tmp_path_factory):
-    path = tmp_path_factory.mktemp("fp16") / "m.fp16.onnx"
-    return convert_fp16(scene_onnx[0], path)
+    return _convert(fp16_command, scene_onnx[0], tmp_path_factory.mktemp("fp16") / "m.fp16.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +71,9 @@ def test_fp16_keeps_io_metadata_and_sensitive_ops_fp32(fp16_model, scene_onnx):
         node = by_name[name]
         if node.op_type in ("MatMul", "Resize"):
             assert types[node.output[0]] == float32, name
-    assert read_onnx_info(fp16_model) == read_onnx_info(scene_onnx[0]).with_(precision="fp16")
+    written = read_onnx_info(fp16_model)
+    assert written.with_(extra={}) == read_onnx_info(scene_onnx[0]).with_(precision="fp16")
+    assert written.extra["precision_repair"]["kept_fp32"] == []
 
 
 def test_the_pooling_pattern_finds_every_pyramid_matmul(tiny_onnx):
@@ -74,31 +83,36 @@ def test_the_pooling_pattern_finds_every_pyramid_matmul(tiny_onnx):
     assert POOLING_PATTERN.startswith(".*")  # AutoCast and ModelOpt match names from the start
 
 
-def test_model_without_our_metadata_converts_with_a_notice(tiny_onnx, tmp_path, capsys):
+def test_model_without_our_metadata_converts_with_a_notice(tiny_onnx, tmp_path):
     foreign = onnx.load(str(tiny_onnx[0]))
     del foreign.metadata_props[:]
     onnx.save(foreign, str(tmp_path / "foreign.onnx"))
-    out = convert_fp16(tmp_path / "foreign.onnx", tmp_path / "foreign.fp16.onnx")
-    assert "carries no pspnet metadata" in capsys.readouterr().err
+    out = tmp_path / "foreign.fp16.onnx"
+    result = CliRunner().invoke(fp16_command, [str(tmp_path / "foreign.onnx"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("carries no pspnet metadata") == 1  # the source only, not each candidate
     info = read_onnx_info(out)
     assert info.precision == "fp16" and info.num_classes == 5
 
 
 def test_converted_models_are_not_converted_again(fp16_model, tmp_path, calib_dir):
-    with pytest.raises(InputError, match="already an fp16 model"):
-        convert_fp16(fp16_model, tmp_path / "again.onnx")
-    with pytest.raises(InputError, match="already an fp16 model"):
-        quantize_int8(fp16_model, tmp_path / "again.onnx", [calib_dir / "scene_0.png"])
+    for command, args in [(fp16_command, []), (int8_command, ["--calib-images", str(calib_dir)])]:
+        result = CliRunner().invoke(command, [str(fp16_model), "-o", str(tmp_path / "again.onnx"), *args])
+        assert result.exit_code == 2 and "already an fp16 model" in result.output, result.output
     assert list(tmp_path.iterdir()) == []
 
 
 def test_bad_int8_options(tiny_onnx, tmp_path, calib_dir):
     with pytest.raises(InputError, match="target"):
-        quantize_int8(tiny_onnx[0], tmp_path / "q.onnx", [calib_dir / "scene_0.png"], target="tflite")
-    with pytest.raises(InputError, match="method"):
-        quantize_int8(tiny_onnx[0], tmp_path / "q.onnx", [calib_dir / "scene_0.png"], method="percentile")
+        int8_target("tflite")
+    with pytest.raises(InputError, match="method for tensorrt must be one of entropy, max"):
+        int8_target("tensorrt", "percentile")
+    assert int8_target("onnxruntime", "percentile").name == "onnxruntime"
+    result = CliRunner().invoke(int8_command, [str(tiny_onnx[0]), "-o", str(tmp_path / "q.onnx"), "--calib-images",
+                                               str(calib_dir), "--method", "percentile"])
+    assert result.exit_code == 2 and "method for tensorrt" in result.output and not (tmp_path / "q.onnx").exists()
     with pytest.raises(InputError, match="could be read"):
-        quantize_int8(tiny_onnx[0], tmp_path / "q.onnx", [tmp_path / "missing.png"])
+        calibration_batch([tmp_path / "missing.png"], ModelInfo(), (33, 33))
     with pytest.raises(InputError, match="pass --size"):
         calibration_size("m.onnx", ModelInfo(input_size=None), None)
     assert calibration_size("m.onnx", ModelInfo(input_size=(97, 97)), (33, 49)) == (33, 49)
@@ -108,14 +122,14 @@ def test_bad_int8_options(tiny_onnx, tmp_path, calib_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["tensorrt", "onnxruntime"])
 def test_int8_runs_in_onnxruntime_and_agrees(target, scene_onnx, tmp_path, calib_dir):
-    path = quantize_int8(scene_onnx[0], tmp_path / f"m.int8.{target}.onnx", sorted(calib_dir.iterdir()),
-                         target=target, num_images=4, progress=False)
+    path = _convert(int8_command, scene_onnx[0], tmp_path / f"m.int8.{target}.onnx", "--calib-images", str(calib_dir),
+                    "--target", target, "--num-images", "4", "--min-agreement", "0", "--fallback", "none")
     report = _parity(path, scene_onnx[1], scene_onnx[2])
     print(f"INT8 ({target}) vs PyTorch FP32: {report.describe()}")
     assert report.argmax_agreement >= 0.97, report.describe()
     info = read_onnx_info(path)
     assert info.precision == "int8" and info.extra["int8_target"] == target
-    assert info.extra["calibration"] == {"method": "entropy", "images": 4, "size": [65, 65]}
+    assert info.extra["calibration"] == {"method": "entropy", "images": 4, "size": [65, 65]}  # 2 of 6 held out
     model = onnx.load(str(path))
     assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
     # The pooling MatMuls read no dequantized tensors: the exact averages stay unquantized.

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from export.calibration import find_calibration_images, load_calibration_set, spread
-from export.parity import draw_scene
+from export.scenes import draw_scene
 from pspcore.errors import InputError
 from pspcore.model_info import ModelInfo
 from pspcore.preprocess import prepare_frame
@@ -80,17 +80,17 @@ def test_unreadable_images_are_skipped_and_reported(image_dir):
 
 @pytest.mark.parametrize("n, stride", [(64, 2), (16, 2), (13, 1), (1, 1), (2, 2)])
 def test_calibration_stride_divides_the_image_count(n, stride):
-    from export.precision import calibration_stride
+    from export.int8 import calibration_stride
 
     assert calibration_stride(n) == stride and n % stride == 0
 
 
 def test_calibration_reader_serves_each_stride_then_stops():
     """ONNX Runtime reads strides with set_range + get_next until None; every image comes exactly once."""
-    from export.precision import _Batches
+    from export.int8 import _Batches
 
     batch = np.arange(5 * 3 * 2 * 2, dtype=np.float32).reshape(5, 3, 2, 2)
-    reader = _Batches("image", batch, progress=False)
+    reader = _Batches("image", batch)
     assert len(reader) == 5
     seen = []
     for start in range(0, 5, 2):

@@ -1,17 +1,27 @@
-"""Verified FP16/INT8 conversion on the outlier network of issue #13 (tests/export/outlier.py): plain INT8 fails
-the gate, --fallback none refuses and writes nothing, the default repairs it for both INT8 targets, FP16 passes
-untouched; the greedy FP32 fallback when equalization is not available; psp-export compare."""
+"""Verified FP16/INT8 conversion on the outlier network of issue #13 (experiments/outliers.py) and an FP16-hostile
+network (tests/export/conftest.py): plain INT8 fails the gate, --fallback none refuses and writes nothing, the
+default repairs it for both INT8 targets, FP16 passes untouched, FP16 repair by FP32 fallback; the mIoU gate;
+the calibration-method switch and a rejected equalization; the greedy FP32 fallback when equalization is not
+available; a written file below the gate removed; psp-export compare. Every written file is run again here
+and compared with FP32 on the held-out images: the tests never take the conversion's word for it."""
+import dataclasses
 import json
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
-from export.parity import write_scenes
-from export.precision_cli import fp16_command, int8_command
-from pspcore.model_info import read_onnx_info
 from experiments.outliers import with_outliers
+from export.evaluation import evaluate_miou, logits, open_runner
+from export.precision import calibration_batch
+from export.precision_cli import fp16_command, int8_command
+from export.scenes import write_scenes
+from export.verdict import judge
+from export.verified import drawn_scenes, held_out
+from pspcore.model_info import read_onnx_info
 from tests.export.scenes import SIZE, scene_batch
 
 onnx = pytest.importorskip("onnx")
@@ -42,11 +52,52 @@ def scenes_dir(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="module")
+def eval_list(outlier_onnx, scenes_dir, tmp_path_factory):
+    """A labelled list of 4 scenes whose labels are the FP32 model's own (the evaluation's slide protocol): FP32
+    scores 100% mIoU, so a candidate's drop is what it loses."""
+    from pspnet.evaluate import EvalMode, predict_labels
+
+    folder = tmp_path_factory.mktemp("labelled")
+    lines = []
+    with open_runner(outlier_onnx) as fp32:
+        for image in sorted(scenes_dir.iterdir())[:4]:
+            rgb = cv2.cvtColor(cv2.imread(str(image)), cv2.COLOR_BGR2RGB)
+            labels = predict_labels(fp32.infer, rgb, EvalMode("slide", crop=SIZE), fp32.info.mean, fp32.info.std)
+            cv2.imwrite(str(folder / image.name), labels.astype(np.uint8))
+            lines.append(f"{image} {folder / image.name}\n")
+    listing = folder / "eval.txt"
+    listing.write_text("".join(lines))
+    return listing
+
+
 def _int8(args, tmp_path, outlier_onnx, scenes_dir, name="m.int8.onnx"):
     out = tmp_path / name
     result = CliRunner().invoke(int8_command, [str(outlier_onnx), "-o", str(out), "--calib-images", str(scenes_dir),
                                                *args])
     return result, out
+
+
+def _rerun(fp32_path, written: Path, batch: np.ndarray, eval_list=None):
+    """The verdict of the written file itself against its FP32 source on `batch` (and the labelled list)."""
+    with open_runner(fp32_path) as fp32, open_runner(written) as other:
+        miou = None
+        if eval_list is not None:
+            info = fp32.info
+            miou = (evaluate_miou(fp32, eval_list, info, SIZE), evaluate_miou(other, eval_list, info, SIZE))
+        return judge(logits(fp32, batch), logits(other, batch), miou)
+
+
+def _held_out_batch(fp32_path, images_dir: Path) -> np.ndarray:
+    """The INT8 conversion's verification images: every 4th calibration image, prepared the same way."""
+    _, held = held_out(sorted(images_dir.iterdir()))
+    return calibration_batch(held, read_onnx_info(fp32_path), SIZE).batch
+
+
+def _one_error_line(result) -> str:
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    return errors[0]
 
 
 def test_plain_int8_fails_and_fallback_none_refuses_writing_nothing(outlier_onnx, scenes_dir, tmp_path):
@@ -60,7 +111,7 @@ def test_plain_int8_fails_and_fallback_none_refuses_writing_nothing(outlier_onnx
     assert not out.exists() and not list(tmp_path.glob(".m.int8*"))
 
 
-@pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])
+@pytest.mark.parametrize("target", ["onnxruntime", pytest.param("tensorrt", marks=pytest.mark.slow)])
 def test_default_repairs_the_outlier_network_to_the_gate(target, outlier_onnx, scenes_dir, tmp_path):
     report_path = tmp_path / "report.json"
     result, out = _int8(["--target", target, "--json", str(report_path)], tmp_path, outlier_onnx, scenes_dir)
@@ -78,17 +129,146 @@ def test_default_repairs_the_outlier_network_to_the_gate(target, outlier_onnx, s
     assert "FAIL" in result.output and "cross-layer equalization applied" in result.output
     if target == "onnxruntime":
         assert set(report["latency_ms"]) == {"fp32", "int8 plain", "int8 repaired"}
+    rerun = _rerun(outlier_onnx, out, _held_out_batch(outlier_onnx, scenes_dir))
+    assert rerun.agreement >= 0.98 and rerun.agreement == pytest.approx(report["after"]["agreement"])
 
 
-def test_fp16_passes_untouched(outlier_onnx, tmp_path):
+def test_fp16_passes_untouched_on_the_verify_images(outlier_onnx, scenes_dir, tmp_path):
+    verify = tmp_path / "verify"
+    verify.mkdir()
+    for image in sorted(scenes_dir.iterdir())[:3]:
+        (verify / image.name).write_bytes(image.read_bytes())
     out = tmp_path / "m.fp16.onnx"
-    result = CliRunner().invoke(fp16_command, [str(outlier_onnx), "-o", str(out), "--json", str(tmp_path / "r.json")])
+    result = CliRunner().invoke(fp16_command, [str(outlier_onnx), "-o", str(out), "--json", str(tmp_path / "r.json"),
+                                               "--verify-images", str(verify)])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r.json").read_text())
     assert len(report["attempts"]) == 1 and report["after"]["agreement"] >= 0.995 and report["kept_fp32"] == []
-    assert read_onnx_info(out).extra["precision_repair"]["kept_fp32"] == []
+    assert report["verification"] == f"from {verify}" and report["verification_images"] == 3
+    assert read_onnx_info(out).extra["precision_repair"]["verification_images"] == 3
+    batch = calibration_batch(sorted(verify.iterdir()), read_onnx_info(outlier_onnx), SIZE).batch
+    rerun = _rerun(outlier_onnx, out, batch)
+    assert rerun.agreement >= 0.995 and rerun.agreement == pytest.approx(report["after"]["agreement"])
+    missing = CliRunner().invoke(fp16_command, [str(outlier_onnx), "-o", str(tmp_path / "x.onnx"), "--verify-images",
+                                                str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "verification image folder not found" in _one_error_line(missing)
+    assert not (tmp_path / "x.onnx").exists()
 
 
+def test_fp16_repair_keeps_the_hostile_node_fp32(fp16_hostile_onnx, tmp_path):
+    """FP16 rounds the `difference` conv's weight 1 + 4e-4 to 1: plain FP16 loses the labels; repair keeps that
+    node FP32 (AutoCast exclusion) and the written file keeps them."""
+    out, report_path = tmp_path / "h.fp16.onnx", tmp_path / "r.json"
+    result = CliRunner().invoke(fp16_command, [str(fp16_hostile_onnx), "-o", str(out), "--json", str(report_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_path.read_text())
+    assert not report["attempts"][0]["passed"] and report["before"]["agreement"] < 0.5
+    assert report["kept_fp32"] == ["difference"] and report["attempts"][-1]["passed"]
+    assert read_onnx_info(out).extra["precision_repair"]["kept_fp32"] == ["difference"]
+    info = read_onnx_info(fp16_hostile_onnx)
+    rerun = _rerun(fp16_hostile_onnx, out, drawn_scenes(info, SIZE))
+    assert rerun.agreement >= 0.995 and rerun.agreement == pytest.approx(report["after"]["agreement"])
+
+
+def test_written_file_below_the_gate_is_removed(fp16_hostile_onnx, tmp_path, monkeypatch):
+    """The conversion runs the file it wrote: a writer that gets it wrong (here: the logits negated on the way
+    to disk) makes the command fail in one line, with nothing left at the output path."""
+    import onnx
+
+    import export.verified as verified
+
+    real_save = verified.save_with_info
+
+    def negated(model, info, dst):
+        broken = onnx.ModelProto()
+        broken.CopyFrom(model)
+        output = broken.graph.output[0].name
+        for node in broken.graph.node:
+            node.output[:] = [name if name != output else output + "_raw" for name in node.output]
+        broken.graph.node.append(onnx.helper.make_node("Neg", [output + "_raw"], [output], name="negate"))
+        return real_save(broken, info, dst)
+
+    monkeypatch.setattr(verified, "save_with_info", negated)
+    out = tmp_path / "h.fp16.onnx"
+    result = CliRunner().invoke(fp16_command, [str(fp16_hostile_onnx), "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    error = _one_error_line(result)
+    assert "the written FP16 model h.fp16.onnx keeps" in error and "it was removed" in error
+    assert not out.exists() and not list(tmp_path.glob(".h.fp16*"))
+
+
+def test_miou_gate_refuses_plain_int8(outlier_onnx, scenes_dir, eval_list, tmp_path):
+    result, out = _int8(["--target", "onnxruntime", "--fallback", "none", "--min-agreement", "0", "--eval-list",
+                         str(eval_list), "--max-miou-drop", "5"], tmp_path, outlier_onnx, scenes_dir)
+    assert result.exit_code == 1, result.output
+    error = _one_error_line(result)
+    assert "at or above the gate 0%" in error and "(allowed 5)" in error and "nothing written" in error
+    assert float(error.split("mIoU drop ")[1].split(" pts")[0]) > 5
+    assert not out.exists()
+
+
+def test_repair_honours_the_miou_gate(outlier_onnx, scenes_dir, eval_list, tmp_path):
+    """With no agreement gate, only the mIoU drop decides: the plain model passes on agreement but not on mIoU,
+    so repair must go on until the mIoU holds - and the written file holds it when run again."""
+    report_path = tmp_path / "report.json"
+    result, out = _int8(["--target", "onnxruntime", "--min-agreement", "0", "--eval-list", str(eval_list),
+                         "--max-miou-drop", "5", "--json", str(report_path)], tmp_path, outlier_onnx, scenes_dir)
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_path.read_text())
+    first, last = report["attempts"][0], report["attempts"][-1]
+    assert not first["passed"] and first["miou_drop"] > 5 and last["passed"] and last["miou_drop"] <= 5
+    assert report["before"]["miou_reference"] == pytest.approx(1.0) and report["after"]["miou_drop"] <= 5
+    rerun = _rerun(outlier_onnx, out, _held_out_batch(outlier_onnx, scenes_dir), eval_list)
+    assert rerun.miou_drop <= 5 and rerun.miou_drop == pytest.approx(report["after"]["miou_drop"])
+
+
+def test_method_switch_after_a_rejected_equalization(scene_onnx, scenes_dir, tmp_path, monkeypatch):
+    """Repair's middle steps on a network INT8 handles: the chosen calibration (entropy, its activation ranges
+    made to collapse here) fails, an equalization that changed the FP32 function is refused (_still_fp32), and the next
+    method (max) passes; the written file records and keeps it."""
+    import onnx
+
+    import export.int8 as int8
+    import export.repair as repair
+    from export.equalize import Equalization
+
+    target = int8.INT8_TARGETS["onnxruntime"]
+
+    def collapsing(src, work, batch, method, exclude):
+        model = target.quantize(src, work, batch, method, exclude)
+        if method == "entropy":  # every activation range cut to 1%: a calibration whose ranges collapsed
+            scales = {n.input[1] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+            for init in model.graph.initializer:
+                if init.name in scales:
+                    init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init) * 0.01, init.name))
+        return model
+
+    def changed(src, dst):  # "equalized", but with the classifier's weights halved: not the same FP32 function
+        model = onnx.load(str(src))
+        weight = next(n.input[1] for n in model.graph.node if n.name == "/network/cls/cls.4/Conv")
+        init = next(i for i in model.graph.initializer if i.name == weight)
+        init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init) * 0.5, init.name))
+        onnx.save(model, str(dst))
+        return Equalization(Path(dst), 1, 1.0)
+
+    monkeypatch.setitem(int8.INT8_TARGETS, "onnxruntime", dataclasses.replace(target, quantize=collapsing))
+    monkeypatch.setattr(repair, "equalize", changed)
+    report_path, out = tmp_path / "report.json", tmp_path / "m.int8.onnx"
+    result = CliRunner().invoke(int8_command, [str(scene_onnx[0]), "-o", str(out), "--calib-images", str(scenes_dir),
+                                               "--target", "onnxruntime", "--min-agreement", "90", "--json",
+                                               str(report_path)])
+    assert result.exit_code == 0, result.output
+    assert "equalization changed the FP32 output" in result.output
+    report = json.loads(report_path.read_text())
+    assert [a["step"] for a in report["attempts"]] == ["plain", "method max"]
+    assert not report["attempts"][0]["passed"] and report["method"] == "max" and not report["equalized"]
+    info = read_onnx_info(out)
+    assert info.extra["calibration"]["method"] == "max" and info.extra["precision_repair"]["method"] == "max"
+    rerun = _rerun(scene_onnx[0], out, _held_out_batch(scene_onnx[0], scenes_dir))
+    assert rerun.agreement >= 0.9 and rerun.agreement == pytest.approx(report["after"]["agreement"])
+
+
+@pytest.mark.slow
 def test_fallback_keeps_the_broken_layers_fp32_when_equalization_is_unavailable(outlier_onnx, scenes_dir, tmp_path,
                                                                              monkeypatch):
     """Without equalization the greedy fallback must find the head pair: the conv reading the outlier
@@ -105,8 +285,11 @@ def test_fallback_keeps_the_broken_layers_fp32_when_equalization_is_unavailable(
     assert "/network/cls/cls.4/Conv" in report["kept_fp32"] and "/network/cls/cls.0/Conv" in report["kept_fp32"]
     assert 0 < report["fp32_flops_share"] < 0.5 and len(report["attempts"]) <= 6
     assert read_onnx_info(out).extra["precision_repair"]["kept_fp32"] == report["kept_fp32"]
+    rerun = _rerun(outlier_onnx, out, _held_out_batch(outlier_onnx, scenes_dir))
+    assert rerun.agreement >= 0.98 and rerun.agreement == pytest.approx(report["after"]["agreement"])
 
 
+@pytest.mark.slow
 def test_gate_failure_after_repair_names_the_best_reached(outlier_onnx, scenes_dir, tmp_path, monkeypatch):
     import export.repair as repair
 
@@ -136,12 +319,12 @@ def test_compare_marks_the_first_broken_layer(outlier_onnx, scenes_dir, tmp_path
 
 def test_equalization_keeps_fp32_and_undoes_the_outliers(outlier_onnx, tmp_path, tiny_info):
     from export.equalize import equalize
-    from export.verdict import run_logits, session
 
     result = equalize(outlier_onnx, tmp_path / "eq.onnx")
     assert result.pairs >= 8 and 2.5 < result.largest_log10_scale < 3.5
     batch = scene_batch(tiny_info, seed=80)
-    before, after = run_logits(session(outlier_onnx), batch), run_logits(session(result.path), batch)
+    with open_runner(outlier_onnx) as fp32, open_runner(result.path) as equalized:
+        before, after = logits(fp32, batch), logits(equalized, batch)
     assert np.abs(before - after).max() <= 1e-4 * (before.max() - before.min())
 
 
@@ -160,6 +343,6 @@ def test_fp16_repair_uses_autocast_exclusions_and_gives_up_with_one_line(outlier
 def test_latency_warning_when_int8_is_not_faster(outlier_onnx, scenes_dir, tmp_path, monkeypatch):
     import export.verified as verified
 
-    monkeypatch.setattr(verified, "_latency_ms", lambda model, image: 10.0)
+    monkeypatch.setattr(verified, "latency_ms", lambda runner, image: 10.0)
     result, out = _int8(["--target", "onnxruntime", "--min-agreement", "0"], tmp_path, outlier_onnx, scenes_dir)
     assert result.exit_code == 0 and "warning: INT8 (10.0 ms) is not faster than FP32 (10.0 ms)" in result.output

@@ -12,7 +12,8 @@ pytest.importorskip("tensorrt", reason="needs TensorRT (pip install tensorrt) an
 pytest.importorskip("cuda.bindings", reason="needs cuda-python (pip install cuda-python) and an NVIDIA GPU")
 
 from export.engine import build_engine  # noqa: E402
-from export.parity import compare_outputs, draw_scene  # noqa: E402
+from export.parity import compare_outputs  # noqa: E402
+from export.scenes import draw_scene  # noqa: E402
 from export.verdict import DEFAULT_GATES  # noqa: E402
 from runtime.backends.tensorrt import TensorRTRunner  # noqa: E402
 from pspcore.errors import InputError  # noqa: E402

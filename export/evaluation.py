@@ -1,0 +1,55 @@
+"""Running ONNX models for export's checks through the Runner psp-infer uses (the runtime's onnxruntime
+backend, one session loader for both): logits on a batch, mIoU over a labelled list, latency."""
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+
+import numpy as np
+
+from pspcore.model_info import ModelInfo
+from pspcore.runner import Runner
+
+CHECK_THREADS = 2
+LATENCY_RUNS = 5
+
+
+def open_runner(path: str | os.PathLike, threads: int = CHECK_THREADS) -> Runner:
+    """The onnxruntime Runner of a model file on the CPU, for `with runner:`. The CPU on purpose: verdicts
+    must not depend on which GPU provider a machine has (the TensorRT provider would build an engine for
+    every candidate)."""
+    from pspcore.registry import create_runner
+
+    return create_runner("onnxruntime", path, providers="cpu", threads=threads)
+
+
+def logits(runner: Runner, batch: np.ndarray) -> np.ndarray:
+    """The runner's output for `batch`, one image at a time (bounds memory on large models)."""
+    return np.concatenate([runner.infer(batch[i:i + 1]) for i in range(len(batch))])
+
+
+def evaluate_miou(runner: Runner, eval_list: str | os.PathLike, info: ModelInfo, size: tuple[int, int],
+                  limit: int | None = None) -> float:
+    """mIoU over a labelled list (pspnet.evaluate, sliding windows of `size`: the protocol psp-bench
+    accuracy uses)."""
+    from pspnet.data.listfile import ListFileSource
+    from pspnet.evaluate import EvalMode, evaluate
+
+    result = evaluate(lambda x: runner.infer(x.astype(np.float32)), ListFileSource(eval_list), info.num_classes,
+                      mode=EvalMode("slide", crop=tuple(size)), class_names=info.class_names, mean=info.mean,
+                      std=info.std, limit=limit, progress=False)
+    miou = float(result.miou)
+    return 0.0 if math.isnan(miou) else miou
+
+
+def latency_ms(runner: Runner, image: np.ndarray, runs: int = LATENCY_RUNS) -> float:
+    """Median wall time of `runs` calls on `image` (batch 1) after one warm-up call."""
+    runner.infer(image)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        runner.infer(image)
+        times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times)

@@ -1,0 +1,179 @@
+"""INT8 ONNX models with explicit Q/DQ nodes, one entry per target in INT8_TARGETS: how that target
+quantizes (ModelOpt's placement for TensorRT, ONNX Runtime's for its CPU kernels), which calibration methods
+it offers, and how it keeps nodes in higher precision. A new target is one more Int8Target here."""
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from export.precision import POOLING_PATTERN, output_region, pooling_nodes, require_modelopt
+from pspcore.errors import InputError, PSPError
+from pspcore.model_info import ModelInfo
+
+CALIBRATION_STRIDE = 2  # images ONNX Runtime calibrates at a time (histograms merge): bounds its memory
+PERCENTILE = 99.99  # ONNX Runtime's percentile calibration keeps the 0.01..99.99% range
+
+
+@contextlib.contextmanager
+def _onnxruntime_restored():
+    """ModelOpt's quantize() monkey-patches ONNX Runtime's calibrators for the rest of the process, which
+    breaks a later plain quantize_static there (the onnxruntime target); put the originals back after it."""
+    from onnxruntime.quantization import base_quantizer, calibrate, qdq_quantizer
+
+    owners = [calibrate, calibrate.CalibraterBase, calibrate.MinMaxCalibrater, calibrate.HistogramCalibrater,
+              calibrate.HistogramCollector, qdq_quantizer.QDQQuantizer, base_quantizer.BaseQuantizer]
+    saved = [(owner, dict(vars(owner))) for owner in owners]
+    try:
+        yield
+    finally:
+        for owner, before in saved:
+            for name in set(vars(owner)) - set(before):
+                delattr(owner, name)
+            for name, value in before.items():
+                if vars(owner).get(name, None) is not value and name not in ("__dict__", "__weakref__"):
+                    setattr(owner, name, value)
+
+
+def _quantize_tensorrt(src: Path, work: Path, batch, method: str, exclude: tuple[str, ...] = ()):
+    """ModelOpt's explicit Q/DQ for TensorRT: symmetric INT8 where TensorRT fuses it (convolutions), the exact
+    pooling left unquantized. The unquantized rest stays FP32, not ModelOpt's default FP16: with FP16 there
+    the model's outputs in ONNX Runtime were off by the whole logit range on the CPU, so its parity could not
+    be checked without a GPU (measured on a small PSPNet; FP32 there: 98.5% argmax agreement)."""
+    require_modelopt("INT8 quantization for TensorRT")
+    import onnx
+    from modelopt.onnx.quantization import quantize
+
+    local, out = work / "model.onnx", work / "model.int8.onnx"
+    shutil.copyfile(src, local)  # ModelOpt writes intermediate files beside its input
+    try:
+        with _onnxruntime_restored(), contextlib.redirect_stdout(sys.stderr):  # ORT calibrators print() progress
+            quantize(str(local), quantize_mode="int8", calibration_data=batch, calibration_method=method,
+                     calibration_eps=["cpu"], output_path=str(out),
+                     nodes_to_exclude=[POOLING_PATTERN, *(re.escape(name) + "$" for name in exclude)],
+                     high_precision_dtype="fp32", log_level="ERROR")
+    except Exception as exc:  # ModelOpt and ONNX Runtime raise assorted errors
+        raise PSPError(f"INT8 quantization of {src} failed: {type(exc).__name__}: {exc}") from None
+    return onnx.load(str(out))
+
+
+class _Batches:
+    """ONNX Runtime calibration reader over a preprocessed [N, 3, H, W] array, one image a step. ORT reads it
+    in strides (`set_range`): it keeps every intermediate tensor of a stride in memory before folding them into
+    its histograms, which for PSPNet-50 at 473x473 is about 1.5 GB an image."""
+
+    def __init__(self, name: str, batch):
+        self.name, self.batch = name, batch
+        self.index, self.end = 0, len(batch)
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.index, self.end = start_index, min(end_index, len(self.batch))
+
+    def get_next(self):
+        if self.index >= self.end:
+            return None
+        self.index += 1
+        return {self.name: self.batch[self.index - 1:self.index]}
+
+    def rewind(self):
+        self.index, self.end = 0, len(self.batch)
+
+
+def calibration_stride(n: int, most: int = CALIBRATION_STRIDE) -> int:
+    """The largest divisor of `n` up to `most`: ORT needs the image count to divide by its stride."""
+    return max(d for d in range(1, min(n, most) + 1) if n % d == 0)
+
+
+def _quantize_onnxruntime(src: Path, work: Path, batch, method: str, exclude: tuple[str, ...] = ()):
+    """ONNX Runtime's static QDQ quantization for its CPU kernels (QLinearConv and friends): per-channel S8
+    weights, U8 activations, after its pre-processing (shape inference, graph optimisation). Node names
+    survive the pre-processing, so `exclude` (exact names, kept FP32) refers to the source model's nodes."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared, out = work / "model.pre.onnx", work / "model.int8.onnx"
+    try:
+        quant_pre_process(str(src), str(prepared))
+        model = onnx.load(str(prepared))
+        reader = _Batches(model.graph.input[0].name, batch)
+        methods = {"entropy": CalibrationMethod.Entropy, "max": CalibrationMethod.MinMax,
+                   "percentile": CalibrationMethod.Percentile}
+        options = {"CalibStridedMinMax": calibration_stride(len(batch))}
+        if method == "percentile":
+            options["CalibPercentile"] = PERCENTILE
+        with contextlib.redirect_stdout(sys.stderr):  # its calibrators print() progress
+            quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=methods[method], extra_options=options,
+                            nodes_to_exclude=pooling_nodes(model) + output_region(model) + list(exclude))
+    except Exception as exc:  # ONNX Runtime raises assorted errors
+        raise PSPError(f"INT8 quantization of {src} failed: {type(exc).__name__}: {exc}") from None
+    return onnx.load(str(out))
+
+
+# quantize(src, work folder, calibration batch [N, 3, H, W], method, exclude) -> onnx.ModelProto
+Quantize = Callable[[Path, Path, np.ndarray, str, tuple], object]
+
+
+@dataclass(frozen=True)
+class Int8Target:
+    """One INT8 target. `methods`: its calibration methods, the default first (repair tries the others in
+    this order). `quantize` keeps the nodes named in `exclude` (exact names) in higher precision on top of the
+    pooling and output region. `fallback_takes_producer`: its quantizer puts a node's Q/DQ at the producer of
+    its input, so the FP32 fallback of a node must take that producer too. `runs_here`: the model runs fast
+    on this machine's CPU, so the report measures its latency. `help`: the --target help text."""
+
+    name: str
+    methods: tuple[str, ...]
+    quantize: Quantize
+    fallback_takes_producer: bool
+    runs_here: bool
+    help: str
+
+
+INT8_TARGETS: dict[str, Int8Target] = {t.name: t for t in (
+    Int8Target("tensorrt", ("entropy", "max"), _quantize_tensorrt, fallback_takes_producer=False, runs_here=False,
+               help="ModelOpt Q/DQ for TensorRT engines"),
+    Int8Target("onnxruntime", ("entropy", "max", "percentile"), _quantize_onnxruntime, fallback_takes_producer=True,
+               runs_here=True, help="Q/DQ that ONNX Runtime runs fast on CPUs"),
+)}
+
+
+def int8_target(name: str, method: str | None = None) -> Int8Target:
+    """The target called `name`, checked to offer `method` (when given)."""
+    if name not in INT8_TARGETS:
+        raise InputError(f"INT8 target must be one of {', '.join(INT8_TARGETS)}, got {name!r}")
+    target = INT8_TARGETS[name]
+    if method is not None and method not in target.methods:
+        raise InputError(f"calibration method for {name} must be one of {', '.join(target.methods)}, "
+                         f"got {method!r}")
+    return target
+
+
+def all_methods() -> list[str]:
+    """Every calibration method some target offers (the --method choices), in table order."""
+    return list(dict.fromkeys(m for t in INT8_TARGETS.values() for m in t.methods))
+
+
+def int8_model(src, batch: np.ndarray, target: Int8Target, method: str, exclude: tuple[str, ...] = ()):
+    """The in-memory INT8 model of `src` calibrated on the preprocessed `batch` for `target`; `exclude`: node
+    names (exact) kept in higher precision (the repair's fallback)."""
+    with tempfile.TemporaryDirectory(prefix="psp-int8-") as work:
+        return target.quantize(Path(src), Path(work), batch, method, tuple(exclude))
+
+
+def int8_extra(info: ModelInfo, target: str, method: str, batch: np.ndarray) -> dict:
+    """The metadata an INT8 model carries about its making: target and calibration."""
+    return {**info.extra, "int8_target": target,
+            "calibration": {"method": method, "images": len(batch), "size": list(batch.shape[2:])}}
