@@ -101,8 +101,7 @@ def parse_config_text(text: str) -> dict:
 class MmsegMeta:
     """What an mmseg checkpoint says besides its weights."""
 
-    config: dict = field(default_factory=dict)  # parsed config text; empty when the file has none
-    has_config: bool = False
+    config: dict = field(default_factory=dict)  # parsed config text; empty when the file has none or unreadable
     classes: tuple[str, ...] = ()
     palette: tuple[tuple[int, int, int], ...] = ()
     version: str = ""
@@ -131,19 +130,18 @@ def read_meta(obj: dict, path: str | os.PathLike) -> MmsegMeta:
     """Class names, palette and the parsed config text of a 0.x or 1.x checkpoint (any of them may be absent)."""
     meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
     dataset_meta = meta.get("dataset_meta") if isinstance(meta.get("dataset_meta"), dict) else {}
-    text = meta.get("config", meta.get("cfg"))
-    config, has_config = {}, isinstance(text, str) and bool(text.strip())
-    if has_config:
+    text = meta.get("config", meta.get("cfg"))  # 0.x: config, 1.x (mmengine's runner): cfg
+    config = {}
+    if isinstance(text, str) and text.strip():
         try:
             config = parse_config_text(text)
         except SyntaxError as exc:
             notice_once(f"{path}:config", f"{path}: the stored config text is not readable Python "
                         f"(line {exc.lineno}); the layout is read off the weights and mmseg's d8 defaults")
-            has_config = False
     classes = _names(meta.get("CLASSES")) or _names(dataset_meta.get("classes"))
     palette = _colours(meta.get("PALETTE") or dataset_meta.get("palette") or ())
     version = meta.get("mmseg_version", "")
-    return MmsegMeta(config, has_config, classes, palette, version if isinstance(version, str) else "")
+    return MmsegMeta(config, classes, palette, version if isinstance(version, str) else "")
 
 
 # ---- the weights ----------------------------------------------------------------------------------------
@@ -269,7 +267,7 @@ def model_config_for(state: dict[str, torch.Tensor], meta: MmsegMeta, path) -> t
         notice_once(f"{path}:aux", f"{path}: the auxiliary head is not mmseg's one-conv FCNHead; it is left out "
                     "(it is used in training only)")
     arch = f"mmseg-r{depth}{'' if stem == 'deep' else 'b'}-d8"
-    head = (model.get("decode_head") or {})
+    head = model.get("decode_head") or {}
     config = replace(model_config(arch, _channels(state, "decode_head.conv_seg.weight", path), bins=scales, aux=aux,
                                   dropout=float(head.get("dropout_ratio", 0.1))),
                      stem_channels=_channels(state, stem_key, path),
@@ -286,9 +284,9 @@ def model_config_for(state: dict[str, torch.Tensor], meta: MmsegMeta, path) -> t
 def _normalisation(config: dict, path) -> tuple[tuple, tuple]:
     """mean/std (RGB, 0..255) from the 1.x data_preprocessor or the 0.x img_norm_cfg, else ImageNet's."""
     model = config.get("model") if isinstance(config.get("model"), dict) else {}
-    for cfg, rgb_key in ((model.get("data_preprocessor"), "bgr_to_rgb"), (config.get("data_preprocessor"),
-                                                                          "bgr_to_rgb"),
-                         (config.get("img_norm_cfg"), "to_rgb")):
+    candidates = ((model.get("data_preprocessor"), "bgr_to_rgb"), (config.get("data_preprocessor"), "bgr_to_rgb"),
+                  (config.get("img_norm_cfg"), "to_rgb"))
+    for cfg, rgb_key in candidates:
         if isinstance(cfg, dict) and "mean" in cfg and "std" in cfg:
             _require(cfg.get(rgb_key, True), path, "its model takes BGR input")
             return tuple(cfg["mean"]), tuple(cfg["std"])
@@ -310,7 +308,9 @@ def _labels(meta: MmsegMeta, num_classes: int, path) -> LabelSet:
         if len(meta.classes) != num_classes:
             raise CheckpointError(f"{path}: the meta lists {len(meta.classes)} classes but conv_seg has "
                                   f"{num_classes} outputs")
-        known = next((ls for ls in LABEL_SETS.values() if ls.class_names == meta.classes), None)
+        # Compared without surrounding spaces: mmseg's ADE20K names include 'bed '.
+        stripped = tuple(name.strip() for name in meta.classes)
+        known = next((ls for ls in LABEL_SETS.values() if ls.class_names == stripped), None)
         palette = meta.palette if len(meta.palette) == num_classes else (
             known.palette if known else generic_palette(num_classes))
         return LabelSet(known.name if known else dataset, meta.classes, palette)

@@ -68,7 +68,8 @@ def test_0x_checkpoint_loads_with_its_classes_and_computes_mmseg_forward(tmp_pat
     model, ref = reference(backbone=backbone)
     path = write_0x(tmp_path / "ckpt.pth", model, ref)
     net, info = load_model(path)
-    assert net.config.arch == arch and net.config.aux and (net.config.head_channels, net.config.aux_channels) == (128, 64)
+    assert net.config.arch == arch and net.config.aux
+    assert (net.config.head_channels, net.config.ppm_channels, net.config.aux_channels) == (128, 128, 64)
     assert net.state_dict()[stem_key].shape[0] == 64  # 32-32-64 deep stem, or the 7x7 conv to 64
     assert info.class_names == CITYSCAPES_NAMES and info.palette == CITYSCAPES_PALETTE
     assert info.dataset == "cityscapes" and info.input_size == (512, 1024) and info.num_classes == 19
