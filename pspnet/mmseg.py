@@ -236,7 +236,7 @@ def _layout(model: dict, path) -> dict:
               "align_corners": bool(head.get("align_corners", False))}
     stride = STEM_STRIDE * math.prod(layout["strides"])
     _require(stride == 8, path, f"its backbone has output stride {stride} (strides "
-             f"{','.join(map(str, layout['strides']))}): only the d8 layout (strides 1,2,1,1) is exported exactly")
+             f"{','.join(map(str, layout['strides']))}; only the d8 configs' output stride 8 is built)")
     return layout
 
 
