@@ -37,7 +37,7 @@ def _default_output(checkpoint: str) -> str:
 @output_option("Where to write the model [default: CHECKPOINT with the suffix .onnx].", dir_okay=False,
                dest="out_path")
 @click.option("--arch", default=None, help="pspnet18/34/50/101/152; only for checkpoints that do not say "
-              "(semseg checkpoints are recognised from their weights).")
+              "(semseg and mmsegmentation checkpoints are recognised from their weights).")
 @click.option("--classes", "num_classes", type=click.IntRange(min=1), default=None,
               help="Number of classes; only for checkpoints that do not say.")
 @size_option("Input size H or HxW, at least 41 (the 1/8 feature map must cover the 6x6 pyramid bins) "
@@ -53,9 +53,9 @@ def _default_output(checkpoint: str) -> str:
               help="Compare ONNX Runtime (CPU) with PyTorch on a drawn scene and noise; fail the export "
               "if the error exceeds 1e-4 of the logit range or argmax agreement is below 99.99%.")
 def onnx_command(checkpoint, out_path, arch, num_classes, size, batch, dynamic_shape, opset, emit, verify):
-    """Export CHECKPOINT (this project's or hszhao/semseg's) to ONNX, exactly: the pyramid's adaptive
-    pooling becomes averaging matrices, so any input size exports and matches PyTorch. Class names, palette,
-    mean/std and input size go into the model's metadata for psp-infer and the other tools."""
+    """Export CHECKPOINT (this project's, hszhao/semseg's or mmsegmentation's) to ONNX, exactly: the pyramid's
+    adaptive pooling becomes averaging matrices, so any input size exports and matches PyTorch. Class names,
+    palette, mean/std and input size go into the model's metadata for psp-infer and the other tools."""
     from export.onnx import export_checkpoint
 
     out_path = out_path or _default_output(checkpoint)

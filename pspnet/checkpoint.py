@@ -1,15 +1,18 @@
-"""Reading and writing checkpoints: hszhao/semseg `train_epoch_*.pth` files, bare state_dicts, and this
-project's own format, which adds the model's config and metadata so later stages need no repeated flags."""
+"""Reading and writing checkpoints: hszhao/semseg `train_epoch_*.pth` files, mmsegmentation's PSPNet
+checkpoints (pspnet/mmseg.py), bare state_dicts, and this project's own format, which adds the model's config
+and metadata so later stages need no repeated flags."""
 from __future__ import annotations
 
 import os
+import pickle
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from pspnet import mmseg
 from pspnet.factory import VARIANTS, create_from_config, model_config
 from pspnet.pspnet import PSPNet, PSPNetConfig
 from pspcore.errors import CheckpointError, first_line
@@ -21,13 +24,48 @@ FORMAT = "pspnet-deploy"
 FORMAT_VERSION = 1
 
 
+def plain_globals() -> list:
+    """What a checkpoint's meta may hold beyond torch's weights_only defaults: numpy arrays, scalars and dtypes
+    (mmcv stored evaluation scores as numpy floats), under numpy 1's and 2's module names. Plain data only:
+    none of these runs code of the file's choosing."""
+    import numpy as np
+
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    allowed: list = [np.ndarray, np.dtype]
+    for name in ("scalar", "_reconstruct"):
+        function = getattr(multiarray, name)
+        allowed += [(function, f"numpy.core.multiarray.{name}"), (function, f"numpy._core.multiarray.{name}")]
+    kinds = ("bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float16", "float32",
+             "float64")
+    return allowed + [type(np.dtype(kind)) for kind in kinds]
+
+
+def _unreadable(path: Path, exc: Exception) -> CheckpointError:
+    return CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {first_line(exc)}")
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict:
-    """The raw checkpoint dict, or a CheckpointError naming the file (missing, truncated, not a checkpoint)."""
+    """The raw checkpoint dict, or a CheckpointError naming the file (missing, truncated, not a checkpoint, or
+    holding objects that only arbitrary unpickling could build). Always torch.load(weights_only=True)."""
     p = require_file(path, "checkpoint", CheckpointError)
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated/corrupt files
-        raise CheckpointError(f"{p}: not a readable PyTorch checkpoint (truncated or corrupt?): {first_line(exc)}")
+    except pickle.UnpicklingError:
+        try:
+            with torch.serialization.safe_globals(plain_globals()):
+                obj = torch.load(p, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+            if not found:
+                raise _unreadable(p, exc) from None
+            raise CheckpointError(f"{p}: the checkpoint stores a {found.group(1)} object, which is not loaded "
+                                  "(weights_only: no code from a file is run); keep only its 'state_dict' and "
+                                  "'meta' (torch.save({'state_dict': ..., 'meta': ...})) in the environment "
+                                  "that wrote it") from None
+        except Exception as exc:  # torch raises many types for truncated/corrupt files
+            raise _unreadable(p, exc) from None
+    except Exception as exc:
+        raise _unreadable(p, exc) from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{p}: expected a dict checkpoint, found {type(obj).__name__}")
     return obj
@@ -49,7 +87,9 @@ def infer_config(state: dict[str, torch.Tensor], path: str | os.PathLike = "chec
         idx = {int(m.group(1)) for k in state if (m := re.match(rf"layer{layer}\.(\d+)\.", k))}
         depths.append(max(idx) + 1 if idx else 0)
     block = "bottleneck" if "layer1.0.conv3.weight" in state else "basic"
-    arch = next((a for a, v in VARIANTS.items() if v.block == block and v.depths == tuple(depths)), None)
+    # semseg's layout only: mmseg's files are recognised by their own key names (pspnet/mmseg.py).
+    arch = next((a for a, v in VARIANTS.items() if v.block == block and v.depths == tuple(depths) and not v.layout),
+                None)
     if arch is None or "cls.4.weight" not in state:
         raise CheckpointError(f"{path}: weights do not look like a PSPNet (block={block}, depths={depths})")
     n_bins = len({k.split(".")[2] for k in state if k.startswith("ppm.features.")})
@@ -92,11 +132,16 @@ def check_compatible(model: nn.Module, state: dict[str, torch.Tensor], path) -> 
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> ModelInfo | None:
-    """Load weights into `model` with strict key checking; returns the stored ModelInfo (our format) or None."""
+    """Load weights into `model` with strict key checking; returns the stored ModelInfo (our format, mmseg's)
+    or None (semseg's files and bare state_dicts carry none)."""
     obj = read_checkpoint(path)
-    state = check_compatible(model, extract_state_dict(obj, path), path)
-    model.load_state_dict(state, strict=True)
-    return ModelInfo.from_dict(obj["info"]) if obj.get("format") == FORMAT else None
+    state, info = extract_state_dict(obj, path), None
+    if obj.get("format") == FORMAT:
+        info = ModelInfo.from_dict(obj["info"])
+    elif mmseg.is_mmseg_state(state):
+        _, state, info = mmseg.read_mmseg(obj, state, path)
+    model.load_state_dict(check_compatible(model, state, path), strict=True)
+    return info
 
 
 def info_for_config(config: PSPNetConfig, dataset: str = "") -> ModelInfo:
@@ -114,12 +159,16 @@ def load_model(path: str | os.PathLike, arch: str | None = None, num_classes: in
     if obj.get("format") == FORMAT:
         config = create_from_config(obj["config"]).config
         info = ModelInfo.from_dict(obj["info"])
+    elif mmseg.is_mmseg_state(state):
+        config, state, info = mmseg.read_mmseg(obj, state, path)
     else:
         config = infer_config(state, path)
         info = None
-    if arch or num_classes:
-        config = model_config(arch or config.arch, num_classes or config.num_classes, bins=config.bins,
-                              aux=config.aux, dropout=config.dropout, use_ppm=config.use_ppm)
+    if arch and arch != config.arch:  # another variant asked for: its layout, this file's head options
+        config = model_config(arch, num_classes or config.num_classes, bins=config.bins, aux=config.aux,
+                              dropout=config.dropout, use_ppm=config.use_ppm)
+    elif num_classes:
+        config = replace(config, num_classes=num_classes)
     model = create_from_config(config, **options)
     model.load_state_dict(check_compatible(model, state, path), strict=True)
     return model.eval(), info or info_for_config(model.config)

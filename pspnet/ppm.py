@@ -8,9 +8,11 @@ from torch import nn
 
 
 class PPM(nn.Module):
-    def __init__(self, in_dim: int, reduction_dim: int, bins: tuple[int, ...]):
+    def __init__(self, in_dim: int, reduction_dim: int, bins: tuple[int, ...], align_corners: bool = True):
         super().__init__()
         self.bins = tuple(bins)
+        # semseg upsamples with align_corners=True, mmseg's configs mostly with False: the weights do not say.
+        self.align_corners = align_corners
         # Sequential indices are part of the checkpoint keys: ppm.features.{i}.1 = conv, .2 = BN.
         self.features = nn.ModuleList(
             nn.Sequential(
@@ -24,5 +26,6 @@ class PPM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        pyramid = [F.interpolate(f(x), size, mode="bilinear", align_corners=True) for f in self.features]
+        pyramid = [F.interpolate(f(x), size, mode="bilinear", align_corners=self.align_corners)
+                   for f in self.features]
         return torch.cat([x, *pyramid], 1)

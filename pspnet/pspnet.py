@@ -1,5 +1,6 @@
 """PSPNet (Zhao et al., CVPR 2017) in the layout of the authors' reference code: `layer0..layer4`, `ppm`,
-`cls` and the training-only `aux` head, so published semseg checkpoints load key for key."""
+`cls` and the training-only `aux` head, so published semseg checkpoints load key for key. The config's layout
+fields also express mmsegmentation's PSPNet (its checkpoints are renamed into this layout by pspnet/mmseg.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,10 +27,24 @@ class PSPNetConfig:
     dropout: float = 0.1
     use_ppm: bool = True
     aux: bool = True
+    # Layout: the defaults are semseg's; mmseg's ResNetV1c PSPNet is stem_channels=64, contract_dilation,
+    # dilate_basic_conv2=False, ppm_channels=head_channels and align_corners=False (pspnet/factory.py).
+    stem: str = "deep"  # "deep" (three 3x3 convs) or "plain" (one 7x7 conv)
+    stem_channels: int = 128
+    strides: tuple[int, int, int, int] = (1, 2, 1, 1)
+    dilations: tuple[int, int, int, int] = (1, 1, 2, 4)
+    contract_dilation: bool = False
+    dilate_basic_conv2: bool = True
+    ppm_channels: int | None = None  # None: feature_dim / len(bins), the paper's reduction
+    align_corners: bool = True
 
     @property
     def feature_dim(self) -> int:
         return 512 * (4 if self.block == "bottleneck" else 1)
+
+    @property
+    def reduction_dim(self) -> int:
+        return self.ppm_channels or self.feature_dim // len(self.bins)
 
 
 def _head(in_ch: int, mid_ch: int, num_classes: int, dropout: float) -> nn.Sequential:
@@ -50,12 +65,16 @@ class PSPNet(nn.Module):
     def __init__(self, config: PSPNetConfig):
         super().__init__()
         self.config = config
-        for name, module in dilated_resnet(config.block, config.depths).items():
+        backbone = dilated_resnet(config.block, config.depths, stem=config.stem, stem_channels=config.stem_channels,
+                                  strides=config.strides, dilations=config.dilations,
+                                  contract_dilation=config.contract_dilation,
+                                  dilate_basic_conv2=config.dilate_basic_conv2)
+        for name, module in backbone.items():
             self.add_module(name, module)
         fea_dim = config.feature_dim
         if config.use_ppm:
-            reduction = fea_dim // len(config.bins)  # 2048 / 4 = 512 in the paper
-            self.ppm = PPM(fea_dim, reduction, config.bins)
+            reduction = config.reduction_dim  # 2048 / 4 = 512 in the paper
+            self.ppm = PPM(fea_dim, reduction, config.bins, config.align_corners)
             fea_dim += reduction * len(config.bins)
         self.cls = _head(fea_dim, config.head_channels, config.num_classes, config.dropout)
         if config.aux:
@@ -68,9 +87,10 @@ class PSPNet(nn.Module):
         x = self.layer4(x3)
         if self.config.use_ppm:
             x = self.ppm(x)
-        out = F.interpolate(self.cls(x), size, mode="bilinear", align_corners=True)
+        align = self.config.align_corners
+        out = F.interpolate(self.cls(x), size, mode="bilinear", align_corners=align)
         if self.training and self.config.aux:
-            aux = F.interpolate(self.aux(x3), size, mode="bilinear", align_corners=True)
+            aux = F.interpolate(self.aux(x3), size, mode="bilinear", align_corners=align)
             return out, aux
         return out
 
