@@ -11,9 +11,9 @@ from pspnet.eval_cli import main as eval_main
 
 
 def scores(model, *extra: str) -> dict:
-    result = CliRunner().invoke(eval_main, [str(model), "--scenes", "3", "--json", *extra])
+    result = CliRunner().invoke(eval_main, [str(model), "--scenes", "3", "--json", "-", *extra])
     assert result.exit_code == 0, result.output
-    return json.loads(result.output[result.output.index("{"):])
+    return json.loads(result.stdout)
 
 
 @pytest.fixture(scope="module")

@@ -239,7 +239,7 @@ def test_psp_eval_and_torch_runner_run_the_checkpoint_directly(tmp_path, r18):
     cv2.imwrite(str(tmp_path / "a.png"), rng.integers(0, 255, (65, 81, 3), np.uint8))
     cv2.imwrite(str(tmp_path / "a_label.png"), rng.integers(0, 19, (65, 81), np.uint8))
     (tmp_path / "val.txt").write_text("a.png a_label.png\n")
-    result = CliRunner().invoke(eval_main, [str(path), "--dataset", str(tmp_path / "val.txt"), "--json"])
+    result = CliRunner().invoke(eval_main, [str(path), "--dataset", str(tmp_path / "val.txt"), "--json", "-"])
     assert result.exit_code == 0, result.output
     assert '"name": "sidewalk"' in result.output
     with create_runner("torch", str(path)) as runner:
