@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TENSORRT = "runtime/backends/tensorrt.py"
 NVIDIA = "pspcore/nvidia.py"
 GPU_CHECK = "experiments/gpu_check.py"
+GPU_TORCH = "experiments/gpu_torch.py"
+GPU_TESTS = "tests/experiments/test_gpu_check.py"
 TRT_TESTS = ("tests/runtime/test_tensorrt.py",)
 
 
@@ -87,17 +89,37 @@ MUTATIONS: list[Mutation] = [
              "deactivate() does not free the I/O buffers"),
     # ---- experiments/gpu_check.py (N5, N6 and comparing with an independent expected output) ----
     Mutation("N5-one-failure-ends-the-report", GPU_CHECK,
-             "        except Exception as exc:  # one precision failing must not hide the others",
-             "        except ImportError as exc:  # one precision failing must not hide the others",
-             ("tests/experiments/test_gpu_check.py",), "N5: a precision that fails ends the check without a report"),
-    Mutation("N6-platform-check-cannot-fail", GPU_CHECK, "ok=built == here,", "ok=True,",
-             ("tests/experiments/test_gpu_check.py",), "N6: the engine-platform check always passes"),
-    Mutation("N6-skipped-counts-as-passed", GPU_CHECK, "    return all(c.status != FAILED for c in checks) and any(",
-             "    return True or all(c.status != FAILED for c in checks) and any(",
-             ("tests/experiments/test_gpu_check.py",), "N6: a skipped or failed check still passes the run"),
-    Mutation("graph-compared-with-itself", GPU_CHECK, "    fresh = make_inputs(seed + 1)\n",
-             "    fresh = first\n", ("tests/experiments/test_gpu_check.py",),
-             "the CUDA graph is replayed on the input it was captured with"),
+             "                except Exception as exc:  # one precision failing must not hide the others",
+             "                except ImportError as exc:  # one precision failing must not hide the others",
+             (f"{GPU_TESTS}::test_every_precision_reported_when_one_fails_its_build",),
+             "N5: a TensorRT precision whose build fails ends the check without a report"),
+    Mutation("N5-one-torch-variant-ends-the-report", GPU_TORCH,
+             "            except Exception as exc:  # one variant failing must not hide the others",
+             "            except ImportError as exc:  # one variant failing must not hide the others",
+             (f"{GPU_TESTS}::test_a_bad_cuda_graph_fails_and_the_rest_is_still_reported",),
+             "N5: a PyTorch variant that breaks ends the check without a report"),
+    Mutation("N6-platform-check-cannot-fail", GPU_CHECK, "PASSED if built.gpu_name == gpu_name else FAILED", "PASSED",
+             (f"{GPU_TESTS}::test_device_checks_on_the_cuda_stand_in",),
+             "N6: the engine-platform check always passes"),
+    Mutation("N6-skipped-reported-as-passed", GPU_CHECK,
+             'return device_check(name, SKIPPED, "needs two GPUs of one model")',
+             'return device_check(name, PASSED, "needs two GPUs of one model")',
+             (f"{GPU_TESTS}::test_device_checks_on_the_cuda_stand_in",), "N6: a skipped two-GPU check counts as passed"),
+    Mutation("N6-nothing-checked-passes", GPU_CHECK, "and any(s == PASSED for s in statuses)", "",
+             (f"{GPU_TESTS}::test_verdict_needs_a_pass_and_no_failure",),
+             "N6: a run where everything was skipped passes"),
+    Mutation("torch-graph-replayed-on-its-own-input", GPU_CHECK,
+             "        fresh = check_inputs(info, size, config.num_inputs, seed=2000)",
+             "        fresh = first", (f"{GPU_TESTS}::test_a_bad_cuda_graph_fails_and_the_rest_is_still_reported",),
+             "the CUDA graph is replayed on the input it was captured with (a stale graph passes)"),
+    Mutation("trt-graph-replayed-on-its-own-input", GPU_CHECK, "        got = graph.infer(fresh)\n",
+             "        got = graph.infer(first)\n", (f"{GPU_TESTS}::test_device_checks_on_the_cuda_stand_in",),
+             "the TensorRT graph check replays the capture's own input"),
+    Mutation("trt-judged-against-itself", GPU_CHECK,
+             "    report = compare_outputs(expected, runner.infer(fresh))",
+             "    report = compare_outputs(runner.infer(fresh), runner.infer(fresh))",
+             (f"{GPU_TESTS}::test_every_precision_reported_when_one_fails_its_build",),
+             "an engine's output compared with itself instead of the expected output"),
 ]
 
 
