@@ -33,6 +33,7 @@ class BenchConfig:
     threads: int | None = None
     seed: int = 0
     shm: bool = False  # Triton runners: tensors through system shared memory
+    torch_options: tuple[tuple[str, object], ...] = ()  # e.g. (("precision", "fp16"),): non-baseline torch runners
 
 
 @dataclass(frozen=True)
@@ -203,12 +204,12 @@ def add_speedups(results: list[Result]) -> None:
 
 # ------------------------------------------------------------------------------------------ loading models
 
-def _runner_options(name: str, threads: int | None, shm: bool = False) -> dict:
+def _runner_options(name: str, threads: int | None, shm: bool = False, **extra) -> dict:
     """Pass `threads` and `shm` only to backends whose runner takes them (a GPU runner has no CPU thread
     pool, only a Triton runner has shared memory)."""
     from pspcore.registry import runner_class
 
-    wanted = {k: v for k, v in (("threads", threads), ("shm", shm or None)) if v is not None}
+    wanted = {k: v for k, v in (("threads", threads), ("shm", shm or None), *extra.items()) if v is not None}
     try:
         params = inspect.signature(runner_class(name).__init__).parameters
     except PSPError:
@@ -216,7 +217,8 @@ def _runner_options(name: str, threads: int | None, shm: bool = False) -> dict:
     return {k: v for k, v in wanted.items() if k in params}
 
 
-def load_candidate(candidate: Candidate, threads: int | None, probe: MemoryProbe, shm: bool = False) -> Loaded:
+def load_candidate(candidate: Candidate, threads: int | None, probe: MemoryProbe, shm: bool = False,
+                   torch_options: dict | None = None) -> Loaded:
     """Create and activate the runner, measuring its load time and memory growth. Raises PSPError."""
     from pspcore.registry import REQUIREMENTS, TRITON_SCHEMES, create_runner, resolve_backend
 
@@ -229,7 +231,8 @@ def load_candidate(candidate: Candidate, threads: int | None, probe: MemoryProbe
     probe.start()
     t0 = time.perf_counter()
     try:
-        runner = create_runner(name, candidate.model, **_runner_options(name, threads, shm))
+        extra = {} if candidate.baseline else dict(torch_options or {})  # the baseline stays eager FP32
+        runner = create_runner(name, candidate.model, **_runner_options(name, threads, shm, **extra))
         runner.activate()
     except PSPError:
         raise
@@ -292,7 +295,7 @@ def load_all(candidates: list[Candidate], config: BenchConfig, log: Log
     size = config.size
     for cand in sorted(candidates, key=lambda c: not c.baseline):
         try:
-            item = load_candidate(cand, config.threads, probe, config.shm)
+            item = load_candidate(cand, config.threads, probe, config.shm, dict(config.torch_options))
             probe.start()  # the peak of the first inferences, relative to RSS after loading
             size = size or input_size_of(item)  # the baseline's (loaded first), else the first model's
             ok = _first_inferences(item, config, size, unavailable)

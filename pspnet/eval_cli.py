@@ -17,13 +17,15 @@ def _floats(ctx, param, value):
         raise click.BadParameter(f"expected comma-separated numbers (e.g. 0.75,1,1.25), got {value!r}") from None
 
 
-def load_runner(model_path: str, backend: str | None, device: str):
+def load_runner(model_path: str, backend: str | None, device: str, precision: str | None = None,
+                cuda_graphs: bool = False):
     """A ready Runner for MODEL: torch for checkpoints (on `device`), else the backend asked for (auto: by
     file type). pspnet does not import the runtime: backends come from the registry by name."""
     from pspcore.registry import create_runner, resolve_backend
 
     name, _ = resolve_backend(backend or "auto", model_path)
-    runner = create_runner(name, model_path, **({"device": device} if name == "torch" else {}))
+    torch_options = {"device": device, "precision": precision, "cuda_graphs": cuda_graphs or None}
+    runner = create_runner(name, model_path, **(torch_options if name == "torch" else {}))
     runner.activate()
     for note in runner.notes:
         click.echo(f"notice: {note}", err=True)
@@ -82,11 +84,14 @@ def protocol_sizes(dataset: str | None, crop: tuple | None, base_size: int | Non
 @click.option("--backend", help="torch (default for .pth) or a runtime backend: onnxruntime, tensorrt, "
               "auto, ... (default for .onnx/.engine: auto).")
 @click.option("--device", default="auto", show_default=True, help="torch backend: auto, cpu, cuda.")
+@click.option("--precision", type=click.Choice(["fp16", "bf16"]), default=None,
+              help="torch backend: autocast precision [default: fp32].")
+@click.option("--cuda-graphs", is_flag=True, help="torch backend: replay the forward as a CUDA graph.")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N images.")
 @click.option("--save-png", type=click.Path(file_okay=False), help="Write colour predictions here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def main(model, dataset, data_root, split, scenes, scene_size, seed, mode, crop, base_size, flip, scales, backend,
-         device, limit, save_png, as_json):
+         device, precision, cuda_graphs, limit, save_png, as_json):
     """Evaluate MODEL (.pth checkpoint, .onnx, TensorRT engine) with dataset-level mIoU, mAcc, allAcc.
 
     \b
@@ -101,7 +106,7 @@ def main(model, dataset, data_root, split, scenes, scene_size, seed, mode, crop,
         raise InputError(f"model not found: {model}")
     if save_png:
         check_folder(save_png, "--save-png folder")
-    runner = load_runner(model, backend, device)
+    runner = load_runner(model, backend, device, precision, cuda_graphs)
     predict, info = runner.infer, runner.info
     crop, base_size = protocol_sizes(dataset, crop, base_size, info)
     eval_mode = EvalMode(mode, crop, flip, scales, base_size)

@@ -123,6 +123,7 @@ def _torch_config(tmp_path, **changes):
 GRAPHS = "fp16 channels_last cuda graphs"
 
 
+@pytest.mark.slow  # every variant: about 15 s on 2 free cores
 def test_torch_path_on_a_stand_in_device(tmp_path):
     """Every variant measured and gated against CPU FP32 on a stand-in GPU; the report is JSON as it is."""
     target = TorchTarget("cpu", "Stand-in GPU", lambda: None, EagerGraph)

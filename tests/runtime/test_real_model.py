@@ -35,6 +35,7 @@ def checkpoint(tmp_path_factory):
 def test_torch_backend_runs_a_checkpoint(checkpoint):
     path, model = checkpoint
     runner = create_runner("auto", path, threads=2)
+    runner.activate()  # the model is loaded (and info set) on activation
     assert runner.name == "torch" and runner.info.num_classes == 4 and runner.info.input_size == (65, 65)
     x = np.random.default_rng(0).normal(size=(2, 3, 33, 33)).astype(np.float32)
     out = runner.infer(x)
@@ -52,6 +53,7 @@ def test_exported_pspnet_through_psp_infer(checkpoint, tmp_path):
     path, model = checkpoint
     onnx_path = tmp_path / "pspnet18.onnx"
     torch_runner = create_runner("torch", path)
+    torch_runner.activate()
     export_onnx(model, torch_runner.info, onnx_path, size=(65, 65))
     ort_runner = create_runner("auto", onnx_path)
     assert ort_runner.info.num_classes == 4 and ort_runner.input_spec.size == (65, 65)
