@@ -107,7 +107,9 @@ class TorchRunner(Runner):
         if self.precision == "fp32":
             return self.model(x)
         dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
-        with torch.autocast(device_type=self.device.type, dtype=dtype):
+        # No cast cache under CUDA graphs (torch.cuda.graphs asks for this): cached casts made during capture
+        # would be freed when the autocast region ends while the graph still reads them.
+        with torch.autocast(device_type=self.device.type, dtype=dtype, cache_enabled=not self.cuda_graphs):
             return self.model(x)
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
