@@ -41,7 +41,7 @@ class GpuCheckConfig:
     checkpoint: Path | None = None
     onnx: Path | None = None
     arch: str = "pspnet18"  # the small model made when neither checkpoint nor ONNX model is given
-    num_classes: int = 8
+    num_classes: int = 5
     calib_images: tuple[Path, ...] = ()
     precisions: tuple[str, ...] = ("fp32", "fp16", "int8")  # TensorRT engines
     size: tuple[int, int] | None = None

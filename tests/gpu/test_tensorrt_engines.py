@@ -4,7 +4,6 @@ input, never with another output of the engine. Skipped without TensorRT, cuda-p
 import json
 
 import cv2
-import numpy as np
 import pytest
 import torch
 
