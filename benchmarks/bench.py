@@ -34,6 +34,7 @@ class BenchConfig:
     seed: int = 0
     shm: bool = False  # Triton runners: tensors through system shared memory
     device: str = "auto"  # auto, cpu, cuda, cuda:N (pspcore.device)
+    torch_options: tuple[tuple[str, object], ...] = ()  # e.g. (("precision", "fp16"),): non-baseline torch runners
 
 
 @dataclass(frozen=True)
@@ -217,9 +218,10 @@ def shm_option(name: str, shm: bool) -> dict:
 
 
 def load_candidate(candidate: Candidate, threads: int | None, probe: MemoryProbe, shm: bool = False,
-                   device: str = "auto") -> Loaded:
+                   device: str = "auto", torch_options: dict | None = None) -> Loaded:
     """Create and activate the runner, measuring its load time and memory growth. Raises PSPError; so does
-    an option its backend cannot honour (--threads on a GPU runner, --device on a server)."""
+    an option its backend cannot honour (--threads on a GPU runner, --device on a server). `torch_options`
+    (--precision, --cuda-graphs) go to torch runners other than the baseline, which stays eager FP32."""
     from pspcore.cli import runner_options
     from pspcore.registry import create_runner, resolve_backend, runner_class
 
@@ -227,7 +229,9 @@ def load_candidate(candidate: Candidate, threads: int | None, probe: MemoryProbe
     cls = runner_class(name)
     if cls.model_is_path and not Path(candidate.model).exists():
         raise InputError(f"model not found: {candidate.model}")
-    options = runner_options(name, candidate.model, device=device, threads=threads, **shm_option(name, shm))
+    extra = dict(torch_options or {}) if name == "torch" and not candidate.baseline else {}
+    options = runner_options(name, candidate.model, device=device, threads=threads, **shm_option(name, shm),
+                             **extra)
     for package in cls.requires:  # import cost is not the model's memory
         with contextlib.suppress(ImportError):
             importlib.import_module(package)
@@ -284,7 +288,7 @@ def load_all(candidates: list[Candidate], config: BenchConfig, log: Log
     size = config.size
     for cand in sorted(candidates, key=lambda c: not c.baseline):
         try:
-            item = load_candidate(cand, config.threads, probe, config.shm, config.device)
+            item = load_candidate(cand, config.threads, probe, config.shm, config.device, dict(config.torch_options))
             probe.start()  # the peak of the first inferences, relative to RSS after loading
             # --size, else the baseline's (loaded first); each model's batches are then checked against it
             size = size or runner_input_size(item.runner, None)

@@ -140,12 +140,15 @@ def write_outputs(report: BenchReport, json_path, markdown_path, plot_path) -> N
               help="Checkpoint run on PyTorch eager FP32; speed-ups are against it.")
 @threads_option("CPU threads per runner (a backend without a CPU thread pool refuses it).")
 @click.option("--shm", is_flag=True, help="Triton models: tensors through system shared memory.")
+@click.option("--precision", type=click.Choice(["fp16", "bf16"]), default=None,
+              help="torch backend (not the baseline): autocast precision [default: fp32].")
+@click.option("--cuda-graphs", is_flag=True, help="torch backend (not the baseline): replay CUDA graphs.")
 @json_option("Write every number to this JSON")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Write a Markdown report.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Write a PNG: latency distribution per runner and throughput vs batch.")
 def latency_command(models, backend, device, batches, size, warmup_ms, duration_s, min_iters, slice_ms, baseline,
-                    threads, shm, json_path, markdown_path, plot_path):
+                    threads, shm, precision, cuda_graphs, json_path, markdown_path, plot_path):
     """Latency and throughput of every MODEL, measured interleaved in one run (trtexec statistics)."""
     from benchmarks.report import format_terminal
 
@@ -156,7 +159,8 @@ def latency_command(models, backend, device, batches, size, warmup_ms, duration_
         _pyplot()  # an InputError now, not after the measurement, when matplotlib is missing
     config = BenchConfig(batches=tuple(dict.fromkeys(batches)), size=size, warmup_ms=warmup_ms,
                          duration_s=duration_s, min_iters=min_iters, slice_ms=slice_ms, threads=threads, shm=shm,
-                         device=device)
+                         device=device,
+                         torch_options=(("precision", precision), ("cuda_graphs", cuda_graphs or None)))
     candidates = build_candidates(models, backend, baseline)
     refuse_unhonoured_options(candidates, device, threads)
     progress = _Progress(config)

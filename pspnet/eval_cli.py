@@ -21,14 +21,15 @@ def dataset_names() -> tuple[str, ...]:
     return (CONTEXT_SCENES, *DATASETS)
 
 
-def load_runner(model_path: str, backend: str, device: str):
-    """A ready Runner for MODEL on `backend` (auto: torch for checkpoints, else by file type) and `device`.
-    pspnet does not import the runtime: backends come from the registry by name."""
+def load_runner(model_path: str, backend: str, device: str, **options):
+    """A ready Runner for MODEL on `backend` (auto: torch for checkpoints, else by file type) and `device`;
+    `options` (--precision, --cuda-graphs) are refused by a backend that cannot honour them. pspnet does not
+    import the runtime: backends come from the registry by name."""
     from pspcore.cli import runner_options
     from pspcore.registry import create_runner, resolve_backend
 
     name, _ = resolve_backend(backend, model_path)
-    runner = create_runner(name, model_path, **runner_options(name, model_path, device=device))
+    runner = create_runner(name, model_path, **runner_options(name, model_path, device=device, **options))
     runner.activate()
     for note in runner.notes:
         click.echo(f"notice: {note}", err=True)
@@ -114,11 +115,14 @@ def protocol_sizes(dataset: str | None, mode: str, crop: tuple | None, base_size
               show_default=True, help="Multi-scale, e.g. 0.5,0.75,1,1.25,1.5,1.75 (probabilities summed).")
 @backend_option("torch (auto for .pth) or a runtime backend (auto: by file type).")
 @device_option()
+@click.option("--precision", type=click.Choice(["fp16", "bf16"]), default=None,
+              help="torch backend: autocast precision [default: fp32].")
+@click.option("--cuda-graphs", is_flag=True, help="torch backend: replay the forward as a CUDA graph.")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N images.")
 @click.option("--save-png", type=click.Path(file_okay=False), help="Write colour predictions here.")
 @json_option("Write the result as JSON")
 def main(model, dataset, data_root, split, scenes, scene_size, seed, mode, crop, base_size, flip, scales, backend,
-         device, limit, save_png, json_path):
+         device, precision, cuda_graphs, limit, save_png, json_path):
     """Evaluate MODEL (.pth checkpoint, .onnx, TensorRT engine) with dataset-level mIoU, mAcc, allAcc.
 
     \b
@@ -137,7 +141,7 @@ def main(model, dataset, data_root, split, scenes, scene_size, seed, mode, crop,
         check_folder(save_png, "--save-png folder")
     if json_path not in (None, "-"):
         check_writable(json_path)
-    runner = load_runner(model, backend, device)
+    runner = load_runner(model, backend, device, precision=precision, cuda_graphs=cuda_graphs)
     info = runner.info
     mode = mode or default_mode(dataset or info.dataset, runner)
     crop, base_size = protocol_sizes(dataset, mode, crop, base_size, runner)

@@ -1,19 +1,21 @@
-"""The PyTorch runner: runs a training checkpoint directly, the reference for parity checks and accuracy.
-It lives with the model and is registered by name as an entry point ("torch", pyproject.toml), so the deployment runtime
-never imports torch or pspnet."""
+"""The PyTorch runner: runs a training checkpoint directly, the reference for parity checks and accuracy, and
+the GPU path for machines without TensorRT (FP16/bf16 autocast, channels_last, CUDA graphs). It lives with the
+model and is registered by name ("torch"), so the deployment runtime never imports torch or pspnet."""
 from __future__ import annotations
 
 import numpy as np
 
-from pspcore.device import cuda_index, parse_device
-from pspcore.errors import BackendUnavailable
+from pspcore.device import parse_device
+from pspcore.errors import BackendUnavailable, InputError
 from pspcore.runner import InputSpec, Runner
+
+PRECISIONS = ("fp32", "fp16", "bf16")  # fp16/bf16: torch.autocast around the forward; weights stay FP32
 
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
 
 
-def resolve_device(device) -> str:
+def resolve_device(device: str | None) -> str:
     """--device (auto, cpu, cuda, cuda:N) -> a torch device string: auto is cuda when torch sees a GPU, else
     cpu; a CUDA device without CUDA is a clear error."""
     import torch
@@ -23,30 +25,67 @@ def resolve_device(device) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BackendUnavailable(f"--device {device}: torch here has no CUDA device; use --device cpu")
-    return device if cuda_index(device) is None else f"cuda:{cuda_index(device)}"
+    return device
+
+
+class CudaGraph:
+    """One input shape's forward captured as a CUDA graph (torch.cuda.CUDAGraph). Calling it copies the batch
+    into the graph's static input and replays; the result lives in the static output, overwritten by the
+    next call."""
+
+    @staticmethod
+    def supports(device) -> bool:
+        return device.type == "cuda"
+
+    def __init__(self, forward, example):
+        import torch
+
+        self.static_input = example.clone()
+        # Warm up on a side stream first, as torch.cuda.graphs asks: cuDNN picks its kernels and the caching
+        # allocator fills its pool outside the capture.
+        side = torch.cuda.Stream(device=example.device)
+        side.wait_stream(torch.cuda.current_stream(example.device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                forward(self.static_input)
+        torch.cuda.current_stream(example.device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.static_output = forward(self.static_input)
+
+    def __call__(self, batch):
+        self.static_input.copy_(batch)
+        self.graph.replay()
+        return self.static_output
 
 
 class TorchRunner(Runner):
     """Options: arch / num_classes (only for checkpoints that do not say), device ('auto', 'cpu', 'cuda',
-    'cuda:N'), threads."""
+    'cuda:N'), threads, precision ('fp32', or 'fp16'/'bf16' autocast), channels_last, cuda_graphs (capture
+    the forward once per input shape and replay it; CUDA only). FP32 follows torch's TF32 settings."""
 
     name = "torch"
     requires = ("torch",)
-
-    @classmethod
-    def device_options(cls, device: str) -> dict:
-        return {"device": device}  # auto: CUDA when torch sees a GPU (resolve_device)
+    graph_type = CudaGraph  # what cuda_graphs captures with (a test may put a stand-in here)
 
     def __init__(self, model_path, *, arch: str | None = None, num_classes: int | None = None,
-                 device: str | None = "auto", threads: int | None = None):
+                 device: str = "cpu", threads: int | None = None, precision: str = "fp32",
+                 channels_last: bool = False, cuda_graphs: bool = False):
         super().__init__(str(model_path))
-        self.arch, self.num_classes, self.threads = arch, num_classes, threads
-        self.device_choice = parse_device(device or "auto")
-        self.model = None
+        if precision not in PRECISIONS:
+            raise InputError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+        self.arch, self.num_classes, self.device_name, self.threads = arch, num_classes, device, threads
+        self.precision, self.channels_last, self.cuda_graphs = precision, bool(channels_last), bool(cuda_graphs)
+        self.model = self.device = None
+        self._graph = self._graph_shape = None
 
     @classmethod
     def auto_priority(cls, model_path: str) -> int | None:
         return 100 if model_path.lower().endswith(CHECKPOINT_SUFFIXES) else None
+
+    @classmethod
+    def device_options(cls, device: str) -> dict:
+        return {"device": device}  # auto: CUDA when torch sees a GPU (resolve_device)
 
     def load(self) -> None:
         import torch
@@ -55,22 +94,51 @@ class TorchRunner(Runner):
 
         if self.threads:
             torch.set_num_threads(int(self.threads))
-        self.device = torch.device(resolve_device(self.device_choice))
+        device = torch.device(resolve_device(self.device_name))
+        if self.cuda_graphs and not self.graph_type.supports(device):
+            raise InputError("--cuda-graphs needs a CUDA device (--device cuda)")
         model, info = load_model(self.model_path, self.arch, self.num_classes)
-        self._torch = torch
-        self.model = model.to(self.device).eval()
+        model = model.to(device).eval()
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model, self.device = model, device
         # A checkpoint runs at any size: the stored input size is a default, not a constraint.
-        self.info = info.with_(output="logits", dynamic_shape=True, dynamic_batch=True)
+        self.info = info.with_(output="logits", dynamic_shape=True, dynamic_batch=True, precision=self.precision)
         self.input_spec = InputSpec(size=None)
 
     def release(self) -> None:
-        self.model = None
+        self.model = self._graph = self._graph_shape = None  # the graph holds its memory pool until dropped
+
+    def _forward(self, x):
+        import torch
+
+        if self.precision == "fp32":
+            return self.model(x)
+        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+        # No cast cache under CUDA graphs (torch.cuda.graphs asks for this): cached casts made during capture
+        # would be freed when the autocast region ends while the graph still reads them.
+        with torch.autocast(device_type=self.device.type, dtype=dtype, cache_enabled=not self.cuda_graphs):
+            return self.model(x)
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
-        torch = self._torch
+        import torch
+
         with torch.inference_mode():
-            return self.model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
+            x = torch.from_numpy(batch).to(self.device)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            out = self._replay(x) if self.cuda_graphs else self._forward(x)
+            return out.float().cpu().numpy()
+
+    def _replay(self, x):
+        if self._graph_shape != tuple(x.shape):
+            self._graph = None  # a graph is tied to its shapes; drop the old one before capturing anew
+            self._graph = self.graph_type(self._forward, x)
+            self._graph_shape = tuple(x.shape)
+        return self._graph(x)
 
     def describe(self) -> str:
-        where = self.device.type if self.model is not None else str(self.device_choice)
-        return f"{self.name}[{where}] ({self.info.arch})"
+        extras = [self.precision] + (["channels_last"] if self.channels_last else []) + (
+            ["CUDA graphs"] if self.cuda_graphs else [])
+        where = self.device.type if self.device is not None else self.device_name
+        return f"{self.name}[{where}] ({self.info.arch or 'checkpoint'}, {', '.join(extras)})"

@@ -49,12 +49,15 @@ def _notice(text: str) -> None:
 @threads_option("Inference threads (onnxruntime, torch).")
 @click.option("--shm", is_flag=True,
               help="Triton: exchange tensors with the server through system shared memory (same machine).")
+@click.option("--precision", type=click.Choice(["fp16", "bf16"]), default=None,
+              help="torch backend: autocast precision [default: fp32].")
+@click.option("--cuda-graphs", is_flag=True, help="torch backend: replay the forward as a CUDA graph.")
 @click.option("--tile", is_flag=True, help="Sliding windows of the input size over full-resolution frames.")
 @click.option("--discard-partial", is_flag=True,
               help="On Ctrl-C remove the unfinished video instead of keeping <name>.partial.<ext>.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def main(model, source, output, backend, device, batch, size, opacity, mask_video, masks_dir, json_path, codec, threads,
-         shm, tile, discard_partial, quiet):
+         shm, precision, cuda_graphs, tile, discard_partial, quiet):
     """Segment INPUT (a video, an image or a folder of images) with MODEL (.onnx, .engine, a .pth
     checkpoint or a Triton URL) and write the overlay to OUTPUT. A Triton image -> labels ensemble
     (psp-export triton --ensemble) gets the raw frames and does its own pre- and post-processing.
@@ -71,7 +74,8 @@ def main(model, source, output, backend, device, batch, size, opacity, mask_vide
     from runtime.pipeline import SegmentOptions, segment
     from runtime.video import partial_name
 
-    runner = create_runner(backend, model, **runner_options(backend, model, device=device, threads=threads, shm=shm))
+    runner = create_runner(backend, model, **runner_options(backend, model, device=device, threads=threads, shm=shm,
+                                                            precision=precision, cuda_graphs=cuda_graphs))
     for note in runner.notes:
         _notice(note)
     shown = len(runner.notes)

@@ -10,15 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
-from pspcore.engine_file import ENGINE_SUFFIXES, EngineSidecar, check_compatible, current_platform, read_sidecar
+from pspcore.engine_file import (ENGINE_SUFFIXES, EngineSidecar, Platform, check_compatible, current_platform,
+                                 read_sidecar)
 from pspcore.device import cuda_index
 from pspcore.errors import BackendUnavailable, InputError, PSPError
 from pspcore.files import require_file
 from pspcore.model_info import INPUT_NAME
 from pspcore.nvidia import (collecting_logger, cuda_check, cuda_unavailable_reason, import_cudart, import_tensorrt,
-                            select_device)
+                            select_device, tensorrt_driver_reason)
 from pspcore.runner import InputSpec, Runner
 from pspcore.tensor_types import TENSORRT_TO_NUMPY
+
 
 def trt_to_numpy(trt, dtype) -> np.dtype:
     """numpy dtype of a TensorRT DataType (by name: stable across TensorRT 10 and 11)."""
@@ -38,18 +40,26 @@ class _Buffer:
     host: int = 0
 
     def ensure(self, nbytes: int) -> bool:
-        """Make room for nbytes; True when the addresses changed."""
+        """Make room for nbytes; True when the addresses changed. On failure the buffer holds nothing (a
+        device buffer already obtained is freed again), so no stale address survives."""
         if nbytes <= self.capacity:
             return False
         self.free()
         cudart = import_cudart()
         self.device = cuda_check(cudart.cudaMalloc(nbytes), "cudaMalloc")
-        self.host = cuda_check(cudart.cudaHostAlloc(nbytes, cudart.cudaHostAllocDefault), "cudaHostAlloc")
+        try:
+            self.host = cuda_check(cudart.cudaHostAlloc(nbytes, cudart.cudaHostAllocDefault), "cudaHostAlloc")
+        except PSPError:
+            cudart.cudaFree(self.device)
+            self.device = 0
+            raise
         self.capacity = nbytes
         return True
 
     def host_array(self, shape: tuple[int, ...]) -> np.ndarray:
         count = int(np.prod(shape))
+        if count * self.dtype.itemsize > self.capacity:  # writing past it (or through 0) would crash Python
+            raise PSPError(f"internal error: a {self.capacity}-byte buffer cannot hold {shape}")
         raw = (ctypes.c_byte * (count * self.dtype.itemsize)).from_address(self.host)
         return np.frombuffer(raw, dtype=self.dtype, count=count).reshape(shape)
 
@@ -79,8 +89,9 @@ def _engine_input_spec(sidecar: EngineSidecar) -> InputSpec:
 
 class TensorRTRunner(Runner):
     """Options: device (GPU index), cuda_graph (capture the engine's launch once per input shape and replay
-    it: saves the per-layer launch overhead for fixed-shape streams). Fills last_timing h2d/compute/d2h from
-    CUDA events."""
+    it: saves the per-layer launch overhead for fixed-shape streams; a shape that cannot be captured runs
+    directly). Fills last_timing h2d/compute/d2h from CUDA events. `activate()` checks the engine against this
+    machine and loads it; `deactivate()` frees every buffer, graph, event, stream, context and the engine."""
 
     name = "tensorrt"
     requires = ("tensorrt", "cuda")
@@ -99,34 +110,47 @@ class TensorRTRunner(Runner):
 
     def __init__(self, model_path, *, device: int = 0, cuda_graph: bool = False):
         path = require_file(model_path, "TensorRT engine")
-        self.sidecar = read_sidecar(path)
-        super().__init__(str(path), info=self.sidecar.info)
-        self.input_spec = _engine_input_spec(self.sidecar)
+        super().__init__(str(path))
         self.device = int(device)
         self.cuda_graph = bool(cuda_graph)
-        self.platform = current_platform(self.device)
-        check_compatible(self.sidecar.platform, self.platform, path.name)
-        self._context = None
-        self.activate()
+        self.platform: Platform | None = None
+        self.graph_launches = 0  # replays of a captured graph (0: every launch ran directly)
+        self._uncapturable: set[tuple[int, ...]] = set()  # shapes whose capture failed: launched directly
+        self._reset()
+
+    def _reset(self) -> None:
+        self._runtime = self._engine = self._context = self._logger = None
+        self._stream = None
+        self._events: list = []
+        self._buffers: dict[str, _Buffer] = {}
+        self._graph = None  # the graph exec of the current shape
+        self._shape = self._out_shape = None
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
         try:
-            import_tensorrt()
+            trt = import_tensorrt()
         except BackendUnavailable as exc:
             return str(exc)
-        return cuda_unavailable_reason()
+        return cuda_unavailable_reason() or tensorrt_driver_reason(trt.__version__)
 
-    def activate(self) -> None:
-        if self._context is None:
+    def load(self) -> None:
+        try:
             self._load()
-        super().activate()
+        except BaseException:
+            self._release()  # a half-loaded runner keeps nothing
+            raise
 
     def _load(self) -> None:
+        sidecar = read_sidecar(self.model_path)
+        self.info = sidecar.info
+        self.input_spec = _engine_input_spec(sidecar)
         trt, cudart = import_tensorrt(), import_cudart()
+        self.platform = current_platform(self.device)
+        check_compatible(sidecar.platform, self.platform, Path(self.model_path).name)
         select_device(self.device)
         data = Path(self.model_path).read_bytes()
-        if self.sidecar.engine_sha256 and hashlib.sha256(data).hexdigest() != self.sidecar.engine_sha256:
+        if sidecar.engine_sha256 and hashlib.sha256(data).hexdigest() != sidecar.engine_sha256:
             raise InputError(f"{self.model_path}: the engine does not match its sidecar (sha256 differs); "
                              "it was replaced or truncated: rebuild it with psp-build-engine")
         self._logger = collecting_logger(trt)
@@ -144,23 +168,35 @@ class TensorRTRunner(Runner):
         self._context = engine.create_execution_context()
         self.input_spec = _profile_spec([tuple(s) for s in engine.get_tensor_profile_shape(self._input, 0)])
         self._buffers = {n: _Buffer(trt_to_numpy(trt, engine.get_tensor_dtype(n))) for n in names}
-        self._stream = cuda_check(cudart.cudaStreamCreate(), "cudaStreamCreate")
-        self._events = [cuda_check(cudart.cudaEventCreate(), "cudaEventCreate") for _ in range(4)]
-        self._shape = self._out_shape = self._graph = None
+        # Non-blocking: no implicit ordering against the legacy default stream that other libraries use.
+        self._stream = cuda_check(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking),
+                                  "cudaStreamCreateWithFlags")
+        for _ in range(4):
+            self._events.append(cuda_check(cudart.cudaEventCreate(), "cudaEventCreate"))
 
-    def deactivate(self) -> None:
-        if self._context is not None:
+    def release(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        """Free whatever is held, in dependency order (work finished, graph, memory, events, stream, then the
+        TensorRT objects); safe to call twice or after a failed load."""
+        if self._stream is not None or self._buffers or self._events:
             cudart = import_cudart()
             select_device(self.device)  # frees and destroys act on the current device
             self._drop_graph()
-            cudart.cudaStreamSynchronize(self._stream)
+            if self._stream is not None:
+                cudart.cudaStreamSynchronize(self._stream)
             for buffer in self._buffers.values():
                 buffer.free()
             for event in self._events:
                 cudart.cudaEventDestroy(event)
-            cudart.cudaStreamDestroy(self._stream)
-            self._context = self._engine = self._runtime = None
-        super().deactivate()
+            if self._stream is not None:
+                cudart.cudaStreamDestroy(self._stream)
+        # TensorRT objects go in reverse order of creation: context, engine, runtime.
+        self._context = None
+        self._engine = None
+        self._runtime = None
+        self._reset()
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         # Another runner in this thread may have made its own GPU current since: buffers allocated and the
@@ -171,14 +207,18 @@ class TensorRTRunner(Runner):
         return out
 
     def _set_shape(self, shape: tuple[int, ...]) -> None:
+        # Forget the old shape first: if anything below fails, the next call starts again from scratch
+        # instead of launching with addresses that were freed or never set.
+        self._drop_graph()  # a captured graph holds the old shapes and addresses
+        self._shape = self._out_shape = None
         if not self._context.set_input_shape(self._input, shape):
             raise InputError(f"TensorRT rejected input shape {shape}:\n{self._logger.text(5)}")
         out_shape = tuple(self._context.get_tensor_shape(self._output))
         for name, dims in ((self._input, shape), (self._output, out_shape)):
             buffer = self._buffers[name]
             buffer.ensure(int(np.prod(dims)) * buffer.dtype.itemsize)
-            self._context.set_tensor_address(name, buffer.device)
-        self._drop_graph()  # a captured graph holds the old shapes and addresses
+            if not self._context.set_tensor_address(name, buffer.device):
+                raise PSPError(f"TensorRT refused the address of {name}:\n{self._logger.text(5)}")
         self._shape, self._out_shape = shape, out_shape
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, list[float]]:
@@ -200,21 +240,22 @@ class TensorRTRunner(Runner):
                                           cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream), "copy from GPU")
         cuda_check(cudart.cudaEventRecord(ev[3], stream), "cudaEventRecord")
         cuda_check(cudart.cudaStreamSynchronize(stream), "inference")
-        times = [cuda_check(cudart.cudaEventElapsedTime(a, b), "cudaEventElapsedTime")
-                 for a, b in zip(ev, ev[1:])]
+        times = [cuda_check(cudart.cudaEventElapsedTime(start, end), "cudaEventElapsedTime")
+                 for start, end in zip(ev, ev[1:])]
         return dst.host_array(self._out_shape).copy(), times  # copy: the pinned buffer is reused next call
 
     def _execute(self) -> None:
-        if self.cuda_graph and self._graph is None:
+        if self.cuda_graph and self._graph is None and self._shape not in self._uncapturable:
             self._graph = self._capture()
         if self._graph is not None:
             cuda_check(import_cudart().cudaGraphLaunch(self._graph, self._stream), "cudaGraphLaunch")
+            self.graph_launches += 1
         elif not self._context.execute_async_v3(int(self._stream)):
             raise PSPError(f"TensorRT inference failed:\n{self._logger.text(5)}")
 
     def _capture(self):
-        """Record one launch of the engine as a CUDA graph; None (and a note) when the engine cannot be
-        captured, after which the runner launches it directly."""
+        """Record one launch of the engine as a CUDA graph and instantiate it; None when this shape cannot be
+        captured (a note says so once), after which this shape is launched directly, without new attempts."""
         cudart = import_cudart()
         stream = self._stream
         # The first launch after a shape change does one-off setup that must not end up in the graph.
@@ -224,15 +265,23 @@ class TensorRTRunner(Runner):
         cuda_check(cudart.cudaStreamBeginCapture(
             stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture")
         launched = self._context.execute_async_v3(int(stream))
-        err, graph = cudart.cudaStreamEndCapture(stream)
-        if not launched or err != cudart.cudaError_t.cudaSuccess:
-            if err == cudart.cudaError_t.cudaSuccess:
-                cudart.cudaGraphDestroy(graph)  # captured, but of a failed launch: not worth keeping
-            self.cuda_graph = False
-            self.notes.append("this engine cannot be captured as a CUDA graph; launching it directly")
-            return None
-        graph_exec = cuda_check(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
-        cudart.cudaGraphDestroy(graph)
+        err, graph = cudart.cudaStreamEndCapture(stream)  # ends the capture whatever happened inside it
+        graph_exec, why = None, None
+        if err != cudart.cudaError_t.cudaSuccess:
+            why = f"stream capture failed ({getattr(err, 'name', err)})"
+        else:
+            if not launched:
+                why = "TensorRT refused to launch inside a stream capture"
+            else:
+                err, graph_exec = cudart.cudaGraphInstantiate(graph, 0)
+                if err != cudart.cudaError_t.cudaSuccess:
+                    why, graph_exec = f"cudaGraphInstantiate failed ({getattr(err, 'name', err)})", None
+            cudart.cudaGraphDestroy(graph)  # an instantiated exec keeps its own copy
+        if graph_exec is None:
+            self._uncapturable.add(self._shape)
+            note = f"input shape {self._shape} cannot be replayed as a CUDA graph ({why}); launching it directly"
+            if note not in self.notes:
+                self.notes.append(note)
         return graph_exec
 
     def _drop_graph(self) -> None:
@@ -242,4 +291,6 @@ class TensorRTRunner(Runner):
 
     def describe(self) -> str:
         graph = ", CUDA graph" if self.cuda_graph else ""
-        return f"{self.name} {self.platform.tensorrt_version} on {self.platform.gpu_name} ({self.info.precision}{graph})"
+        where = (f"{self.platform.tensorrt_version} on {self.platform.gpu_name}" if self.platform
+                 else f"on GPU {self.device}")
+        return f"{self.name} {where} ({self.info.precision}{graph})"

@@ -1,17 +1,21 @@
-"""experiments/gpu_check.py's CPU-checkable parts: options, the missing-TensorRT message, parity verdicts."""
+"""experiments/gpu_check.py on a CPU: the no-GPU report, the PyTorch GPU path on a stand-in device, the
+TensorRT part and its device checks on the CUDA/TensorRT stand-in, and the parity gates."""
 import importlib.util
+import json
 
 import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from experiments.gpu_check import check_inputs, drawn_calibration, main, passes
+from experiments.gpu_check import (GpuCheckConfig, check_inputs, device_checks, drawn_calibration, main,
+                                   run_gpu_check, run_tensorrt_check, verdict)
+from experiments.gpu_torch import ERROR, FAILED, PASSED, SKIPPED, VARIANTS, TorchTarget, passes
 from export.parity import ParityReport, compare_outputs
 from pspcore.model_info import ModelInfo
 from tests.runtime.test_tensorrt import fake_gpu  # noqa: F401  (a pytest fixture)
 
-HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
+torch = pytest.importorskip("torch")
 
 
 def _report(max_rel: float, agreement: float) -> ParityReport:
@@ -26,56 +30,194 @@ def test_help_lists_the_options():
         assert option in result.output
 
 
-def test_needs_exactly_one_model():
-    result = CliRunner().invoke(main, [])
-    assert result.exit_code == 2 and "exactly one of --checkpoint or --onnx" in result.output
-
-
-@pytest.mark.skipif(HAVE_TRT, reason="checks the message shown where TensorRT is not installed")
-def test_without_tensorrt_says_how_to_install(tmp_path):
+def test_at_most_one_model(tmp_path):
     model = tmp_path / "m.onnx"
     model.write_bytes(b"x")
-    result = CliRunner().invoke(main, ["--onnx", str(model)])
-    assert result.exit_code == 1 and "pip install tensorrt" in result.output
+    result = CliRunner().invoke(main, ["--checkpoint", str(model), "--onnx", str(model), "-o",
+                                       str(tmp_path / "r.json")])
+    assert result.exit_code == 2 and "at most one of --checkpoint or --onnx" in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the report of a machine without a GPU")
+def test_without_a_gpu_one_line_and_the_report(tmp_path):
+    out = tmp_path / "gpu.json"
+    result = CliRunner().invoke(main, ["-o", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("no GPU: ")]
+    assert len(lines) == 1 and "sees no CUDA device" in lines[0]
+    report = json.loads(out.read_text())
+    assert report["passed"] is None and report["no_gpu"] and report["torch"]["skipped"]
+    if importlib.util.find_spec("tensorrt") is None:
+        assert "pip install tensorrt" in report["tensorrt"]["skipped"]
 
 
 def test_parity_targets_per_precision():
     assert passes("fp32", _report(5e-5, 1.0)) and not passes("fp32", _report(5e-4, 1.0))
     assert passes("fp16", _report(0.3, 0.996)) and not passes("fp16", _report(0.0, 0.99))
+    assert passes("bf16", _report(0.5, 0.985)) and not passes("bf16", _report(0.0, 0.975))
     assert passes("int8", _report(0.5, 0.985)) and not passes("int8", _report(0.0, 0.975))
 
 
-def test_garbage_engine_output_fails_every_precision():
-    """An engine that outputs zeros: near-ties excuse every pixel (the error is the whole logit range), and
-    strict agreement must still fail it."""
+def test_garbage_output_fails_every_precision():
+    """An output of zeros: near-ties excuse every pixel (the error is the whole logit range), and strict
+    agreement must still fail it."""
     reference = np.random.default_rng(0).standard_normal((2, 5, 8, 8)).astype(np.float32)
     zeros = compare_outputs(reference, np.zeros_like(reference))
     assert zeros.tie_agreement == 1.0
-    assert not any(passes(precision, zeros) for precision in ("fp32", "fp16", "int8"))
+    assert not any(passes(precision, zeros) for precision in ("fp32", "fp16", "bf16", "int8"))
+
+
+def test_verdict_needs_a_pass_and_no_failure():
+    assert verdict([PASSED, SKIPPED])
+    assert not verdict([SKIPPED]) and not verdict([])  # nothing checked is not a pass
+    assert not verdict([PASSED, FAILED]) and not verdict([PASSED, ERROR])
 
 
 def test_check_inputs_and_drawn_calibration(tmp_path):
     batch = check_inputs(ModelInfo(), (33, 49), 4)
     assert batch.shape == (4, 3, 33, 49) and batch.dtype == np.float32
     assert not np.array_equal(batch[0], batch[1])
+    assert not np.array_equal(batch, check_inputs(ModelInfo(), (33, 49), 4, seed=2000))
     paths = drawn_calibration(tmp_path / "calib", (33, 49), count=3)
     assert [cv2.imread(str(p)).shape for p in paths] == [(33, 49, 3)] * 3
 
 
+# ---- the PyTorch GPU path on a stand-in device: the CPU, with an eager stand-in for torch.cuda.CUDAGraph ----
+
+class EagerGraph:
+    """torch.cuda.CUDAGraph's contract on the CPU: the batch is copied into a static input and the captured
+    forward reruns on it."""
+
+    @staticmethod
+    def supports(device) -> bool:
+        return True
+
+    def __init__(self, forward, example):
+        self.forward, self.static_input = forward, example.clone()
+        self.static_output = forward(self.static_input)
+
+    def __call__(self, batch):
+        self.static_input.copy_(batch)
+        self.static_output = self.forward(self.static_input)
+        return self.static_output
+
+
+class StaleGraph(EagerGraph):
+    """A graph that is never re-run: every call returns what the capture computed."""
+
+    def __call__(self, batch):
+        self.static_input.copy_(batch)
+        return self.static_output
+
+
+class BrokenGraph(EagerGraph):
+    def __init__(self, forward, example):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+
+def _torch_config(tmp_path, **changes):
+    return GpuCheckConfig(num_classes=4, size=(33, 33), num_inputs=2, duration_s=0.01, matmul_n=32, min_iters=2,
+                          workdir=tmp_path, **changes)
+
+
+GRAPHS = "fp16 channels_last cuda graphs"
+
+
+@pytest.mark.slow  # every variant: about 15 s on 2 free cores
+def test_torch_path_on_a_stand_in_device(tmp_path):
+    """Every variant measured and gated against CPU FP32 on a stand-in GPU; the report is JSON as it is."""
+    target = TorchTarget("cpu", "Stand-in GPU", lambda: None, EagerGraph)
+    lines = []
+    report = run_gpu_check(_torch_config(tmp_path), log=lines.append, target=target)
+    json.dumps(report)
+    checks = {c["variant"]["name"]: c for c in report["torch"]["checks"]}
+    assert list(checks) == [v.name for v in VARIANTS]
+    assert all(c["status"] == PASSED for c in checks.values()), [c["detail"] for c in checks.values()]
+    assert checks[GRAPHS]["replay"]["passed"]
+    assert report["passed"] is True
+    assert report["gpu"] == "Stand-in GPU" and report["torch"]["reference"] == "PyTorch FP32 on the CPU"
+    measured = checks["fp16"]
+    assert measured["latency_ms"]["median"] > 0 and measured["achieved_tflops"] > 0
+    assert 0 < measured["fraction_of_bf16_matmul"] and report["torch"]["bf16_matmul_tflops"] > 0
+    if importlib.util.find_spec("tensorrt") is None:
+        assert "pip install tensorrt" in report["tensorrt"]["skipped"]
+        assert any(line.startswith("skipped TensorRT: ") for line in lines)
+
+
+@pytest.mark.parametrize("graph,expected", [(StaleGraph, FAILED), (BrokenGraph, ERROR)])
+def test_a_bad_cuda_graph_fails_and_the_rest_is_still_reported(tmp_path, graph, expected):
+    """A graph that never re-runs gives the captured input's answer for a new input: the replay check
+    against eager on that input fails it. A variant that breaks is reported as an error, after which the
+    others still run (N5)."""
+    config = _torch_config(tmp_path, torch_variants=(GRAPHS, "fp32"))
+    report = run_gpu_check(config, log=lambda line: None, target=TorchTarget("cpu", "Stand-in GPU", lambda: None, graph))
+    checks = {c["variant"]["name"]: c for c in report["torch"]["checks"]}
+    assert checks[GRAPHS]["status"] == expected, checks[GRAPHS]["detail"]
+    assert checks["fp32"]["status"] == PASSED and checks["fp32"]["latency_ms"]
+    assert report["passed"] is False
+
+
+# ---- the TensorRT part on the CUDA/TensorRT stand-in (tests/runtime/fake_cuda.py) ----
+
+def _fake_expected(x):
+    return np.concatenate([x[:, :1], -x[:, :1]], axis=1)
+
+
+def _batches():
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal((2, 3, 65, 65)).astype(np.float32) for _ in range(2)]
+
+
 def test_device_checks_on_the_cuda_stand_in(fake_gpu, monkeypatch):
-    """The GPU script's device checks, run against the CUDA/TensorRT stand-in: they pass on correct code and
-    a CUDA graph that cannot be captured fails its check (on a GPU machine they run for real)."""
+    """They pass on correct code; each can fail: a sidecar naming another GPU than the independent source
+    says, a CUDA graph that cannot be captured; one GPU skips (not passes) the two-GPU check (N6)."""
     import pspcore.engine_file
-    from experiments.gpu_check import GpuCheckConfig, device_checks
+
     from tests.pspcore.test_engine_file import BUILT
 
-    cudart, make_engine = fake_gpu
     monkeypatch.setattr(pspcore.engine_file, "current_platform", lambda device=0: BUILT)
-    engine = make_engine()
-    x = np.random.default_rng(0).standard_normal((2, 3, 65, 65)).astype(np.float32)
-    expected = np.concatenate([x[:, :1], -x[:, :1]], axis=1)
-    results = device_checks(GpuCheckConfig(onnx=engine), engine, x, expected)
-    assert [r["passed"] for r in results] == [True, True, True], results
-    assert "GPUs 0 and 1" in results[2]["detail"]
-    cudart.capture_fails = True
-    assert [r["passed"] for r in device_checks(GpuCheckConfig(onnx=engine), engine, x, expected)] == [True, False, True]
+    engine, (first, fresh) = fake_gpu.make_engine(), _batches()
+    config = GpuCheckConfig(onnx=engine)
+    statuses = [r["status"] for r in device_checks(config, engine, first, fresh, "NVIDIA L4")]
+    assert statuses == [PASSED] * 4
+    results = device_checks(config, engine, first, fresh, "NVIDIA H100 80GB HBM3")
+    assert results[0]["status"] == FAILED and "NVIDIA H100" in results[0]["detail"]
+    fake_gpu.cudart.capture_fails = True
+    assert [r["status"] for r in device_checks(config, engine, first, fresh, "NVIDIA L4")][2] == FAILED
+    fake_gpu.cudart.capture_fails, fake_gpu.cudart.devices = False, 1
+    results = device_checks(config, engine, first, fresh, "NVIDIA L4")
+    assert [r["status"] for r in results] == [PASSED, PASSED, PASSED, SKIPPED]
+    fake_gpu.assert_nothing_left()
+
+
+def test_every_precision_reported_when_one_fails_its_build(fake_gpu, monkeypatch, tmp_path):
+    """A build that fails is that precision's result; the others are still built, judged and measured (N5)."""
+    import experiments.gpu_check as gpu_check
+    import pspcore.engine_file
+
+    from pspcore.errors import PSPError
+    from tests.pspcore.test_engine_file import BUILT
+
+    monkeypatch.setattr(pspcore.engine_file, "current_platform", lambda device=0: BUILT)
+
+    def build(config, precision, onnx_path, work):
+        if precision == "fp16":
+            raise PSPError("TensorRT could not build the engine")
+        return fake_gpu.make_engine(f"m.{precision}.engine"), 1.0, []
+
+    monkeypatch.setattr(gpu_check, "build_engine_for", build)
+    first, fresh = _batches()
+    config = GpuCheckConfig(onnx=tmp_path / "m.onnx", num_inputs=2, duration_s=0.01, workdir=tmp_path / "work")
+    report = run_tensorrt_check(config, tmp_path / "m.onnx", ModelInfo(), first, fresh, _fake_expected(fresh),
+                                "NVIDIA L4", log=lambda line: None)
+    json.dumps(report)
+    assert [(c["precision"], c["status"]) for c in report["checks"]] == [
+        ("fp32", PASSED), ("fp16", ERROR), ("int8", PASSED)]
+    assert "could not build" in report["checks"][1]["detail"]
+    assert {r["label"] for r in report["latency"]["results"]} == {"tensorrt fp32", "tensorrt int8"}
+    assert len(report["device_checks"]) == 4
+    # judged against the expected output, not against themselves: a wrong expectation fails them
+    wrong = run_tensorrt_check(config, tmp_path / "m.onnx", ModelInfo(), first, fresh, -_fake_expected(fresh),
+                               "NVIDIA L4", log=lambda line: None)
+    assert [c["status"] for c in wrong["checks"]] == [FAILED, ERROR, FAILED]
+    fake_gpu.assert_nothing_left()

@@ -1,0 +1,264 @@
+"""Mutation audit: break the code on purpose, one line at a time, and check that the tests covering it fail.
+
+Each Mutation replaces one snippet of one file (it must occur exactly once) in a temporary copy of the tree,
+runs the tests it names there, and counts as caught when those tests fail. The untouched copy must pass the
+same tests first, else a failure would prove nothing. The result table goes to docs/testing.md.
+
+    python -m experiments.mutations                  # every mutation, writes docs/testing.md
+    python -m experiments.mutations --only no-stream-sync --only graph-never-launched
+    python -m experiments.mutations --list
+
+To add a mutation, append a Mutation(...) to MUTATIONS (keep the name unique and say what it stands for)."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parent.parent
+TENSORRT = "runtime/backends/tensorrt.py"
+NVIDIA = "pspcore/nvidia.py"
+GPU_CHECK = "experiments/gpu_check.py"
+GPU_TORCH = "experiments/gpu_torch.py"
+GPU_TESTS = "tests/experiments/test_gpu_check.py"
+TRT_TESTS = ("tests/runtime/test_tensorrt.py",)
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str  # unique, short, used by --only
+    file: str  # relative to the repository root
+    original: str  # must occur exactly once in the file
+    mutated: str
+    tests: tuple[str, ...]  # pytest node ids or files that must fail on the mutated tree
+    stands_for: str = ""  # the defect it simulates (an issue item, a bug class)
+
+
+MUTATIONS: list[Mutation] = [
+    # ---- CUDA handling of the TensorRT runner (issue 21: the stand-in must catch these) ----
+    Mutation("no-stream-sync", TENSORRT,
+             '        cuda_check(cudart.cudaStreamSynchronize(stream), "inference")\n        times = ',
+             "        times = ", TRT_TESTS, "results read before the stream finished"),
+    Mutation("graph-never-launched", TENSORRT,
+             '            cuda_check(import_cudart().cudaGraphLaunch(self._graph, self._stream), "cudaGraphLaunch")\n',
+             "            pass\n", TRT_TESTS, "a captured graph that is never replayed (only the capture ran)"),
+    Mutation("event-arguments-swapped", TENSORRT, "cudaEventElapsedTime(start, end)", "cudaEventElapsedTime(end, start)",
+             TRT_TESTS, "cudaEventElapsedTime(end, start): negative times"),
+    Mutation("graph-exec-never-destroyed", TENSORRT,
+             "            import_cudart().cudaGraphExecDestroy(self._graph)\n", "", TRT_TESTS,
+             "graph execs leaked on a shape change and at deactivate"),
+    Mutation("copy-in-on-stream-0", TENSORRT, "cudaMemcpyKind.cudaMemcpyHostToDevice, stream)",
+             "cudaMemcpyKind.cudaMemcpyHostToDevice, 0)", TRT_TESTS, "input copy on the default stream"),
+    Mutation("copy-out-on-stream-0", TENSORRT, "cudaMemcpyKind.cudaMemcpyDeviceToHost, stream)",
+             "cudaMemcpyKind.cudaMemcpyDeviceToHost, 0)", TRT_TESTS, "output copy on the default stream"),
+    Mutation("launch-on-stream-0", TENSORRT, "        elif not self._context.execute_async_v3(int(self._stream)):",
+             "        elif not self._context.execute_async_v3(0):", TRT_TESTS, "engine launched on the default stream"),
+    Mutation("graph-launch-on-stream-0", TENSORRT, "cudaGraphLaunch(self._graph, self._stream)",
+             "cudaGraphLaunch(self._graph, 0)", TRT_TESTS, "graph replayed on the default stream"),
+    Mutation("capture-on-stream-0", TENSORRT, "        launched = self._context.execute_async_v3(int(stream))",
+             "        launched = self._context.execute_async_v3(0)", TRT_TESTS,
+             "the captured launch goes to the default stream (an empty graph)"),
+    # ---- the issue 21 fixes, each undone ----
+    Mutation("N3-no-driver-called-too-old", NVIDIA,
+             "        if driver == 0:\n            return NO_DRIVER\n        return (f\"cuda-python",
+             "        return (f\"cuda-python", TRT_TESTS, "N3: no driver reported as a driver too old"),
+    Mutation("N4-tensorrt-not-checked-against-driver", TENSORRT,
+             "return cuda_unavailable_reason() or tensorrt_driver_reason(trt.__version__)",
+             "return cuda_unavailable_reason()", TRT_TESTS, "N4: TensorRT's CUDA major never checked"),
+    Mutation("N7-recapture-every-call", TENSORRT, " and self._shape not in self._uncapturable", "", TRT_TESTS,
+             "N7: a shape that cannot be captured is captured again on every call"),
+    Mutation("N7-failed-graph-leaked", TENSORRT,
+             "            cudart.cudaGraphDestroy(graph)  # an instantiated exec keeps its own copy\n", "", TRT_TESTS,
+             "N7: the captured graph is not destroyed"),
+    Mutation("N8-stale-shape-after-failure", TENSORRT,
+             "        self._shape = self._out_shape = None\n        if not self._context.set_input_shape",
+             "        if not self._context.set_input_shape", TRT_TESTS,
+             "N8: after an allocation failure the old shape and its freed buffers stay in use"),
+    Mutation("N8-pinned-failure-leaks-device-buffer", TENSORRT,
+             "            cudart.cudaFree(self.device)\n            self.device = 0\n            raise",
+             "            raise", TRT_TESTS, "N8: a failed pinned allocation leaks the device buffer"),
+    Mutation("deactivate-keeps-buffers", TENSORRT,
+             "            for buffer in self._buffers.values():\n                buffer.free()\n", "", TRT_TESTS,
+             "deactivate() does not free the I/O buffers"),
+    # ---- experiments/gpu_check.py (N5, N6 and comparing with an independent expected output) ----
+    Mutation("N5-one-failure-ends-the-report", GPU_CHECK,
+             "                except Exception as exc:  # one precision failing must not hide the others",
+             "                except ImportError as exc:  # one precision failing must not hide the others",
+             (f"{GPU_TESTS}::test_every_precision_reported_when_one_fails_its_build",),
+             "N5: a TensorRT precision whose build fails ends the check without a report"),
+    Mutation("N5-one-torch-variant-ends-the-report", GPU_TORCH,
+             "            except Exception as exc:  # one variant failing must not hide the others",
+             "            except ImportError as exc:  # one variant failing must not hide the others",
+             (f"{GPU_TESTS}::test_a_bad_cuda_graph_fails_and_the_rest_is_still_reported",),
+             "N5: a PyTorch variant that breaks ends the check without a report"),
+    Mutation("N6-platform-check-cannot-fail", GPU_CHECK, "PASSED if built.gpu_name == gpu_name else FAILED", "PASSED",
+             (f"{GPU_TESTS}::test_device_checks_on_the_cuda_stand_in",),
+             "N6: the engine-platform check always passes"),
+    Mutation("N6-skipped-reported-as-passed", GPU_CHECK,
+             'return device_check(name, SKIPPED, "needs two GPUs of one model")',
+             'return device_check(name, PASSED, "needs two GPUs of one model")',
+             (f"{GPU_TESTS}::test_device_checks_on_the_cuda_stand_in",), "N6: a skipped two-GPU check counts as passed"),
+    Mutation("N6-nothing-checked-passes", GPU_CHECK, "and any(s == PASSED for s in statuses)", "",
+             (f"{GPU_TESTS}::test_verdict_needs_a_pass_and_no_failure",),
+             "N6: a run where everything was skipped passes"),
+    Mutation("torch-graph-replayed-on-its-own-input", GPU_CHECK,
+             "        fresh = check_inputs(info, size, config.num_inputs, seed=2000)",
+             "        fresh = first", (f"{GPU_TESTS}::test_a_bad_cuda_graph_fails_and_the_rest_is_still_reported",),
+             "the CUDA graph is replayed on the input it was captured with (a stale graph passes)"),
+    Mutation("trt-graph-replayed-on-its-own-input", GPU_CHECK, "        got = graph.infer(fresh)\n",
+             "        got = graph.infer(first)\n", (f"{GPU_TESTS}::test_device_checks_on_the_cuda_stand_in",),
+             "the TensorRT graph check replays the capture's own input"),
+    Mutation("trt-judged-against-itself", GPU_CHECK,
+             "    report = compare_outputs(expected, runner.infer(fresh))",
+             "    report = compare_outputs(runner.infer(fresh), runner.infer(fresh))",
+             (f"{GPU_TESTS}::test_every_precision_reported_when_one_fails_its_build",),
+             "an engine's output compared with itself instead of the expected output"),
+]
+
+
+@dataclass
+class Outcome:
+    mutation: Mutation
+    caught: bool
+    detail: str  # failing tests, or why nothing failed
+    seconds: float
+
+
+def copy_tree(destination: Path) -> None:
+    """The working tree as git sees it (tracked and new files, not ignored ones) copied to `destination`."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
+                            capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+def run_tests(tree: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, str]:
+    """pytest on `tests` inside `tree` (that tree first on the path); (exit code, output)."""
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
+    command = [sys.executable, "-m", "pytest", *tests, "-q", "-rf", "-p", "no:cacheprovider", "-o",
+               "addopts=", "--no-header"]
+    try:
+        done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return 124, f"timed out after {timeout:.0f} s"
+    return done.returncode, done.stdout + done.stderr
+
+
+def failing_tests(output: str) -> list[str]:
+    names = re.findall(r"^(?:FAILED|ERROR) (\S+)", output, flags=re.MULTILINE)
+    return sorted({n.split("/")[-1] for n in names})
+
+
+def apply(tree: Path, mutation: Mutation) -> str:
+    """Write the mutated file into `tree`; returns the original text to restore."""
+    path = tree / mutation.file
+    text = path.read_text()
+    count = text.count(mutation.original)
+    if count != 1:
+        raise click.ClickException(f"mutation {mutation.name}: its snippet occurs {count} times in "
+                                   f"{mutation.file} (must be exactly once); update the entry")
+    path.write_text(text.replace(mutation.original, mutation.mutated))
+    return text
+
+
+def audit(mutations: list[Mutation], timeout: float, log=print) -> list[Outcome]:
+    with tempfile.TemporaryDirectory(prefix="psp-mutations-") as tmp:
+        tree = Path(tmp)
+        copy_tree(tree)
+        for mutation in mutations:  # every snippet must be found before minutes of testing
+            apply(tree, mutation)
+            (tree / mutation.file).write_text((ROOT / mutation.file).read_text())
+        suites = sorted({t for m in mutations for t in m.tests})
+        code, output = run_tests(tree, tuple(suites), timeout)
+        if code != 0:
+            raise click.ClickException(f"the unmutated tree fails its tests, so mutations prove nothing:\n"
+                                       f"{output[-3000:]}")
+        outcomes = []
+        for mutation in mutations:
+            original = apply(tree, mutation)
+            start = time.perf_counter()
+            try:
+                code, output = run_tests(tree, mutation.tests, timeout)
+            finally:
+                (tree / mutation.file).write_text(original)
+            outcomes.append(judge(mutation, code, output, time.perf_counter() - start))
+            log(f"{'caught' if outcomes[-1].caught else 'MISSED':6s} {mutation.name}: {outcomes[-1].detail}")
+        return outcomes
+
+
+def judge(mutation: Mutation, code: int, output: str, seconds: float) -> Outcome:
+    """Caught when tests fail (exit 1) or the run crashes on a signal; a collection error or a timeout is
+    not a test catching the bug."""
+    if code == 1:
+        failed = failing_tests(output)
+        shown = ", ".join(failed[:4]) + (f" (+{len(failed) - 4} more)" if len(failed) > 4 else "")
+        return Outcome(mutation, True, shown or "tests failed", seconds)
+    if code < 0:
+        return Outcome(mutation, True, f"the test process crashed (signal {-code})", seconds)
+    if code == 0:
+        return Outcome(mutation, False, "all tests passed", seconds)
+    return Outcome(mutation, False, f"pytest exit {code}: " + (output.strip().splitlines() or [""])[-1], seconds)
+
+
+def markdown(outcomes: list[Outcome]) -> str:
+    caught = sum(o.caught for o in outcomes)
+    lines = ["# Mutation audit", "",
+             "Each row breaks one snippet of the code on purpose (in a temporary copy of the tree) and runs the",
+             "tests named there; a mutation is *caught* when those tests fail. The unmutated tree passes the same",
+             "tests first. Written by `python -m experiments.mutations`; rerun it after changing the code or the",
+             "tests, and add new entries to `MUTATIONS` in experiments/mutations.py.", "",
+             f"{caught} of {len(outcomes)} mutations caught.", "",
+             "| mutation | stands for | file | tests run | result | failing tests |",
+             "|---|---|---|---|---|---|"]
+    for o in outcomes:
+        m = o.mutation
+        lines.append(f"| {m.name} | {m.stands_for} | {m.file} | {', '.join(m.tests)} | "
+                     f"{'caught' if o.caught else '**missed**'} | {o.detail} |")
+    return "\n".join(lines) + "\n"
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--only", multiple=True, help="Run only the mutation(s) with this name (repeatable).")
+@click.option("--list", "list_only", is_flag=True, help="List the mutations and exit.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True,
+              help="Seconds per test run.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=ROOT / "docs/testing.md",
+              show_default=True, help="Markdown result table.")
+def main(only, list_only, timeout, output):
+    """Break the code one mutation at a time and check that the tests catch each one."""
+    names = [m.name for m in MUTATIONS]
+    if len(set(names)) != len(names):
+        raise click.ClickException("two mutations share a name")
+    if list_only:
+        for m in MUTATIONS:
+            click.echo(f"{m.name}: {m.stands_for} ({m.file})")
+        return
+    unknown = set(only) - set(names)
+    if unknown:
+        raise click.BadParameter(f"unknown mutation(s): {', '.join(sorted(unknown))}", param_hint="--only")
+    chosen = [m for m in MUTATIONS if not only or m.name in only]
+    outcomes = audit(chosen, timeout, log=click.echo)
+    from pspcore.files import atomic_output
+
+    with atomic_output(output) as tmp:
+        tmp.write_text(markdown(outcomes))
+    click.echo(f"wrote {output}: {sum(o.caught for o in outcomes)} of {len(outcomes)} caught")
+    if not all(o.caught for o in outcomes):
+        raise click.exceptions.Exit(1)
+
+
+if __name__ == "__main__":
+    main()
