@@ -141,4 +141,5 @@ class TorchRunner(Runner):
         extras = [self.precision] + (["channels_last"] if self.channels_last else []) + (
             ["CUDA graphs"] if self.cuda_graphs else [])
         where = self.device.type if self.device is not None else self.device_name
-        return f"{self.name}[{where}] ({self.info.arch or 'checkpoint'}, {', '.join(extras)})"
+        arch = self._info.arch if self._info is not None else ""  # known once loaded
+        return f"{self.name}[{where}] ({arch or 'checkpoint'}, {', '.join(extras)})"

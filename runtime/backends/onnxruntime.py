@@ -170,16 +170,16 @@ class SessionFromOnnx:
 
 class OnnxRuntimeRunner(Runner):
     """Options: providers ('auto', 'cpu', 'cuda', 'tensorrt' or a list), threads (intra-op), device_id,
-    trt_max_batch (the largest batch the TensorRT provider's profile covers for a dynamic-batch model); or a
-    ready `loader` (SessionFromOnnx) instead of them."""
+    trt_max_batch (the largest batch the TensorRT provider's profile covers for a dynamic-batch model); they
+    make its loader, a SessionFromOnnx, which opens the session on activate()."""
 
     name = "onnxruntime"
     requires = ("onnxruntime",)
 
     def __init__(self, model_path, *, providers=None, threads: int | None = None, device_id: int = 0,
-                 trt_max_batch: int = 8, loader: SessionFromOnnx | None = None):
+                 trt_max_batch: int = 8):
         super().__init__(str(model_path))
-        self.loader = loader or SessionFromOnnx(model_path, providers, threads, device_id, trt_max_batch)
+        self.loader = SessionFromOnnx(model_path, providers, threads, device_id, trt_max_batch)
         self.providers = list(self.loader.providers)
         self._session = None
 

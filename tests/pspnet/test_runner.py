@@ -72,5 +72,5 @@ def test_cli_flags_reach_the_torch_runner_only(tmp_path):
     from tests.runtime.conftest import make_onnx
 
     model = make_onnx(tmp_path / "m.onnx")
-    with pytest.raises(InputError, match="does not take precision"):
+    with pytest.raises(InputError, match="does not take --precision"):
         create_runner("onnxruntime", model, precision="fp16")
