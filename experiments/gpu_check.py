@@ -28,7 +28,8 @@ from experiments.gpu_torch import (ERROR, FAILED, PASSED, REPLAY_TARGET, SKIPPED
                                    cpu_reference, cuda_target, measure_latency, passes, run_torch_check)
 from export.parity import compare_outputs
 from export.scenes import draw_scene, write_scenes
-from pspcore.cli import SIZE, Command
+from pspcore.cli import SIZE, Command, device_option, output_option
+from pspcore.device import cuda_index
 from pspcore.errors import InputError
 from pspcore.files import atomic_output
 from pspcore.model_info import ModelInfo
@@ -372,9 +373,8 @@ def write_report(report: dict, path: str | Path) -> None:
 @click.option("--cuda-graph", is_flag=True, help="Replay the TensorRT engines as CUDA graphs.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Keep the models and engines here [default: a temporary folder].")
-@click.option("--device", type=click.IntRange(min=0), default=0, show_default=True, help="CUDA device index.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default="gpu_check.json", show_default=True,
-              help="The JSON report (always written).")
+@device_option("The GPU to check: cuda or cuda:N.", default="cuda")
+@output_option("The JSON report (always written) [default: gpu_check.json].", default="gpu_check.json", dir_okay=False)
 def main(checkpoint, onnx_path, calib_images, calib_list, precisions, size, batch, num_inputs, duration,
          cuda_graph, workdir, device, output):
     """Check PyTorch on the GPU (and TensorRT where it runs): parity against FP32 on the CPU, and speed."""
@@ -386,7 +386,7 @@ def main(checkpoint, onnx_path, calib_images, calib_list, precisions, size, batc
     config = GpuCheckConfig(checkpoint=checkpoint, onnx=onnx_path, calib_images=images,
                             precisions=tuple(precisions) or ("fp32", "fp16", "int8"), size=size, batch=batch,
                             num_inputs=num_inputs, duration_s=duration, cuda_graph=cuda_graph, workdir=workdir,
-                            device=device)
+                            device=cuda_index(device) or 0)
     report = {"passed": False, "error": "the check stopped before its end"}
     try:
         report = run_gpu_check(config, log=click.echo)
