@@ -16,6 +16,7 @@ from pspcore.runner import Runner
 # name -> "module:RunnerClass". Each module imports its heavy package inside the runner, not at import.
 BACKENDS: dict[str, str] = {
     "onnxruntime": "runtime.backends.onnxruntime:OnnxRuntimeRunner",
+    "openvino": "runtime.backends.openvino:OpenVINORunner",
     "tensorrt": "runtime.backends.tensorrt:TensorRTRunner",
     "torch": "pspnet.runner:TorchRunner",
     "triton": "runtime.backends.triton:TritonRunner",
@@ -23,6 +24,7 @@ BACKENDS: dict[str, str] = {
 # The packages each backend needs besides its own module (checked without importing them).
 REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("onnxruntime",),
+    "openvino": ("openvino",),
     "tensorrt": ("tensorrt", "cuda"),
     "torch": ("torch", "pspnet"),
     "triton": ("tritonclient",),
@@ -82,6 +84,8 @@ def resolve_backend(backend: str, model_path: str | os.PathLike) -> tuple[str, s
         return "tensorrt", f"a {suffix} engine"
     if suffix in CHECKPOINT_SUFFIXES:
         return "torch", f"a {suffix} checkpoint"
+    if suffix == ".xml":
+        return "openvino", "an OpenVINO IR"
     return "onnxruntime", f"a {suffix or 'model'} file"
 
 

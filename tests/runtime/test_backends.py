@@ -16,7 +16,7 @@ from tests.runtime.conftest import make_onnx, tiny_info
 
 def test_available_backends_reports_every_backend_with_a_reason_or_none():
     status = available_backends()
-    assert set(status) == {"onnxruntime", "tensorrt", "torch", "triton"}
+    assert set(status) == {"onnxruntime", "openvino", "tensorrt", "torch", "triton"}
     assert status["onnxruntime"] is None
     assert all(v is None or (isinstance(v, str) and v) for v in status.values())
 
@@ -30,7 +30,7 @@ def test_auto_resolution_by_model_kind(path, expected):
 
 def test_unknown_backend_is_an_input_error(tiny_model):
     with pytest.raises(InputError, match="unknown backend"):
-        create_runner("openvino", tiny_model)
+        create_runner("nosuch", tiny_model)
 
 
 def test_auto_says_which_backend_it_picked(tiny_model):
