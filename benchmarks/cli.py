@@ -117,8 +117,8 @@ def write_outputs(report: BenchReport, json_path, markdown_path, plot_path) -> N
 @main.command("latency", cls=Command)
 @click.argument("models", nargs=-1, metavar="MODEL...")
 @click.option("--backend", default="auto", show_default=True,
-              help="Backend(s) for every MODEL, comma-separated: auto (by file type), onnxruntime, tensorrt, "
-                   "torch, triton.")
+              help="Backend(s) for every MODEL, comma-separated: auto (by file type), onnxruntime, openvino, "
+                   "tensorrt, torch, triton.")
 @click.option("--batch", "batches", default="1", show_default=True, help="Batch sizes, e.g. 1,4.")
 @click.option("--size", type=SIZE, default=None, help="Input HxW for all models [default: the baseline's "
                                                       "input size, else the first model's].")
@@ -132,12 +132,15 @@ def write_outputs(report: BenchReport, json_path, markdown_path, plot_path) -> N
               help="Checkpoint run on PyTorch eager FP32; speed-ups are against it.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per runner.")
 @click.option("--shm", is_flag=True, help="Triton models: tensors through system shared memory.")
+@click.option("--limit/--no-limit", "limits", default=True, show_default=True,
+              help="Measure the machine's INT8/FP32 GEMM rates (a few seconds) and show each model's rate as a "
+                   "fraction of them.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write every number to this JSON.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Write a Markdown report.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Write a PNG: latency distribution per runner and throughput vs batch.")
 def latency_command(models, backend, batches, size, warmup_ms, duration_s, min_iters, slice_ms, baseline,
-                    threads, shm, json_path, markdown_path, plot_path):
+                    threads, shm, limits, json_path, markdown_path, plot_path):
     """Latency and throughput of every MODEL, measured interleaved in one run (trtexec statistics)."""
     from benchmarks.report import format_terminal
 
@@ -147,7 +150,8 @@ def latency_command(models, backend, batches, size, warmup_ms, duration_s, min_i
 
         _pyplot()  # an InputError now, not after the measurement, when matplotlib is missing
     config = BenchConfig(batches=parse_batches(batches), size=size, warmup_ms=warmup_ms,
-                         duration_s=duration_s, min_iters=min_iters, slice_ms=slice_ms, threads=threads, shm=shm)
+                         duration_s=duration_s, min_iters=min_iters, slice_ms=slice_ms, threads=threads, shm=shm,
+                         limits=limits)
     candidates = build_candidates(models, backend, baseline)
     progress = _Progress(config)
     try:
