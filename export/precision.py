@@ -24,8 +24,10 @@ POOLING_PATTERN = r".*/ppm/features\.\d+/features\.\d+\.0/"
 # Ops that do the arithmetic; the nodes after the last of them (upsampling, argmax) stay FP32.
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 CALIBRATION_STRIDE = 2  # images ONNX Runtime calibrates at a time (histograms merge): bounds its memory
-INT8_TARGETS = ("tensorrt", "onnxruntime")
-REPAIR_METHODS = {"tensorrt": ("entropy", "max"), "onnxruntime": ("entropy", "max", "percentile")}
+INT8_TARGETS = ("tensorrt", "onnxruntime", "openvino")
+# openvino: export.openvino_target.OPENVINO_METHODS (ONNX Runtime's quantizer's methods, and NNCF)
+REPAIR_METHODS = {"tensorrt": ("entropy", "max"), "onnxruntime": ("entropy", "max", "percentile"),
+                  "openvino": ("entropy", "nncf", "max", "percentile")}
 PERCENTILE = 99.99  # ONNX Runtime's percentile calibration keeps the 0.01..99.99% range
 
 
@@ -250,6 +252,10 @@ def int8_model(src: str | os.PathLike, batch, *, target: str = "tensorrt", metho
     with tempfile.TemporaryDirectory(prefix="psp-int8-") as work:
         if target == "tensorrt":
             return _quantize_tensorrt(Path(src), Path(work), batch, method, tuple(exclude))
+        if target == "openvino":
+            from export.openvino_target import quantize_for_openvino
+
+            return quantize_for_openvino(Path(src), batch, method, tuple(exclude), progress)
         return _quantize_onnxruntime(Path(src), Path(work), batch, method, progress, tuple(exclude))
 
 

@@ -66,7 +66,12 @@ def _convert(onnx_model, output, options, images=(), report_path=None) -> None:
     report = convert_verified(onnx_model, output, options, images, report_path,
                               log=lambda line: click.echo(f"  {line}", err=True))
     click.echo(format_report(report))
-    info = read_onnx_info(output)
+    if str(output).lower().endswith(".xml"):  # the openvino target's IR
+        from export.openvino_target import read_ir_info
+
+        info = read_ir_info(output)
+    else:
+        info = read_onnx_info(output)
     click.echo(f"wrote {output} ({info.precision}, agreement {100 * report.after['agreement']:.2f}%) in "
                f"{time.perf_counter() - start:.1f} s" + (f"; report {report_path}" if report_path else ""))
 
@@ -95,11 +100,15 @@ def fp16_command(onnx_model, output, size, verify_images, min_agreement, eval_li
 @click.argument("onnx_model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="INT8 ONNX file to write.")
 @calibration_options
-@click.option("--target", type=click.Choice(["tensorrt", "onnxruntime"]), default="tensorrt", show_default=True,
+@click.option("--target", type=click.Choice(["tensorrt", "onnxruntime", "openvino"]), default="tensorrt",
+              show_default=True,
               help="tensorrt: ModelOpt Q/DQ for TensorRT engines; onnxruntime: Q/DQ that ONNX Runtime runs fast on "
-                   "CPUs (the two need different placements).")
-@click.option("--method", type=click.Choice(["entropy", "max"]), default="entropy", show_default=True,
-              help="Calibration method for activation ranges (repair may try the others).")
+                   "CPUs (the two need different placements); openvino: OpenVINO IR (-o NAME.xml), verified on "
+                   "OpenVINO.")
+@click.option("--method", type=click.Choice(["entropy", "max", "percentile", "nncf"]), default="entropy",
+              show_default=True,
+              help="Calibration method for activation ranges (repair may try the others); nncf: NNCF's quantizer "
+                   "(openvino target).")
 @click.option("--num-images", type=click.IntRange(min=1), default=DEFAULT_NUM_IMAGES, show_default=True,
               help="Calibrate on at most this many images, spread evenly over the set.")
 @click.option("--size", type=SIZE, default=None,

@@ -83,7 +83,7 @@ class _Search:
         return int8_model(source, self.job.calib, target=self.job.target, method=method, exclude=tuple(exclude))
 
     def verdict(self, model) -> Verdict:
-        sess = session(model)
+        sess = session(model, target=self.job.target)
         miou = None
         if self.job.miou is not None:
             miou = (self.job.reference_miou, self.job.miou(sess))

@@ -72,8 +72,13 @@ def judge(reference: np.ndarray, candidate: np.ndarray, miou: tuple[float, float
                    miou_reference=None if miou is None else miou[0], miou_candidate=None if miou is None else miou[1])
 
 
-def session(model, threads: int = ORT_THREADS):
-    """ONNX Runtime CPU session of a model path or an in-memory ModelProto (not written anywhere)."""
+def session(model, threads: int = ORT_THREADS, target: str | None = None):
+    """ONNX Runtime CPU session of a model path or an in-memory ModelProto (not written anywhere); for the
+    openvino target an OpenVINO compiled model behind the same calls (its INT8 arithmetic is what counts)."""
+    if target == "openvino":
+        from export.openvino_target import OpenVINOSession
+
+        return OpenVINOSession(model, threads)
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -65,8 +65,8 @@ def _verification_batch(src, info: ModelInfo, size, paths: list[Path] | None, nu
     return calibration_batch(src, paths, num_images, size, progress=False, what=what).batch
 
 
-def _latency_ms(model, image: np.ndarray, runs: int = LATENCY_RUNS) -> float:
-    sess = session(model)
+def _latency_ms(model, image: np.ndarray, runs: int = LATENCY_RUNS, target: str | None = None) -> float:
+    sess = session(model, target=target)
     run_logits(sess, image)  # warm-up
     times = []
     for _ in range(runs):
@@ -88,6 +88,10 @@ def convert_verified(src: str | os.PathLike, dst: str | os.PathLike, options: Co
     if int8:
         check_int8_options(options.target, options.method)
     gate = options.min_agreement if options.min_agreement is not None else DEFAULT_GATES[options.precision]
+    if int8 and options.target == "openvino":
+        from export.openvino_target import check_ir_path
+
+        check_ir_path(dst)
     check_writable(dst)
     size = calibration_size(src, info, options.size)
     calib_paths, verify_paths = list(calib_images), None
@@ -124,11 +128,16 @@ def convert_verified(src: str | os.PathLike, dst: str | os.PathLike, options: Co
             "agreement": round(outcome.verdict.agreement, 6), "gate": gate, "verification_images": len(verify),
             "conversions": len(outcome.attempts)}
         latency = {}
-        if options.latency or (options.latency is None and options.target == "onnxruntime"):
-            latency = {"fp32": _latency_ms(src, verify[:1]), "int8 plain": _latency_ms(outcome.plain_model, verify[:1])}
+        if options.latency or (options.latency is None and options.target in ("onnxruntime", "openvino")):
+            on = options.target if int8 else None  # where the INT8 model runs; FP32 measured there too
+            latency = {"fp32": _latency_ms(src, verify[:1], target=on),
+                       "int8 plain": _latency_ms(outcome.plain_model, verify[:1], target=on)}
             if outcome.model is not outcome.plain_model:
-                latency["int8 repaired"] = _latency_ms(outcome.model, verify[:1])
-        save_with_info(outcome.model, info.with_(precision=options.precision, extra=extra), dst)
+                latency["int8 repaired"] = _latency_ms(outcome.model, verify[:1], target=on)
+        save = save_with_info
+        if int8 and options.target == "openvino":
+            from export.openvino_target import save_ir as save
+        save(outcome.model, info.with_(precision=options.precision, extra=extra), dst)
     warnings = []
     final = latency.get("int8 repaired", latency.get("int8 plain"))
     if latency and final >= latency["fp32"]:
