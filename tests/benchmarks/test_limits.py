@@ -97,3 +97,11 @@ def test_report_shows_the_limit(tmp_path, fake_backend, monkeypatch):
     assert "| TOP/s | of limit |" in format_markdown(report)
     assert to_json(report)["limits"][0]["tops"] == 0.5
     assert np.isfinite(to_json(report)["results"][0]["limit_fraction"])
+
+
+def test_best_of_two_measurements_keeps_the_faster_per_op():
+    from benchmarks.bench import best_of
+
+    first = [GemmRate("ort", "int8", "MatMulInteger", 1.0), GemmRate("ort", "fp32", "MatMul", 0.4)]
+    second = [GemmRate("ort", "int8", "MatMulInteger", 0.5), GemmRate("ort", "fp32", "MatMul", 0.6)]
+    assert sorted(r.tops for r in best_of(first, second)) == [0.6, 1.0]
