@@ -15,7 +15,7 @@ setup() {
     "$PY" -m pip install -q --upgrade pip
     # Exactly this torch: an unpinned one pulls gigabytes of CUDA packages on a CPU machine.
     "$PY" -m pip install -q "torch==2.13.0"
-    "$PY" -m pip install -q -e ".[torch,convert,bench,dev]"
+    "$PY" -m pip install -q -e ".[torch,convert,bench,dev,openvino]"
     # The serve extra's real Triton server (psp-serve, the Triton tests). --no-deps: the wheel pins numpy<2 for its
     # own Python API, which we do not use; the server's python backend reads tensors through DLPack, correct with
     # numpy 1 and 2 alike (runtime/triton_steps.py), so the environment keeps numpy 2.

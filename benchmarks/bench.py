@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from benchmarks.machine import load_average, machine_info
+from benchmarks.machine import GemmRate, best_limits, load_average, machine_info, measure_gemm_limits
 from benchmarks.memory import NOTE, MemoryProbe
 from benchmarks.stats import Summary, summarize
 from pspcore.runner import FrameRunner, Runner
@@ -35,6 +35,7 @@ class BenchConfig:
     shm: bool = False  # Triton runners: tensors through system shared memory
     device: str = "auto"  # auto, cpu, cuda, cuda:N (pspcore.device)
     torch_options: tuple[tuple[str, object], ...] = ()  # e.g. (("precision", "fp16"),): non-baseline torch runners
+    limits: bool = False  # measure the machine's INT8/FP32 GEMM rates and each model's fraction of them
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,10 @@ class Result:
     speedup: float | None = None  # baseline median latency / this median latency, same batch
     memory: dict = field(default_factory=dict)
     latency_samples_ms: list[float] = field(default_factory=list)
+    gop: float | None = None  # Conv + MatMul giga-operations per image (benchmarks.model_cost)
+    tops: float | None = None  # achieved: gop x batch / median latency, tera-operations per second
+    limit_fraction: float | None = None  # tops / the machine's GEMM rate of the model's kind (int8 or fp32)
+    limit_kind: str | None = None
 
     def to_dict(self, samples: bool = True) -> dict:
         data = asdict(self)
@@ -115,6 +120,7 @@ class BenchReport:
     machine: dict
     memory_note: str
     schedule: dict[int, list[str]] = field(default_factory=dict)  # batch -> runner labels, slice by slice
+    limits: list[GemmRate] = field(default_factory=list)  # the machine's GEMM rates, when measured
 
     @property
     def baseline(self) -> str | None:
@@ -192,6 +198,51 @@ def summarize_series(loaded: Loaded, series: Series, batch: int, size: tuple[int
         d2h=summarize(series.d2h_ms) if has_transfers else None,
         qps=qps, images_per_s=qps * batch, memory=dict(loaded.memory),
         latency_samples_ms=[round(v, 4) for v in series.latency_ms])
+
+
+def limit_kind(precision: str) -> str:
+    """Which GEMM rate bounds a model: INT8 models the integer one, everything else (fp32, fp16 and bf16
+    computed on a CPU without them) the FP32 one."""
+    return "int8" if precision.lower().startswith("int8") else "fp32"
+
+
+def add_limit_fractions(results: list[Result], gops: dict[str, float | None], limits: list[GemmRate]) -> None:
+    """Each result's achieved rate (its model's operations / median latency) and its fraction of the best GEMM
+    rate of its kind. `gops`: model path -> GOP per image (see count_gops)."""
+    best = best_limits(limits)
+    for r in results:
+        r.gop = gops.get(r.model)
+        if r.gop is None or r.latency.median <= 0:
+            continue
+        r.tops = r.gop * r.batch / r.latency.median  # GOP per ms = TOP/s
+        r.limit_kind = limit_kind(r.precision)
+        if r.limit_kind in best:
+            r.limit_fraction = r.tops / best[r.limit_kind].tops
+
+
+def best_of(first: list[GemmRate], second: list[GemmRate]) -> list[GemmRate]:
+    """Per (runtime, kind, op), the faster of two measurements."""
+    best: dict[tuple, GemmRate] = {}
+    for rate in [*first, *second]:
+        key = (rate.runtime, rate.kind, rate.op)
+        if key not in best or rate.tops > best[key].tops:
+            best[key] = rate
+    return list(best.values())
+
+
+def count_gops(loaded: list[Loaded], size: tuple[int, int]) -> dict[str, float | None]:
+    """model path -> Conv + MatMul GOP per image. A model without a readable graph (a checkpoint) borrows
+    the count of a loaded graph with the same architecture and class count: the same network."""
+    from benchmarks.model_cost import model_gop
+
+    gops = {item.candidate.model: model_gop(item.candidate.model, size) for item in loaded}
+    for item in loaded:
+        if gops[item.candidate.model] is None:
+            key = (item.runner.info.arch, item.runner.info.num_classes)
+            twin = next((gops[o.candidate.model] for o in loaded if gops[o.candidate.model] is not None
+                         and (o.runner.info.arch, o.runner.info.num_classes) == key), None)
+            gops[item.candidate.model] = twin
+    return gops
 
 
 def add_speedups(results: list[Result]) -> None:
@@ -373,6 +424,12 @@ def run_benchmark(candidates: list[Candidate], config: BenchConfig, log: Log = _
         raise InputError("no model to benchmark")
     machine = machine_info(config.threads)
     loaded, unavailable, size, usable = load_all(candidates, config, log)
+    limits: list[GemmRate] = []
+    gops: dict[str, float | None] = {}
+    if config.limits and loaded:
+        log("measuring the machine's INT8 and FP32 GEMM rates (a few seconds)")
+        limits = measure_gemm_limits(config.threads)
+        gops = count_gops(loaded, size)
     results: list[Result] = []
     schedule: dict[int, list[str]] = {}
     try:
@@ -390,6 +447,12 @@ def run_benchmark(candidates: list[Candidate], config: BenchConfig, log: Log = _
         for item in loaded:
             item.runner.deactivate()
     add_speedups(results)
+    if config.limits and results:
+        # Again after the timing, keeping the better of the two: on a shared machine a single measurement can
+        # land in a busy moment, and the limit is the rate the machine can reach.
+        log("measuring the GEMM rates again")
+        limits = best_of(limits, measure_gemm_limits(config.threads))
+        add_limit_fractions(results, gops, limits)
     machine["load_average_end"] = load_average()
     return BenchReport(config=config, results=results, unavailable=unavailable,
-                       machine=machine, memory_note=NOTE, schedule=schedule)
+                       machine=machine, memory_note=NOTE, schedule=schedule, limits=limits)

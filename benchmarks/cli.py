@@ -143,12 +143,15 @@ def write_outputs(report: BenchReport, json_path, markdown_path, plot_path) -> N
 @click.option("--precision", type=click.Choice(["fp16", "bf16"]), default=None,
               help="torch backend (not the baseline): autocast precision [default: fp32].")
 @click.option("--cuda-graphs", is_flag=True, help="torch backend (not the baseline): replay CUDA graphs.")
+@click.option("--limit/--no-limit", "limits", default=True, show_default=True,
+              help="Measure the machine's INT8/FP32 GEMM rates (a few seconds) and show each model's rate as a "
+                   "fraction of them.")
 @json_option("Write every number to this JSON")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Write a Markdown report.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Write a PNG: latency distribution per runner and throughput vs batch.")
 def latency_command(models, backend, device, batches, size, warmup_ms, duration_s, min_iters, slice_ms, baseline,
-                    threads, shm, precision, cuda_graphs, json_path, markdown_path, plot_path):
+                    threads, shm, precision, cuda_graphs, limits, json_path, markdown_path, plot_path):
     """Latency and throughput of every MODEL, measured interleaved in one run (trtexec statistics)."""
     from benchmarks.report import format_terminal
 
@@ -160,7 +163,8 @@ def latency_command(models, backend, device, batches, size, warmup_ms, duration_
     config = BenchConfig(batches=tuple(dict.fromkeys(batches)), size=size, warmup_ms=warmup_ms,
                          duration_s=duration_s, min_iters=min_iters, slice_ms=slice_ms, threads=threads, shm=shm,
                          device=device,
-                         torch_options=(("precision", precision), ("cuda_graphs", cuda_graphs or None)))
+                         torch_options=(("precision", precision), ("cuda_graphs", cuda_graphs or None)),
+                         limits=limits)
     candidates = build_candidates(models, backend, baseline)
     refuse_unhonoured_options(candidates, device, threads)
     progress = _Progress(config)

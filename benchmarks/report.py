@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks.bench import BenchReport
-from benchmarks.machine import busy_warning
+from benchmarks.machine import best_limits, busy_warning
 from pspcore.files import atomic_output
 
 SCHEMA = "psp-bench/1"
@@ -38,8 +38,25 @@ def table_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
                f"{r.memory['peak_mb']:.0f}" if r.memory.get("peak_mb") is not None else "-"]
         if split:
             row[9:9] = [_ms(s.mean) if s else "-" for s in (r.h2d, r.compute, r.d2h)]
+        if report.limits:
+            row += [f"{r.tops:.3f}" if r.tops is not None else "-",
+                    f"{100 * r.limit_fraction:.0f}% {r.limit_kind}" if r.limit_fraction is not None else "-"]
         rows.append(row)
+    if report.limits:
+        headers += ["TOP/s", "of limit"]
     return headers, rows
+
+
+def limit_line(report: BenchReport) -> str | None:
+    """The machine's limit the 'of limit' column divides by: the best INT8 and FP32 GEMM rate measured."""
+    if not report.limits:
+        return None
+    best = best_limits(report.limits)
+    parts = [f"{kind} {rate.tops:.3f} TOP/s ({rate.runtime} {rate.op})" for kind, rate in sorted(best.items())]
+    gop = next((r.gop for r in report.results if r.gop), None)
+    cost = f"; the model is {gop:.1f} GOP (Conv + MatMul) per image" if gop else ""
+    return (f"limit: the machine's best 2048^3 GEMM rates, {' and '.join(parts)}{cost}; "
+            "TOP/s = model GOP x batch / median latency")
 
 
 def headline(report: BenchReport) -> list[str]:
@@ -82,14 +99,18 @@ def markdown_table(headers: list[str], rows: list[list[str]], text_columns: int 
 
 def format_terminal(report: BenchReport) -> str:
     lines = [setup_line(report), "", *text_table(*table_rows(report))]
-    lines += ["", "* baseline (PyTorch eager FP32); latency of one batch in ms; " + report.memory_note, ""]
+    lines += ["", "* baseline (PyTorch eager FP32); latency of one batch in ms; " + report.memory_note]
+    lines += [limit_line(report)] if report.limits else []
+    lines += [""]
     return "\n".join(lines + headline(report))
 
 
 def format_markdown(report: BenchReport) -> str:
     lines = ["# psp-bench", "", setup_line(report), "", *markdown_table(*table_rows(report))]
     lines += ["", "`*` baseline (PyTorch eager FP32). Latency of one batch in milliseconds, trtexec "
-              "statistics. " + report.memory_note, ""]
+              "statistics. " + report.memory_note]
+    lines += ["", limit_line(report)] if report.limits else []
+    lines += [""]
     lines += [f"- {line}" for line in headline(report)]
     return "\n".join(lines) + "\n"
 
@@ -106,6 +127,7 @@ def to_json(report: BenchReport) -> dict:
         "results": [r.to_dict() for r in report.results],
         "unavailable": [asdict(u) for u in report.unavailable],
         "schedule": {str(b): s for b, s in report.schedule.items()},
+        "limits": [asdict(rate) for rate in report.limits],
     }
 
 

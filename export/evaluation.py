@@ -16,13 +16,15 @@ CHECK_THREADS = 2
 LATENCY_RUNS = 5
 
 
-def open_runner(path: str | os.PathLike, threads: int = CHECK_THREADS) -> Runner:
-    """The onnxruntime Runner of a model file on the CPU, for `with runner:`. The CPU on purpose: verdicts
-    must not depend on which GPU provider a machine has (the TensorRT provider would build an engine for
-    every candidate)."""
+def open_runner(path: str | os.PathLike, threads: int = CHECK_THREADS, backend: str = "onnxruntime") -> Runner:
+    """The Runner of a model file on the CPU, for `with runner:`: ONNX Runtime, or the backend an INT8 target
+    is judged on (openvino, FP32 parts in f32). The CPU on purpose: verdicts must not depend on which GPU
+    provider a machine has (the TensorRT provider would build an engine for every candidate)."""
     from pspcore.registry import create_runner
 
-    return create_runner("onnxruntime", path, providers="cpu", threads=threads)
+    if backend == "onnxruntime":
+        return create_runner(backend, path, providers="cpu", threads=threads)
+    return create_runner(backend, path, threads=threads)
 
 
 def logits(runner: Runner, batch: np.ndarray) -> np.ndarray:

@@ -94,7 +94,7 @@ def calibration_stride(n: int, most: int = CALIBRATION_STRIDE) -> int:
     return max(d for d in range(1, min(n, most) + 1) if n % d == 0)
 
 
-def _quantize_onnxruntime(src: Path, work: Path, batch, method: str, exclude: tuple[str, ...] = ()):
+def quantize_onnxruntime(src: Path, work: Path, batch, method: str, exclude: tuple[str, ...] = ()):
     """ONNX Runtime's static QDQ quantization for its CPU kernels (QLinearConv and friends): per-channel S8
     weights, U8 activations, after its pre-processing (shape inference, graph optimisation). Node names
     survive the pre-processing, so `exclude` (exact names, kept FP32) refers to the source model's nodes."""
@@ -132,21 +132,51 @@ class Int8Target:
     this order). `quantize` keeps the nodes named in `exclude` (exact names) in higher precision on top of the
     pooling and output region. `fallback_takes_producer`: its quantizer puts a node's Q/DQ at the producer of
     its input, so the FP32 fallback of a node must take that producer too. `runs_here`: the model runs fast
-    on this machine's CPU, so the report measures its latency. `help`: the --target help text."""
-
+    on this machine's CPU, so the report measures its latency. `help`: the --target help text. `backend`: the
+    runtime backend that judges the candidates and the written file (its INT8 arithmetic is the one that
+    counts). `save(model, info, dst)` writes the chosen model, `suffix` the file name it takes."""
     name: str
     methods: tuple[str, ...]
     quantize: Quantize
     fallback_takes_producer: bool
     runs_here: bool
     help: str
+    backend: str = "onnxruntime"
+    save: Callable | None = None  # None: ONNX with the model's metadata (export.precision.save_with_info)
+    suffix: str = ".onnx"
+
+    def check_output(self, dst) -> None:
+        if Path(dst).suffix.lower() != self.suffix:
+            raise InputError(f"the {self.name} target writes {self.suffix} files: name the output "
+                             f"<name>{self.suffix}, not {Path(dst).name}")
+
+    def write(self, model, info: ModelInfo, dst) -> Path:
+        from export.precision import save_with_info
+
+        return (self.save or save_with_info)(model, info, dst)
+
+
+def _quantize_openvino(src: Path, work: Path, batch, method: str, exclude: tuple[str, ...] = ()):
+    from export.openvino_target import quantize_for_openvino
+
+    return quantize_for_openvino(src, work, batch, method, exclude)
+
+
+def _save_ir(model, info: ModelInfo, dst) -> Path:
+    from export.openvino_target import save_ir
+
+    return save_ir(model, info, dst)
 
 
 INT8_TARGETS: dict[str, Int8Target] = {t.name: t for t in (
     Int8Target("tensorrt", ("entropy", "max"), _quantize_tensorrt, fallback_takes_producer=False, runs_here=False,
                help="ModelOpt Q/DQ for TensorRT engines"),
-    Int8Target("onnxruntime", ("entropy", "max", "percentile"), _quantize_onnxruntime, fallback_takes_producer=True,
+    Int8Target("onnxruntime", ("entropy", "max", "percentile"), quantize_onnxruntime, fallback_takes_producer=True,
                runs_here=True, help="Q/DQ that ONNX Runtime runs fast on CPUs"),
+    Int8Target("openvino", ("entropy", "nncf", "max", "percentile"), _quantize_openvino,
+               fallback_takes_producer=True, runs_here=True, backend="openvino", save=_save_ir, suffix=".xml",
+               help="OpenVINO IR (.xml + .bin), quantized by ONNX Runtime's quantizer or NNCF (--method nncf), "
+                    "judged on OpenVINO"),
 )}
 
 

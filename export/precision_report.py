@@ -96,7 +96,8 @@ def format_report(report: PrecisionReport) -> str:
             lines.append(f"  {row['node']:48s} rel. error {row['rel_error']:7.3f}  cosine {row['cosine']:6.3f}  "
                          f"added {row['jump']:+.3f}")
     if report.latency_ms:
-        lines += ["", "latency on this machine (ONNX Runtime CPU, batch 1, median): "
+        where = "fp32 on ONNX Runtime, int8 on OpenVINO" if report.target == "openvino" else "ONNX Runtime"
+        lines += ["", f"latency on this machine (CPU, {where}, batch 1, median): "
                   + ", ".join(f"{k} {v:.1f} ms" for k, v in report.latency_ms.items())]
     lines += [f"warning: {w}" for w in report.warnings]
     return "\n".join(lines)

@@ -64,6 +64,11 @@ class Job:
     def what(self) -> str:
         return "FP16 model" if self.precision == "fp16" else "INT8 model"
 
+    @property
+    def backend(self) -> str:
+        """Where candidates run to be judged: the INT8 target's runtime, else ONNX Runtime."""
+        return self.target.backend if self.target is not None else "onnxruntime"
+
 
 @dataclass
 class Candidate:
@@ -117,7 +122,7 @@ class Search:
     def judge(self, candidate: Candidate) -> Candidate:
         """Run the candidate's file on the held-out images (and the labelled list) and judge it."""
         job = self.job
-        with open_runner(candidate.path) as runner:
+        with open_runner(candidate.path, backend=self.job.backend) as runner:
             miou = (job.reference_miou, job.miou(runner)) if job.miou is not None else None
             candidate.verdict = judge(job.reference, logits(runner, job.verify), miou)
         candidate.passed = candidate.verdict.passes(job.min_agreement, job.max_miou_drop)

@@ -82,6 +82,11 @@ class State:
     latency: dict[str, float] = field(default_factory=dict)
 
     @property
+    def backend(self) -> str:
+        """The runtime that judges the conversion: the INT8 target's (its arithmetic counts), else ONNX Runtime."""
+        return self.target.backend if self.target is not None else "onnxruntime"
+
+    @property
     def int8(self) -> bool:
         return self.options.precision == "int8"
 
@@ -184,7 +189,10 @@ def describe(state: State) -> None:
 
 
 def write(state: State) -> None:
-    save_with_info(state.outcome.chosen.model, state.written_info, state.dst)
+    if state.target is not None:
+        state.target.write(state.outcome.chosen.model, state.written_info, state.dst)
+    else:
+        save_with_info(state.outcome.chosen.model, state.written_info, state.dst)
 
 
 def verify_written(state: State) -> None:
@@ -192,7 +200,7 @@ def verify_written(state: State) -> None:
     on it; the report's figures come from here. A file that fails is removed (GateError)."""
     options = state.options
     try:
-        with open_runner(state.dst) as runner:
+        with open_runner(state.dst, backend=state.backend) as runner:
             miou = (state.reference_miou, state.miou(runner)) if options.eval_list is not None else None
             state.written = judge(state.reference, logits(runner, state.verify), miou)
             if state.written.passes(state.gate, options.max_miou_drop) and state.target and state.target.runs_here:
@@ -218,15 +226,17 @@ def _latencies(state: State, written: Runner) -> dict[str, float]:
     if state.outcome.chosen is state.outcome.plain:
         result["int8 plain"] = latency_ms(written, image)
     else:
-        with open_runner(state.outcome.plain.path) as plain:
+        with open_runner(state.outcome.plain.path, backend=state.backend) as plain:
             result["int8 plain"] = latency_ms(plain, image)
         result["int8 repaired"] = latency_ms(written, image)
     return result
 
 
-def _checked(options: Conversion) -> tuple[Int8Target | None, float]:
+def _checked(options: Conversion, dst) -> tuple[Int8Target | None, float]:
     """(INT8 target, gate) of valid options; bad ones fail before any model is opened."""
     target = int8_target(options.target, options.method) if options.precision == "int8" else None
+    if target is not None:
+        target.check_output(dst)
     if options.verify_images is not None and not Path(options.verify_images).is_dir():
         raise InputError(f"verification image folder not found: {options.verify_images}")
     gate = options.min_agreement if options.min_agreement is not None else DEFAULT_GATES[options.precision]
@@ -241,7 +251,7 @@ def convert_verified(src: str | os.PathLike, dst: str | os.PathLike, options: Co
     import tempfile
 
     start = time.perf_counter()
-    target, gate = _checked(options)
+    target, gate = _checked(options, dst)
     check_writable(dst)
     with open_runner(src) as fp32, tempfile.TemporaryDirectory(prefix="psp-repair-") as work:
         state = State(src=Path(src), dst=Path(dst), options=options, calib_paths=[Path(p) for p in calib_images],

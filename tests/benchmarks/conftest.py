@@ -12,5 +12,10 @@ def fake_backend(monkeypatch):
 
     registry.register_backend(fakes.FakeRunner)
     monkeypatch.setattr(fakes, "CLOCK", fakes.FakeClock())
+    # psp-bench measures the machine's GEMM limit by default: on small GEMMs here, the CLI tests are not about it
+    from benchmarks import bench, machine
+
+    monkeypatch.setattr(bench, "measure_gemm_limits",
+                        lambda threads: machine.measure_gemm_limits(threads, n=64, seconds=0.0))
     yield fakes
     registry.unregister_backend(fakes.FakeRunner.name)

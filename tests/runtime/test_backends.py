@@ -16,7 +16,7 @@ from tests.runtime.conftest import make_onnx, tiny_info
 
 def test_available_backends_reports_every_backend_with_a_reason_or_none():
     status = available_backends()
-    assert set(status) == {"onnxruntime", "tensorrt", "torch", "triton"}
+    assert set(status) == {"onnxruntime", "openvino", "tensorrt", "torch", "triton"}
     assert status["onnxruntime"] is None
     assert all(v is None or (isinstance(v, str) and v) for v in status.values())
 
