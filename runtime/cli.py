@@ -9,6 +9,7 @@ import click
 
 from pspcore.cli import (Command, backend_option, batch_option, device_option, echo_summary, json_destination,
                          json_option, output_option, size_option, threads_option)
+from pspcore.errors import PSPError
 
 
 def _quiet_opencv() -> None:
@@ -23,6 +24,21 @@ def _quiet_opencv() -> None:
         logging.setLogLevel(logging.LOG_LEVEL_SILENT)
     elif hasattr(cv2, "setLogLevel"):
         cv2.setLogLevel(0)
+
+
+def labels_in_graph(backend: str, model: str, tile: bool) -> dict:
+    """{"output": "labels"} for a runner that can end its graph with the argmax (openvino), unless --tile needs
+    logits: a frame's class scores (C x H x W float32, 134 MB at 473x473 for 150 classes) then never leave the
+    runtime to be argmaxed in numpy. {} for the others, which run the model as exported."""
+    from pspcore.registry import refused_options, resolve_backend, runner_class
+
+    if tile:
+        return {}
+    try:
+        cls = runner_class(resolve_backend(backend, model)[0])
+    except PSPError:
+        return {}  # create_runner says what is wrong, in its own words
+    return {} if refused_options(cls, {"output": "labels"}) else {"output": "labels"}
 
 
 def _notice(text: str) -> None:
@@ -75,7 +91,8 @@ def main(model, source, output, backend, device, batch, size, opacity, mask_vide
     from runtime.video import partial_name
 
     runner = create_runner(backend, model, **runner_options(backend, model, device=device, threads=threads, shm=shm,
-                                                            precision=precision, cuda_graphs=cuda_graphs))
+                                                            precision=precision, cuda_graphs=cuda_graphs),
+                           **labels_in_graph(backend, model, tile))
     for note in runner.notes:
         _notice(note)
     shown = len(runner.notes)

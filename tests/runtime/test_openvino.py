@@ -177,3 +177,24 @@ def test_openvino_not_installed_is_one_clear_line(tmp_path, monkeypatch):
     with pytest.raises(BackendUnavailable, match=r"needs the openvino package \(pip install") as err:
         OpenVINORunner(make_onnx(tmp_path / "m.onnx")).activate()
     assert "\n" not in str(err.value)
+
+
+def test_psp_infer_asks_openvino_for_labels_unless_tiling(ov, tiny_model, tiny_video, tmp_path):
+    """psp-infer takes the argmax inside OpenVINO's graph (no logits copied out) and labels frames exactly as
+    ONNX Runtime's logits do; with --tile (which merges logits) it asks for none."""
+    import cv2
+
+    from runtime.cli import labels_in_graph, main
+
+    assert labels_in_graph("openvino", str(tiny_model), tile=False) == {"output": "labels"}
+    assert labels_in_graph("openvino", str(tiny_model), tile=True) == {}
+    assert labels_in_graph("onnxruntime", str(tiny_model), tile=False) == {}  # runs the model as exported
+    masks = {}
+    for backend in ("openvino", "onnxruntime"):
+        result = CliRunner().invoke(main, [str(tiny_model), str(tiny_video), "-o", str(tmp_path / f"{backend}.mp4"),
+                                           "--backend", backend, "--masks-dir", str(tmp_path / backend), "-q"])
+        assert result.exit_code == 0, result.output
+        masks[backend] = np.stack([cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+                                   for f in sorted((tmp_path / backend).iterdir())])
+    assert masks["openvino"].shape == masks["onnxruntime"].shape and len(masks["openvino"]) == 30
+    assert (masks["openvino"] == masks["onnxruntime"]).mean() >= 0.999
