@@ -13,7 +13,7 @@ from pspnet.train_config import make_config
 
 @pytest.mark.slow
 def test_loss_falls_over_a_few_iterations_on_a_fixed_batch(tmp_path):
-    config = make_config({"out": str(tmp_path / "run"), "scene_size": 33, "crop": (33, 33), "scenes": 2,
+    config = make_config({"output": str(tmp_path / "run"), "scene_size": 33, "crop": (33, 33), "scenes": 2,
                           "batch": 2, "workers": 0, "threads": 2, "iterations": 4, "scale": (1.0, 1.0),
                           "rotate": 0.0, "blur": False, "flip": False, "device": "cpu", "seed": 0,
                           "save_every": 4})  # one epoch per iteration: checkpoint once, at the end
