@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: sets up .venv on first use, then
 #   ./run.sh demo [OUT_DIR]   the end-to-end demo (train on CPU, export, convert, infer on video, benchmark)
-#   ./run.sh test [PYTEST_ARGS...]   the test suite
+#   ./run.sh test [PYTEST_ARGS...]   the test suite (2 workers; PSP_TEST_WORKERS=0 runs it in one process)
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV="${PSP_VENV:-.venv}"
@@ -32,7 +32,8 @@ case "$cmd" in
     test)
         setup
         set +e
-        "$VENV/bin/python" -m pytest "$@"
+        # Two workers (pytest-xdist): the suite's models, servers and ports are per process, and CI has 2 cores.
+        "$VENV/bin/python" -m pytest -n "${PSP_TEST_WORKERS:-2}" "$@"
         rc=$?
         # pytest exit 5 means no test ran: that is a failure, not a pass.
         [ "$rc" -eq 5 ] && echo "error: pytest collected no tests" >&2
