@@ -12,7 +12,8 @@ from typing import Callable
 
 import numpy as np
 
-from benchmarks.machine import GemmRate, best_limits, load_average, machine_info, measure_gemm_limits
+from benchmarks.limits import add_limit_fractions, best_of, count_gops
+from benchmarks.machine import GemmRate, load_average, machine_info, measure_gemm_limits
 from benchmarks.memory import NOTE, MemoryProbe
 from benchmarks.stats import Summary, summarize
 from pspcore.runner import FrameRunner, Runner
@@ -198,51 +199,6 @@ def summarize_series(loaded: Loaded, series: Series, batch: int, size: tuple[int
         d2h=summarize(series.d2h_ms) if has_transfers else None,
         qps=qps, images_per_s=qps * batch, memory=dict(loaded.memory),
         latency_samples_ms=[round(v, 4) for v in series.latency_ms])
-
-
-def limit_kind(precision: str) -> str:
-    """Which GEMM rate bounds a model: INT8 models the integer one, everything else (fp32, fp16 and bf16
-    computed on a CPU without them) the FP32 one."""
-    return "int8" if precision.lower().startswith("int8") else "fp32"
-
-
-def add_limit_fractions(results: list[Result], gops: dict[str, float | None], limits: list[GemmRate]) -> None:
-    """Each result's achieved rate (its model's operations / median latency) and its fraction of the best GEMM
-    rate of its kind. `gops`: model path -> GOP per image (see count_gops)."""
-    best = best_limits(limits)
-    for r in results:
-        r.gop = gops.get(r.model)
-        if r.gop is None or r.latency.median <= 0:
-            continue
-        r.tops = r.gop * r.batch / r.latency.median  # GOP per ms = TOP/s
-        r.limit_kind = limit_kind(r.precision)
-        if r.limit_kind in best:
-            r.limit_fraction = r.tops / best[r.limit_kind].tops
-
-
-def best_of(first: list[GemmRate], second: list[GemmRate]) -> list[GemmRate]:
-    """Per (runtime, kind, op), the faster of two measurements."""
-    best: dict[tuple, GemmRate] = {}
-    for rate in [*first, *second]:
-        key = (rate.runtime, rate.kind, rate.op)
-        if key not in best or rate.tops > best[key].tops:
-            best[key] = rate
-    return list(best.values())
-
-
-def count_gops(loaded: list[Loaded], size: tuple[int, int]) -> dict[str, float | None]:
-    """model path -> Conv + MatMul GOP per image. A model without a readable graph (a checkpoint) borrows
-    the count of a loaded graph with the same architecture and class count: the same network."""
-    from benchmarks.model_cost import model_gop
-
-    gops = {item.candidate.model: model_gop(item.candidate.model, size) for item in loaded}
-    for item in loaded:
-        if gops[item.candidate.model] is None:
-            key = (item.runner.info.arch, item.runner.info.num_classes)
-            twin = next((gops[o.candidate.model] for o in loaded if gops[o.candidate.model] is not None
-                         and (o.runner.info.arch, o.runner.info.num_classes) == key), None)
-            gops[item.candidate.model] = twin
-    return gops
 
 
 def add_speedups(results: list[Result]) -> None:

@@ -60,7 +60,6 @@ class GemmRate:
 def gemm_models(n: int = GEMM_N) -> dict[str, bytes]:
     """ONNX models of an n^3 GEMM: u8s8 MatMulInteger, the same as Q/DQ around a float MatMul (the form
     OpenVINO turns into its integer kernel), and a float32 MatMul. The weight is a constant, as in a network."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.bench import BenchConfig, Candidate, add_limit_fractions, run_benchmark
+from benchmarks.bench import BenchConfig, Candidate, run_benchmark
+from benchmarks.limits import add_limit_fractions
 from benchmarks.machine import GemmRate, best_limits, measure_gemm_limits
 from benchmarks.model_cost import model_gop
 from tests.benchmarks.fakes import write_model
@@ -100,7 +101,7 @@ def test_report_shows_the_limit(tmp_path, fake_backend, monkeypatch):
 
 
 def test_best_of_two_measurements_keeps_the_faster_per_op():
-    from benchmarks.bench import best_of
+    from benchmarks.limits import best_of
 
     first = [GemmRate("ort", "int8", "MatMulInteger", 1.0), GemmRate("ort", "fp32", "MatMul", 0.4)]
     second = [GemmRate("ort", "int8", "MatMulInteger", 0.5), GemmRate("ort", "fp32", "MatMul", 0.6)]
