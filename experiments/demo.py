@@ -38,7 +38,7 @@ QUICK = DemoPlan(train=("--iters", "2", "--scenes", "8", "--batch", "2", "--scen
                         "--workers", "0"),
                  val_images=3, calib_images=3, video_frames=6, video_size=(72, 96),
                  bench=("--batch", "1", "--duration-s", "0.2", "--min-iters", "3", "--warmup-ms", "0",
-                        "--slice-ms", "20"), overlay_frames=2)
+                        "--slice-ms", "20", "--no-limit"), overlay_frames=2)
 
 
 @dataclass
