@@ -16,6 +16,7 @@ import numpy as np
 
 from export.precision import POOLING_PATTERN, output_region, pooling_nodes, require_modelopt
 from pspcore.errors import InputError, PSPError
+from runtime.backends.openvino import IR_SUFFIX  # the .xml, its weights in the .bin beside it
 from pspcore.model_info import ModelInfo
 
 CALIBRATION_STRIDE = 2  # images ONNX Runtime calibrates at a time (histograms merge): bounds its memory
@@ -174,7 +175,7 @@ INT8_TARGETS: dict[str, Int8Target] = {t.name: t for t in (
     Int8Target("onnxruntime", ("entropy", "max", "percentile"), quantize_onnxruntime, fallback_takes_producer=True,
                runs_here=True, help="Q/DQ that ONNX Runtime runs fast on CPUs"),
     Int8Target("openvino", ("entropy", "nncf", "max", "percentile"), _quantize_openvino,
-               fallback_takes_producer=True, runs_here=True, backend="openvino", save=_save_ir, suffix=".xml",
+               fallback_takes_producer=True, runs_here=True, backend="openvino", save=_save_ir, suffix=IR_SUFFIX,
                help="OpenVINO IR (.xml + .bin), quantized by ONNX Runtime's quantizer or NNCF (--method nncf), "
                     "judged on OpenVINO"),
 )}

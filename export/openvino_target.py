@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pspcore.errors import InputError, PSPError
+from pspcore.errors import PSPError
 from pspcore.model_info import ModelInfo
 
-IR_SUFFIX = ".xml"
 
 
 def _openvino():
@@ -32,12 +31,6 @@ def _openvino():
     except ImportError:
         raise PSPError("the openvino target needs OpenVINO: pip install 'pspnet-deploy[openvino]'") from None
     return openvino
-
-
-def check_ir_path(dst: str | os.PathLike) -> None:
-    if Path(dst).suffix.lower() != IR_SUFFIX:
-        raise InputError(f"the openvino target writes OpenVINO IR: name the output <name>.xml (its weights go to "
-                         f"<name>.bin beside it), not {Path(dst).name}")
 
 
 def ov_model(model):
@@ -81,11 +74,11 @@ def _quantize_nncf(src: Path, batch: np.ndarray, exclude: tuple[str, ...]):
 
 
 def save_ir(model, info: ModelInfo, dst: str | os.PathLike) -> Path:
-    """Write `model` (onnx.ModelProto or ov.Model) as IR at `dst` (.xml) and its .bin, with `info` in its
-    rt_info; both files appear only when both are complete (written beside them, then renamed, .bin first)."""
+    """Write `model` (onnx.ModelProto or ov.Model) as IR at `dst` (.xml: the openvino target checks the name
+    before converting) and its .bin, with `info` in its rt_info; both files appear only when both are complete
+    (written beside them, then renamed, .bin first)."""
     from runtime.backends.openvino import write_model_info
 
-    check_ir_path(dst)
     ov = _openvino()
     dst = Path(dst)
     model = model if isinstance(model, ov.Model) else ov_model(model)
