@@ -162,22 +162,19 @@ class DeviceType(click.ParamType):
             self.fail(str(exc).replace("--device ", "", 1), param, ctx)
 
 
-def backend_names() -> tuple[str, ...]:
-    """The registered backend names."""
-    from pspcore.registry import backend_names as registered
-
-    return tuple(registered())
-
-
 class BackendType(click.ParamType):
     """--backend: auto or a registered backend, looked up when the option is read (backends register late)."""
 
     name = "backend"
 
     def get_metavar(self, param, ctx=None) -> str:
+        from pspcore.registry import backend_names
+
         return "|".join(["auto", *backend_names()])
 
     def convert(self, value, param, ctx):
+        from pspcore.registry import backend_names
+
         names = ("auto", *backend_names())
         if value not in names:
             self.fail(f"{value!r} is not one of {', '.join(names)}", param, ctx)
