@@ -10,6 +10,7 @@ from benchmarks.bench import BenchConfig, BenchReport, Candidate, Series, run_be
 from pspcore.cli import (Command, Group, backend_option, batch_option, dataset_options, device_option,
                          echo_summary, json_destination, json_option, size_option, threads_option)
 from pspcore.errors import InputError, PSPError
+from pspnet.data import dataset_names
 
 
 class DefaultGroup(Group):
@@ -35,13 +36,6 @@ def main():
 
     MODEL: .onnx (ONNX Runtime), .engine (TensorRT) or a .pth checkpoint (PyTorch eager FP32, the
     baseline). Run `psp-bench latency --help` for every option."""
-
-
-def dataset_names() -> tuple[str, ...]:
-    """The named datasets (read when --dataset is, so --help does not import the data readers)."""
-    from pspnet.data.datasets import DATASETS
-
-    return tuple(DATASETS)
 
 
 def build_candidates(models: tuple[str, ...], backends: tuple[str, ...], baseline: str | None) -> list[Candidate]:

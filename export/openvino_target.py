@@ -25,21 +25,11 @@ from pspcore.model_info import ModelInfo
 
 
 
-def _openvino():
-    try:
-        import openvino
-    except ImportError:
-        raise PSPError("the openvino target needs OpenVINO: pip install 'pspnet-deploy[openvino]'") from None
-    return openvino
-
-
 def ov_model(model):
-    """An ov.Model from an onnx.ModelProto (in memory) or a model file."""
-    ov = _openvino()
-    core = ov.Core()
-    if isinstance(model, (str, os.PathLike)):
-        return core.read_model(str(model))
-    return core.read_model(model.SerializeToString())
+    """An ov.Model from an in-memory onnx.ModelProto."""
+    from runtime.backends.openvino import import_openvino
+
+    return import_openvino().Core().read_model(model.SerializeToString())
 
 
 def quantize_for_openvino(src: Path, work: Path, batch: np.ndarray, method: str, exclude: tuple[str, ...] = ()):
@@ -77,9 +67,9 @@ def save_ir(model, info: ModelInfo, dst: str | os.PathLike) -> Path:
     """Write `model` (onnx.ModelProto or ov.Model) as IR at `dst` (.xml: the openvino target checks the name
     before converting) and its .bin, with `info` in its rt_info; both files appear only when both are complete
     (written beside them, then renamed, .bin first)."""
-    from runtime.backends.openvino import write_model_info
+    from runtime.backends.openvino import import_openvino, write_model_info
 
-    ov = _openvino()
+    ov = import_openvino()
     dst = Path(dst)
     model = model if isinstance(model, ov.Model) else ov_model(model)
     write_model_info(model, info)
@@ -91,10 +81,3 @@ def save_ir(model, info: ModelInfo, dst: str | os.PathLike) -> Path:
         os.replace(tmp.with_suffix(".bin"), dst.with_suffix(".bin"))
         os.replace(tmp, dst)
     return dst
-
-
-def read_ir_info(path: str | os.PathLike) -> ModelInfo:
-    from runtime.backends.openvino import model_info, read_model
-
-    return model_info(read_model(path), str(path))
-

@@ -10,13 +10,7 @@ from export.calibration import DEFAULT_NUM_IMAGES
 from pspcore.cli import (Command, dataset_options, echo_summary, json_destination, json_option, option_group,
                          output_option, size_option)
 from export.int8 import INT8_TARGETS, all_methods
-
-
-def dataset_names() -> tuple[str, ...]:
-    """The named datasets (read when --calib-dataset is, so --help does not import the data readers)."""
-    from pspnet.data.datasets import DATASETS
-
-    return tuple(DATASETS)
+from pspnet.data import dataset_names
 
 
 # The INT8 calibration sources, exactly one of them (export.calibration.find_calibration_images); shared with

@@ -10,15 +10,14 @@ from pspcore.cli import (SIZE, Command, ListOf, backend_option, dataset_options,
                          json_destination, json_option)
 from pspcore.errors import InputError
 from pspcore.files import check_folder, check_writable
+from pspnet.data import dataset_names
 
 CONTEXT_SCENES = "context-scenes"
 
 
-def dataset_names() -> tuple[str, ...]:
-    """context-scenes and the named datasets (read when --dataset is, so --help stays fast)."""
-    from pspnet.data.datasets import DATASETS
-
-    return (CONTEXT_SCENES, *DATASETS)
+def dataset_choices() -> tuple[str, ...]:
+    """context-scenes and the named datasets."""
+    return (CONTEXT_SCENES, *dataset_names())
 
 
 def load_runner(model_path: str, backend: str, device: str, **options):
@@ -92,7 +91,7 @@ def protocol_sizes(dataset: str | None, mode: str, crop: tuple | None, base_size
 
 @click.command(cls=Command)
 @click.argument("model", type=click.Path(dir_okay=False))
-@dataset_options(dataset_names, files=True,
+@dataset_options(dataset_choices, files=True,
                  dataset_help="context-scenes, voc, ade20k, cityscapes (read as downloaded, from --data-root) or a "
                               "list file of 'image label' lines (default: context-scenes when the model was trained "
                               "on it).",

@@ -27,7 +27,7 @@ FAST_INT8_FLAGS = ("amx_int8", "avx512_vnni")
 INSTALL_HINT = "pip install 'pspnet-deploy[openvino]'"
 
 
-def _openvino():
+def import_openvino():
     try:
         import openvino
     except ImportError:
@@ -53,7 +53,7 @@ def cpu_flags() -> set[str]:
 
 def read_model(path: str | Path):
     """The ov.Model of an .onnx or .xml file, or one clear InputError (missing .bin, unreadable file)."""
-    ov = _openvino()
+    ov = import_openvino()
     path = require_file(path, "model")
     if path.suffix.lower() == IR_SUFFIX and not path.with_suffix(".bin").is_file():
         raise InputError(f"{path}: its weights file {path.with_suffix('.bin').name} is missing (an OpenVINO IR "
@@ -162,7 +162,7 @@ class OpenVINORunner(Runner):
         self._request = self._compiled = None
 
     def load(self) -> None:
-        _openvino()  # one clear line when it is not installed
+        import_openvino()  # one clear line when it is not installed
         import openvino.properties as props
         import openvino.properties.hint as hints
 
@@ -178,7 +178,7 @@ class OpenVINORunner(Runner):
         if self.threads:
             config[props.inference_num_threads] = int(self.threads)
         try:
-            compiled = _openvino().Core().compile_model(model, "CPU", config)
+            compiled = import_openvino().Core().compile_model(model, "CPU", config)
         except Exception as exc:
             raise PSPError(f"{self.display_name}: OpenVINO cannot compile it for the CPU: {_first_line(exc)}") \
                 from None
@@ -204,7 +204,7 @@ class OpenVINORunner(Runner):
             raise InputError(f"{self.display_name} takes batches of {n} only, not {self.batch}")
         target = [self.batch or n or -1, c or 3, *(self.size or (h or -1, w or -1))]
         try:
-            model.reshape({model.input(0): _openvino().PartialShape(target)})
+            model.reshape({model.input(0): import_openvino().PartialShape(target)})
         except Exception as exc:
             raise InputError(f"{self.display_name}: cannot reshape to {target}: {_first_line(exc)}") from None
 
