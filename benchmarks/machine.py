@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pspcore.threads import cpu_threads
+
 
 def machine_info(threads: int | None) -> dict:
     cpu = platform.processor() or platform.machine()
@@ -124,6 +126,7 @@ def measure_gemm_limits(threads: int | None, n: int = GEMM_N, seconds: float = 0
     """The best INT8 and FP32 GEMM rates this machine's runtimes reach (ONNX Runtime; OpenVINO where
     installed), each the best of at least 3 runs over about `seconds`. Runtimes or ops a build lacks are
     left out. A few seconds in all."""
+    threads = cpu_threads(threads)  # the count the models' runners use (OMP_NUM_THREADS when none is given)
     rng = np.random.default_rng(1)
     feeds = {"uint8": rng.integers(0, 256, (n, n), dtype=np.uint8),
              "float32": rng.standard_normal((n, n), dtype=np.float32)}

@@ -86,14 +86,15 @@ def upstream_compute(model) -> dict[str, set[str]]:
     return {n.name: set().union(*(find(i) for i in n.input if i)) for n in model.graph.node if n.op_type in COMPUTE}
 
 
-def _exposed_session(model, threads: int):
+def _exposed_session(model, threads: int | None):
     """An ONNX Runtime CPU session of an in-memory model. Not the Runner on purpose: the copies run here exist
     only in memory, with every compared node's output added as a graph output, and all of those outputs are
     read (a Runner runs a model file and returns its first output)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    from runtime.backends.onnxruntime import session_options
+
+    options = session_options(threads)
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
@@ -113,7 +114,8 @@ def _exposed(model, tensors: list[str]):
     return copy
 
 
-def compare_layers(reference, candidate, batch: np.ndarray, threads: int = 2) -> list[LayerError]:
+def compare_layers(reference, candidate, batch: np.ndarray,
+                   threads: int | None = None) -> list[LayerError]:
     """Per compute node in graph order, the candidate's output against the reference's on `batch`, image by
     image (sums accumulated, so the intermediate tensors of one image only are held at a time)."""
     ref_model, cand_model = _load(reference), _load(candidate)

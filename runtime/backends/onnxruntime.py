@@ -12,6 +12,7 @@ from pspcore.files import require_file
 from pspcore.model_info import ModelInfo, info_from_session
 from pspcore.registry import CATCH_ALL
 from pspcore.runner import InputSpec, Runner
+from pspcore.threads import cpu_threads
 
 # Best first. `auto` takes every one of these the installed wheel offers; ONNX Runtime assigns each node to
 # the first provider that can run it, so the CPU stays the fallback.
@@ -49,8 +50,9 @@ def session_options(threads: int | None = None):
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    threads = cpu_threads(threads)  # None: ONNX Runtime's default, a thread per core
     if threads:
-        options.intra_op_num_threads = int(threads)
+        options.intra_op_num_threads = threads
     return options
 
 

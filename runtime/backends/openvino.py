@@ -15,6 +15,7 @@ from pspcore.errors import BackendUnavailable, InputError, PSPError
 from pspcore.files import require_file
 from pspcore.model_info import ModelInfo, fallback_info
 from pspcore.runner import InputSpec, Runner
+from pspcore.threads import cpu_threads
 
 IR_SUFFIX = ".xml"
 # Where an exported IR keeps our ModelInfo: rt_info[INFO_KEY][field] = the field's JSON text. A model read
@@ -175,8 +176,9 @@ class OpenVINORunner(Runner):
         requested = (self.precision or "").lower()
         wanted = PRECISION_HINTS[requested] if requested else "bf16" if info.precision == "bf16" else "f32"
         config = {hints.inference_precision: wanted}
-        if self.threads:
-            config[props.inference_num_threads] = int(self.threads)
+        threads = cpu_threads(self.threads)  # None: OpenVINO's default, a thread per core
+        if threads:
+            config[props.inference_num_threads] = threads
         try:
             compiled = import_openvino().Core().compile_model(model, "CPU", config)
         except Exception as exc:

@@ -8,12 +8,14 @@ import sys
 
 import pytest
 
+from tests.conftest import worker_threads
+
 
 @pytest.mark.slow
 def test_quick_demo_writes_every_output(tmp_path):
     out = tmp_path / "demo"
-    result = subprocess.run([sys.executable, "-m", "experiments.demo", str(out), "--quick", "--threads", "2"],
-                            capture_output=True, text=True, timeout=600)
+    command = [sys.executable, "-m", "experiments.demo", str(out), "--quick", "--threads", str(worker_threads())]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for name in ("train/model.pth", "models/pspnet18-fp32.onnx", "models/pspnet18-fp16.onnx",
                  "models/pspnet18-int8.onnx", "video/context-scenes-seg.mp4", "bench.json", "bench.md",

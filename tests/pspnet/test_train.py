@@ -15,8 +15,9 @@ from pspnet.train import LAST, METRICS, Trainer, DistEnv, param_groups, poly_lr,
 from pspnet.train_cli import main as train_main
 from pspnet.train_config import TrainConfig, make_config, read_config_file
 from pspcore.errors import InputError
+from tests.conftest import worker_threads
 
-TINY = dict(scene_size=33, crop=(33, 33), scenes=8, batch=2, workers=0, threads=2)
+TINY = dict(scene_size=33, crop=(33, 33), scenes=8, batch=2, workers=0, threads=worker_threads())
 
 
 def tiny(tmp_path, **changes) -> TrainConfig:
@@ -62,7 +63,7 @@ def test_panorama_training_and_evaluation(tmp_path):
     out = tmp_path / "pano"
     result = CliRunner().invoke(train_main, ["-o", str(out), "--scene-size", "33x99", "--crop", "33x99",
                                              "--scenes", "4", "--batch", "2", "--iters", "2", "--workers", "0",
-                                             "--threads", "2"])
+                                             "--threads", str(worker_threads())])
     assert result.exit_code == 0, result.output
     assert load_model(out / "model.pth")[1].input_size == (33, 99)
     evaluated = CliRunner().invoke(eval_main, [str(out / "model.pth"), "--scenes", "2", "--json", "-"])

@@ -48,12 +48,12 @@ def test_fp32_matches_onnxruntime_and_runs_in_f32(ov, pspnet_onnx):
     from runtime.backends.openvino import OpenVINORunner
 
     x = _batch()
-    with OpenVINORunner(pspnet_onnx, threads=2) as runner:
+    with OpenVINORunner(pspnet_onnx) as runner:
         out = runner.infer(x)
         # the property of the compiled model itself, not the option we passed
         assert runner.hint == "f32" and "f32" in runner.describe()
         assert runner.info.num_classes == 5 and runner.info.input_size == (65, 65)
-    reference = OnnxRuntimeRunner(pspnet_onnx, threads=2).infer(x)
+    reference = OnnxRuntimeRunner(pspnet_onnx).infer(x)
     assert out.shape == reference.shape == (2, 5, 65, 65)
     assert _rel_err(out, reference) <= 1e-4
 

@@ -11,6 +11,7 @@ import pytest
 from pspcore.registry import create_runner
 from runtime.postprocess import to_labels
 
+from tests.conftest import worker_threads
 from tests.runtime.test_video import count_frames
 
 torch = pytest.importorskip("torch")
@@ -34,7 +35,7 @@ def checkpoint(tmp_path_factory):
 
 def test_torch_backend_runs_a_checkpoint(checkpoint):
     path, model = checkpoint
-    runner = create_runner("auto", path, threads=2)
+    runner = create_runner("auto", path, threads=worker_threads())
     runner.activate()
     assert runner.name == "torch" and runner.info.num_classes == 4 and runner.info.input_size == (65, 65)
     x = np.random.default_rng(0).normal(size=(2, 3, 33, 33)).astype(np.float32)
