@@ -31,7 +31,7 @@ from pspcore.files import check_writable, list_images
 from pspcore.model_info import ModelInfo
 from pspcore.preprocess import prepare_frame
 from pspcore.runner import Runner
-from runtime.backends.openvino import import_openvino, read_model
+from runtime.backends.openvino import IR_SUFFIX, import_openvino, read_model
 
 DRAWN_SCENES = 6  # FP16 check images when none are given
 
@@ -234,13 +234,20 @@ def verify_written(state: State) -> None:
             if state.written.passes(state.gate, options.max_miou_drop) and state.target and state.target.runs_here:
                 state.latency = _latencies(state, runner)
     except BaseException:
-        state.dst.unlink(missing_ok=True)
+        _remove_written(state.dst)
         raise
     if not state.written.passes(state.gate, options.max_miou_drop):
-        state.dst.unlink(missing_ok=True)
+        _remove_written(state.dst)
         what = state.search.job.what
         raise GateError(state.written.failure(f"the written {what} {state.dst.name}", state.gate,
                                               options.max_miou_drop) + "; it was removed")
+
+
+def _remove_written(dst: Path) -> None:
+    """The written file, and an IR's weights beside it."""
+    dst.unlink(missing_ok=True)
+    if dst.suffix.lower() == IR_SUFFIX:
+        dst.with_suffix(".bin").unlink(missing_ok=True)
 
 
 STEPS = (read_source, prepare_images, run_reference, convert, judge_plain, repair_below_gate, describe, write,
