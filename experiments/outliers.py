@@ -73,7 +73,7 @@ def separating_classifier(model, scenes: np.ndarray):
     return model
 
 
-def export_outlier_network(path: str | os.PathLike) -> str | os.PathLike:
+def export_outlier_network(path: str | os.PathLike):
     """The outlier network of tests/export/test_verified.py's `outlier_onnx`, built the same way (tiny PSPNet-18,
     5 classes, seed 0, randomised BN; separating classifier; outlier channels) and exported to `path` at SIZE."""
     from experiments.export_report import randomize_batchnorm
@@ -85,5 +85,4 @@ def export_outlier_network(path: str | os.PathLike) -> str | os.PathLike:
     tiny = randomize_batchnorm(create_model("pspnet18", num_classes=5)).eval()
     info = info_for_config(tiny.config)
     classifier = separating_classifier(tiny, scene_batch(info, seed=50))
-    export_onnx(with_outliers(classifier, scene_batch(info, seed=60)), info, path, size=SIZE)
-    return path
+    return export_onnx(with_outliers(classifier, scene_batch(info, seed=60)), info, path, size=SIZE).path
