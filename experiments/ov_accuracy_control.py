@@ -139,9 +139,8 @@ def measure(result: Result, images: Images) -> Result:
 
     with open_runner(result.path, backend="openvino", threads=THREADS) as runner:
         result.agreement = judge(images.reference, logits(runner, images.verify)).agreement
-        convs = [(op.get_friendly_name(), op.get_rt_info()["runtimePrecision"].astype(str))
-                 for op in runner._compiled.get_runtime_model().get_ops()
-                 if op.get_rt_info()["layerType"].astype(str) == "Convolution"]
+        convs = [(names[0] if names else "", precision) for kind, precision, names in runner.layer_precisions()
+                 if kind == "Convolution"]
         result.f32_names = tuple(name.removesuffix("/WithoutBiases") for name, p in convs if p == "f32")
         result.convs, result.f32_convs = len(convs), len(result.f32_names)
         result.latency_ms = latency_ms(runner, images.verify[:1], runs=LATENCY_RUNS)

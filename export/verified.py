@@ -227,8 +227,8 @@ def verify_written(state: State) -> None:
         with open_runner(state.dst, backend=state.backend) as runner:
             miou = (state.reference_miou, state.miou(runner)) if options.eval_list is not None else None
             state.written = judge(state.reference, logits(runner, state.verify), miou)
-            state.runtime_precision = getattr(runner, "hint", None)
             if state.bf16:
+                state.runtime_precision = runner.hint
                 state.marked_fp32 = marked_nodes(read_model(state.dst), state.source_model, kept_nodes(
                     state.source_model, state.outcome.chosen.kept_fp32))
             if state.written.passes(state.gate, options.max_miou_drop) and state.target and state.target.runs_here:

@@ -250,6 +250,16 @@ class OpenVINORunner(Runner):
             raise PSPError(f"{self.display_name}: OpenVINO failed on a batch of shape {list(batch.shape)}: "
                            f"{_first_line(exc)}") from None
 
+    def layer_precisions(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(layer type, precision it runs in, names of the model's ops it was made from) for every layer of the
+        compiled model: OpenVINO's own record (its runtime model) of what runs in f32, bf16 or u8/i8."""
+        layers = []
+        for op in self._compiled.get_runtime_model().get_ops():
+            rt = op.get_rt_info()
+            names = tuple(n for n in rt["originalLayersNames"].astype(str).split(",") if n)
+            layers.append((rt["layerType"].astype(str), rt["runtimePrecision"].astype(str), names))
+        return layers
+
     def describe(self) -> str:
         asked = f", {self.wanted} asked by {self.wanted_by}" if self.wanted_by else ""
         return f"{self.name}[cpu,{self.hint or 'f32'}{asked}] ({self.info.precision})"

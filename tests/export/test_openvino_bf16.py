@@ -246,10 +246,9 @@ def test_bf16_for_real_repairs_and_keeps_the_marked_nodes_f32(fp16_hostile_onnx,
     with OpenVINORunner(out) as runner:
         assert runner.hint == "bf16"
         layers = {}
-        for op in runner._compiled.get_runtime_model().get_ops():
-            rt = op.get_rt_info()
-            for name in rt["originalLayersNames"].astype(str).split(","):
-                layers.setdefault(name.split("/")[0], set()).add(rt["runtimePrecision"].astype(str))
+        for _, precision, names in runner.layer_precisions():
+            for name in names:
+                layers.setdefault(name.split("/")[0], set()).add(precision)
     assert layers["difference"] == {"f32"} and "bf16" in layers["features"]
     rerun = _rerun(fp16_hostile_onnx, out, drawn_scenes(read_onnx_info(fp16_hostile_onnx), SIZE))
     assert rerun.agreement == pytest.approx(report["after"]["agreement"])

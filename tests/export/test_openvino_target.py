@@ -76,14 +76,10 @@ def _runtime_precisions(ir_path, nodes: list[str]) -> dict[str, set[str]]:
 
     found: dict[str, set[str]] = {node: set() for node in nodes}
     with OpenVINORunner(ir_path) as runner:
-        for op in runner._compiled.get_runtime_model().get_ops():
-            rt = op.get_rt_info()
-            if rt["layerType"].astype(str) != "Convolution":
-                continue
-            for name in rt["originalLayersNames"].astype(str).split(","):
-                for node in nodes:
-                    if name in (node, f"{node}/WithoutBiases"):
-                        found[node].add(rt["runtimePrecision"].astype(str))
+        for kind, precision, names in runner.layer_precisions():
+            for node in nodes:
+                if kind == "Convolution" and {node, f"{node}/WithoutBiases"} & set(names):
+                    found[node].add(precision)
     return found
 
 
