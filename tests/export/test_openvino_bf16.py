@@ -242,7 +242,7 @@ def test_bf16_for_real_repairs_and_keeps_the_marked_nodes_f32(fp16_hostile_onnx,
     report = json.loads(report_path.read_text())
     assert report["runtime_precision"] == "bf16" and not report["warnings"]
     assert not report["attempts"][0]["passed"] and report["before"]["agreement"] < 0.5
-    assert report["kept_fp32"] == ["difference"] and report["after"]["agreement"] >= 0.995
+    assert "difference" in report["kept_fp32"] and report["after"]["agreement"] >= 0.995
     with OpenVINORunner(out) as runner:
         assert runner.hint == "bf16"
         layers = {}
