@@ -227,8 +227,32 @@ def _bf16_capable() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-@pytest.mark.skipif(not _bf16_capable(), reason="this CPU has no bf16 (OpenVINO needs AMX or AVX512-BF16): the "
-                                                "IR can only run in f32 here")
+NO_BF16_HERE = "this CPU has no bf16 (OpenVINO needs AMX or AVX512-BF16): the IR can only run in f32 here"
+
+
+@pytest.mark.skipif(not _bf16_capable(), reason=NO_BF16_HERE)
+def test_bf16_for_real_keeps_the_pooling_and_output_region_f32(bf16_written):
+    """On a bf16 CPU: OpenVINO's compiled model runs the layers made from the marked nodes (the pooling MatMuls,
+    the logits Resize) in f32 and the backbone's convolutions in bf16."""
+    import onnx
+
+    from export.bf16 import kept_nodes, ops_of
+    from runtime.backends.openvino import OpenVINORunner, read_model
+
+    source, out, _, _ = bf16_written
+    model, written = onnx.load(str(source)), read_model(out)
+    marked = {op.get_friendly_name() for node in model.graph.node if node.name in kept_nodes(model)
+              for op in ops_of(written, node)}
+    with OpenVINORunner(out) as runner:
+        assert runner.hint == "bf16"
+        layers = runner.layer_precisions()
+    kept = [(kind, precision) for kind, precision, names in layers if marked & set(names)]
+    assert "Interpolate" in {kind for kind, _ in kept} and "MatMul" in {kind for kind, _ in kept}, kept
+    assert not [layer for layer in kept if layer[1] == "bf16"], kept  # f32 (or i32: the output size's arithmetic)
+    assert any(kind == "Convolution" and precision == "bf16" for kind, precision, _ in layers)
+
+
+@pytest.mark.skipif(not _bf16_capable(), reason=NO_BF16_HERE)
 def test_bf16_for_real_repairs_and_keeps_the_marked_nodes_f32(fp16_hostile_onnx, tmp_path):
     """On a bf16 CPU: plain bf16 loses the hostile network's labels, repair keeps `difference` FP32 through the
     IR's mark, and OpenVINO's compiled model runs that node in f32 and the others in bf16."""
