@@ -11,9 +11,9 @@ from typing import Callable
 
 import numpy as np
 
+from export.bf16 import bf16_rounded_model, save_bf16_ir
 from export.equalize import equalize
 from export.evaluation import logits, open_runner
-from export.bf16 import bf16_rounded_model, save_bf16_ir
 from export.int8 import Int8Target, int8_model
 from export.layerwise import COMPUTE, LayerError, compare_layers, upstream_compute
 from export.parity import FP32_MAX_REL

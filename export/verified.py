@@ -33,7 +33,7 @@ from pspcore.preprocess import prepare_frame
 from pspcore.runner import Runner
 from runtime.backends.openvino import IR_SUFFIX, import_openvino, read_model
 
-DRAWN_SCENES = 6  # FP16 check images when none are given
+DRAWN_SCENES = 6  # FP16/BF16 check images when none are given
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def read_source(state: State) -> None:
 
 def prepare_images(state: State) -> None:
     """The calibration batch (INT8) and the verification batch: --verify-images, else every 4th calibration
-    image held out (INT8), else drawn scenes (FP16)."""
+    image held out (INT8), else drawn scenes (FP16, BF16)."""
     options, verify_paths = state.options, None
     if options.verify_images is not None:
         verify_paths = list_images(options.verify_images, recursive=True, what="verification image")
