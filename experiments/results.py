@@ -71,6 +71,14 @@ SECTIONS = (
             ("python", "-m", "experiments.precision_report", "{work}", "--checkpoint", "{root}/demo/train/model.pth",
              "--markdown", "{work}/precision.md"),
             ("precision.md",)),
+    Section("ov-accuracy-control", "OpenVINO INT8 on the outlier network: our repair vs NNCF's accuracy control",
+            "`psp-export int8 --target openvino` (ONNX Runtime's quantizer or `--method nncf`, then the gate and "
+            "repair) against `nncf.quantize_with_accuracy_control` on the outlier network of the tests, with the "
+            "same calibration and held-out images and the same metric (argmax agreement with FP32 on OpenVINO, "
+            "98%); each result written as IR and measured the same way.",
+            ("python", "-m", "experiments.ov_accuracy_control", "{work}", "--markdown",
+             "{work}/ov_accuracy_control.md"),
+            ("ov_accuracy_control.md",)),
     Section("triton", "Serving on the real Triton server",
             "A PSPNet-18 (65x65) run locally in ONNX Runtime and served by psp-serve's Triton server on this "
             "machine, as the plain model and as the image -> labels ensemble, HTTP and gRPC, with and without "

@@ -1,5 +1,5 @@
-"""psp-export fp16 / int8: reduced-precision ONNX models from an FP32 export, verified against it (and
-repaired) before anything is written."""
+"""psp-export fp16 / bf16 / int8: reduced-precision models from an FP32 export (ONNX; OpenVINO IR for bf16 and
+the openvino INT8 target), verified against it (and repaired) before anything is written."""
 from __future__ import annotations
 
 import time
@@ -87,6 +87,28 @@ def fp16_command(onnx_model, output, size, verify_images, min_agreement, eval_li
     from export.verified import Conversion
 
     _convert(onnx_model, output, Conversion("fp16", size=size, verify_images=verify_images,
+                                            min_agreement=min_agreement / 100, eval_list=eval_list,
+                                            max_miou_drop=max_miou_drop, fallback=fallback), (), report_path)
+
+
+@click.command(cls=Command)
+@click.argument("onnx_model", type=click.Path(dir_okay=False))
+@output_option("OpenVINO IR to write (.xml, its weights in the .bin beside it).", required=True, dir_okay=False)
+@size_option("Input size HxW to check at [default: the model's own size].")
+@_gate_options(99.5)
+def bf16_command(onnx_model, output, size, verify_images, min_agreement, eval_list, max_miou_drop, fallback,
+                 report_path):
+    """BF16 for OpenVINO: an FP32 ONNX_MODEL written as IR that OpenVINO runs in bf16, verified on OpenVINO.
+
+    The IR keeps the FP32 weights and records bf16 as its inference precision (rt_info runtime_options), which
+    the openvino backend honours; OpenVINO's CPU plugin lowers the graph to bf16 where the CPU has AMX or
+    AVX512-BF16. The exact pyramid pooling, the output region and the nodes repair keeps stay FP32 inside
+    OpenVINO (its 'precise' mark). On a CPU without bf16 OpenVINO runs the file in f32: the conversion says so,
+    and its gate then measured f32.
+    """
+    from export.verified import Conversion
+
+    _convert(onnx_model, output, Conversion("bf16", size=size, verify_images=verify_images,
                                             min_agreement=min_agreement / 100, eval_list=eval_list,
                                             max_miou_drop=max_miou_drop, fallback=fallback), (), report_path)
 

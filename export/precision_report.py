@@ -36,6 +36,8 @@ class PrecisionReport:
     latency_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    runtime_precision: str | None = None  # the precision the runtime compiled the written file in (OpenVINO)
+    kept_fp32_by_runtime: list[str] = field(default_factory=list)  # BF16: nodes OpenVINO is told to keep FP32
 
     @property
     def repaired(self) -> bool:
@@ -90,8 +92,16 @@ def format_report(report: PrecisionReport) -> str:
     kept = ", ".join(report.kept_fp32) if report.kept_fp32 else "nothing"
     lines += ["", f"kept in FP32 by repair: {kept} ({100 * report.fp32_flops_share:.1f}% of the conv FLOPs)"
                   + ("; cross-layer equalization applied" if report.equalized else "")]
+    if report.kept_fp32_by_runtime:
+        lines.append(f"kept FP32 inside OpenVINO (its 'precise' mark, read back from the IR): "
+                     f"{len(report.kept_fp32_by_runtime)} nodes (the exact pooling, the output region"
+                     + (" and the nodes above)" if report.kept_fp32 else ")"))
+    if report.runtime_precision:
+        lines.append(f"OpenVINO compiled the written file in {report.runtime_precision} on this CPU")
     if report.sensitivity:
-        lines += ["", f"most sensitive layers (plain {report.precision.upper()}, error added by the layer):"]
+        simulated = ", its rounding simulated in ONNX Runtime" if report.precision == "bf16" else ""
+        lines += ["", f"most sensitive layers (plain {report.precision.upper()}{simulated}, error added by the "
+                      "layer):"]
         for row in sorted(report.sensitivity, key=lambda r: -r["jump"])[:SHOWN_LAYERS]:
             lines.append(f"  {row['node']:48s} rel. error {row['rel_error']:7.3f}  cosine {row['cosine']:6.3f}  "
                          f"added {row['jump']:+.3f}")

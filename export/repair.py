@@ -11,6 +11,7 @@ from typing import Callable
 
 import numpy as np
 
+from export.bf16 import bf16_rounded_model, save_bf16_ir
 from export.equalize import equalize
 from export.evaluation import logits, open_runner
 from export.int8 import Int8Target, int8_model
@@ -19,6 +20,7 @@ from export.parity import FP32_MAX_REL
 from export.precision import fp16_model
 from export.verdict import GateError, Verdict, judge
 from pspcore.model_info import ModelInfo
+from runtime.backends.openvino import IR_SUFFIX
 
 MAX_RUNS = 12  # conversions in all; a PSPNet-50 INT8 conversion takes about a minute on 2 cores
 MAX_FP32_SHARE = 0.25  # of the compute nodes: past this, FP16 is the better answer
@@ -62,12 +64,15 @@ class Job:
 
     @property
     def what(self) -> str:
-        return "FP16 model" if self.precision == "fp16" else "INT8 model"
+        return f"{self.precision.upper()} model"
 
     @property
     def backend(self) -> str:
-        """Where candidates run to be judged: the INT8 target's runtime, else ONNX Runtime."""
-        return self.target.backend if self.target is not None else "onnxruntime"
+        """Where candidates run to be judged: the INT8 target's runtime, OpenVINO for BF16 (the precision is
+        OpenVINO's own), else ONNX Runtime."""
+        if self.target is not None:
+            return self.target.backend
+        return "openvino" if self.precision == "bf16" else "onnxruntime"
 
 
 @dataclass
@@ -108,6 +113,14 @@ class Search:
         import onnx
 
         job, start = self.job, time.perf_counter()
+        path = self.work / f"candidate_{len(self.attempts)}.onnx"
+        if job.precision == "bf16":
+            # OpenVINO lowers the FP32 graph itself: the candidate file is that graph as bf16 IR, and the model
+            # kept in memory (for the layer ranking) its bf16-rounded stand-in
+            source_model = job.source_model if source == job.source else onnx.load(str(source))
+            model = bf16_rounded_model(source_model, tuple(exclude))
+            path = save_bf16_ir(source_model, tuple(exclude), job.info, path.with_suffix(IR_SUFFIX))
+            return Candidate(step, method, equalized, list(exclude), model, path, start)
         if job.precision == "fp16":
             model = fp16_model(source, tuple(exclude), job.source_model if source == job.source else None)
         else:
@@ -115,7 +128,6 @@ class Search:
         # the source's info (AutoCast drops metadata): the runner reads the model's size and classes from it
         del model.metadata_props[:]
         model.metadata_props.extend(onnx.StringStringEntryProto(key=k, value=v) for k, v in job.info.to_props().items())
-        path = self.work / f"candidate_{len(self.attempts)}.onnx"
         onnx.save(model, str(path))
         return Candidate(step, method, equalized, list(exclude), model, path, start)
 
@@ -136,6 +148,7 @@ class Search:
                 + f"({len(candidate.kept_fp32)} node(s) FP32, {seconds:.1f} s)")
         if not candidate.passed and candidate.step != "plain":
             candidate.path.unlink()  # only the plain file (latency) and the one that passed are needed
+            candidate.path.with_suffix(".bin").unlink(missing_ok=True)  # an IR's weights
         return candidate
 
     def attempt(self, step: str, source: Path, method: str | None, exclude: list[str], equalized: bool

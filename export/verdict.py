@@ -11,7 +11,7 @@ import numpy as np
 from export.parity import compare_outputs
 from pspcore.errors import PSPError
 
-DEFAULT_GATES = {"fp16": 0.995, "int8": 0.98}  # strict argmax agreement with FP32
+DEFAULT_GATES = {"fp16": 0.995, "bf16": 0.995, "int8": 0.98}  # strict argmax agreement with FP32
 
 
 class GateError(PSPError):

@@ -1,4 +1,4 @@
-"""Verified FP16/INT8 conversion: the FP32 model and its conversion run on held-out images, the conversion is
+"""Verified FP16/BF16/INT8 conversion: the FP32 model and its conversion run on held-out images, the conversion is
 gated on strict argmax agreement (and the mIoU drop on labelled images), repaired when below the gate, and
 only a model that passes is written, with what repair did recorded in its metadata; the written file is then
 run again and must pass the same gate, or it is removed.
@@ -15,6 +15,8 @@ from typing import Callable
 
 import numpy as np
 
+from export.bf16 import NO_BF16, check_output as check_bf16_output, cpu_has_bf16, kept_nodes, marked_nodes, \
+    save_bf16_ir
 from export.calibration import DEFAULT_NUM_IMAGES, spread
 from export.evaluation import evaluate_miou, latency_ms, logits, open_runner
 from export.int8 import Int8Target, int8_extra, int8_target
@@ -29,13 +31,14 @@ from pspcore.files import check_writable, list_images
 from pspcore.model_info import ModelInfo
 from pspcore.preprocess import prepare_frame
 from pspcore.runner import Runner
+from runtime.backends.openvino import IR_SUFFIX, import_openvino, read_model
 
-DRAWN_SCENES = 6  # FP16 check images when none are given
+DRAWN_SCENES = 6  # FP16/BF16 check images when none are given
 
 
 @dataclass(frozen=True)
 class Conversion:
-    """Options of a verified conversion (the psp-export fp16 / int8 options)."""
+    """Options of a verified conversion (the psp-export fp16 / bf16 / int8 options)."""
 
     precision: str
     target: str | None = None  # INT8 only: a name in export.int8.INT8_TARGETS
@@ -79,12 +82,26 @@ class State:
     outcome: Outcome | None = None
     written_info: ModelInfo | None = None
     written: Verdict | None = None
+    runtime_precision: str | None = None  # what the runtime compiled the written file in (OpenVINO's hint)
+    marked_fp32: list[str] = field(default_factory=list)  # BF16: nodes the written IR marks precise, read back
     latency: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def backend(self) -> str:
-        """The runtime that judges the conversion: the INT8 target's (its arithmetic counts), else ONNX Runtime."""
-        return self.target.backend if self.target is not None else "onnxruntime"
+        """The runtime that judges the conversion: the INT8 target's (its arithmetic counts), OpenVINO for BF16,
+        else ONNX Runtime."""
+        if self.target is not None:
+            return self.target.backend
+        return "openvino" if self.bf16 else "onnxruntime"
+
+    @property
+    def target_name(self) -> str | None:
+        return self.target.name if self.target is not None else "openvino" if self.bf16 else None
+
+    @property
+    def bf16(self) -> bool:
+        return self.options.precision == "bf16"
 
     @property
     def int8(self) -> bool:
@@ -123,7 +140,7 @@ def read_source(state: State) -> None:
 
 def prepare_images(state: State) -> None:
     """The calibration batch (INT8) and the verification batch: --verify-images, else every 4th calibration
-    image held out (INT8), else drawn scenes (FP16)."""
+    image held out (INT8), else drawn scenes (FP16, BF16)."""
     options, verify_paths = state.options, None
     if options.verify_images is not None:
         verify_paths = list_images(options.verify_images, recursive=True, what="verification image")
@@ -152,6 +169,9 @@ def run_reference(state: State) -> None:
 def convert(state: State) -> None:
     """The plain conversion (no repair), as a candidate file."""
     options = state.options
+    if state.bf16 and not cpu_has_bf16():
+        state.warnings.append(NO_BF16)
+        state.log(f"note: {NO_BF16}")
     # FP16 has no calibration set: its ranking runs on the check images
     job = Job(source=state.src, source_model=state.source_model, info=state.info, precision=options.precision,
               target=state.target, method=options.method if state.int8 else None,
@@ -181,6 +201,8 @@ def describe(state: State) -> None:
         outcome.sensitivity = compare_layers(state.source_model, outcome.plain.model, ranking_images)
     chosen = outcome.chosen
     extra = int8_extra(info, state.target.name, chosen.method, state.calib) if state.int8 else dict(info.extra)
+    if state.bf16:  # what OpenVINO is asked for, and what the gate below measured on this machine
+        extra["openvino"] = {"inference_precision": "bf16", "verified_in": "bf16" if cpu_has_bf16() else "f32"}
     extra["precision_repair"] = {
         "equalized": chosen.equalized, "method": chosen.method, "kept_fp32": chosen.kept_fp32,
         "agreement": round(chosen.verdict.agreement, 6), "gate": state.gate, "verification_images": len(state.verify),
@@ -189,7 +211,9 @@ def describe(state: State) -> None:
 
 
 def write(state: State) -> None:
-    if state.target is not None:
+    if state.bf16:
+        save_bf16_ir(state.source_model, state.outcome.chosen.kept_fp32, state.written_info, state.dst)
+    elif state.target is not None:
         state.target.write(state.outcome.chosen.model, state.written_info, state.dst)
     else:
         save_with_info(state.outcome.chosen.model, state.written_info, state.dst)
@@ -203,16 +227,27 @@ def verify_written(state: State) -> None:
         with open_runner(state.dst, backend=state.backend) as runner:
             miou = (state.reference_miou, state.miou(runner)) if options.eval_list is not None else None
             state.written = judge(state.reference, logits(runner, state.verify), miou)
+            if state.bf16:
+                state.runtime_precision = runner.hint
+                state.marked_fp32 = marked_nodes(read_model(state.dst), state.source_model, kept_nodes(
+                    state.source_model, state.outcome.chosen.kept_fp32))
             if state.written.passes(state.gate, options.max_miou_drop) and state.target and state.target.runs_here:
                 state.latency = _latencies(state, runner)
     except BaseException:
-        state.dst.unlink(missing_ok=True)
+        _remove_written(state.dst)
         raise
     if not state.written.passes(state.gate, options.max_miou_drop):
-        state.dst.unlink(missing_ok=True)
+        _remove_written(state.dst)
         what = state.search.job.what
         raise GateError(state.written.failure(f"the written {what} {state.dst.name}", state.gate,
                                               options.max_miou_drop) + "; it was removed")
+
+
+def _remove_written(dst: Path) -> None:
+    """The written file, and an IR's weights beside it."""
+    dst.unlink(missing_ok=True)
+    if dst.suffix.lower() == IR_SUFFIX:
+        dst.with_suffix(".bin").unlink(missing_ok=True)
 
 
 STEPS = (read_source, prepare_images, run_reference, convert, judge_plain, repair_below_gate, describe, write,
@@ -237,6 +272,9 @@ def _checked(options: Conversion, dst) -> tuple[Int8Target | None, float]:
     target = int8_target(options.target, options.method) if options.precision == "int8" else None
     if target is not None:
         target.check_output(dst)
+    if options.precision == "bf16":
+        check_bf16_output(dst)
+        import_openvino()  # one line when OpenVINO is missing, before any model is opened
     if options.verify_images is not None and not Path(options.verify_images).is_dir():
         raise InputError(f"verification image folder not found: {options.verify_images}")
     gate = options.min_agreement if options.min_agreement is not None else DEFAULT_GATES[options.precision]
@@ -268,16 +306,17 @@ def convert_verified(src: str | os.PathLike, dst: str | os.PathLike, options: Co
 def _report(state: State, seconds: float) -> PrecisionReport:
     outcome, options = state.outcome, state.options
     chosen, latency = outcome.chosen, state.latency
-    warnings = []
+    warnings = list(state.warnings)
     final = latency.get("int8 repaired", latency.get("int8 plain"))
     if latency and final >= latency["fp32"]:
         warnings.append(f"INT8 ({final:.1f} ms) is not faster than FP32 ({latency['fp32']:.1f} ms) on this machine")
     return PrecisionReport(
-        precision=options.precision, target=state.target.name if state.target else None, source=str(state.src),
+        precision=options.precision, target=state.target_name, source=str(state.src),
         output=str(state.dst), method=chosen.method, calibration_images=len(state.calib) if state.int8 else 0,
         verification=state.where, verification_images=len(state.verify), min_agreement=state.gate,
         max_miou_drop=options.max_miou_drop, before=outcome.plain.verdict.to_dict(), after=state.written.to_dict(),
         equalized=chosen.equalized, kept_fp32=chosen.kept_fp32,
         fp32_flops_share=flops_share(state.source_model, chosen.kept_fp32, state.size),
         attempts=attempts_as_dicts(outcome.attempts), sensitivity=[r.to_dict() for r in outcome.sensitivity],
-        latency_ms=latency, warnings=warnings, seconds=seconds)
+        latency_ms=latency, warnings=warnings, seconds=seconds, runtime_precision=state.runtime_precision,
+        kept_fp32_by_runtime=state.marked_fp32)

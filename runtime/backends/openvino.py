@@ -2,8 +2,9 @@
 
 Precision is what the model says, never what the CPU prefers: on a CPU with AMX OpenVINO runs an FP32 model in
 bf16 unless INFERENCE_PRECISION_HINT is "f32", a silent change the parity promise does not allow. So the hint
-is f32 unless the model was converted to bf16 or the caller asks for bf16, and `describe()` shows the
-precision the compiled model actually reports."""
+is f32 unless the caller asks for bf16, or the model asks for it (an IR recording INFERENCE_PRECISION_HINT in
+its rt_info "runtime_options", as psp-export bf16 writes, or a model whose description says bf16), and
+`describe()` shows the precision the compiled model actually reports and who asked for another one."""
 from __future__ import annotations
 
 import json
@@ -22,6 +23,10 @@ IR_SUFFIX = ".xml"
 # from ONNX carries the same fields under rt_info["framework"] as "pspnet.<field>" (its metadata_props).
 INFO_KEY = "pspnet_model_info"
 PRECISION_HINTS = {"fp32": "f32", "f32": "f32", "bf16": "bf16"}
+# OpenVINO's rt_info section for the compile properties a model is meant to run with. OpenVINO 2026.4's CPU
+# plugin applies only its KV-cache and dynamic-quantization keys from it by itself, so the hint is read here.
+RUNTIME_OPTIONS = "runtime_options"
+PRECISION_HINT_KEY = "INFERENCE_PRECISION_HINT"
 # CPU flags that make OpenVINO's INT8 kernels clearly faster than ONNX Runtime's (AMX-INT8, AVX512-VNNI):
 # measured on such a Xeon 2.4x on the same Q/DQ file; on an AVX2-only EPYC both ran within 5%.
 FAST_INT8_FLAGS = ("amx_int8", "avx512_vnni")
@@ -86,6 +91,13 @@ def model_info(model, source: str) -> ModelInfo:
                          _shape(out.get_partial_shape()))
 
 
+def recorded_precision(model) -> str | None:
+    """The inference precision an ov.Model records in its runtime_options (an IR's rt_info), if any."""
+    if not model.has_rt_info([RUNTIME_OPTIONS, PRECISION_HINT_KEY]):
+        return None
+    return model.get_rt_info([RUNTIME_OPTIONS, PRECISION_HINT_KEY]).astype(str).lower()
+
+
 def write_model_info(model, info: ModelInfo) -> None:
     """Store `info` in the model's rt_info (saved into the IR by ov.save_model)."""
     for key, value in info.to_dict().items():
@@ -134,6 +146,8 @@ class OpenVINORunner(Runner):
         self.threads, self.precision, self.output = threads, precision, output
         self.batch, self.size = batch, tuple(size) if size else None
         self.hint: str | None = None  # the inference precision the compiled model reports
+        self.wanted: str = "f32"  # the precision hint passed to OpenVINO
+        self.wanted_by: str | None = None  # who asked for it when not the f32 default
         self._compiled = self._request = None
 
     @classmethod
@@ -173,8 +187,7 @@ class OpenVINORunner(Runner):
         if self.output == "labels" and info.output == "logits":
             append_labels(model)
             info = info.with_(output="labels")
-        requested = (self.precision or "").lower()
-        wanted = PRECISION_HINTS[requested] if requested else "bf16" if info.precision == "bf16" else "f32"
+        wanted, self.wanted_by = self._wanted_precision(model, info)
         config = {hints.inference_precision: wanted}
         threads = cpu_threads(self.threads)  # None: OpenVINO's default, a thread per core
         if threads:
@@ -188,9 +201,22 @@ class OpenVINORunner(Runner):
         self.hint = {"float32": "f32", "bfloat16": "bf16"}.get(self.hint, self.hint)
         if wanted == "bf16" and self.hint != "bf16":
             self.notes.append(f"this CPU has no bf16 support: OpenVINO runs {self.display_name} in {self.hint}")
+        self.wanted = wanted
         self._compiled, self._request = compiled, compiled.create_infer_request()
         self.info = info
         self.input_spec = self._read_input_spec(model)
+
+    def _wanted_precision(self, model, info: ModelInfo) -> tuple[str, str | None]:
+        """(hint, who asked): the precision option, else the IR's runtime_options, else bf16 for a model
+        described as bf16, else f32 (None: the default)."""
+        if self.precision:
+            return PRECISION_HINTS[self.precision.lower()], "the precision option"
+        recorded = recorded_precision(model)
+        if recorded:
+            return PRECISION_HINTS.get(recorded, recorded), "the IR's runtime_options"
+        if info.precision == "bf16":
+            return "bf16", "the model's precision"
+        return "f32", None
 
     def _reshape(self, model) -> None:
         if not (self.batch or self.size):
@@ -226,5 +252,16 @@ class OpenVINORunner(Runner):
             raise PSPError(f"{self.display_name}: OpenVINO failed on a batch of shape {list(batch.shape)}: "
                            f"{_first_line(exc)}") from None
 
+    def layer_precisions(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(layer type, precision it runs in, names of the model's ops it was made from) for every layer of the
+        compiled model: OpenVINO's own record (its runtime model) of what runs in f32, bf16 or u8/i8."""
+        layers = []
+        for op in self._compiled.get_runtime_model().get_ops():
+            rt = op.get_rt_info()
+            names = tuple(n for n in rt["originalLayersNames"].astype(str).split(",") if n)
+            layers.append((rt["layerType"].astype(str), rt["runtimePrecision"].astype(str), names))
+        return layers
+
     def describe(self) -> str:
-        return f"{self.name}[cpu,{self.hint or 'f32'}] ({self.info.precision})"
+        asked = f", {self.wanted} asked by {self.wanted_by}" if self.wanted_by else ""
+        return f"{self.name}[cpu,{self.hint or 'f32'}{asked}] ({self.info.precision})"

@@ -67,3 +67,42 @@ def test_openvino_target_writes_xml_only(outlier_onnx, scenes_dir, tmp_path):
     errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "name the output <name>.xml" in errors[0]
     assert _nothing_written(tmp_path)
+
+
+def _runtime_precisions(ir_path, nodes: list[str]) -> dict[str, set[str]]:
+    """ONNX node name -> the precisions OpenVINO's compiled model runs the layers made from it in (its runtime
+    model's own record: u8/i8 for an INT8 kernel, f32 for a node left unquantized)."""
+    from runtime.backends.openvino import OpenVINORunner
+
+    found: dict[str, set[str]] = {node: set() for node in nodes}
+    with OpenVINORunner(ir_path) as runner:
+        for kind, precision, names in runner.layer_precisions():
+            for node in nodes:
+                if kind == "Convolution" and {node, f"{node}/WithoutBiases"} & set(names):
+                    found[node].add(precision)
+    return found
+
+
+def test_nncf_keeps_the_nodes_repair_names_unquantized(outlier_onnx, scenes_dir, tmp_path):
+    """Repair's FP32 fallback hands node names to the candidate conversion (Search.convert), which for
+    --method nncf become NNCF's IgnoredScope: in the written IR OpenVINO runs the kept conv in f32, while its
+    neighbour, not kept, runs in INT8."""
+    import onnx
+
+    from export.int8 import INT8_TARGETS
+    from export.openvino_target import save_ir
+    from export.precision import calibration_batch
+    from export.repair import Job, Search
+    from pspcore.model_info import read_onnx_info
+
+    info = read_onnx_info(outlier_onnx)
+    batch = calibration_batch(sorted(scenes_dir.iterdir())[:4], info, (65, 65)).batch
+    job = Job(source=outlier_onnx, source_model=onnx.load(str(outlier_onnx)), info=info, precision="int8",
+              target=INT8_TARGETS["openvino"], method="nncf", calib=batch, verify=batch[:1], reference=batch[:1],
+              min_agreement=0.98)
+    kept, other = "/network/cls/cls.4/Conv", "/network/cls/cls.0/Conv"
+    candidate = Search(job, tmp_path).convert("fallback 1 node(s)", outlier_onnx, "nncf", [kept], False)
+    save_ir(candidate.model, info.with_(precision="int8"), tmp_path / "m.xml")
+    precisions = _runtime_precisions(tmp_path / "m.xml", [kept, other])
+    assert precisions[kept] == {"f32"}
+    assert precisions[other] and precisions[other] <= {"u8", "i8"}

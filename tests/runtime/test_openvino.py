@@ -94,6 +94,27 @@ def test_ir_carries_the_model_info(ov, tmp_path):
         assert runner.infer(_batch(2, (32, 32))).shape == (2, 4, 32, 32)
 
 
+def test_the_precision_an_ir_records_is_honoured_and_shown(ov, tmp_path):
+    """An IR recording INFERENCE_PRECISION_HINT in its rt_info runtime_options (psp-export bf16) is compiled with
+    it and says who asked; the precision option still wins; an IR recording nothing runs in f32."""
+    from runtime.backends.openvino import OpenVINORunner, read_model
+
+    model = read_model(make_onnx(tmp_path / "m.onnx"))  # its description says fp32: only the IR asks for bf16
+    ov.save_model(model, str(tmp_path / "plain.xml"))
+    model.set_rt_info("bf16", ["runtime_options", "INFERENCE_PRECISION_HINT"])
+    ov.save_model(model, str(tmp_path / "bf16.xml"))
+    capable = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    with OpenVINORunner(tmp_path / "bf16.xml") as runner:
+        assert (runner.wanted, runner.wanted_by) == ("bf16", "the IR's runtime_options")
+        assert runner.hint == ("bf16" if capable else "f32")
+        assert runner.describe() == f"openvino[cpu,{runner.hint}, bf16 asked by the IR's runtime_options] (fp32)"
+    with OpenVINORunner(tmp_path / "bf16.xml", precision="fp32") as runner:
+        assert (runner.wanted, runner.wanted_by, runner.hint) == ("f32", "the precision option", "f32")
+    with OpenVINORunner(tmp_path / "plain.xml") as runner:
+        assert (runner.wanted, runner.wanted_by, runner.hint) == ("f32", None, "f32")
+        assert runner.describe() == "openvino[cpu,f32] (fp32)"
+
+
 def test_onnx_metadata_is_read(ov, tmp_path):
     from runtime.backends.openvino import OpenVINORunner
 
