@@ -32,8 +32,9 @@ case "$cmd" in
     test)
         setup
         set +e
-        # Two workers (pytest-xdist): the suite's models, servers and ports are per process, and CI has 2 cores.
-        "$VENV/bin/python" -m pytest -n "${PSP_TEST_WORKERS:-2}" "$@"
+        # Two workers (pytest-xdist), as CI has 2 cores; each worker takes its share of the cores (tests/conftest.py).
+        # loadgroup: the tests of one xdist_group (the real Triton server's) run on one worker.
+        "$VENV/bin/python" -m pytest -n "${PSP_TEST_WORKERS:-2}" --dist loadgroup "$@"
         rc=$?
         # pytest exit 5 means no test ran: that is a failure, not a pass.
         [ "$rc" -eq 5 ] && echo "error: pytest collected no tests" >&2

@@ -79,7 +79,9 @@ def _pct(value) -> str:
 def format_report(report: PrecisionReport) -> str:
     """The terminal table: the attempts, then what was kept FP32, the most sensitive layers and latency."""
     what = report.precision.upper() + (f" ({report.target})" if report.target else "")
-    lines = [f"{what}: calibration {report.method or '-'} on {report.calibration_images} images, verified on "
+    calibrated = (f"calibration {report.method} on {report.calibration_images} images, "
+                  if report.calibration_images else "no calibration, ")  # FP16/BF16 need none
+    lines = [f"{what}: {calibrated}verified on "
              f"{report.verification_images} {report.verification} images, gate {100 * report.min_agreement:g}%"
              + (f", mIoU drop <= {report.max_miou_drop:g} pts" if report.max_miou_drop is not None else ""),
              "", f"  {'step':24s} {'method':10s} {'CLE':4s} {'FP32 nodes':>10s} {'agreement':>10s} "

@@ -3,6 +3,9 @@ the cores shared fairly between pytest-xdist workers."""
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -39,3 +42,24 @@ def _worker_threads():
         return
     torch.set_num_threads(worker_threads())
     yield
+
+
+def shared_folder(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder of files built once for the whole run: under pytest-xdist the first worker to ask builds it
+    (under a lock, into a temporary folder renamed when complete) and the others reuse it, instead of every
+    worker spending the same seconds on the same export."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, which every worker's own folder sits in
+    folder = root / "shared" / name
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock", timeout=600):
+        if not folder.is_dir():
+            partial = folder.with_name(name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir()
+            build(partial)
+            partial.rename(folder)
+    return folder

@@ -36,7 +36,7 @@ def test_pspnet_count_matches_its_layers(tmp_path):
 
     model = create_model("pspnet18", num_classes=5, aux=False).eval()
     path = tmp_path / "p.onnx"
-    export_onnx(model, info_for_config(model.config), path, size=(65, 65))
+    export_onnx(model, info_for_config(model.config), path, size=(65, 65), verify=False)  # counting, not parity
     conv_ops = []
     hooks = [m.register_forward_hook(lambda m, i, o: conv_ops.append(2 * m.weight.numel() * o.shape[2] * o.shape[3]))
              for m in model.modules() if isinstance(m, torch.nn.Conv2d)]

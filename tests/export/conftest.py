@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import shared_folder
+
 
 @pytest.fixture(scope="session")
 def tiny_model():
@@ -28,9 +30,10 @@ def tiny_onnx(tmp_path_factory, tiny_model, tiny_info):
     """(path, torch_model): the tiny model exported at 65x65 with a dynamic batch, logits output, verified."""
     from export.onnx import export_onnx
 
-    path = tmp_path_factory.mktemp("tiny_onnx") / "pspnet18_5c_65.onnx"
-    export_onnx(tiny_model, tiny_info, path, size=(65, 65))
-    return path, tiny_model
+    name = "pspnet18_5c_65.onnx"
+    folder = shared_folder(tmp_path_factory, "tiny_onnx",
+                           lambda work: export_onnx(tiny_model, tiny_info, work / name, size=(65, 65)))
+    return folder / name, tiny_model
 
 
 @pytest.fixture(scope="session")
@@ -49,9 +52,40 @@ def scene_onnx(scene_classifier, tiny_info, tmp_path_factory):
     from export.onnx import export_onnx
     from tests.export.scenes import SIZE
 
-    path = tmp_path_factory.mktemp("scene_onnx") / "scene.onnx"
-    export_onnx(scene_classifier, tiny_info, path, size=SIZE)
-    return path, scene_classifier, tiny_info
+    folder = shared_folder(tmp_path_factory, "scene_onnx",
+                           lambda work: export_onnx(scene_classifier, tiny_info, work / "scene.onnx", size=SIZE))
+    return folder / "scene.onnx", scene_classifier, tiny_info
+
+
+@pytest.fixture(scope="session")
+def outlier_onnx(request, tmp_path_factory):
+    """The tiny PSPNet with a separating classifier and 1000x outlier channels (experiments/outliers.py, the
+    network of issue #13), exported; its FP32 function is the scene classifier's."""
+
+    def build(work):
+        import torch
+
+        from experiments.outliers import with_outliers
+        from export.onnx import export_onnx
+        from tests.export.scenes import SIZE, scene_batch
+
+        model, info = request.getfixturevalue("scene_classifier"), request.getfixturevalue("tiny_info")
+        outlier = with_outliers(model, scene_batch(info, seed=60))
+        batch = torch.from_numpy(scene_batch(info, seed=70))
+        with torch.no_grad():
+            assert (model(batch) - outlier(batch)).abs().max() < 1e-4  # function-preserving
+        export_onnx(outlier, info, work / "outlier.onnx", size=SIZE)
+
+    return shared_folder(tmp_path_factory, "outlier_onnx", build) / "outlier.onnx"
+
+
+@pytest.fixture(scope="session")
+def scenes_dir(tmp_path_factory):
+    """12 drawn street/sea scenes of the outlier network's tests: 9 calibrate, every 4th is held out."""
+    from export.scenes import write_scenes
+
+    return shared_folder(tmp_path_factory, "scenes",
+                         lambda work: write_scenes(work, [(60 + 4 * i, 80) for i in range(12)]))
 
 
 FP16_LOST_STEP = 4e-4  # 1 + this rounds to 1 in FP16 (its spacing at 1 is 2 ** -10)

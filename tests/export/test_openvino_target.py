@@ -9,7 +9,6 @@ import pytest
 from click.testing import CliRunner
 
 from export.precision_cli import int8_command
-from tests.export.test_verified import outlier_onnx, scenes_dir  # noqa: F401 (fixtures)
 
 pytest.importorskip("openvino", reason="openvino is not installed (pip install '.[openvino]')")
 

@@ -11,14 +11,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
-from experiments.outliers import with_outliers
 from export.evaluation import evaluate_miou, logits, open_runner
 from export.precision import calibration_batch
 from export.precision_cli import fp16_command, int8_command
-from export.scenes import write_scenes
 from export.verdict import judge
 from export.verified import drawn_scenes, held_out
 from pspcore.model_info import read_onnx_info
@@ -28,28 +25,6 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("modelopt.onnx")
 pytestmark = pytest.mark.slow  # each test runs a calibrated, verified conversion (and repair) of a real network
-
-
-@pytest.fixture(scope="module")
-def outlier_onnx(scene_classifier, tiny_info, tmp_path_factory):
-    """The tiny PSPNet with a separating classifier and 1000x outlier channels, exported (FP32 unchanged)."""
-    from export.onnx import export_onnx
-
-    model = scene_classifier
-    outlier = with_outliers(model, scene_batch(tiny_info, seed=60))
-    batch = torch.from_numpy(scene_batch(tiny_info, seed=70))
-    with torch.no_grad():
-        assert (model(batch) - outlier(batch)).abs().max() < 1e-4  # function-preserving
-    path = tmp_path_factory.mktemp("outlier") / "outlier.onnx"
-    export_onnx(outlier, tiny_info, path, size=SIZE)
-    return path
-
-
-@pytest.fixture(scope="module")
-def scenes_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("scenes")
-    write_scenes(folder, [(60 + 4 * i, 80) for i in range(12)])
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,9 @@ from runtime.cli import main as infer_main
 from runtime.postprocess import labels_to_frame, to_labels
 
 PROTOCOLS = ["grpc", "http"]
-pytestmark = pytest.mark.slow  # a real Triton server and its python-backend stubs, started once per session
+# A real Triton server and its python-backend stubs, started once per session; the xdist group keeps these tests
+# on one worker (run.sh: --dist loadgroup), so one server starts, not one per worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("triton")]
 
 
 def _url(server, protocol: str) -> str:
