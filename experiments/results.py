@@ -58,8 +58,19 @@ SECTIONS = (
             ("python", "-m", "experiments.export_report", "--markdown", "{work}/export.md"), ("export.md",)),
     Section("cpu-speed", "PSPNet-50 at 473x473 on this CPU",
             "A PSPNet-50 checkpoint through `psp-export onnx`, `psp-export int8 --target onnxruntime` and "
-            "`psp-bench` (interleaved, PyTorch eager FP32 as the baseline); then ONNX Runtime's per-op profile.",
+            "`--target openvino`, then psp-bench's interleaved measurement (PyTorch eager FP32 as the baseline): "
+            "ONNX Runtime FP32/INT8, OpenVINO FP32 (f32 hint) on the FP32 .onnx, OpenVINO on the ONNX Runtime "
+            "INT8 file and on the openvino IR, each against the machine's own GEMM rate; then ONNX Runtime's "
+            "per-op profile.",
             ("python", "-m", "experiments.cpu_speed", "{work}"), ("bench.md", "profile.md")),
+    Section("ort-int8", "Why ONNX Runtime's INT8 convolutions run below its own GEMM rate",
+            "The onnxruntime target's INT8 PSPNet-50 rebuilt in variants (weights per channel or per tensor, S8 "
+            "or U8, QDQ or QOperator, 7-bit, the logit Resize on uint8, a labels output) and opened with several "
+            "session options, all run interleaved under ONNX Runtime's profiler; each convolution's rate set "
+            "against MatMulInteger on the same shapes and the machine's 2048^3 GEMM rates; the labels output "
+            "measured with psp-bench and psp-infer.",
+            ("python", "-m", "experiments.ort_int8_analysis", "{work}", "--markdown", "{work}/ort-int8.md"),
+            ("ort-int8.md",)),
     Section("demo", "The demo model, PSPNet-18 on context-scenes",
             "`./run.sh demo`: a PSPNet-18 trained on the CPU, exported, converted to FP16 and INT8, benchmarked "
             "for speed and for accuracy on the same validation images.",
