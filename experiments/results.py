@@ -63,14 +63,6 @@ SECTIONS = (
             "INT8 file and on the openvino IR, each against the machine's own GEMM rate; then ONNX Runtime's "
             "per-op profile.",
             ("python", "-m", "experiments.cpu_speed", "{work}"), ("bench.md", "profile.md")),
-    Section("ort-int8", "Why ONNX Runtime's INT8 convolutions run below its own GEMM rate",
-            "The onnxruntime target's INT8 PSPNet-50 rebuilt in variants (weights per channel or per tensor, S8 "
-            "or U8, QDQ or QOperator, 7-bit, the logit Resize on uint8, a labels output) and opened with several "
-            "session options, all run interleaved under ONNX Runtime's profiler; each convolution's rate set "
-            "against MatMulInteger on the same shapes and the machine's 2048^3 GEMM rates; the labels output "
-            "measured with psp-bench and psp-infer.",
-            ("python", "-m", "experiments.ort_int8_analysis", "{work}", "--markdown", "{work}/ort-int8.md"),
-            ("ort-int8.md",)),
     Section("demo", "The demo model, PSPNet-18 on context-scenes",
             "`./run.sh demo`: a PSPNet-18 trained on the CPU, exported, converted to FP16 and INT8, benchmarked "
             "for speed and for accuracy on the same validation images.",
@@ -82,6 +74,15 @@ SECTIONS = (
             ("python", "-m", "experiments.precision_report", "{work}", "--checkpoint", "{root}/demo/train/model.pth",
              "--markdown", "{work}/precision.md"),
             ("precision.md",)),
+    Section("ort-int8", "Why ONNX Runtime's INT8 convolutions run below its own GEMM rate",
+            "The onnxruntime target's INT8 PSPNet-50 rebuilt in variants (weights per channel or per tensor, S8 "
+            "or U8, QDQ or QOperator, 7-bit, the logit Resize on uint8, a labels output) and opened with several "
+            "session options, all run interleaved under ONNX Runtime's profiler; each convolution's rate set "
+            "against MatMulInteger on the same shapes and the machine's 2048^3 GEMM rates; the labels output "
+            "measured with psp-bench and psp-infer; U8S8 saturation measured on the demo's trained model.",
+            ("python", "-m", "experiments.ort_int8_analysis", "{work}", "--trained", "{root}/demo",
+             "--markdown", "{work}/ort-int8.md"),
+            ("ort-int8.md",)),
     Section("triton", "Serving on the real Triton server",
             "A PSPNet-18 (65x65) run locally in ONNX Runtime and served by psp-serve's Triton server on this "
             "machine, as the plain model and as the image -> labels ensemble, HTTP and gRPC, with and without "
