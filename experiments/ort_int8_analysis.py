@@ -621,6 +621,23 @@ def openvino_label_rows(labels: dict) -> tuple[list[str], list[list[str]]]:
             [[name.split()[0], name.split()[1], f"{t['best']:.0f}", f"{t['median']:.0f}"] for name, t in ov.items()])
 
 
+def labels_reasons(labels: dict) -> list[str]:
+    """The labels output against logits, per precision: psp-bench's median, psp-infer's median, OpenVINO's best."""
+    results = {r["model"]: r["latency"]["median"] for r in labels["bench"].get("results", [])}
+    lines = []
+    for precision, (logits, label) in labels["pairs"].items():
+        bench = results.get(logits, float("nan")) / results.get(label, float("nan"))
+        infer = statistics.median(labels["infer"][logits]) / statistics.median(labels["infer"][label])
+        ov = labels.get("openvino") or {}
+        ov_text = ""
+        if f"{precision} logits" in ov:
+            ov_text = (f"; OpenVINO with its appended ArgMax "
+                       f"{ov[f'{precision} logits']['best'] / ov[f'{precision} labels']['best']:.2f}x (best run)")
+        lines.append(f"- **The labels output, {precision}**: psp-bench {bench:.2f}x the logits model's speed "
+                     f"(median), psp-infer end to end {infer:.2f}x{ov_text}. (Above 1: labels faster.)")
+    return lines
+
+
 def _duplicated_dq(base: Measured) -> tuple[int, str, float]:
     """(copies, shape, ms) of the most-duplicated unfused DequantizeLinear input: ORT gives every consumer
     of a DQ its own copy, so one activation feeding several FP32 nodes is dequantized once for each."""
@@ -702,6 +719,8 @@ def reasons(analysis: Analysis, layer_rows_: list[list[str]], layer_totals: dict
                      f"({exact['error']}), 7-bit weights {100 * seven['agreement']:.2f}% ({seven['error']}); 7-bit "
                      "weights run the same kernels (the reduce-range row above), the exact mode does not. The "
                      "onnxruntime target now writes 7-bit weights.")
+    if analysis.labels:
+        lines += labels_reasons(analysis.labels)
     lines.append("- **From ONNX Runtime's source** (not measurable on this CPU): QLinearConv with symmetric S8 "
                  "weights (zero point 0, what the onnxruntime target writes) takes MLAS's ConvSym kernels "
                  "(`qlinearconv.cc`, `TryConvSymPrepack`), which exist for AVX2, AVX512-core and AVX512-VNNI but not "
@@ -715,7 +734,7 @@ def reasons(analysis: Analysis, layer_rows_: list[list[str]], layer_totals: dict
 
 def render(analysis: Analysis) -> str:
     m = analysis.machine
-    lines = ["### Why QLinearConv runs below ONNX Runtime's own GEMM rate", "",
+    lines = ["### QLinearConv against ONNX Runtime's own GEMM rate, variant by variant", "",
              f"Measured on {m['cpu']} ({m['cores']} cores; instruction sets: {m['isa']}), onnxruntime "
              f"{m['onnxruntime']}, {m['arch']} ({m['classes']} classes, random weights) at "
              f"{analysis.size}x{analysis.size}, batch 1, {m['threads']} threads, {analysis.runs} profiled runs per "
@@ -740,8 +759,11 @@ def render(analysis: Analysis) -> str:
     if dq[1]:
         lines += markdown_table(*dq) + [""]
     if analysis.labels:
+        bench_machine = analysis.labels["bench"].get("machine", {})
         lines += ["The labels output (ArgMax -> uint8 in the graph) against logits, same network, psp-bench "
-                  "(interleaved) and psp-infer on drawn 640x480 images (end to end, process start included):", ""]
+                  "(interleaved) and psp-infer on drawn 640x480 images (end to end, process start included); "
+                  f"measured {bench_machine.get('date', '?')}, load average {bench_machine.get('load_average', '?')}:",
+                  ""]
         lines += markdown_table(*labels_rows(analysis.labels)) + [""]
         if analysis.labels.get("openvino"):
             lines += ["OpenVINO, the same logits files run as they are and with the runner's appended ArgMax "

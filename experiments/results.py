@@ -74,7 +74,7 @@ SECTIONS = (
             ("python", "-m", "experiments.precision_report", "{work}", "--checkpoint", "{root}/demo/train/model.pth",
              "--markdown", "{work}/precision.md"),
             ("precision.md",)),
-    Section("ort-int8", "Why ONNX Runtime's INT8 convolutions run below its own GEMM rate",
+    Section("ort-int8", "ONNX Runtime's INT8 convolutions against its own GEMM rate",
             "The onnxruntime target's INT8 PSPNet-50 rebuilt in variants (weights per channel or per tensor, S8 "
             "or U8, QDQ or QOperator, 7-bit, the logit Resize on uint8, a labels output) and opened with several "
             "session options, all run interleaved under ONNX Runtime's profiler; each convolution's rate set "
