@@ -83,7 +83,7 @@ class SessionVariant:
 
 SESSION_VARIANTS = (
     SessionVariant("fp32", "fp32", about="the FP32 export"),
-    SessionVariant("default", "default", about="psp-infer's session: ORT_ENABLE_ALL"),
+    SessionVariant("default", "default", about="8-bit weights (the target before 7-bit), psp-infer's session options"),
     SessionVariant("default again", "default", about="a second identical session: the run-to-run spread"),
     SessionVariant("default, EXTENDED", "default", level="ORT_ENABLE_EXTENDED",
                    about="QDQ fusion, no layout (NHWC) transformer"),
