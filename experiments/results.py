@@ -58,7 +58,10 @@ SECTIONS = (
             ("python", "-m", "experiments.export_report", "--markdown", "{work}/export.md"), ("export.md",)),
     Section("cpu-speed", "PSPNet-50 at 473x473 on this CPU",
             "A PSPNet-50 checkpoint through `psp-export onnx`, `psp-export int8 --target onnxruntime` and "
-            "`psp-bench` (interleaved, PyTorch eager FP32 as the baseline); then ONNX Runtime's per-op profile.",
+            "`--target openvino`, then psp-bench's interleaved measurement (PyTorch eager FP32 as the baseline): "
+            "ONNX Runtime FP32/INT8, OpenVINO FP32 (f32 hint) on the FP32 .onnx, OpenVINO on the ONNX Runtime "
+            "INT8 file and on the openvino IR, each against the machine's own GEMM rate; then ONNX Runtime's "
+            "per-op profile.",
             ("python", "-m", "experiments.cpu_speed", "{work}"), ("bench.md", "profile.md")),
     Section("demo", "The demo model, PSPNet-18 on context-scenes",
             "`./run.sh demo`: a PSPNet-18 trained on the CPU, exported, converted to FP16 and INT8, benchmarked "
@@ -79,6 +82,15 @@ SECTIONS = (
             ("python", "-m", "experiments.ov_accuracy_control", "{work}", "--markdown",
              "{work}/ov_accuracy_control.md"),
             ("ov_accuracy_control.md",)),
+    Section("ort-int8", "ONNX Runtime's INT8 convolutions against its own GEMM rate",
+            "The onnxruntime target's INT8 PSPNet-50 rebuilt in variants (weights per channel or per tensor, S8 "
+            "or U8, QDQ or QOperator, 7-bit, the logit Resize on uint8, a labels output) and opened with several "
+            "session options, all run interleaved under ONNX Runtime's profiler; each convolution's rate set "
+            "against MatMulInteger on the same shapes and the machine's 2048^3 GEMM rates; the labels output "
+            "measured with psp-bench and psp-infer; U8S8 saturation measured on the demo's trained model.",
+            ("python", "-m", "experiments.ort_int8_analysis", "{work}", "--trained", "{root}/demo",
+             "--markdown", "{work}/ort-int8.md"),
+            ("ort-int8.md",)),
     Section("triton", "Serving on the real Triton server",
             "A PSPNet-18 (65x65) run locally in ONNX Runtime and served by psp-serve's Triton server on this "
             "machine, as the plain model and as the image -> labels ensemble, HTTP and gRPC, with and without "
@@ -126,7 +138,9 @@ def page(sections: list[Section], work: Path) -> str:
     lines = ["# Measured results", "",
              "Written by `python -m experiments.results docs/results.md`; every table below is the output of "
              "the command above it, rerun with `--only NAME`. Nothing on this page is typed by hand.", "",
-             f"Machine: {machine_line()}.", ""]
+             f"Page assembled on: {machine_line()}. Sections are rerun one at a time (`--only`), so they can "
+             "come from different machines and days: a section's own tables name the CPU, load and date they were "
+             "measured on.", ""]
     for section in sections:
         folder = work / section.name
         available = [out for out in section.outputs if (folder / out).is_file()]

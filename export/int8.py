@@ -95,29 +95,73 @@ def calibration_stride(n: int, most: int = CALIBRATION_STRIDE) -> int:
     return max(d for d in range(1, min(n, most) + 1) if n % d == 0)
 
 
-def quantize_onnxruntime(src: Path, work: Path, batch, method: str, exclude: tuple[str, ...] = ()):
-    """ONNX Runtime's static QDQ quantization for its CPU kernels (QLinearConv and friends): per-channel S8
-    weights, U8 activations, after its pre-processing (shape inference, graph optimisation). Node names
-    survive the pre-processing, so `exclude` (exact names, kept FP32) refers to the source model's nodes."""
+@dataclass(frozen=True)
+class OrtQuantOptions:
+    """How ONNX Runtime's quantizer writes the model. The defaults are the onnxruntime target's: QDQ (ORT
+    fuses it into QLinearConv), per-channel symmetric S8 weights and U8 activations, which on x86 sends
+    QLinearConv to MLAS's fastest kernel (ConvSym, requantization fused; U8 weights fall back to im2col and a
+    U8U8 GEMM, 1.5-1.8x slower on AVX2); and 7-bit weights (reduce_range): x86 CPUs without VNNI (AVX2, plain
+    AVX512) multiply U8 x S8 pairs with vpmaddubsw, whose 16-bit sums saturate with full 8-bit weights. On the
+    demo's trained PSPNet-18 that saturation was most of the INT8 error (99.43% of the FP32 labels kept vs
+    99.92% with 7-bit weights or ORT's exact U8U8 mode), while 7-bit weights run the same kernels at the same
+    speed. experiments.ort_int8_analysis measures all of it."""
+
+    quant_format: str = "qdq"  # or "qoperator"
+    per_channel: bool = True
+    weight_type: str = "s8"  # or "u8"
+    activation_type: str = "u8"  # or "s8" (ORT turns S8 activations back into U8 on x86)
+    reduce_range: bool = True  # 7-bit weights: no U8S8 saturation on x86 CPUs without VNNI
+
+
+ORT_QUANT_DEFAULTS = OrtQuantOptions()
+
+
+def prepare_for_onnxruntime(src: Path, prepared: Path) -> None:
+    """ONNX Runtime's quantization pre-processing (shape inference, graph optimisation) of `src`."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(src), str(prepared))
+
+
+def quantize_prepared(prepared: Path, out: Path, batch, method: str, exclude: tuple[str, ...] = (),
+                      options: OrtQuantOptions = ORT_QUANT_DEFAULTS, calibration_cache: Path | None = None,
+                      keep_fp32: Callable | None = None) -> None:
+    """ONNX Runtime's static quantization of a pre-processed model into `out`. `calibration_cache`: a JSON
+    file of tensor ranges ORT reuses (and writes when missing), so variants of one model calibrate once.
+    `keep_fp32(model)`: the node names kept FP32 besides `exclude` (default: the exact pooling and the
+    output region)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    model = onnx.load(str(prepared), load_external_data=False)
+    reader = _Batches(model.graph.input[0].name, batch)
+    methods = {"entropy": CalibrationMethod.Entropy, "max": CalibrationMethod.MinMax,
+               "percentile": CalibrationMethod.Percentile}
+    types = {"s8": QuantType.QInt8, "u8": QuantType.QUInt8}
+    extra = {"CalibStridedMinMax": calibration_stride(len(batch))}
+    if method == "percentile":
+        extra["CalibPercentile"] = PERCENTILE
+    kept = keep_fp32(model) if keep_fp32 is not None else pooling_nodes(model) + output_region(model)
+    with contextlib.redirect_stdout(sys.stderr):  # its calibrators print() progress
+        quantize_static(str(prepared), str(out), reader,
+                        quant_format=QuantFormat.QDQ if options.quant_format == "qdq" else QuantFormat.QOperator,
+                        per_channel=options.per_channel, reduce_range=options.reduce_range,
+                        activation_type=types[options.activation_type], weight_type=types[options.weight_type],
+                        calibrate_method=methods[method], extra_options=extra,
+                        nodes_to_exclude=kept + list(exclude),
+                        calibration_cache_path=None if calibration_cache is None else str(calibration_cache))
+
+
+def quantize_onnxruntime(src: Path, work: Path, batch, method: str, exclude: tuple[str, ...] = ()):
+    """ONNX Runtime's static QDQ quantization for its CPU kernels (QLinearConv and friends) with
+    ORT_QUANT_DEFAULTS (per-channel 7-bit S8 weights, U8 activations), after its pre-processing. Node names survive the pre-processing, so `exclude` (exact
+    names, kept FP32) refers to the source model's nodes."""
+    import onnx
 
     prepared, out = work / "model.pre.onnx", work / "model.int8.onnx"
     try:
-        quant_pre_process(str(src), str(prepared))
-        model = onnx.load(str(prepared))
-        reader = _Batches(model.graph.input[0].name, batch)
-        methods = {"entropy": CalibrationMethod.Entropy, "max": CalibrationMethod.MinMax,
-                   "percentile": CalibrationMethod.Percentile}
-        options = {"CalibStridedMinMax": calibration_stride(len(batch))}
-        if method == "percentile":
-            options["CalibPercentile"] = PERCENTILE
-        with contextlib.redirect_stdout(sys.stderr):  # its calibrators print() progress
-            quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=methods[method], extra_options=options,
-                            nodes_to_exclude=pooling_nodes(model) + output_region(model) + list(exclude))
+        prepare_for_onnxruntime(src, prepared)
+        quantize_prepared(prepared, out, batch, method, exclude)
     except Exception as exc:  # ONNX Runtime raises assorted errors
         raise PSPError(f"INT8 quantization of {src} failed: {type(exc).__name__}: {exc}") from None
     return onnx.load(str(out))

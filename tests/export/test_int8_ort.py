@@ -1,0 +1,72 @@
+"""The onnxruntime INT8 target's quantizer options (7-bit weights: no U8S8 saturation on AVX2 CPUs) and the
+helpers of experiments.ort_int8_analysis (profile parsing, conv shapes, the labels tail)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+
+def conv_weights(model) -> list[np.ndarray]:
+    """The INT8 weights the model's Conv nodes dequantize (QDQ: initializer -> DequantizeLinear -> Conv)."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    consumers = {i for n in model.graph.node if n.op_type == "Conv" for i in n.input}
+    return [numpy_helper.to_array(inits[n.input[0]]) for n in model.graph.node
+            if n.op_type == "DequantizeLinear" and n.output[0] in consumers and n.input[0] in inits
+            and inits[n.input[0]].data_type == 3]  # INT8
+
+
+@pytest.fixture(scope="module")
+def calibration(tiny_info):
+    from export.scenes import sample_batch
+
+    return sample_batch(tiny_info, (65, 65), 2)
+
+
+def test_the_target_writes_7_bit_weights(tiny_onnx, calibration, tmp_path):
+    from export.int8 import ORT_QUANT_DEFAULTS, prepare_for_onnxruntime, quantize_prepared, quantize_onnxruntime
+
+    model = quantize_onnxruntime(tiny_onnx[0], tmp_path, calibration, "max")
+    weights = conv_weights(model)
+    assert weights and max(int(np.abs(w).max()) for w in weights) <= 64  # 7 bits: pairs never saturate int16
+    assert max(int(np.abs(w).max()) for w in weights) > 32  # ... and the 7 bits are used
+    # garbage case: the same quantizer with full 8-bit weights goes past the 7-bit range
+    prepared, out = tmp_path / "prepared.onnx", tmp_path / "eight.onnx"
+    prepare_for_onnxruntime(tiny_onnx[0], prepared)
+    quantize_prepared(prepared, out, calibration, "max", (), replace(ORT_QUANT_DEFAULTS, reduce_range=False))
+    import onnx
+
+    assert max(int(np.abs(w).max()) for w in conv_weights(onnx.load(str(out)))) > 64
+
+
+def test_profile_events_drop_the_warm_up_and_keep_shapes():
+    from experiments.ort_int8_analysis import Measured, SESSION_VARIANTS, _collect, conv_gemm_shape
+
+    def event(us):
+        return {"cat": "Node", "name": "c_kernel_time", "dur": us,
+                "args": {"op_name": "QLinearConv", "input_type_shape": [{"uint8": [1, 8, 8, 16]}],
+                         "output_type_shape": [{"uint8": [1, 8, 8, 32]}]}}
+
+    measured = Measured(SESSION_VARIANTS[0], 2)
+    _collect(measured, [{"cat": "Session", "name": "run", "dur": 1}, event(900.0), event(300.0), event(200.0)], 2)
+    kernel = measured.kernels["c"]
+    assert kernel.us == [300.0, 200.0] and kernel.ms == 0.2  # warm-up dropped; the best run counts
+    # NHWC output [1, 8, 8, 32], weight OIHW [32, 16, 3, 3]: 64 pixels x (16 * 9) x 32 channels
+    assert conv_gemm_shape(kernel, {"c": {"weight_shape": [32, 16, 3, 3]}}) == (64, 144, 32)
+    assert conv_gemm_shape(kernel, {}) is None  # no weight shape known: not counted
+
+
+def test_appended_labels_are_the_argmax_of_the_logits(tiny_onnx, calibration, tmp_path):
+    import onnxruntime as ort
+
+    from experiments.ort_int8_analysis import append_labels
+
+    append_labels(tiny_onnx[0], tmp_path / "labels.onnx")
+    run = {p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (tiny_onnx[0],
+                                                                                         tmp_path / "labels.onnx")}
+    logits, labels = (s.run(None, {s.get_inputs()[0].name: calibration})[0] for s in run.values())
+    assert labels.dtype == np.uint8 and labels.shape == logits.shape[:1] + logits.shape[2:]
+    assert np.array_equal(labels, logits.argmax(1))
