@@ -123,6 +123,34 @@ def prepare_for_onnxruntime(src: Path, prepared: Path) -> None:
     quant_pre_process(str(src), str(prepared))
 
 
+class _PreparedModels:
+    """ONNX Runtime's pre-processing of each source file, done once per process: a verified conversion
+    quantizes the same FP32 (or equalized) file several times (plain, other methods, FP32 fallbacks), and the
+    pre-processing is a fixed cost per file (shape inference, graph optimisation, two saves of the whole model).
+    Keyed by the file's path, size and modification time; the `keep` most recent stay, in a temporary folder
+    removed when the process ends."""
+
+    def __init__(self, keep: int = 2):
+        self.keep, self.paths, self.made = keep, {}, 0
+        self.folder: tempfile.TemporaryDirectory | None = None
+
+    def __call__(self, src: Path) -> Path:
+        stat = src.stat()
+        key = (str(src.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in self.paths:
+            self.folder = self.folder or tempfile.TemporaryDirectory(prefix="psp-ort-prepared-")
+            self.made += 1
+            path = Path(self.folder.name) / f"{self.made}.pre.onnx"
+            prepare_for_onnxruntime(src, path)
+            self.paths[key] = path
+            while len(self.paths) > self.keep:
+                self.paths.pop(next(iter(self.paths))).unlink(missing_ok=True)
+        return self.paths[key]
+
+
+prepared_for_onnxruntime = _PreparedModels()
+
+
 def quantize_prepared(prepared: Path, out: Path, batch, method: str, exclude: tuple[str, ...] = (),
                       options: OrtQuantOptions = ORT_QUANT_DEFAULTS, calibration_cache: Path | None = None,
                       keep_fp32: Callable | None = None) -> None:
@@ -154,14 +182,14 @@ def quantize_prepared(prepared: Path, out: Path, batch, method: str, exclude: tu
 
 def quantize_onnxruntime(src: Path, work: Path, batch, method: str, exclude: tuple[str, ...] = ()):
     """ONNX Runtime's static QDQ quantization for its CPU kernels (QLinearConv and friends) with
-    ORT_QUANT_DEFAULTS (per-channel 7-bit S8 weights, U8 activations), after its pre-processing. Node names survive the pre-processing, so `exclude` (exact
-    names, kept FP32) refers to the source model's nodes."""
+    ORT_QUANT_DEFAULTS (per-channel 7-bit S8 weights, U8 activations), after its pre-processing (once per
+    source file). Node names survive the pre-processing, so `exclude` (exact names, kept FP32) refers to the
+    source model's nodes."""
     import onnx
 
-    prepared, out = work / "model.pre.onnx", work / "model.int8.onnx"
+    out = work / "model.int8.onnx"
     try:
-        prepare_for_onnxruntime(src, prepared)
-        quantize_prepared(prepared, out, batch, method, exclude)
+        quantize_prepared(prepared_for_onnxruntime(Path(src)), out, batch, method, exclude)
     except Exception as exc:  # ONNX Runtime raises assorted errors
         raise PSPError(f"INT8 quantization of {src} failed: {type(exc).__name__}: {exc}") from None
     return onnx.load(str(out))

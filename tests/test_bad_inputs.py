@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+# One xdist group (run.sh: --dist loadgroup): the module's fixtures are built on one worker, not on both.
+pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.xdist_group("bad_inputs")]
 
 
 @dataclass(frozen=True)

@@ -70,3 +70,23 @@ def test_appended_labels_are_the_argmax_of_the_logits(tiny_onnx, calibration, tm
     logits, labels = (s.run(None, {s.get_inputs()[0].name: calibration})[0] for s in run.values())
     assert labels.dtype == np.uint8 and labels.shape == logits.shape[:1] + logits.shape[2:]
     assert np.array_equal(labels, logits.argmax(1))
+
+
+def test_each_source_is_pre_processed_once(tiny_onnx, tmp_path, monkeypatch):
+    """A conversion quantizes the same file several times (plain, other methods, fallbacks): ONNX Runtime's
+    pre-processing runs once per file version; a changed file is pre-processed again; old ones are removed."""
+    import os
+    import shutil
+
+    import export.int8 as int8
+
+    calls = []
+    real = int8.prepare_for_onnxruntime
+    monkeypatch.setattr(int8, "prepare_for_onnxruntime", lambda src, dst: (calls.append(src), real(src, dst)))
+    prepared = int8._PreparedModels(keep=1)
+    source = shutil.copyfile(tiny_onnx[0], tmp_path / "m.onnx")
+    first = prepared(source)
+    assert prepared(source) == first and len(calls) == 1 and first.is_file()
+    os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 10 ** 9))  # the file changed
+    second = prepared(source)
+    assert second != first and len(calls) == 2 and second.is_file() and not first.exists()

@@ -14,6 +14,9 @@ from click.testing import CliRunner
 from export.precision_cli import bf16_command
 from tests.export.scenes import SIZE
 
+# One xdist group (run.sh: --dist loadgroup): the module's fixtures are built on one worker, not on both.
+pytestmark = pytest.mark.xdist_group("openvino_bf16")
+
 ov = pytest.importorskip("openvino", reason="openvino is not installed (pip install '.[openvino]')")
 pytest.importorskip("onnxruntime")
 

@@ -16,6 +16,9 @@ from pspnet.labels import CITYSCAPES_NAMES, CITYSCAPES_PALETTE
 from pspnet.mmseg import parse_config_text
 from tests.pspnet import mmseg_reference as R
 
+# One xdist group (run.sh: --dist loadgroup): the module's fixtures are built on one worker, not on both.
+pytestmark = pytest.mark.xdist_group("mmseg")
+
 CITYSCAPES = dict(classes=CITYSCAPES_NAMES, palette=[list(c) for c in CITYSCAPES_PALETTE])
 
 
