@@ -71,33 +71,40 @@ def _convert(onnx_model, output, options, images=(), report_path=None) -> None:
                  f"{time.perf_counter() - start:.1f} s{report_note}", report_path)
 
 
+def _float_options(written: str):
+    """The options of the conversions that need no calibration (FP16, BF16); `written`: the -o help."""
+    return option_group(
+        click.argument("onnx_model", type=click.Path(dir_okay=False)),
+        output_option(written, required=True, dir_okay=False),
+        size_option("Input size HxW to check at [default: the model's own size]."),
+        _gate_options(99.5),
+    )
+
+
+def _float_conversion(precision: str, onnx_model, output, size, verify_images, min_agreement, eval_list,
+                      max_miou_drop, fallback, report_path) -> None:
+    from export.verified import Conversion
+
+    _convert(onnx_model, output, Conversion(precision, size=size, verify_images=verify_images,
+                                            min_agreement=min_agreement / 100, eval_list=eval_list,
+                                            max_miou_drop=max_miou_drop, fallback=fallback), (), report_path)
+
+
 @click.command(cls=Command)
-@click.argument("onnx_model", type=click.Path(dir_okay=False))
-@output_option("FP16 ONNX file to write.", required=True, dir_okay=False)
-@size_option("Input size HxW to check at [default: the model's own size].")
-@_gate_options(99.5)
-def fp16_command(onnx_model, output, size, verify_images, min_agreement, eval_list, max_miou_drop, fallback,
-                 report_path):
+@_float_options("FP16 ONNX file to write.")
+def fp16_command(**options):
     """FP16 copy of an FP32 ONNX_MODEL, inputs and outputs kept FP32 (ModelOpt AutoCast), verified.
 
     The exact pyramid pooling and the final upsampling/argmax stay FP32, where rounding would move class
     boundaries. The FP32 and FP16 models run on held-out images; below the gate the most sensitive nodes are
     kept FP32 (--fallback auto) or nothing is written (exit 1).
     """
-    from export.verified import Conversion
-
-    _convert(onnx_model, output, Conversion("fp16", size=size, verify_images=verify_images,
-                                            min_agreement=min_agreement / 100, eval_list=eval_list,
-                                            max_miou_drop=max_miou_drop, fallback=fallback), (), report_path)
+    _float_conversion("fp16", **options)
 
 
 @click.command(cls=Command)
-@click.argument("onnx_model", type=click.Path(dir_okay=False))
-@output_option("OpenVINO IR to write (.xml, its weights in the .bin beside it).", required=True, dir_okay=False)
-@size_option("Input size HxW to check at [default: the model's own size].")
-@_gate_options(99.5)
-def bf16_command(onnx_model, output, size, verify_images, min_agreement, eval_list, max_miou_drop, fallback,
-                 report_path):
+@_float_options("OpenVINO IR to write (.xml, its weights in the .bin beside it).")
+def bf16_command(**options):
     """BF16 for OpenVINO: an FP32 ONNX_MODEL written as IR that OpenVINO runs in bf16, verified on OpenVINO.
 
     The IR keeps the FP32 weights and records bf16 as its inference precision (rt_info runtime_options), which
@@ -106,11 +113,7 @@ def bf16_command(onnx_model, output, size, verify_images, min_agreement, eval_li
     OpenVINO (its 'precise' mark). On a CPU without bf16 OpenVINO runs the file in f32: the conversion says so,
     and its gate then measured f32.
     """
-    from export.verified import Conversion
-
-    _convert(onnx_model, output, Conversion("bf16", size=size, verify_images=verify_images,
-                                            min_agreement=min_agreement / 100, eval_list=eval_list,
-                                            max_miou_drop=max_miou_drop, fallback=fallback), (), report_path)
+    _float_conversion("bf16", **options)
 
 
 @click.command(cls=Command)
