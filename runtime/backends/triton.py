@@ -15,13 +15,16 @@ from pspcore.tensor_types import triton_name_of_config_enum
 from pspcore.triton_protocol import DEFAULT_PORTS, PROTOCOL_OF_SCHEME, is_server_url
 
 NOT_READY_PHRASES = ("not ready", "not at ready state", "no available versions", "is loading")
+# Triton lets go of a shared-memory region a moment after the response that used it (measured: an
+# unregister right after an ensemble request through --shm was refused, once in a full test run).
+BUSY_PHRASES = ("currently in use",)
 
 
 @dataclass(frozen=True)
 class ServerError:
     """A failed call, sorted: `retry` when waiting may help (server starting, model loading)."""
 
-    kind: str  # "unavailable" | "timeout" | "not_found" | "not_ready" | "rejected"
+    kind: str  # "unavailable" | "timeout" | "not_found" | "not_ready" | "busy" | "rejected"
     detail: str
     retry: bool
 
@@ -39,6 +42,8 @@ def classify_error(exc: BaseException) -> ServerError:
     # Triton words a model that exists but failed to load or is still loading as an "unknown model" too.
     if any(phrase in lowered for phrase in NOT_READY_PHRASES):
         return ServerError("not_ready", detail, retry=True)
+    if any(phrase in lowered for phrase in BUSY_PHRASES):
+        return ServerError("busy", detail, retry=True)
     if "unknown model" in lowered or "NOT_FOUND" in status or status == "404":
         return ServerError("not_found", detail, retry=False)
     return ServerError("rejected", detail, retry=False)

@@ -249,6 +249,8 @@ def test_parse_target(repository):
     (InferenceServerException("Request for unknown model: 'x' is not found", "400"), "not_found", False),
     (InferenceServerException("Request for unknown model: 'x' has no available versions", "400"), "not_ready", True),
     (InferenceServerException("unexpected shape for input 'image'", "StatusCode.INVALID_ARGUMENT"), "rejected", False),
+    (InferenceServerException("Cannot unregister shared memory region 'psp_1_0_in', it is currently in use.",
+                              "StatusCode.INTERNAL"), "busy", True),
 ])
 def test_classify_error(error, kind, retry):
     sorted_error = classify_error(error)
