@@ -272,7 +272,7 @@ def run_demo(out: str | os.PathLike, quick: bool = False, threads: int | None = 
 def main(out_dir, quick, threads):
     """The end-to-end demo: train a small PSPNet-18 on context-scenes (CPU), export FP32 ONNX, convert FP16
     and INT8, segment a generated video, benchmark speed and accuracy of every backend and precision.
-    Everything lands in OUT_DIR (default demo-out); about 15 minutes on 2 cores, seconds with --quick."""
+    Everything lands in OUT_DIR (default demo-out); about 15-20 minutes on 2 cores, seconds with --quick."""
     run_demo(out_dir, quick, threads)
 
 
