@@ -14,6 +14,7 @@ from pspcore.errors import InputError, PSPError
 from pspcore.files import atomic_output
 from pspcore.geometry import resolve_input_size
 from pspcore.model_info import PROP_PREFIX, ModelInfo
+from runtime.backends.openvino import IR_SUFFIX  # the .xml, its weights in the .bin beside it
 
 # The exact adaptive pooling (export/pooling.py: averaging matrices and the MatMuls applying them) keeps
 # FP32: its sums over up to 90 positions are where FP16/INT8 rounding would shift every pyramid level.
@@ -48,6 +49,14 @@ def output_region(model) -> list[str]:
 
 def pooling_nodes(model) -> list[str]:
     return [n.name for n in model.graph.node if re.match(POOLING_PATTERN, n.name)]
+
+
+def remove_model_file(path: str | os.PathLike) -> None:
+    """Remove a written model file if it is there, and for OpenVINO IR its weights (.bin) beside it."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    if path.suffix.lower() == IR_SUFFIX:
+        path.with_suffix(".bin").unlink(missing_ok=True)
 
 
 def save_with_info(model, info: ModelInfo, dst: str | os.PathLike) -> Path:

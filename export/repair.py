@@ -17,7 +17,7 @@ from export.evaluation import logits, open_runner
 from export.int8 import Int8Target, int8_model
 from export.layerwise import COMPUTE, LayerError, compare_layers, upstream_compute
 from export.parity import FP32_MAX_REL
-from export.precision import fp16_model
+from export.precision import fp16_model, remove_model_file
 from export.verdict import GateError, Verdict, judge
 from pspcore.model_info import ModelInfo
 from runtime.backends.openvino import IR_SUFFIX
@@ -39,6 +39,14 @@ class Attempt:
     miou_drop: float | None
     seconds: float
     passed: bool
+
+
+def judging_backend(precision: str, target: Int8Target | None) -> str:
+    """Where a conversion's candidates and its written file run to be judged: the INT8 target's runtime (its
+    arithmetic is the one that counts), OpenVINO for BF16 (the precision is OpenVINO's own), else ONNX Runtime."""
+    if target is not None:
+        return target.backend
+    return "openvino" if precision == "bf16" else "onnxruntime"
 
 
 @dataclass
@@ -68,11 +76,7 @@ class Job:
 
     @property
     def backend(self) -> str:
-        """Where candidates run to be judged: the INT8 target's runtime, OpenVINO for BF16 (the precision is
-        OpenVINO's own), else ONNX Runtime."""
-        if self.target is not None:
-            return self.target.backend
-        return "openvino" if self.precision == "bf16" else "onnxruntime"
+        return judging_backend(self.precision, self.target)
 
 
 @dataclass
@@ -147,8 +151,7 @@ class Search:
                 + (f"mIoU drop {drop:+.2f} pts  " if drop is not None else "")
                 + f"({len(candidate.kept_fp32)} node(s) FP32, {seconds:.1f} s)")
         if not candidate.passed and candidate.step != "plain":
-            candidate.path.unlink()  # only the plain file (latency) and the one that passed are needed
-            candidate.path.with_suffix(".bin").unlink(missing_ok=True)  # an IR's weights
+            remove_model_file(candidate.path)  # only the plain file (latency) and the one that passed are needed
         return candidate
 
     def attempt(self, step: str, source: Path, method: str | None, exclude: list[str], equalized: bool

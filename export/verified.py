@@ -21,9 +21,10 @@ from export.calibration import DEFAULT_NUM_IMAGES, spread
 from export.evaluation import evaluate_miou, latency_ms, logits, open_runner
 from export.int8 import Int8Target, int8_extra, int8_target
 from export.layerwise import compare_layers
-from export.precision import calibration_batch, calibration_size, check_source, save_with_info
+from export.precision import calibration_batch, calibration_size, check_source, remove_model_file, save_with_info
 from export.precision_report import PrecisionReport, flops_share, write_report_json
-from export.repair import RANK_IMAGES, Candidate, Job, Outcome, Search, attempts_as_dicts, repair
+from export.repair import (RANK_IMAGES, Candidate, Job, Outcome, Search, attempts_as_dicts, judging_backend,
+                           repair)
 from export.scenes import draw_scene
 from export.verdict import DEFAULT_GATES, GateError, Verdict, judge
 from pspcore.errors import InputError
@@ -31,7 +32,7 @@ from pspcore.files import check_writable, list_images
 from pspcore.model_info import ModelInfo
 from pspcore.preprocess import prepare_frame
 from pspcore.runner import Runner
-from runtime.backends.openvino import IR_SUFFIX, import_openvino, read_model
+from runtime.backends.openvino import import_openvino, read_model
 
 DRAWN_SCENES = 6  # FP16/BF16 check images when none are given
 
@@ -84,16 +85,13 @@ class State:
     written: Verdict | None = None
     runtime_precision: str | None = None  # what the runtime compiled the written file in (OpenVINO's hint)
     marked_fp32: list[str] = field(default_factory=list)  # BF16: nodes the written IR marks precise, read back
+    verified_in: str | None = None  # BF16: what OpenVINO runs bf16 in on this CPU (bf16, or f32 without it)
     latency: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     @property
     def backend(self) -> str:
-        """The runtime that judges the conversion: the INT8 target's (its arithmetic counts), OpenVINO for BF16,
-        else ONNX Runtime."""
-        if self.target is not None:
-            return self.target.backend
-        return "openvino" if self.bf16 else "onnxruntime"
+        return judging_backend(self.options.precision, self.target)
 
     @property
     def target_name(self) -> str | None:
@@ -169,9 +167,11 @@ def run_reference(state: State) -> None:
 def convert(state: State) -> None:
     """The plain conversion (no repair), as a candidate file."""
     options = state.options
-    if state.bf16 and not cpu_has_bf16():
-        state.warnings.append(NO_BF16)
-        state.log(f"note: {NO_BF16}")
+    if state.bf16:
+        state.verified_in = "bf16" if cpu_has_bf16() else "f32"
+        if state.verified_in != "bf16":
+            state.warnings.append(NO_BF16)
+            state.log(f"note: {NO_BF16}")
     # FP16 has no calibration set: its ranking runs on the check images
     job = Job(source=state.src, source_model=state.source_model, info=state.info, precision=options.precision,
               target=state.target, method=options.method if state.int8 else None,
@@ -202,7 +202,7 @@ def describe(state: State) -> None:
     chosen = outcome.chosen
     extra = int8_extra(info, state.target.name, chosen.method, state.calib) if state.int8 else dict(info.extra)
     if state.bf16:  # what OpenVINO is asked for, and what the gate below measured on this machine
-        extra["openvino"] = {"inference_precision": "bf16", "verified_in": "bf16" if cpu_has_bf16() else "f32"}
+        extra["openvino"] = {"inference_precision": "bf16", "verified_in": state.verified_in}
     extra["precision_repair"] = {
         "equalized": chosen.equalized, "method": chosen.method, "kept_fp32": chosen.kept_fp32,
         "agreement": round(chosen.verdict.agreement, 6), "gate": state.gate, "verification_images": len(state.verify),
@@ -234,20 +234,13 @@ def verify_written(state: State) -> None:
             if state.written.passes(state.gate, options.max_miou_drop) and state.target and state.target.runs_here:
                 state.latency = _latencies(state, runner)
     except BaseException:
-        _remove_written(state.dst)
+        remove_model_file(state.dst)
         raise
     if not state.written.passes(state.gate, options.max_miou_drop):
-        _remove_written(state.dst)
+        remove_model_file(state.dst)
         what = state.search.job.what
         raise GateError(state.written.failure(f"the written {what} {state.dst.name}", state.gate,
                                               options.max_miou_drop) + "; it was removed")
-
-
-def _remove_written(dst: Path) -> None:
-    """The written file, and an IR's weights beside it."""
-    dst.unlink(missing_ok=True)
-    if dst.suffix.lower() == IR_SUFFIX:
-        dst.with_suffix(".bin").unlink(missing_ok=True)
 
 
 STEPS = (read_source, prepare_images, run_reference, convert, judge_plain, repair_below_gate, describe, write,
