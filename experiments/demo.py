@@ -30,6 +30,7 @@ class DemoPlan:
     video_size: tuple[int, int]
     bench: tuple[str, ...]  # extra psp-bench options
     overlay_frames: int = 4
+    arch: str = "pspnet18"
 
 
 FULL = DemoPlan(train=(), val_images=100, calib_images=64, video_frames=120, video_size=(240, 320),
@@ -38,7 +39,7 @@ QUICK = DemoPlan(train=("--iters", "2", "--scenes", "8", "--batch", "2", "--scen
                         "--workers", "0"),
                  val_images=3, calib_images=3, video_frames=6, video_size=(72, 96),
                  bench=("--batch", "1", "--duration-s", "0.2", "--min-iters", "3", "--warmup-ms", "0",
-                        "--slice-ms", "20", "--no-limit"), overlay_frames=2)
+                        "--slice-ms", "20", "--no-limit"), overlay_frames=2, arch="pspnet18-tiny")
 
 
 @dataclass
@@ -102,6 +103,7 @@ class Paths:
     """Where every output of the demo goes, under one folder."""
 
     out: Path
+    arch: str
 
     @property
     def data(self) -> Path:
@@ -112,7 +114,7 @@ class Paths:
         return self.out / "train" / "model.pth"
 
     def model(self, precision: str, suffix: str = ".onnx") -> Path:
-        return self.out / "models" / f"pspnet18-{precision}{suffix}"
+        return self.out / "models" / f"{self.arch}-{precision}{suffix}"
 
     @property
     def video(self) -> Path:
@@ -139,7 +141,7 @@ def make_data(paths: Paths, plan: DemoPlan) -> tuple[Path, Path]:
 
 
 def train(paths: Paths, plan: DemoPlan, threads: int) -> Path:
-    run_tool("psp-train", "-o", paths.checkpoint.parent, "--arch", "pspnet18", "--dataset", "context-scenes",
+    run_tool("psp-train", "-o", paths.checkpoint.parent, "--arch", plan.arch, "--dataset", "context-scenes",
              "--threads", threads, "--device", "cpu", *plan.train)
     if not paths.checkpoint.exists():
         raise PSPError(f"psp-train finished but wrote no {paths.checkpoint}")
@@ -223,7 +225,7 @@ def key_numbers(paths: Paths) -> list[str]:
 
 
 def summary(demo: Demo, frames: list[Path]) -> str:
-    paths = Paths(demo.out)
+    paths = Paths(demo.out, demo.plan.arch)
     lines = [f"demo finished in {demo.elapsed()} (min:s) on {os.cpu_count()} cores, {demo.threads} threads",
              "stages:"]
     lines += [f"  {title:<40} {seconds:6.1f} s  {outcome}" for title, seconds, outcome in demo.stages]
@@ -247,7 +249,7 @@ def run_demo(out: str | os.PathLike, quick: bool = False, threads: int | None = 
     out.mkdir(parents=True, exist_ok=True)
     plan = QUICK if quick else FULL
     demo = Demo(out, plan, threads or min(os.cpu_count() or 1, 4))
-    paths = Paths(out)
+    paths = Paths(out, plan.arch)
     val, calib = demo.stage("generate context-scenes data", lambda: make_data(paths, plan))
     demo.stage("train PSPNet-18 (psp-train)", lambda: train(paths, plan, demo.threads))
     models = demo.stage("export FP32, convert FP16 and INT8", lambda: convert(paths, calib, plan))

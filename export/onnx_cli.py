@@ -36,7 +36,7 @@ def _default_output(checkpoint: str) -> str:
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @output_option("Where to write the model [default: CHECKPOINT with the suffix .onnx].", dir_okay=False,
                dest="out_path")
-@click.option("--arch", default=None, help="pspnet18/34/50/101/152; only for checkpoints that do not say "
+@click.option("--arch", default=None, help="pspnet18/34/50/101/152/18-tiny; only for checkpoints that do not say "
               "(semseg and mmsegmentation checkpoints are recognised from their weights).")
 @click.option("--classes", "num_classes", type=click.IntRange(min=1), default=None,
               help="Number of classes; only for checkpoints that do not say.")

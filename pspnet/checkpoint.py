@@ -80,6 +80,9 @@ def extract_state_dict(obj: dict, path: str | os.PathLike = "checkpoint") -> dic
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
+_WIDTH_FIELDS = {"base_width", "stem_channels"}  # a narrower semseg layout (pspnet18-tiny)
+
+
 def infer_config(state: dict[str, torch.Tensor], path: str | os.PathLike = "checkpoint") -> PSPNetConfig:
     """Architecture, classes, PPM and aux read off the weights themselves (for checkpoints that don't say)."""
     depths = []
@@ -87,9 +90,10 @@ def infer_config(state: dict[str, torch.Tensor], path: str | os.PathLike = "chec
         idx = {int(m.group(1)) for k in state if (m := re.match(rf"layer{layer}\.(\d+)\.", k))}
         depths.append(max(idx) + 1 if idx else 0)
     block = "bottleneck" if "layer1.0.conv3.weight" in state else "basic"
-    # semseg's layout only: mmseg's files are recognised by their own key names (pspnet/mmseg.py).
-    arch = next((a for a, v in VARIANTS.items() if v.block == block and v.depths == tuple(depths) and not v.layout),
-                None)
+    # semseg's layout only (at its width): mmseg's files are recognised by their own key names (pspnet/mmseg.py).
+    width = int(state["layer1.0.conv1.weight"].shape[0]) if "layer1.0.conv1.weight" in state else 64
+    arch = next((a for a, v in VARIANTS.items() if v.block == block and v.depths == tuple(depths)
+                 and set(v.layout) <= _WIDTH_FIELDS and v.layout.get("base_width", 64) == width), None)
     if arch is None or "cls.4.weight" not in state:
         raise CheckpointError(f"{path}: weights do not look like a PSPNet (block={block}, depths={depths})")
     n_bins = len({k.split(".")[2] for k in state if k.startswith("ppm.features.")})

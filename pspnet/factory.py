@@ -18,9 +18,12 @@ class Variant:
 
 
 # 50/101/152 are the paper's networks. 18/34 use basic blocks and a narrower head (a project choice) for
-# fast CPU training and tests; no published checkpoint exists for them.
+# fast CPU training and tests; no published checkpoint exists for them. pspnet18-tiny is pspnet18 at half width
+# (layer1..4 32-256 wide, a 32-32-64 stem, head 128): the same keys, a sixteenth of the compute, for tests and
+# quick demos.
 VARIANTS: dict[str, Variant] = {
     "pspnet18": Variant("basic", (2, 2, 2, 2), 256, 128, (129, 129)),
+    "pspnet18-tiny": Variant("basic", (2, 2, 2, 2), 128, 64, (129, 129), {"base_width": 32, "stem_channels": 64}),
     "pspnet34": Variant("basic", (3, 4, 6, 3), 256, 128, (257, 257)),
     "pspnet50": Variant("bottleneck", (3, 4, 6, 3), 512, 256, (473, 473)),
     "pspnet101": Variant("bottleneck", (3, 4, 23, 3), 512, 256, (473, 473)),
@@ -62,8 +65,8 @@ def model_config(arch: str, num_classes: int, *, bins=(1, 2, 3, 6), aux: bool = 
 
 
 def create_model(arch: str, num_classes: int, **options) -> PSPNet:
-    """A PSPNet by name: pspnet18/34/50/101/152, mmseg-r{18,34,50,101,152}[b]-d8. Options: bins, aux,
-    dropout, use_ppm."""
+    """A PSPNet by name: pspnet18/34/50/101/152, pspnet18-tiny, mmseg-r{18,34,50,101,152}[b]-d8. Options: bins,
+    aux, dropout, use_ppm."""
     return PSPNet(model_config(arch, num_classes, **options))
 
 

@@ -37,10 +37,11 @@ class PSPNetConfig:
     dilate_basic_conv2: bool = True
     ppm_channels: int | None = None  # None: feature_dim / len(bins), the paper's reduction
     align_corners: bool = True
+    base_width: int = 64  # layer1's planes (ResNet's 64), doubled by each later stage; 32 in pspnet18-tiny
 
     @property
     def feature_dim(self) -> int:
-        return 512 * (4 if self.block == "bottleneck" else 1)
+        return 8 * self.base_width * (4 if self.block == "bottleneck" else 1)
 
     @property
     def reduction_dim(self) -> int:
@@ -68,7 +69,7 @@ class PSPNet(nn.Module):
         backbone = dilated_resnet(config.block, config.depths, stem=config.stem, stem_channels=config.stem_channels,
                                   strides=config.strides, dilations=config.dilations,
                                   contract_dilation=config.contract_dilation,
-                                  dilate_basic_conv2=config.dilate_basic_conv2)
+                                  dilate_basic_conv2=config.dilate_basic_conv2, base_width=config.base_width)
         for name, module in backbone.items():
             self.add_module(name, module)
         fea_dim = config.feature_dim

@@ -102,14 +102,14 @@ def make_layer(block, inplanes: int, planes: int, blocks: int, stride: int, dila
 def dilated_resnet(block_name: str, depths: tuple[int, int, int, int], *, stem: str = "deep",
                    stem_channels: int = 128, strides: tuple[int, ...] = (1, 2, 1, 1),
                    dilations: tuple[int, ...] = (1, 1, 2, 4), contract_dilation: bool = False,
-                   dilate_basic_conv2: bool = True) -> dict[str, nn.Module]:
+                   dilate_basic_conv2: bool = True, base_width: int = 64) -> dict[str, nn.Module]:
     """layer0..layer4 of a ResNet; the defaults are semseg's: layer3/4 dilated (2, 4) instead of strided,
     output stride 8. `contract_dilation` gives the first block of a dilated stage half the dilation (mmseg)."""
     block = BLOCKS[block_name]
     layers = {"layer0": deep_stem(stem_channels) if stem == "deep" else plain_stem(stem_channels)}
     inplanes = stem_channels
-    for i, (planes, depth, stride, dilation) in enumerate(zip((64, 128, 256, 512), depths, strides, dilations),
-                                                          start=1):
+    widths = (base_width, 2 * base_width, 4 * base_width, 8 * base_width)  # ResNet's 64-128-256-512
+    for i, (planes, depth, stride, dilation) in enumerate(zip(widths, depths, strides, dilations), start=1):
         first = dilation // 2 if contract_dilation and dilation > 1 else dilation
         layers[f"layer{i}"] = make_layer(block, inplanes, planes, depth, stride, dilation, first, dilate_basic_conv2)
         inplanes = planes * block.expansion

@@ -28,7 +28,7 @@ class TrainConfig:
 
     output: str = option("runs/pspnet18", "Run folder: last.pth (resumable), model.pth (final weights + model "
                          "info), metrics.jsonl.", kind="folder", short="-o")
-    arch: str = option("pspnet18", "pspnet18/34/50/101/152.")
+    arch: str = option("pspnet18", "pspnet18/34/50/101/152, or pspnet18-tiny (half width).")
     dataset: str = option(CONTEXT_SCENES, "'context-scenes' (built in, generated), voc, ade20k, cityscapes (read as "
                           "downloaded, from --data-root) or a list file of 'image label' lines.", kind="dataset")
     data_root: str | None = option(None, "voc: the VOC2012 folder; ade20k: ADEChallengeData2016; cityscapes: the "

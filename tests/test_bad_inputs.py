@@ -184,7 +184,7 @@ def files(tmp_path_factory) -> Path:
 
     f = tmp_path_factory.mktemp("bad_inputs")
     torch.manual_seed(0)
-    model = create_model("pspnet18", num_classes=3).eval()
+    model = create_model("pspnet18-tiny", num_classes=3).eval()
     info = info_for_config(model.config).with_(input_size=(65, 65))
     save_checkpoint(f / "model.pth", model, info)
     export_onnx(model, info, f / "model.onnx", size=(65, 65), verify=False)

@@ -34,7 +34,7 @@ def test_pspnet_count_matches_its_layers(tmp_path):
     from pspnet import create_model
     from pspnet.checkpoint import info_for_config
 
-    model = create_model("pspnet18", num_classes=5, aux=False).eval()
+    model = create_model("pspnet18-tiny", num_classes=5, aux=False).eval()
     path = tmp_path / "p.onnx"
     export_onnx(model, info_for_config(model.config), path, size=(65, 65), verify=False)  # counting, not parity
     conv_ops = []

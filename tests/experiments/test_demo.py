@@ -17,8 +17,8 @@ def test_quick_demo_writes_every_output(tmp_path):
     command = [sys.executable, "-m", "experiments.demo", str(out), "--quick", "--threads", str(worker_threads())]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for name in ("train/model.pth", "models/pspnet18-fp32.onnx", "models/pspnet18-fp16.onnx",
-                 "models/pspnet18-int8.onnx", "video/context-scenes-seg.mp4", "bench.json", "bench.md",
+    for name in ("train/model.pth", "models/pspnet18-tiny-fp32.onnx", "models/pspnet18-tiny-fp16.onnx",
+                 "models/pspnet18-tiny-int8.onnx", "video/context-scenes-seg.mp4", "bench.json", "bench.md",
                  "bench.png", "accuracy.json", "accuracy.md", "summary.txt"):
         assert (out / name).stat().st_size > 0, name
     frames = sorted((out / "frames").glob("overlay_*.png"))

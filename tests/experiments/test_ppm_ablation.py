@@ -36,7 +36,8 @@ def test_comparison_groups_context_classes_and_skips_absent_ones():
 def test_tiny_ablation_writes_tables(tmp_path):
     out = tmp_path / "ablation"
     cmd = [sys.executable, "-m", "experiments.ppm_ablation", str(out), "--scenes", "3", "--threads", "1", "--",
-           "--iters", "2", "--scenes", "4", "--batch", "2", "--scene-size", "49", "--crop", "49", "--workers", "0"]
+           "--arch", "pspnet18-tiny", "--iters", "2", "--scenes", "4", "--batch", "2", "--scene-size", "49",
+           "--crop", "49", "--workers", "0"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     summary = json.loads((out / "ablation.json").read_text())

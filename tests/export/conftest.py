@@ -8,14 +8,14 @@ from tests.conftest import shared_folder
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    """pspnet18, 5 classes, random weights with randomised BN statistics (so the outputs are not flat)."""
+    """pspnet18-tiny, 5 classes, random weights with randomised BN statistics (so the outputs are not flat)."""
     import torch
 
     from experiments.export_report import randomize_batchnorm
     from pspnet import create_model
 
     torch.manual_seed(0)
-    return randomize_batchnorm(create_model("pspnet18", num_classes=5)).eval()
+    return randomize_batchnorm(create_model("pspnet18-tiny", num_classes=5)).eval()
 
 
 @pytest.fixture(scope="session")

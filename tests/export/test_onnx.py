@@ -93,8 +93,8 @@ def test_graph_is_small_single_file_and_aligned(tiny_onnx):
 def test_aux_head_is_not_exported_and_model_is_untouched(tiny_onnx):
     path, model = tiny_onnx
     shapes = {tuple(t.dims) for t in onnx.load(path).graph.initializer}
-    assert tuple(model.aux[0].weight.shape) == (128, 256, 3, 3)
-    assert (128, 256, 3, 3) not in shapes and (5, 128, 1, 1) not in shapes
+    assert tuple(model.aux[0].weight.shape) == (64, 128, 3, 3)
+    assert (64, 128, 3, 3) not in shapes and (5, 64, 1, 1) not in shapes
     assert hasattr(model, "aux") and not model.training
     assert sum(isinstance(m, torch.nn.AdaptiveAvgPool2d) for m in model.modules()) == 4
 
@@ -129,7 +129,7 @@ def test_labels_beyond_256_classes_are_int32(tmp_path):
     from pspnet.checkpoint import info_for_config
     from runtime.postprocess import to_labels
 
-    model = create_model("pspnet18", num_classes=300, aux=False).eval()
+    model = create_model("pspnet18-tiny", num_classes=300, aux=False).eval()
     path = tmp_path / "many.onnx"
     export_onnx(model, info_for_config(model.config), path, size=(41, 41), output="labels")
     labels = _run(path, np.zeros((1, 3, 41, 41), np.float32))
@@ -176,6 +176,6 @@ def test_export_semseg_checkpoint_reads_arch_and_classes(tmp_path, tiny_model):
     torch.save({"epoch": 100, "state_dict": {f"module.{k}": v for k, v in tiny_model.state_dict().items()}},
                checkpoint)
     result = export_checkpoint(checkpoint, tmp_path / "m.onnx", size=(49, 49), batch=1)
-    assert (result.info.arch, result.info.num_classes) == ("pspnet18", 5)
+    assert (result.info.arch, result.info.num_classes) == ("pspnet18-tiny", 5)
     assert result.info.source_sha256 == file_sha256(checkpoint) and result.parity.ok()
     assert [name for name, _ in result.checks] == ["2x3x49x49"]  # batch 1: a scene and a noise image

@@ -1,2 +1,2 @@
-"""GPU tests reuse the export tests' tiny PSPNet (pspnet18, 5 classes, randomised BN statistics)."""
+"""GPU tests reuse the export tests' tiny PSPNet (pspnet18-tiny, 5 classes, randomised BN statistics)."""
 from tests.export.conftest import tiny_info, tiny_model  # noqa: F401  (pytest fixtures)

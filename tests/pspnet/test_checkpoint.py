@@ -119,6 +119,16 @@ def test_own_format_round_trip_keeps_metadata(tmp_path):
     assert not list(tmp_path.glob(".*partial"))
 
 
+def test_a_bare_state_dict_of_either_width_is_told_apart(tmp_path):
+    """pspnet18 and pspnet18-tiny share their keys: the weights' width says which one a bare state is."""
+    for arch in ("pspnet18", "pspnet18-tiny"):
+        assert infer_config(create_model(arch, num_classes=4).state_dict()).arch == arch
+    path = tmp_path / "tiny.pth"
+    torch.save(create_model("pspnet18-tiny", num_classes=3).state_dict(), path)
+    with pytest.raises(CheckpointError, match="does not fit pspnet18 .it looks like pspnet18-tiny.; shape mismatches"):
+        load_checkpoint(create_model("pspnet18", num_classes=3), path)
+
+
 def test_infer_config_for_basic_blocks():
     state = create_model("pspnet34", num_classes=7, aux=False).state_dict()
     cfg = infer_config(state)

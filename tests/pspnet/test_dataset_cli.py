@@ -20,8 +20,8 @@ from tests.pspnet.dataset_trees import VOC_SPLITS, make_ade20k, make_cityscapes,
 TREES = {"voc": lambda base: make_voc(base, VOC_SPLITS)[0], "ade20k": lambda base: make_ade20k(base)[0],
          "cityscapes": lambda base: make_cityscapes(base)[0]}
 CLASSES = {"voc": 21, "ade20k": 150, "cityscapes": 19}
-TRAIN = ["--arch", "pspnet18", "--crop", "33", "--iters", "2", "--batch", "2", "--workers", "0", "--device", "cpu",
-         "--no-amp"]
+TRAIN = ["--arch", "pspnet18-tiny", "--crop", "33", "--iters", "2", "--batch", "2", "--workers", "0", "--device",
+         "cpu", "--no-amp"]
 
 
 def run(main, args: list[str]):
@@ -63,7 +63,7 @@ def voc_model(path):
     from pspnet.checkpoint import info_for_config
 
     torch.manual_seed(0)
-    model = create_model("pspnet18", num_classes=21).eval()
+    model = create_model("pspnet18-tiny", num_classes=21).eval()
     return save_checkpoint(path, model, info_for_config(model.config, "voc"))
 
 

@@ -157,10 +157,10 @@ def test_save_png_uses_the_palette(tmp_path):
 @pytest.fixture(scope="module")
 def context_checkpoint(tmp_path_factory):
     labels = get_label_set("context-scenes")
-    info = ModelInfo(arch="pspnet18", num_classes=6, class_names=labels.class_names, palette=labels.palette,
+    info = ModelInfo(arch="pspnet18-tiny", num_classes=6, class_names=labels.class_names, palette=labels.palette,
                      input_size=(33, 33), dataset="context-scenes")
     path = tmp_path_factory.mktemp("eval") / "model.pth"
-    return save_checkpoint(path, create_model("pspnet18", 6).eval(), info)
+    return save_checkpoint(path, create_model("pspnet18-tiny", 6).eval(), info)
 
 
 def test_psp_eval_reads_everything_from_the_checkpoint(context_checkpoint, tmp_path):

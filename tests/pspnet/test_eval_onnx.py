@@ -30,10 +30,10 @@ def trained_pair(tmp_path_factory):
     from pspcore.model_info import ModelInfo
 
     labels = get_label_set("context-scenes")
-    info = ModelInfo(arch="pspnet18", num_classes=6, class_names=labels.class_names, palette=labels.palette,
+    info = ModelInfo(arch="pspnet18-tiny", num_classes=6, class_names=labels.class_names, palette=labels.palette,
                      input_size=(65, 65), dataset="context-scenes")
     torch.manual_seed(0)
-    model = randomize_batchnorm(create_model("pspnet18", 6)).eval()
+    model = randomize_batchnorm(create_model("pspnet18-tiny", 6)).eval()
     folder = tmp_path_factory.mktemp("eval_onnx")
     checkpoint = save_checkpoint(folder / "model.pth", model, info)
     export_onnx(model, info, folder / "model.onnx", size=(65, 65), verify=False)  # the scores compare

@@ -19,6 +19,17 @@ def test_pspnet50_layout_matches_reference_counts():
         assert name in keys
 
 
+def test_pspnet18_tiny_is_pspnet18_at_half_width():
+    """The same keys as pspnet18 (so everything that reads a checkpoint treats it alike), half the channels."""
+    full, tiny = create_model("pspnet18", num_classes=5).state_dict(), create_model("pspnet18-tiny", 5).state_dict()
+    assert list(tiny) == list(full)
+    assert tiny["layer0.0.weight"].shape == (32, 3, 3, 3) and full["layer0.0.weight"].shape == (64, 3, 3, 3)
+    assert tiny["layer4.1.conv2.weight"].shape == (256, 256, 3, 3)
+    assert tiny["ppm.features.0.1.weight"].shape == (64, 256, 1, 1) and tiny["cls.0.weight"].shape[:2] == (128, 512)
+    ratio = sum(t.numel() for t in tiny.values()) / sum(t.numel() for t in full.values())
+    assert 0.2 < ratio < 0.3
+
+
 def test_dilation_and_output_stride_8():
     model = create_model("pspnet50", num_classes=3)
     assert model.layer3[0].conv2.dilation == (2, 2) and model.layer3[0].conv2.stride == (1, 1)

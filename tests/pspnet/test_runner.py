@@ -16,7 +16,7 @@ from tests.experiments.test_gpu_check import EagerGraph, StaleGraph
 def checkpoint(tmp_path_factory):
     from experiments.gpu_check import small_model
 
-    return small_model(tmp_path_factory.mktemp("runner") / "small.pth", "pspnet18", 4, (33, 33))
+    return small_model(tmp_path_factory.mktemp("runner") / "small.pth", "pspnet18-tiny", 4, (33, 33))
 
 
 def _images(seed):

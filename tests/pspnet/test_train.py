@@ -17,7 +17,8 @@ from pspnet.train_config import TrainConfig, make_config, read_config_file
 from pspcore.errors import InputError
 from tests.conftest import worker_threads
 
-TINY = dict(scene_size=33, crop=(33, 33), scenes=8, batch=2, workers=0, threads=worker_threads())
+TINY = dict(arch="pspnet18-tiny", scene_size=33, crop=(33, 33), scenes=8, batch=2, workers=0,
+            threads=worker_threads())
 
 
 def tiny(tmp_path, **changes) -> TrainConfig:
@@ -61,9 +62,9 @@ def test_panorama_training_and_evaluation(tmp_path):
     from pspnet.eval_cli import main as eval_main
 
     out = tmp_path / "pano"
-    result = CliRunner().invoke(train_main, ["-o", str(out), "--scene-size", "33x99", "--crop", "33x99",
-                                             "--scenes", "4", "--batch", "2", "--iters", "2", "--workers", "0",
-                                             "--threads", str(worker_threads())])
+    result = CliRunner().invoke(train_main, ["-o", str(out), "--arch", "pspnet18-tiny", "--scene-size", "33x99",
+                                             "--crop", "33x99", "--scenes", "4", "--batch", "2", "--iters", "2",
+                                             "--workers", "0", "--threads", str(worker_threads())])
     assert result.exit_code == 0, result.output
     assert load_model(out / "model.pth")[1].input_size == (33, 99)
     evaluated = CliRunner().invoke(eval_main, [str(out / "model.pth"), "--scenes", "2", "--json", "-"])
@@ -165,8 +166,8 @@ def test_cli_bad_labels_are_one_line_even_from_a_worker(tmp_path, workers):
 @pytest.mark.slow
 def test_cli_config_file_and_options(tmp_path):
     config = tmp_path / "train.yaml"
-    config.write_text(f"output: {tmp_path / 'run'}\nscene_size: 33\ncrop: 33\nscenes: 4\nbatch: 2\nworkers: 0\n"
-                      "iterations: 50\nppm: false\n")
+    config.write_text(f"output: {tmp_path / 'run'}\narch: pspnet18-tiny\nscene_size: 33\ncrop: 33\nscenes: 4\n"
+                      "batch: 2\nworkers: 0\niterations: 50\nppm: false\n")
     result = CliRunner().invoke(train_main, ["--config", str(config), "--iters", "2"])  # the option wins
     assert result.exit_code == 0, result.output
     assert "iteration 2/2" in result.output

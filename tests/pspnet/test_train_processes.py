@@ -15,7 +15,8 @@ import torch
 from pspnet.checkpoint import read_checkpoint
 
 BIN = Path(sys.executable).parent
-TINY = ["--scene-size", "33", "--crop", "33", "--scenes", "8", "--workers", "0", "--threads", "1"]
+TINY = ["--arch", "pspnet18-tiny", "--scene-size", "33", "--crop", "33", "--scenes", "8", "--workers", "0",
+        "--threads", "1"]
 
 
 def env_one_thread():

@@ -29,7 +29,7 @@ def pspnet_onnx(tmp_path_factory):
     from pspnet.checkpoint import info_for_config
 
     torch.manual_seed(0)
-    model = randomize_batchnorm(create_model("pspnet18", num_classes=5, aux=False)).eval()
+    model = randomize_batchnorm(create_model("pspnet18-tiny", num_classes=5, aux=False)).eval()
     path = tmp_path_factory.mktemp("ov") / "pspnet18.onnx"
     export_onnx(model, info_for_config(model.config), path, size=(65, 65))
     return path

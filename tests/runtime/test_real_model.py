@@ -23,7 +23,7 @@ def checkpoint(tmp_path_factory):
     from pspnet.checkpoint import info_for_config
 
     torch.manual_seed(0)
-    model = create_model("pspnet18", num_classes=4, aux=False).eval()
+    model = create_model("pspnet18-tiny", num_classes=4, aux=False).eval()
     for module in model.modules():  # non-trivial BN statistics, so outputs are not flat
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.1, 0.1)
