@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TENSORRT = "runtime/backends/tensorrt.py"
 NVIDIA = "pspcore/nvidia.py"
 GPU_CHECK = "experiments/gpu_check.py"
+GPU_TENSORRT = "experiments/gpu_tensorrt.py"
 GPU_TORCH = "experiments/gpu_torch.py"
 GPU_TESTS = "tests/experiments/test_gpu_check.py"
 TRT_TESTS = ("tests/runtime/test_tensorrt.py",)
@@ -87,8 +88,8 @@ MUTATIONS: list[Mutation] = [
     Mutation("deactivate-keeps-buffers", TENSORRT,
              "            for buffer in self._buffers.values():\n                buffer.free()\n", "", TRT_TESTS,
              "deactivate() does not free the I/O buffers"),
-    # ---- experiments/gpu_check.py (N5, N6 and comparing with an independent expected output) ----
-    Mutation("N5-one-failure-ends-the-report", GPU_CHECK,
+    # ---- experiments/gpu_check.py, gpu_tensorrt.py (N5, N6, comparing with an independent expected output) ----
+    Mutation("N5-one-failure-ends-the-report", GPU_TENSORRT,
              "                except Exception as exc:  # one precision failing must not hide the others",
              "                except ImportError as exc:  # one precision failing must not hide the others",
              (f"{GPU_TESTS}::test_every_precision_reported_when_one_fails_its_build",),
@@ -98,10 +99,11 @@ MUTATIONS: list[Mutation] = [
              "            except ImportError as exc:  # one variant failing must not hide the others",
              (f"{GPU_TESTS}::test_a_bad_cuda_graph_fails_and_the_rest_is_still_reported",),
              "N5: a PyTorch variant that breaks ends the check without a report"),
-    Mutation("N6-platform-check-cannot-fail", GPU_CHECK, "PASSED if built.gpu_name == gpu_name else FAILED", "PASSED",
+    Mutation("N6-platform-check-cannot-fail", GPU_TENSORRT, "PASSED if built.gpu_name == gpu_name else FAILED",
+             "PASSED",
              (f"{GPU_TESTS}::test_device_checks_on_the_cuda_stand_in",),
              "N6: the engine-platform check always passes"),
-    Mutation("N6-skipped-reported-as-passed", GPU_CHECK,
+    Mutation("N6-skipped-reported-as-passed", GPU_TENSORRT,
              'return device_check(name, SKIPPED, "needs two GPUs of one model")',
              'return device_check(name, PASSED, "needs two GPUs of one model")',
              (f"{GPU_TESTS}::test_device_checks_on_the_cuda_stand_in",), "N6: a skipped two-GPU check counts as passed"),
@@ -112,10 +114,10 @@ MUTATIONS: list[Mutation] = [
              "        fresh = check_inputs(info, size, config.num_inputs, seed=2000)",
              "        fresh = first", (f"{GPU_TESTS}::test_a_bad_cuda_graph_fails_and_the_rest_is_still_reported",),
              "the CUDA graph is replayed on the input it was captured with (a stale graph passes)"),
-    Mutation("trt-graph-replayed-on-its-own-input", GPU_CHECK, "        got = graph.infer(fresh)\n",
+    Mutation("trt-graph-replayed-on-its-own-input", GPU_TENSORRT, "        got = graph.infer(fresh)\n",
              "        got = graph.infer(first)\n", (f"{GPU_TESTS}::test_device_checks_on_the_cuda_stand_in",),
              "the TensorRT graph check replays the capture's own input"),
-    Mutation("trt-judged-against-itself", GPU_CHECK,
+    Mutation("trt-judged-against-itself", GPU_TENSORRT,
              "    report = compare_outputs(expected, runner.infer(fresh))",
              "    report = compare_outputs(runner.infer(fresh), runner.infer(fresh))",
              (f"{GPU_TESTS}::test_every_precision_reported_when_one_fails_its_build",),

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from experiments.gpu_check import (GpuCheckConfig, check_inputs, device_checks, drawn_calibration, main,
-                                   run_gpu_check, run_tensorrt_check, verdict)
+from experiments.gpu_check import GpuCheckConfig, check_inputs, main, run_gpu_check, verdict
+from experiments.gpu_tensorrt import device_checks, drawn_calibration, run_tensorrt_check
 from experiments.gpu_torch import ERROR, FAILED, PASSED, SKIPPED, VARIANTS, TorchTarget, passes
 from export.parity import ParityReport, compare_outputs
 from pspcore.model_info import ModelInfo
@@ -192,7 +192,7 @@ def test_device_checks_on_the_cuda_stand_in(fake_gpu, monkeypatch):
 
 def test_every_precision_reported_when_one_fails_its_build(fake_gpu, monkeypatch, tmp_path):
     """A build that fails is that precision's result; the others are still built, judged and measured (N5)."""
-    import experiments.gpu_check as gpu_check
+    import experiments.gpu_tensorrt as gpu_tensorrt
     import pspcore.engine_file
 
     from pspcore.errors import PSPError
@@ -205,7 +205,7 @@ def test_every_precision_reported_when_one_fails_its_build(fake_gpu, monkeypatch
             raise PSPError("TensorRT could not build the engine")
         return fake_gpu.make_engine(f"m.{precision}.engine"), 1.0, []
 
-    monkeypatch.setattr(gpu_check, "build_engine_for", build)
+    monkeypatch.setattr(gpu_tensorrt, "build_engine_for", build)
     first, fresh = _batches()
     config = GpuCheckConfig(onnx=tmp_path / "m.onnx", num_inputs=2, duration_s=0.01, workdir=tmp_path / "work")
     report = run_tensorrt_check(config, tmp_path / "m.onnx", ModelInfo(), first, fresh, _fake_expected(fresh),
