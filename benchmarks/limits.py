@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 from benchmarks.machine import GemmRate, best_limits
 
 if TYPE_CHECKING:  # bench imports this module
-    from benchmarks.bench import Loaded, Result
+    from benchmarks.bench import Result
+    from benchmarks.loading import Loaded
 
 
 def limit_kind(precision: str) -> str:

@@ -229,8 +229,8 @@ def measure_latency(runners: dict, batch: np.ndarray, duration_s: float, baselin
                     min_iters: int = 10) -> dict:
     """trtexec-style latency of every runner, measured interleaved (benchmarks.bench), as psp-bench's JSON;
     `baseline` names the runner speed-ups are against."""
-    from benchmarks.bench import (BenchConfig, BenchReport, Candidate, Loaded, add_speedups, measure_interleaved,
-                                  summarize_series)
+    from benchmarks.bench import BenchConfig, BenchReport, add_speedups, measure_interleaved, summarize_series
+    from benchmarks.loading import Candidate, Loaded
     from benchmarks.machine import machine_info
     from benchmarks.report import to_json
 

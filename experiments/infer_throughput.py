@@ -17,7 +17,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from benchmarks.bench import Series, make_input, run_slice
+from benchmarks.bench import Series, run_slice
+from benchmarks.loading import make_input
 from benchmarks.machine import machine_info
 from benchmarks.report import write_text
 from benchmarks.stats import summarize

@@ -47,7 +47,7 @@ def latency_rows(targets: dict[str, str], shm: bool, duration_s: float) -> dict[
 
 def throughput(model: str, clients: int, duration_s: float, shm: bool = False) -> float:
     """Images per second with `clients` threads, each with its own runner, sending batch-1 requests."""
-    from benchmarks.bench import make_input, runner_input
+    from benchmarks.loading import make_input, runner_input
     from pspcore.registry import create_runner
 
     options = {"shm": True} if shm else {}

@@ -86,7 +86,7 @@ def test_run_benchmark_reports_unavailable_and_speedups(tmp_path, fake_backend):
 
 
 def test_threads_reach_runners_that_take_them(tmp_path, fake_backend):
-    from benchmarks.bench import MemoryProbe, load_candidate
+    from benchmarks.loading import MemoryProbe, load_candidate
 
     model = write_model(tmp_path / "m.fake", cost_ms=1.0)
     loaded = load_candidate(Candidate(model, "fake"), 3, MemoryProbe())
