@@ -30,6 +30,8 @@ GPU_TENSORRT = "experiments/gpu_tensorrt.py"
 GPU_TORCH = "experiments/gpu_torch.py"
 GPU_TESTS = "tests/experiments/test_gpu_check.py"
 TRT_TESTS = ("tests/runtime/test_tensorrt.py",)
+ORT_SAME_FILE = (
+    "tests/export/test_int8_ort.py::test_the_target_is_the_same_after_a_tensorrt_conversion_in_the_process",)
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,14 @@ MUTATIONS: list[Mutation] = [
              "    if not state.written.passes(state.gate, options.max_miou_drop):", "    if False:",
              ("tests/export/test_verified.py::test_written_file_below_the_gate_is_removed",),
              "a written file that fails its gate kept"),
+    # ---- the onnxruntime INT8 target: the same file in any process, the exact pooling fed FP32 ----
+    Mutation("ort-registries-left-patched", "export/int8.py",
+             "        for table, before in tables:\n            table.clear()\n            table.update(before)\n", "",
+             ORT_SAME_FILE,
+             "ModelOpt's operators left in ONNX Runtime's registries after a tensorrt conversion"),
+    Mutation("ort-pooling-reads-int8", "export/int8.py", "    pooling_reads_fp32(out)\n", "",
+             ORT_SAME_FILE,
+             "the exact pooling averages the INT8 round trip of its input (onnxruntime target)"),
 ]
 
 

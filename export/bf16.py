@@ -17,8 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from export.precision import output_region, pooling_nodes
-from pspcore.errors import InputError
+from export.precision import check_output_suffix, output_region, pooling_nodes
 from pspcore.model_info import ModelInfo
 from runtime.backends.openvino import IR_SUFFIX, PRECISION_HINT_KEY, RUNTIME_OPTIONS, import_openvino
 
@@ -30,9 +29,7 @@ UNMARKED = ("Parameter", "Result", "Constant")  # no arithmetic: nothing to keep
 
 
 def check_output(dst) -> None:
-    if Path(dst).suffix.lower() != IR_SUFFIX:
-        raise InputError(f"the bf16 conversion writes OpenVINO IR: name the output <name>{IR_SUFFIX}, not "
-                         f"{Path(dst).name}")
+    check_output_suffix(dst, IR_SUFFIX, "the bf16 conversion (OpenVINO IR)")
 
 
 def cpu_has_bf16() -> bool:

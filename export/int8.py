@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from export.precision import POOLING_PATTERN, output_region, pooling_nodes, require_modelopt
+from export.precision import POOLING_PATTERN, check_output_suffix, output_region, pooling_nodes, require_modelopt
 from pspcore.errors import InputError, PSPError
 from runtime.backends.openvino import IR_SUFFIX  # the .xml, its weights in the .bin beside it
 from pspcore.model_info import ModelInfo
@@ -25,16 +25,24 @@ PERCENTILE = 99.99  # ONNX Runtime's percentile calibration keeps the 0.01..99.9
 
 @contextlib.contextmanager
 def _onnxruntime_restored():
-    """ModelOpt's quantize() monkey-patches ONNX Runtime's calibrators for the rest of the process, which
-    breaks a later plain quantize_static there (the onnxruntime target); put the originals back after it."""
-    from onnxruntime.quantization import base_quantizer, calibrate, qdq_quantizer
+    """ModelOpt's quantize() monkey-patches ONNX Runtime's calibrators and adds its own operators to ORT's
+    quantization registries for the rest of the process, which changes a later plain quantize_static there
+    (the onnxruntime target: more tensors quantized, the exact pooling reading INT8 round trips, unlike in a
+    fresh process); put the originals back after it. The registries are restored in place: ORT's quantize
+    module holds the same dict objects."""
+    from onnxruntime.quantization import base_quantizer, calibrate, qdq_quantizer, registry
 
     owners = [calibrate, calibrate.CalibraterBase, calibrate.MinMaxCalibrater, calibrate.HistogramCalibrater,
               calibrate.HistogramCollector, qdq_quantizer.QDQQuantizer, base_quantizer.BaseQuantizer]
     saved = [(owner, dict(vars(owner))) for owner in owners]
+    tables = [(table, dict(table)) for name, table in vars(registry).items()
+              if name.endswith("Registry") and isinstance(table, dict)]
     try:
         yield
     finally:
+        for table, before in tables:
+            table.clear()
+            table.update(before)
         for owner, before in saved:
             for name in set(vars(owner)) - set(before):
                 delattr(owner, name)
@@ -178,6 +186,29 @@ def quantize_prepared(prepared: Path, out: Path, batch, method: str, exclude: tu
                         calibrate_method=methods[method], extra_options=extra,
                         nodes_to_exclude=kept + list(exclude),
                         calibration_cache_path=None if calibration_cache is None else str(calibration_cache))
+    pooling_reads_fp32(out)
+
+
+def pooling_reads_fp32(path: Path) -> None:
+    """ONNX Runtime gives a quantized tensor one Q/DQ pair that all its consumers read, the excluded ones too, so
+    the exact pooling (kept FP32) would average the INT8 round trip of layer4's output. Its MatMuls read the FP32
+    tensor instead, as ModelOpt writes it for TensorRT; the pair stays for the consumers that are quantized."""
+    import onnx
+
+    model = onnx.load(str(path))
+    producer = {name: node for node in model.graph.node for name in node.output}
+    rewired = 0
+    for node in model.graph.node:
+        if not re.match(POOLING_PATTERN, node.name):
+            continue
+        for i, name in enumerate(node.input):
+            dq = producer.get(name)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[i] = q.input[0]
+                rewired += 1
+    if rewired:
+        onnx.save(model, str(path))
 
 
 def quantize_onnxruntime(src: Path, work: Path, batch, method: str, exclude: tuple[str, ...] = ()):
@@ -219,9 +250,7 @@ class Int8Target:
     suffix: str = ".onnx"
 
     def check_output(self, dst) -> None:
-        if Path(dst).suffix.lower() != self.suffix:
-            raise InputError(f"the {self.name} target writes {self.suffix} files: name the output "
-                             f"<name>{self.suffix}, not {Path(dst).name}")
+        check_output_suffix(dst, self.suffix, f"the {self.name} target")
 
     def write(self, model, info: ModelInfo, dst) -> Path:
         from export.precision import save_with_info

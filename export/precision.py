@@ -51,6 +51,12 @@ def pooling_nodes(model) -> list[str]:
     return [n.name for n in model.graph.node if re.match(POOLING_PATTERN, n.name)]
 
 
+def check_output_suffix(dst: str | os.PathLike, suffix: str, writer: str) -> None:
+    """One rule for every conversion's output name: `writer` writes `suffix` files, and the name must say so."""
+    if Path(dst).suffix.lower() != suffix:
+        raise InputError(f"{writer} writes {suffix} files: name the output <name>{suffix}, not {Path(dst).name}")
+
+
 def remove_model_file(path: str | os.PathLike) -> None:
     """Remove a written model file if it is there, and for OpenVINO IR its weights (.bin) beside it."""
     path = Path(path)

@@ -90,3 +90,34 @@ def test_each_source_is_pre_processed_once(tiny_onnx, tmp_path, monkeypatch):
     os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 10 ** 9))  # the file changed
     second = prepared(source)
     assert second != first and len(calls) == 2 and second.is_file() and not first.exists()
+
+
+def _pooling_inputs_dequantized(model) -> list[str]:
+    from export.precision import pooling_nodes
+
+    dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    pooling = set(pooling_nodes(model))
+    return [name for n in model.graph.node if n.name in pooling for name in n.input if name in dequantized]
+
+
+def test_the_target_is_the_same_after_a_tensorrt_conversion_in_the_process(tiny_onnx, calibration, tmp_path,
+                                                                             monkeypatch):
+    """ModelOpt's quantize (the tensorrt target) patches ONNX Runtime's quantizer for the rest of the process and
+    adds operators to its registries; after it, the onnxruntime target must still write what a fresh process
+    writes: the same Q/DQ nodes, and the exact pooling reading the FP32 tensor, not its INT8 round trip."""
+    pytest.importorskip("modelopt.onnx")
+    import export.int8
+    from export.int8 import _quantize_tensorrt, quantize_onnxruntime
+
+    def nodes(model):
+        return sorted((n.op_type, n.name) for n in model.graph.node)
+
+    for name in ("before", "trt", "after", "plain"):
+        (tmp_path / name).mkdir()
+    before = quantize_onnxruntime(tiny_onnx[0], tmp_path / "before", calibration, "max")
+    _quantize_tensorrt(tiny_onnx[0], tmp_path / "trt", calibration, "max")
+    after = quantize_onnxruntime(tiny_onnx[0], tmp_path / "after", calibration, "max")
+    assert nodes(after) == nodes(before) and _pooling_inputs_dequantized(after) == []
+    # garbage case: ONNX Runtime's own output, not rewired, has the pooling read the INT8 round trip
+    monkeypatch.setattr(export.int8, "pooling_reads_fp32", lambda path: None)
+    assert _pooling_inputs_dequantized(quantize_onnxruntime(tiny_onnx[0], tmp_path / "plain", calibration, "max"))
