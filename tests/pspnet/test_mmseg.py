@@ -2,6 +2,7 @@
 re-creation of mmseg's model (tests/pspnet/mmseg_reference.py) with its key names, in its 0.x and 1.x formats."""
 from __future__ import annotations
 
+import functools
 import pickle
 
 import numpy as np
@@ -198,11 +199,15 @@ def exported(tmp_path_factory, r18):
     return static, dynamic
 
 
-def _onnx_logits(path, x: torch.Tensor) -> np.ndarray:
+@functools.cache
+def _session(path):
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {"image": x.numpy()})[0]
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _onnx_logits(path, x: torch.Tensor) -> np.ndarray:
+    return _session(path).run(None, {"image": x.numpy()})[0]
 
 
 def test_export_is_exact_at_sizes_the_bins_do_not_divide(r18, exported):
