@@ -18,9 +18,9 @@ class Variant:
 
 
 # 50/101/152 are the paper's networks. 18/34 use basic blocks and a narrower head (a project choice) for
-# fast CPU training and tests; no published checkpoint exists for them. pspnet18-tiny is pspnet18 at half width
-# (layer1..4 32-256 wide, a 32-32-64 stem, head 128): the same keys, a sixteenth of the compute, for tests and
-# quick demos.
+# fast CPU training and tests; no published checkpoint exists for them. pspnet18-tiny is pspnet18 at half
+# width (layer1..4 32-256 wide, a 32-32-64 stem, head 128): the same keys, a quarter of the weights and compute,
+# for tests and quick demos.
 VARIANTS: dict[str, Variant] = {
     "pspnet18": Variant("basic", (2, 2, 2, 2), 256, 128, (129, 129)),
     "pspnet18-tiny": Variant("basic", (2, 2, 2, 2), 128, 64, (129, 129), {"base_width": 32, "stem_channels": 64}),
