@@ -188,14 +188,11 @@ MUTATIONS: list[Mutation] = [
              "    if not state.written.passes(state.gate, options.max_miou_drop):", "    if False:",
              ("tests/export/test_verified.py::test_written_file_below_the_gate_is_removed",),
              "a written file that fails its gate kept"),
-    # ---- the onnxruntime INT8 target: the same file in any process, the exact pooling fed FP32 ----
+    # ---- the onnxruntime INT8 target: the same file in any process ----
     Mutation("ort-registries-left-patched", "export/int8.py",
              "        for table, before in tables:\n            table.clear()\n            table.update(before)\n", "",
              ORT_SAME_FILE,
              "ModelOpt's operators left in ONNX Runtime's registries after a tensorrt conversion"),
-    Mutation("ort-pooling-reads-int8", "export/int8.py", "    pooling_reads_fp32(out)\n", "",
-             ORT_SAME_FILE,
-             "the exact pooling averages the INT8 round trip of its input (onnxruntime target)"),
 ]
 
 

@@ -132,10 +132,17 @@ def test_int8_runs_in_onnxruntime_and_agrees(target, scene_onnx, tmp_path, calib
     assert info.extra["calibration"] == {"method": "entropy", "images": 4, "size": [65, 65]}  # 2 of 6 held out
     model = onnx.load(str(path))
     assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
-    # The pooling MatMuls read no dequantized tensors: the exact averages stay unquantized.
-    dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    # The pooling MatMuls run in FP32: their averaging matrices are never quantized. ModelOpt (tensorrt) also
+    # feeds them the FP32 activation; ONNX Runtime feeds them the INT8 round trip of layer4's output that the
+    # identity branch reads too (its one shared Q/DQ pair). Measured on the demo's trained PSPNet-18, ORT's way
+    # kept more labels than feeding the pooling FP32: 99.90% vs 99.64% held-out agreement, 0.06 vs 0.14 mIoU pts.
+    dequantized = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    weights = {t.name for t in model.graph.initializer}
     pooling = [n for n in model.graph.node if n.op_type == "MatMul"]
-    assert pooling and not any(set(n.input) & dequantized for n in pooling)
+    fed = [dequantized[name] for n in pooling for name in n.input if name in dequantized]
+    assert pooling and not any(dq.input[0] in weights for dq in fed)
+    if target == "tensorrt":
+        assert not fed
     zero_points = [onnx.numpy_helper.to_array(t) for t in model.graph.initializer if t.name.endswith("zero_point")]
     if target == "tensorrt":  # TensorRT takes symmetric INT8 only
         assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
