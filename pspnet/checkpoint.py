@@ -91,9 +91,10 @@ def infer_config(state: dict[str, torch.Tensor], path: str | os.PathLike = "chec
         depths.append(max(idx) + 1 if idx else 0)
     block = "bottleneck" if "layer1.0.conv3.weight" in state else "basic"
     # semseg's layout only (at its width): mmseg's files are recognised by their own key names (pspnet/mmseg.py).
-    width = int(state["layer1.0.conv1.weight"].shape[0]) if "layer1.0.conv1.weight" in state else 64
+    standard = PSPNetConfig.base_width  # ResNet's 64
+    width = int(state["layer1.0.conv1.weight"].shape[0]) if "layer1.0.conv1.weight" in state else standard
     arch = next((a for a, v in VARIANTS.items() if v.block == block and v.depths == tuple(depths)
-                 and set(v.layout) <= _WIDTH_FIELDS and v.layout.get("base_width", 64) == width), None)
+                 and set(v.layout) <= _WIDTH_FIELDS and v.layout.get("base_width", standard) == width), None)
     if arch is None or "cls.4.weight" not in state:
         raise CheckpointError(f"{path}: weights do not look like a PSPNet (block={block}, depths={depths})")
     n_bins = len({k.split(".")[2] for k in state if k.startswith("ppm.features.")})
