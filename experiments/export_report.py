@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from benchmarks.report import write_text
-from export.onnx import export_onnx, feature_size, verify_onnx
+from export.onnx.exporter import export_onnx, feature_size, verify_onnx
 from export.parity import ParityReport, compare_outputs
 from export.scenes import sample_batch
 from pspnet import create_model

@@ -172,7 +172,7 @@ def run_gpu_check(config: GpuCheckConfig, log=print, target: TorchTarget | str |
                                           "the small one)"}
         if trt_reason is None:
             if onnx_path is None:
-                from export.onnx import export_checkpoint
+                from export.onnx.exporter import export_checkpoint
 
                 onnx_path = export_checkpoint(checkpoint, work / "model.onnx", size=size).path
             reference, (expected,) = cpu_expected(checkpoint, onnx_path, fresh)
@@ -216,7 +216,7 @@ def main(checkpoint, onnx_path, calib_images, calib_list, precisions, size, batc
     """Check PyTorch on the GPU (and TensorRT where it runs): parity against FP32 on the CPU, and speed."""
     images = ()
     if calib_images or calib_list:
-        from export.calibration import find_calibration_images
+        from export.precision.calibration import find_calibration_images
 
         images = tuple(find_calibration_images(calib_images, calib_list))
     config = GpuCheckConfig(checkpoint=checkpoint, onnx=onnx_path, calib_images=images,

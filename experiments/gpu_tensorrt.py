@@ -49,7 +49,7 @@ def drawn_calibration(folder: Path, size: tuple[int, int], count: int = 16) -> l
 
 def build_engine_for(config: GpuCheckConfig, precision: str, onnx_path: Path, work: Path):
     """Build one engine (converting the FP32 model first); (engine path, build seconds, notes)."""
-    from export.engine import build_engine
+    from export.engine.build import build_engine
 
     engine = work / f"model.{precision}.engine"
     result = build_engine(onnx_path, engine, precision=None if precision == "fp32" else precision,

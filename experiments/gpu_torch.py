@@ -15,10 +15,10 @@ from typing import Callable
 import numpy as np
 
 from export.parity import FP32_MAX_REL, FP32_MIN_AGREEMENT, ParityReport, compare_outputs
-from export.verdict import DEFAULT_GATES
+from export.precision.verdict import DEFAULT_GATES
 
 # Parity gates per precision: (max error / logit range or None, min argmax agreement). FP16/INT8 have no error
-# bound, so strict argmax agreement decides, at the gates of the verified conversion (export.verdict). bf16
+# bound, so strict argmax agreement decides, at the gates of the verified conversion (export.precision.verdict). bf16
 # has no export gate; its 8-bit mantissa sits between FP16 and INT8, so it is held to the INT8 gate.
 TARGETS = {"fp32": (FP32_MAX_REL, FP32_MIN_AGREEMENT), "fp16": (None, DEFAULT_GATES["fp16"]),
            "bf16": (None, DEFAULT_GATES["int8"]), "int8": (None, DEFAULT_GATES["int8"])}

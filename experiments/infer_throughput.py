@@ -78,7 +78,7 @@ def pure_fps(runner: Runner, size: tuple[int, int], batch: int, seconds: float) 
 
 def export_demo_model(path: Path) -> Path:
     """pspnet18 with the context-scenes classes, exported at its 129x129 input (needs torch)."""
-    from export.onnx import export_onnx
+    from export.onnx.exporter import export_onnx
     from pspnet import create_model
     from pspnet.checkpoint import info_for_config
 

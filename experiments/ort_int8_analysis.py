@@ -31,7 +31,7 @@ import numpy as np
 from benchmarks.machine import load_average, measure_gemm_limits
 from benchmarks.report import markdown_table, write_text
 from experiments.demo import run_tool
-from export.int8 import ORT_QUANT_DEFAULTS, OrtQuantOptions, prepare_for_onnxruntime, quantize_prepared
+from export.precision.int8 import ORT_QUANT_DEFAULTS, OrtQuantOptions, prepare_for_onnxruntime, quantize_prepared
 from pspcore.cli import Command
 from runtime.backends.openvino import cpu_flags
 
@@ -131,7 +131,7 @@ def keep_for(variant: ModelVariant):
     """The keep_fp32 rule of a variant: None (the target's own) or pooling + the argmax only."""
     if not variant.resize_in_int8:
         return None
-    from export.precision import pooling_nodes
+    from export.precision.graph import pooling_nodes
 
     return lambda model: pooling_nodes(model) + [n.name for n in model.graph.node if n.op_type == "ArgMax"]
 
@@ -155,7 +155,7 @@ def build_models(work: Path, fp32: Path, size: int) -> dict[str, Path]:
     with the FP32 model's description as an int8 model (so psp-bench and psp-infer read it as the product's)."""
     import onnx
 
-    from export.precision import save_with_info
+    from export.precision.graph import save_with_info
     from pspcore.model_info import read_model_info
 
     models = work / "variants"

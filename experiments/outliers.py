@@ -77,7 +77,7 @@ def export_outlier_network(path: str | os.PathLike):
     """The outlier network of tests/export/test_verified.py's `outlier_onnx`, built the same way (tiny PSPNet-18,
     5 classes, seed 0, randomised BN; separating classifier; outlier channels) and exported to `path` at SIZE."""
     from experiments.export_report import randomize_batchnorm
-    from export.onnx import export_onnx
+    from export.onnx.exporter import export_onnx
     from pspnet import create_model
     from pspnet.checkpoint import info_for_config
 

@@ -49,9 +49,9 @@ class Images:
 
 def prepare(src: Path, work: Path) -> Images:
     from export.evaluation import logits, open_runner
-    from export.precision import calibration_batch
+    from export.precision.graph import calibration_batch
     from export.scenes import write_scenes
-    from export.verified import held_out
+    from export.precision.verified import held_out
     from pspcore.model_info import read_onnx_info
 
     paths = write_scenes(work / "scenes", [(60 + 4 * i, 80) for i in range(CALIB_SCENES)])
@@ -67,7 +67,7 @@ def prepare(src: Path, work: Path) -> Images:
 def ours(src: Path, work: Path, images: Images, method: str, fallback: str, log) -> Result:
     """psp-export int8 --target openvino (--method), as a user runs it; fallback 'none' with a 0% gate gives the
     plain conversion for reference."""
-    from export.verified import Conversion, convert_verified
+    from export.precision.verified import Conversion, convert_verified
 
     gate = None if fallback == "auto" else 0.0
     name = f"ours-{method}-{'repaired' if fallback == 'auto' else 'plain'}"
@@ -92,8 +92,8 @@ def accuracy_controlled(src: Path, work: Path, images: Images, log) -> Result:
     import nncf
     import onnx
 
-    from export.openvino_target import save_ir
-    from export.precision import output_region, pooling_nodes
+    from export.precision.openvino_target import save_ir
+    from export.precision.graph import output_region, pooling_nodes
     from pspcore.model_info import read_onnx_info
 
     model = onnx.load(str(src))
@@ -125,7 +125,7 @@ def _compile(model):
     import openvino.properties as props
     import openvino.properties.hint as hints
 
-    from export.openvino_target import ov_model
+    from export.precision.openvino_target import ov_model
     from runtime.backends.openvino import import_openvino
 
     return import_openvino().Core().compile_model(ov_model(model), "CPU", {hints.inference_precision: "f32",
@@ -135,7 +135,7 @@ def _compile(model):
 def measure(result: Result, images: Images) -> Result:
     """Agreement, f32 conv layers and latency of the written file, all on OpenVINO."""
     from export.evaluation import latency_ms, logits, open_runner
-    from export.verdict import judge
+    from export.precision.verdict import judge
 
     with open_runner(result.path, backend="openvino", threads=THREADS) as runner:
         result.agreement = judge(images.reference, logits(runner, images.verify)).agreement

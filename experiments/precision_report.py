@@ -23,14 +23,14 @@ from pspcore.files import atomic_output
 class Row:
     model: str
     target: str
-    report: object  # export.precision_report.PrecisionReport
+    report: object  # export.precision.report.PrecisionReport
     seconds: float
 
 
 def convert(label: str, onnx_path: Path, calib: list[Path], target: str, work: Path, log) -> Row:
-    from export.precision_report import format_report
-    from export.verdict import GateError
-    from export.verified import Conversion, convert_verified
+    from export.precision.report import format_report
+    from export.precision.verdict import GateError
+    from export.precision.verified import Conversion, convert_verified
 
     start = time.perf_counter()
     options = Conversion("int8", target=target, num_images=len(calib))  # latency: the onnxruntime target
@@ -72,7 +72,7 @@ def outlier_model(checkpoint: str, work: Path) -> Path:
     """The checkpoint with 4 channels after three early BN+ReLU pairs carrying 1000x larger activations (the
     same FP32 function): the network plain INT8 breaks on, to show the repair and the repaired model's speed."""
     from experiments.outliers import EARLY_PAIRS, with_outliers
-    from export.onnx import export_onnx
+    from export.onnx.exporter import export_onnx
     from export.scenes import sample_batch
     from pspnet.checkpoint import load_model
 
@@ -86,7 +86,7 @@ def synthetic_model(work: Path, arch: str, size: tuple[int, int], classes: int) 
     import torch
 
     from experiments.export_report import randomize_batchnorm
-    from export.onnx import export_onnx
+    from export.onnx.exporter import export_onnx
     from pspnet import create_model
     from pspnet.checkpoint import info_for_config
 
@@ -107,7 +107,7 @@ def synthetic_model(work: Path, arch: str, size: tuple[int, int], classes: int) 
 def main(work, checkpoint, arch, size, classes, calib, targets, markdown_path):
     """Convert with verification and repair, time it, and measure latency."""
     from export.scenes import write_scenes
-    from export.onnx import export_checkpoint
+    from export.onnx.exporter import export_checkpoint
 
     work.mkdir(parents=True, exist_ok=True)
     log = lambda line: click.echo(line, err=True)  # noqa: E731

@@ -24,7 +24,7 @@ def make_model(folder: Path) -> Path:
     import torch
 
     from experiments.export_report import randomize_batchnorm
-    from export.onnx import export_onnx
+    from export.onnx.exporter import export_onnx
     from pspnet import create_model
     from pspnet.checkpoint import info_for_config
 
@@ -82,7 +82,7 @@ def throughput(model: str, clients: int, duration_s: float, shm: bool = False) -
 @output_option("Folder for the model and repository [default: a temporary folder].", file_okay=False, path_type=Path)
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Also write the table here.")
 def main(duration_s: float, output: Path | None, markdown_path: str | None) -> None:
-    from export.triton import export_triton
+    from export.triton.repository import export_triton
     from runtime.serve import TritonServer, free_port
 
     work = Path(output or tempfile.mkdtemp(prefix="triton-overhead-"))

@@ -7,12 +7,12 @@ from pspcore.cli import LazyGroup
 
 
 @click.group(cls=LazyGroup, lazy={
-    "onnx": "export.onnx_cli:onnx_command",
-    "fp16": "export.precision_cli:fp16_command",
-    "bf16": "export.precision_cli:bf16_command",
-    "int8": "export.precision_cli:int8_command",
-    "compare": "export.compare_cli:compare_command",
-    "triton": "export.triton_cli:triton_command",
+    "onnx": "export.onnx.cli:onnx_command",
+    "fp16": "export.precision.cli:fp16_command",
+    "bf16": "export.precision.cli:bf16_command",
+    "int8": "export.precision.cli:int8_command",
+    "compare": "export.precision.compare_cli:compare_command",
+    "triton": "export.triton.cli:triton_command",
 })
 def main():
     """Export PSPNet models: `onnx` from a checkpoint, then `fp16` / `bf16` (OpenVINO IR) / `int8` from the ONNX

@@ -158,7 +158,7 @@ CASES = [
 def _main(command: str):
     from benchmarks.cli import main as bench
     from export.cli import main as export
-    from export.engine_cli import main as engine
+    from export.engine.cli import main as engine
     from pspnet.eval_cli import main as evaluate
     from pspnet.train_cli import main as train
     from runtime.cli import main as infer
@@ -177,7 +177,7 @@ def files(tmp_path_factory) -> Path:
     import numpy as np
     import torch
 
-    from export.onnx import export_onnx
+    from export.onnx.exporter import export_onnx
     from pspnet import create_model, save_checkpoint
     from pspnet.checkpoint import info_for_config
     from tests.runtime.conftest import write_video

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from export.triton_ensemble import labels_type
+from export.triton.ensemble import labels_type
 from pspcore.errors import InputError
 from pspcore.label_maps import graph_label_dtype, label_dtype
 from pspcore.model_info import ModelInfo

@@ -114,8 +114,8 @@ def test_the_string_check_notices_a_named_module(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------------- torch-free imports
 
-TORCH_FREE_MODULES = ("pspnet.labels", "pspnet.data", "pspnet.data.datasets", "export.triton",
-                      "export.triton_ensemble")
+TORCH_FREE_MODULES = ("pspnet.labels", "pspnet.data", "pspnet.data.datasets", "export.triton.repository",
+                      "export.triton.ensemble")
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None  # any `import torch` now raises ImportError\n"
 
 
@@ -136,8 +136,8 @@ def test_the_torch_block_works():
 
 
 def test_the_triton_ensemble_builds_on_the_triton_export_one_way():
-    """export.triton writes the ensemble with export.triton_ensemble; the ensemble needs nothing of it (both
-    share export.triton_config), so the two do not import each other."""
+    """export.triton.repository writes the ensemble with export.triton.ensemble; the ensemble needs nothing of it (both
+    share export.triton.config), so the two do not import each other."""
     ensemble = {module for _, module in imported_modules(ROOT / "export" / "triton_ensemble.py")}
-    assert "export.triton" not in ensemble
-    assert "export.triton_ensemble" in {module for _, module in imported_modules(ROOT / "export" / "triton.py")}
+    assert "export.triton.repository" not in ensemble
+    assert "export.triton.ensemble" in {module for _, module in imported_modules(ROOT / "export" / "triton.py")}

@@ -1,6 +1,6 @@
 """TensorRT backend: runs a serialized engine with cuda-python device buffers, pinned host buffers and one
 stream; refuses an engine built for another GPU or TensorRT version (facts kept in the `<engine>.json`
-sidecar written by export.engine). tensorrt and cuda-python are imported only when an engine is used."""
+sidecar written by export.engine.build). tensorrt and cuda-python are imported only when an engine is used."""
 from __future__ import annotations
 
 import ctypes

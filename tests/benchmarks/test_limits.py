@@ -30,7 +30,7 @@ def test_pspnet_count_matches_its_layers(tmp_path):
     """A tiny PSPNet: the count is the sum over its convs of 2 x weight size x output pixels (torch hooks),
     plus the pooling MatMuls; garbage (a different size) must not match."""
     torch = pytest.importorskip("torch")
-    from export.onnx import export_onnx
+    from export.onnx.exporter import export_onnx
     from pspnet import create_model
     from pspnet.checkpoint import info_for_config
 

@@ -28,7 +28,7 @@ def tiny_info(tiny_model):
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory, tiny_model, tiny_info):
     """(path, torch_model): the tiny model exported at 65x65 with a dynamic batch, logits output, verified."""
-    from export.onnx import export_onnx
+    from export.onnx.exporter import export_onnx
 
     name = "pspnet18_5c_65.onnx"
     folder = shared_folder(tmp_path_factory, "tiny_onnx",
@@ -49,7 +49,7 @@ def scene_classifier(tiny_model, tiny_info):
 def scene_onnx(scene_classifier, tiny_info, tmp_path_factory):
     """(path, model, info): scene_classifier exported to ONNX at the scenes' size. A random classifier's logits
     barely differ between classes (nearly one argmax everywhere), which says nothing about a conversion."""
-    from export.onnx import export_onnx
+    from export.onnx.exporter import export_onnx
     from tests.export.scenes import SIZE
 
     folder = shared_folder(tmp_path_factory, "scene_onnx",
@@ -66,7 +66,7 @@ def outlier_onnx(request, tmp_path_factory):
         import torch
 
         from experiments.outliers import with_outliers
-        from export.onnx import export_onnx
+        from export.onnx.exporter import export_onnx
         from tests.export.scenes import SIZE, scene_batch
 
         model, info = request.getfixturevalue("scene_classifier"), request.getfixturevalue("tiny_info")
@@ -102,8 +102,8 @@ def fp16_hostile_onnx(tiny_info, tmp_path_factory):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from export.precision import save_with_info
-    from export.verified import drawn_scenes
+    from export.precision.graph import save_with_info
+    from export.precision.verified import drawn_scenes
     from tests.export.scenes import SIZE
 
     rng = np.random.default_rng(0)

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-import export.engine as engine_module
-from export.engine import (EngineBuildError, Profile, build_engine, input_profile, parse_batch, parse_size_profile,
+import export.engine.build as engine_module
+from export.engine.build import (EngineBuildError, Profile, build_engine, input_profile, parse_batch, parse_size_profile,
                            prepare_onnx)
-from export.engine_cli import main as build_engine_cli
+from export.engine.cli import main as build_engine_cli
 from pspcore.engine_file import Platform, read_sidecar
 from pspcore.errors import InputError
 from pspcore.files import file_sha256

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from export.onnx import export_checkpoint, export_onnx, feature_size
+from export.onnx.exporter import export_checkpoint, export_onnx, feature_size
 from export.parity import compare_outputs
 from export.scenes import sample_batch
 from pspcore.errors import InputError, PSPError
@@ -138,7 +138,7 @@ def test_labels_beyond_256_classes_are_int32(tmp_path):
 
 
 def test_failed_verification_leaves_no_file(tmp_path, tiny_model, tiny_info, monkeypatch):
-    import export.onnx as exporter
+    import export.onnx.exporter as exporter
 
     real = exporter.compare_outputs
     monkeypatch.setattr(exporter, "compare_outputs", lambda ref, cand: real(ref, cand + 1.0))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from export.precision_cli import bf16_command
+from export.precision.cli import bf16_command
 from tests.export.scenes import SIZE
 
 # One xdist group (run.sh: --dist loadgroup): the module's fixtures are built on one worker, not on both.
@@ -38,7 +38,7 @@ def _nothing_written(folder) -> bool:
 def _rerun(fp32_path, written, batch):
     """The verdict of the written IR itself (openvino backend) against its FP32 source (ONNX Runtime)."""
     from export.evaluation import logits, open_runner
-    from export.verdict import judge
+    from export.precision.verdict import judge
 
     with open_runner(fp32_path) as fp32, open_runner(written, backend="openvino") as other:
         return judge(logits(fp32, batch), logits(other, batch))
@@ -55,7 +55,7 @@ def bf16_written(scene_onnx, tmp_path_factory):
 
 
 def test_ir_records_bf16_and_the_runner_honours_it(bf16_written):
-    from export.bf16 import cpu_has_bf16
+    from export.precision.bf16 import cpu_has_bf16
     from pspcore.model_info import read_onnx_info
     from runtime.backends.openvino import OpenVINORunner, read_model, recorded_precision
 
@@ -76,7 +76,7 @@ def test_ir_records_bf16_and_the_runner_honours_it(bf16_written):
 
 
 def test_report_fields_and_the_plain_words_about_this_cpu(bf16_written):
-    from export.bf16 import NO_BF16, cpu_has_bf16
+    from export.precision.bf16 import NO_BF16, cpu_has_bf16
 
     _, _, report, result = bf16_written
     assert report["precision"] == "bf16" and report["target"] == "openvino" and report["min_agreement"] == 0.995
@@ -96,8 +96,8 @@ def test_pooling_and_output_region_are_marked_precise_in_the_ir(bf16_written):
     region (no repair was needed), on none of the other compute nodes."""
     import onnx
 
-    from export.bf16 import kept_nodes, marked_nodes
-    from export.precision import output_region, pooling_nodes
+    from export.precision.bf16 import kept_nodes, marked_nodes
+    from export.precision.graph import output_region, pooling_nodes
     from runtime.backends.openvino import read_model
 
     source, out, report, _ = bf16_written
@@ -111,7 +111,7 @@ def test_pooling_and_output_region_are_marked_precise_in_the_ir(bf16_written):
 
 
 def test_written_ir_keeps_the_labels_when_run_again(bf16_written, tiny_info):
-    from export.verified import drawn_scenes
+    from export.precision.verified import drawn_scenes
 
     source, out, report, _ = bf16_written
     rerun = _rerun(source, out, drawn_scenes(tiny_info, SIZE))
@@ -122,21 +122,21 @@ def _negated_ir(monkeypatch, module):
     """Make `module`'s save_bf16_ir write IR whose logits are negated: a conversion that wrecks the labels."""
     import openvino.opset13 as ops
 
-    from export import bf16
+    from export.precision import bf16
 
     def negated(source_model, exclude, info, dst):
         model = bf16.bf16_ov_model(source_model, exclude)
         result = model.get_results()[0]
         flipped = ops.negative(result.input_value(0))
         result.input(0).replace_source_output(flipped.output(0))
-        from export.openvino_target import save_ir
+        from export.precision.openvino_target import save_ir
         return save_ir(model, info, dst)
 
     monkeypatch.setattr(module, "save_bf16_ir", negated)
 
 
 def test_gate_refuses_garbage_with_fallback_none(scene_onnx, tmp_path, monkeypatch):
-    import export.repair as repair
+    import export.precision.repair as repair
 
     _negated_ir(monkeypatch, repair)
     result = _bf16(scene_onnx[0], tmp_path / "m.xml", "--fallback", "none")
@@ -149,7 +149,7 @@ def test_gate_refuses_garbage_with_fallback_none(scene_onnx, tmp_path, monkeypat
 
 def test_written_file_below_the_gate_is_removed(scene_onnx, tmp_path, monkeypatch):
     """The conversion runs the IR it wrote: a writer that gets it wrong fails in one line, nothing left."""
-    import export.verified as verified
+    import export.precision.verified as verified
 
     _negated_ir(monkeypatch, verified)
     result = _bf16(scene_onnx[0], tmp_path / "m.xml")
@@ -160,7 +160,7 @@ def test_written_file_below_the_gate_is_removed(scene_onnx, tmp_path, monkeypatc
 
 
 def test_bad_inputs_are_one_line_and_write_nothing(scene_onnx, tmp_path, monkeypatch):
-    import export.verified as verified
+    import export.precision.verified as verified
     from pspcore.errors import BackendUnavailable
 
     named = _bf16(scene_onnx[0], tmp_path / "m.onnx")
@@ -184,11 +184,11 @@ def test_rounded_stand_in_ranks_the_node_bf16_cannot_hold(fp16_hostile_onnx):
     it unrounded restores the labels."""
     import onnx
 
-    from export.bf16 import bf16_rounded_model
+    from export.precision.bf16 import bf16_rounded_model
     from export.evaluation import logits, open_runner
-    from export.layerwise import compare_layers
-    from export.verdict import judge
-    from export.verified import drawn_scenes
+    from export.precision.layerwise import compare_layers
+    from export.precision.verdict import judge
+    from export.precision.verified import drawn_scenes
     from pspcore.model_info import read_onnx_info
 
     source = onnx.load(str(fp16_hostile_onnx))
@@ -215,7 +215,7 @@ def test_repair_kept_nodes_are_marked_precise_in_the_ir(fp16_hostile_onnx, tiny_
     output region), so the CPU plugin leaves them in f32 when it lowers the rest to bf16."""
     import onnx
 
-    from export.bf16 import marked_nodes, save_bf16_ir
+    from export.precision.bf16 import marked_nodes, save_bf16_ir
     from runtime.backends.openvino import read_model
 
     source = onnx.load(str(fp16_hostile_onnx))
@@ -239,7 +239,7 @@ def test_bf16_for_real_keeps_the_pooling_and_output_region_f32(bf16_written):
     the logits Resize) in f32 and the backbone's convolutions in bf16."""
     import onnx
 
-    from export.bf16 import kept_nodes, ops_of
+    from export.precision.bf16 import kept_nodes, ops_of
     from runtime.backends.openvino import OpenVINORunner, read_model
 
     source, out, _, _ = bf16_written
@@ -259,7 +259,7 @@ def test_bf16_for_real_keeps_the_pooling_and_output_region_f32(bf16_written):
 def test_bf16_for_real_repairs_and_keeps_the_marked_nodes_f32(fp16_hostile_onnx, tmp_path):
     """On a bf16 CPU: plain bf16 loses the hostile network's labels, repair keeps `difference` FP32 through the
     IR's mark, and OpenVINO's compiled model runs that node in f32 and the others in bf16."""
-    from export.verified import drawn_scenes
+    from export.precision.verified import drawn_scenes
     from pspcore.model_info import read_onnx_info
     from runtime.backends.openvino import OpenVINORunner
 

@@ -8,7 +8,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from export.precision_cli import int8_command
+from export.precision.cli import int8_command
 
 pytest.importorskip("openvino", reason="openvino is not installed (pip install '.[openvino]')")
 
@@ -88,10 +88,10 @@ def test_nncf_keeps_the_nodes_repair_names_unquantized(outlier_onnx, scenes_dir,
     neighbour, not kept, runs in INT8."""
     import onnx
 
-    from export.int8 import INT8_TARGETS
-    from export.openvino_target import save_ir
-    from export.precision import calibration_batch
-    from export.repair import Job, Search
+    from export.precision.int8 import INT8_TARGETS
+    from export.precision.openvino_target import save_ir
+    from export.precision.graph import calibration_batch
+    from export.precision.repair import Job, Search
     from pspcore.model_info import read_onnx_info
 
     info = read_onnx_info(outlier_onnx)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from export.pooling import ExactAdaptiveAvgPool2d, pooling_matrix, with_exact_pooling
+from export.onnx.pooling import ExactAdaptiveAvgPool2d, pooling_matrix, with_exact_pooling
 from pspnet.ppm import PPM
 
 SHAPES = [(h, w, b) for h, w in [(1, 1), (5, 3), (7, 11), (8, 16), (9, 9), (13, 6), (60, 60), (64, 128),

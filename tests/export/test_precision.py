@@ -6,10 +6,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from export.int8 import int8_target
+from export.precision.int8 import int8_target
 from export.parity import compare_outputs
-from export.precision import POOLING_PATTERN, calibration_batch, calibration_size, output_region, pooling_nodes
-from export.precision_cli import fp16_command, int8_command
+from export.precision.graph import POOLING_PATTERN, calibration_batch, calibration_size, output_region, pooling_nodes
+from export.precision.cli import fp16_command, int8_command
 from export.scenes import write_scenes
 from pspcore.errors import InputError
 from pspcore.model_info import ModelInfo

@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from export.calibration import find_calibration_images, load_calibration_set, spread
+from export.precision.calibration import find_calibration_images, load_calibration_set, spread
 from export.scenes import draw_scene
 from pspcore.errors import InputError
 from pspcore.model_info import ModelInfo
@@ -80,14 +80,14 @@ def test_unreadable_images_are_skipped_and_reported(image_dir):
 
 @pytest.mark.parametrize("n, stride", [(64, 2), (16, 2), (13, 1), (1, 1), (2, 2)])
 def test_calibration_stride_divides_the_image_count(n, stride):
-    from export.int8 import calibration_stride
+    from export.precision.int8 import calibration_stride
 
     assert calibration_stride(n) == stride and n % stride == 0
 
 
 def test_calibration_reader_serves_each_stride_then_stops():
     """ONNX Runtime reads strides with set_range + get_next until None; every image comes exactly once."""
-    from export.int8 import _Batches
+    from export.precision.int8 import _Batches
 
     batch = np.arange(5 * 3 * 2 * 2, dtype=np.float32).reshape(5, 3, 2, 2)
     reader = _Batches("image", batch)
@@ -121,7 +121,7 @@ def test_a_named_dataset_gives_its_split_images(tmp_path):
 def test_int8_cli_takes_a_dataset_as_calibration_source(tmp_path):
     from click.testing import CliRunner
 
-    from export.precision_cli import int8_command
+    from export.precision.cli import int8_command
 
     result = CliRunner().invoke(int8_command, [str(tmp_path / "m.onnx"), "-o", str(tmp_path / "q.onnx"),
                                                "--calib-dataset", "ade20k", "--data-root", str(tmp_path)])

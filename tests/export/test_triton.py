@@ -11,8 +11,8 @@ pytest.importorskip("tritonclient.grpc", reason="tritonclient is the `triton` ex
 from google.protobuf import text_format  # noqa: E402
 from tritonclient.grpc import model_config_pb2 as pb2  # noqa: E402
 
-from export.triton import export_triton  # noqa: E402
-from export.triton_cli import triton_command  # noqa: E402
+from export.triton.repository import export_triton  # noqa: E402
+from export.triton.cli import triton_command  # noqa: E402
 from runtime.backends.triton import info_from_config  # noqa: E402
 from pspcore.errors import InputError  # noqa: E402
 from pspcore.model_info import ModelInfo  # noqa: E402
@@ -134,7 +134,7 @@ def test_existing_model_folder_needs_force(models, tmp_path):
 
 def write_fake_engine(path: Path, info: ModelInfo, low: list[int], high: list[int], tensors: dict | None = None,
                       input_name: str = "image") -> Path:
-    """A stand-in plan file with a real sidecar (export.engine's format); the plan's bytes are not read here."""
+    """A stand-in plan file with a real sidecar (export.engine.build's format); the plan's bytes are not read here."""
     from pspcore.engine_file import EngineSidecar, Platform, write_sidecar
 
     path.write_bytes(b"not a real engine")
@@ -273,7 +273,7 @@ def test_exported_pspnet_goes_into_the_repository_with_its_metadata(tiny_onnx, t
 def test_ensemble_writes_the_steps_and_an_image_to_labels_ensemble(tiny_onnx, tmp_path):
     from google.protobuf import text_format
 
-    from export.triton import model_config_pb2
+    from export.triton.repository import model_config_pb2
 
     result = export_triton(tiny_onnx[0], tmp_path / "repo", name="seg", ensemble=True, platform="python")
     repo = tmp_path / "repo"
@@ -312,7 +312,7 @@ def test_psp_export_triton_runs_without_torch(models, tmp_path):
     import sys
 
     code = ("import sys; sys.modules['torch'] = None\n"
-            "from export.triton_cli import triton_command\n"
+            "from export.triton.cli import triton_command\n"
             f"triton_command([{str(models['static'])!r}, '-o', {str(tmp_path / 'repo')!r}, '--ensemble'])\n")
     root = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)

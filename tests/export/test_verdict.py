@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from export.parity import compare_outputs
-from export.verdict import DEFAULT_GATES, judge
+from export.precision.verdict import DEFAULT_GATES, judge
 
 
 def _reference(seed=0):

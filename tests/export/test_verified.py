@@ -14,10 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from export.evaluation import evaluate_miou, logits, open_runner
-from export.precision import calibration_batch
-from export.precision_cli import fp16_command, int8_command
-from export.verdict import judge
-from export.verified import drawn_scenes, held_out
+from export.precision.graph import calibration_batch
+from export.precision.cli import fp16_command, int8_command
+from export.precision.verdict import judge
+from export.precision.verified import drawn_scenes, held_out
 from pspcore.model_info import read_onnx_info
 from tests.export.scenes import SIZE, scene_batch
 
@@ -150,7 +150,7 @@ def test_written_file_below_the_gate_is_removed(fp16_hostile_onnx, tmp_path, mon
     to disk) makes the command fail in one line, with nothing left at the output path."""
     import onnx
 
-    import export.verified as verified
+    import export.precision.verified as verified
 
     real_save = verified.save_with_info
 
@@ -203,9 +203,9 @@ def test_method_switch_after_a_rejected_equalization(scene_onnx, scenes_dir, tmp
     method (max) passes; the written file records and keeps it."""
     import onnx
 
-    import export.int8 as int8
-    import export.repair as repair
-    from export.equalize import Equalization
+    import export.precision.int8 as int8
+    import export.precision.repair as repair
+    from export.precision.equalize import Equalization
 
     target = int8.INT8_TARGETS["onnxruntime"]
 
@@ -248,8 +248,8 @@ def test_fallback_keeps_the_broken_layers_fp32_when_equalization_is_unavailable(
                                                                              monkeypatch):
     """Without equalization the greedy fallback must find the head pair: the conv reading the outlier
     channels, and (ONNX Runtime puts the Q/DQ at the producer) the conv producing them."""
-    import export.repair as repair
-    from export.equalize import Equalization
+    import export.precision.repair as repair
+    from export.precision.equalize import Equalization
 
     monkeypatch.setattr(repair, "equalize", lambda src, dst: Equalization(dst, 0, 0.0))
     report_path = tmp_path / "report.json"
@@ -266,7 +266,7 @@ def test_fallback_keeps_the_broken_layers_fp32_when_equalization_is_unavailable(
 
 @pytest.mark.slow
 def test_gate_failure_after_repair_names_the_best_reached(outlier_onnx, scenes_dir, tmp_path, monkeypatch):
-    import export.repair as repair
+    import export.precision.repair as repair
 
     monkeypatch.setattr(repair, "MAX_RUNS", 2)
     result, out = _int8(["--target", "onnxruntime", "--min-agreement", "100"], tmp_path, outlier_onnx, scenes_dir)
@@ -275,7 +275,7 @@ def test_gate_failure_after_repair_names_the_best_reached(outlier_onnx, scenes_d
 
 
 def test_compare_marks_the_first_broken_layer(outlier_onnx, scenes_dir, tmp_path):
-    from export.compare_cli import compare_command
+    from export.precision.compare_cli import compare_command
 
     plain, _ = _int8(["--target", "tensorrt", "--fallback", "none", "--min-agreement", "0"], tmp_path, outlier_onnx,
                      scenes_dir)
@@ -293,7 +293,7 @@ def test_compare_marks_the_first_broken_layer(outlier_onnx, scenes_dir, tmp_path
 
 
 def test_equalization_keeps_fp32_and_undoes_the_outliers(outlier_onnx, tmp_path, tiny_info):
-    from export.equalize import equalize
+    from export.precision.equalize import equalize
 
     result = equalize(outlier_onnx, tmp_path / "eq.onnx")
     assert result.pairs >= 8 and 2.5 < result.largest_log10_scale < 3.5
@@ -305,7 +305,7 @@ def test_equalization_keeps_fp32_and_undoes_the_outliers(outlier_onnx, tmp_path,
 
 def test_fp16_repair_uses_autocast_exclusions_and_gives_up_with_one_line(outlier_onnx, tmp_path, monkeypatch):
     """An unreachable gate: FP16's fallback keeps nodes FP32 through AutoCast, then refuses within its budget."""
-    import export.repair as repair
+    import export.precision.repair as repair
 
     monkeypatch.setattr(repair, "MAX_RUNS", 2)
     out = tmp_path / "m.fp16.onnx"
@@ -316,7 +316,7 @@ def test_fp16_repair_uses_autocast_exclusions_and_gives_up_with_one_line(outlier
 
 
 def test_latency_warning_when_int8_is_not_faster(outlier_onnx, scenes_dir, tmp_path, monkeypatch):
-    import export.verified as verified
+    import export.precision.verified as verified
 
     monkeypatch.setattr(verified, "latency_ms", lambda runner, image: 10.0)
     result, out = _int8(["--target", "onnxruntime", "--min-agreement", "0"], tmp_path, outlier_onnx, scenes_dir)

@@ -11,10 +11,10 @@ pytestmark = [pytest.mark.gpu, pytest.mark.tensorrt]
 pytest.importorskip("tensorrt", reason="needs TensorRT (pip install tensorrt) and an NVIDIA GPU")
 pytest.importorskip("cuda.bindings", reason="needs cuda-python (pip install cuda-python) and an NVIDIA GPU")
 
-from export.engine import build_engine  # noqa: E402
+from export.engine.build import build_engine  # noqa: E402
 from export.parity import compare_outputs  # noqa: E402
 from export.scenes import draw_scene  # noqa: E402
-from export.verdict import DEFAULT_GATES  # noqa: E402
+from export.precision.verdict import DEFAULT_GATES  # noqa: E402
 from runtime.backends.tensorrt import TensorRTRunner  # noqa: E402
 from pspcore.errors import InputError  # noqa: E402
 from pspcore.engine_file import sidecar_path  # noqa: E402
@@ -27,7 +27,7 @@ if _reason:
 
 @pytest.fixture(scope="module")
 def scene_model(tiny_model, tiny_info, tmp_path_factory):
-    from export.onnx import export_onnx
+    from export.onnx.exporter import export_onnx
 
     model = separating_classifier(tiny_model, scene_batch(tiny_info, seed=50))
     path = tmp_path_factory.mktemp("gpu") / "scene.onnx"

@@ -23,7 +23,7 @@ def trained_pair(tmp_path_factory):
     import torch
 
     from experiments.export_report import randomize_batchnorm
-    from export.onnx import export_onnx
+    from export.onnx.exporter import export_onnx
     from pspnet.checkpoint import save_checkpoint
     from pspnet.factory import create_model
     from pspnet.labels import get_label_set

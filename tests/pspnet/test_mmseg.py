@@ -189,7 +189,7 @@ def test_meta_with_numpy_values_loads_and_arbitrary_objects_are_refused(tmp_path
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, r18):
     """The mmseg checkpoint through export_checkpoint with no architecture options: static and dynamic shape."""
-    from export.onnx import export_checkpoint
+    from export.onnx.exporter import export_checkpoint
 
     _, _, path = r18
     folder = tmp_path_factory.mktemp("onnx")

@@ -90,7 +90,7 @@ def triton_server(tmp_path_factory):
 
     if importlib.util.find_spec("pytriton") is None:
         pytest.skip("the real Triton server needs nvidia-pytriton: pip install 'pspnet-deploy[serve]'")
-    from export.triton import export_triton
+    from export.triton.repository import export_triton
     from runtime.serve import TritonServer, free_port
 
     work = tmp_path_factory.mktemp("triton")

@@ -24,7 +24,7 @@ def pspnet_onnx(tmp_path_factory):
     MatMuls and dilated convs, what parity has to hold on."""
     torch = pytest.importorskip("torch")
     from experiments.export_report import randomize_batchnorm
-    from export.onnx import export_onnx
+    from export.onnx.exporter import export_onnx
     from pspnet import create_model
     from pspnet.checkpoint import info_for_config
 

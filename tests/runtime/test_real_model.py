@@ -47,7 +47,7 @@ def test_torch_backend_runs_a_checkpoint(checkpoint):
 
 @pytest.mark.slow
 def test_exported_pspnet_through_psp_infer(checkpoint, tmp_path):
-    from export.onnx import export_onnx
+    from export.onnx.exporter import export_onnx
 
     from tests.runtime.conftest import write_video
 

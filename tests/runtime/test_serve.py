@@ -26,7 +26,7 @@ needs_server = pytest.mark.skipif(importlib.util.find_spec("pytriton") is None,
 @needs_server
 @pytest.mark.slow
 def test_psp_serve_runs_in_the_foreground_and_stops_on_sigterm(tmp_path):
-    from export.triton import export_triton
+    from export.triton.repository import export_triton
     from runtime.serve import free_port
 
     export_triton(make_onnx(tmp_path / "m.onnx"), tmp_path / "repo", name="seg", platform="python")
@@ -107,7 +107,7 @@ def test_stop_kills_the_whole_process_group_of_a_server_that_ignores_sigterm(tmp
 
 @needs_server
 def test_a_repository_the_server_refuses_is_one_line_with_its_reason(tmp_path):
-    from export.triton import export_triton
+    from export.triton.repository import export_triton
     from runtime.serve import TritonServer, free_port
 
     export_triton(make_onnx(tmp_path / "m.onnx"), tmp_path / "repo", name="seg")  # onnxruntime backend: absent

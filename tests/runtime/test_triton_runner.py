@@ -21,7 +21,7 @@ from tritonclient.grpc import model_config_pb2, service_pb2  # noqa: E402
 from tritonclient.grpc._utils import _get_inference_request  # noqa: E402
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype  # noqa: E402
 
-from export.triton import export_triton  # noqa: E402
+from export.triton.repository import export_triton  # noqa: E402
 from pspcore.registry import create_runner  # noqa: E402
 from runtime.backends.triton import TritonRunner, classify_error, parse_target  # noqa: E402
 from pspcore.errors import InputError, PSPError  # noqa: E402

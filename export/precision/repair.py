@@ -11,14 +11,14 @@ from typing import Callable
 
 import numpy as np
 
-from export.bf16 import bf16_rounded_model, save_bf16_ir
-from export.equalize import equalize
+from export.precision.bf16 import bf16_rounded_model, save_bf16_ir
+from export.precision.equalize import equalize
 from export.evaluation import logits, open_runner
-from export.int8 import Int8Target, int8_model
-from export.layerwise import COMPUTE, LayerError, compare_layers, upstream_compute
+from export.precision.int8 import Int8Target, int8_model
+from export.precision.layerwise import COMPUTE, LayerError, compare_layers, upstream_compute
 from export.parity import FP32_MAX_REL
-from export.precision import fp16_model, remove_model_file
-from export.verdict import GateError, Verdict, judge
+from export.precision.graph import fp16_model, remove_model_file
+from export.precision.verdict import GateError, Verdict, judge
 from pspcore.model_info import ModelInfo
 from runtime.backends.openvino import IR_SUFFIX
 

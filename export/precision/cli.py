@@ -6,14 +6,14 @@ import time
 
 import click
 
-from export.calibration import DEFAULT_NUM_IMAGES
+from export.precision.calibration import DEFAULT_NUM_IMAGES
 from pspcore.cli import (Command, dataset_options, echo_summary, json_destination, json_option, option_group,
                          output_option, size_option)
-from export.int8 import INT8_TARGETS, all_methods
+from export.precision.int8 import INT8_TARGETS, all_methods
 from pspnet.data import dataset_names
 
 
-# The INT8 calibration sources, exactly one of them (export.calibration.find_calibration_images); shared with
+# The INT8 calibration sources, exactly one of them (export.precision.calibration.find_calibration_images); shared with
 # psp-build-engine --int8 (the command takes calib_images, calib_list, calib_dataset, data_root, calib_split).
 calibration_options = option_group(
     click.option("--calib-images", type=click.Path(file_okay=False),
@@ -30,7 +30,7 @@ calibration_options = option_group(
 
 def calibration_images(calib_images, calib_list, calib_dataset, data_root, calib_split) -> list:
     """The calibration image paths the options of calibration_options name."""
-    from export.calibration import find_calibration_images
+    from export.precision.calibration import find_calibration_images
 
     return find_calibration_images(calib_images, calib_list, data_root, dataset=calib_dataset, split=calib_split)
 
@@ -55,8 +55,8 @@ def _gate_options(default_gate: float):
 
 
 def _convert(onnx_model, output, options, images=(), report_path=None) -> None:
-    from export.precision_report import format_report
-    from export.verified import convert_verified
+    from export.precision.report import format_report
+    from export.precision.verified import convert_verified
     from pspcore.errors import InputError
 
     if options.max_miou_drop is not None and options.eval_list is None:
@@ -83,7 +83,7 @@ def _float_options(written: str):
 
 def _float_conversion(precision: str, onnx_model, output, size, verify_images, min_agreement, eval_list,
                       max_miou_drop, fallback, report_path) -> None:
-    from export.verified import Conversion
+    from export.precision.verified import Conversion
 
     _convert(onnx_model, output, Conversion(precision, size=size, verify_images=verify_images,
                                             min_agreement=min_agreement / 100, eval_list=eval_list,
@@ -139,7 +139,7 @@ def int8_command(onnx_model, output, calib_images, calib_list, calib_dataset, da
     other calibration methods, FP32 fallback of the most sensitive nodes) or nothing is written (exit 1).
     The metadata records the precision, the target and what repair did.
     """
-    from export.verified import Conversion
+    from export.precision.verified import Conversion
 
     images = calibration_images(calib_images, calib_list, calib_dataset, data_root, calib_split)
     _convert(onnx_model, output, Conversion("int8", target=target, method=method, num_images=num_images, size=size,

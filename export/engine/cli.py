@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from export.calibration import DEFAULT_NUM_IMAGES
-from export.precision_cli import calibration_images, calibration_options
+from export.precision.calibration import DEFAULT_NUM_IMAGES
+from export.precision.cli import calibration_images, calibration_options
 from pspcore.cli import Command, batch_option, device_option, output_option, size_option
 from pspcore.device import cuda_index
 from pspcore.errors import InputError
@@ -43,7 +43,7 @@ def main(onnx_model, engine, precision, calib_images, calib_list, calib_dataset,
     Needs TensorRT (`pip install tensorrt`) and an NVIDIA GPU; an engine only runs on the GPU model and
     TensorRT version that built it, which the sidecar records.
     """
-    from export.engine import build_engine
+    from export.engine.build import build_engine
 
     if device == "cpu":
         raise InputError("--device cpu: TensorRT builds for a GPU; give cuda or cuda:N")

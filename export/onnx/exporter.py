@@ -1,4 +1,4 @@
-"""PSPNet -> ONNX, exact at any input size: adaptive pooling becomes averaging-matrix products (export/pooling.py),
+"""PSPNet -> ONNX, exact at any input size: adaptive pooling becomes averaging-matrix products (export/onnx/pooling.py),
 the graph is slimmed and checked, the model's metadata goes into metadata_props, and the file is checked
 against PyTorch in ONNX Runtime before it appears at its final path."""
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from export.parity import FP32_MAX_REL, FP32_MIN_AGREEMENT, ParityReport, compare_outputs, worst
-from export.pooling import with_exact_pooling
+from export.onnx.pooling import with_exact_pooling
 from export.scenes import sample_batch
 from pspcore.errors import InputError, PSPError, first_line
 from pspcore.files import atomic_output, check_writable, file_sha256

@@ -16,8 +16,8 @@ from pspcore.label_maps import graph_label_dtype
 from pspcore.model_info import INPUT_NAME, ModelInfo, fallback_info
 from pspcore.tensor_types import TENSORRT_TO_TRITON, numpy_to_triton
 from pspnet.labels import label_set_for
-from export.triton_config import PYTHON, VERSION, config_text, model_config_pb2, tensor_message
-from export.triton_ensemble import MODEL_SUFFIX, ensemble_folders
+from export.triton.config import PYTHON, VERSION, config_text, model_config_pb2, tensor_message
+from export.triton.ensemble import MODEL_SUFFIX, ensemble_folders
 from runtime.triton_steps import model_py
 
 PLATFORMS = {"onnx": "onnxruntime_onnx", "plan": "tensorrt_plan"}

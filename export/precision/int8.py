@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from export.precision import POOLING_PATTERN, check_output_suffix, output_region, pooling_nodes, require_modelopt
+from export.precision.graph import POOLING_PATTERN, check_output_suffix, output_region, pooling_nodes, require_modelopt
 from pspcore.errors import InputError, PSPError
 from runtime.backends.openvino import IR_SUFFIX  # the .xml, its weights in the .bin beside it
 from pspcore.model_info import ModelInfo
@@ -223,26 +223,26 @@ class Int8Target:
     runs_here: bool
     help: str
     backend: str = "onnxruntime"
-    save: Callable | None = None  # None: ONNX with the model's metadata (export.precision.save_with_info)
+    save: Callable | None = None  # None: ONNX with the model's metadata (export.precision.graph.save_with_info)
     suffix: str = ".onnx"
 
     def check_output(self, dst) -> None:
         check_output_suffix(dst, self.suffix, f"the {self.name} target")
 
     def write(self, model, info: ModelInfo, dst) -> Path:
-        from export.precision import save_with_info
+        from export.precision.graph import save_with_info
 
         return (self.save or save_with_info)(model, info, dst)
 
 
 def _quantize_openvino(src: Path, work: Path, batch, method: str, exclude: tuple[str, ...] = ()):
-    from export.openvino_target import quantize_for_openvino
+    from export.precision.openvino_target import quantize_for_openvino
 
     return quantize_for_openvino(src, work, batch, method, exclude)
 
 
 def _save_ir(model, info: ModelInfo, dst) -> Path:
-    from export.openvino_target import save_ir
+    from export.precision.openvino_target import save_ir
 
     return save_ir(model, info, dst)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from export.precision import check_output_suffix, output_region, pooling_nodes
+from export.precision.graph import check_output_suffix, output_region, pooling_nodes
 from pspcore.model_info import ModelInfo
 from runtime.backends.openvino import IR_SUFFIX, PRECISION_HINT_KEY, RUNTIME_OPTIONS, import_openvino
 
@@ -65,7 +65,7 @@ def _nodes(source_model, names) -> list:
 def bf16_ov_model(source_model, exclude=()):
     """The ov.Model of the FP32 onnx.ModelProto with bf16 recorded as its inference precision and the kept
     nodes (kept_nodes) marked precise."""
-    from export.openvino_target import ov_model
+    from export.precision.openvino_target import ov_model
 
     model = ov_model(source_model)
     model.set_rt_info("bf16", [RUNTIME_OPTIONS, PRECISION_HINT_KEY])
@@ -76,7 +76,7 @@ def bf16_ov_model(source_model, exclude=()):
 
 
 def save_bf16_ir(source_model, exclude, info: ModelInfo, dst: str | os.PathLike) -> Path:
-    from export.openvino_target import save_ir
+    from export.precision.openvino_target import save_ir
 
     return save_ir(bf16_ov_model(source_model, exclude), info, dst)
 

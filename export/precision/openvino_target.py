@@ -9,7 +9,7 @@ other targets, and both taking the repair's node names to keep in FP32:
   file the onnxruntime target writes, which OpenVINO fuses into its integer kernels as well.
 The repair's ONNX-level machinery (equalization, method changes, FP32 fallback by node name) then works
 unchanged; only where the candidate runs (the openvino runtime backend, FP32 parts in f32) and how it is
-written differ (export.int8's INT8_TARGETS entry)."""
+written differ (export.precision.int8's INT8_TARGETS entry)."""
 from __future__ import annotations
 
 import contextlib
@@ -34,9 +34,9 @@ def ov_model(model):
 
 def quantize_for_openvino(src: Path, work: Path, batch: np.ndarray, method: str, exclude: tuple[str, ...] = ()):
     """The Q/DQ onnx.ModelProto of `src` for OpenVINO, calibrated on the preprocessed `batch`; `exclude`:
-    node names kept FP32 on top of the pooling and the output region (export.int8's quantize signature)."""
+    node names kept FP32 on top of the pooling and the output region (export.precision.int8's quantize signature)."""
     if method != "nncf":
-        from export.int8 import quantize_onnxruntime
+        from export.precision.int8 import quantize_onnxruntime
 
         return quantize_onnxruntime(Path(src), Path(work), batch, method, tuple(exclude))
     return _quantize_nncf(Path(src), batch, tuple(exclude))
@@ -49,7 +49,7 @@ def _quantize_nncf(src: Path, batch: np.ndarray, exclude: tuple[str, ...]):
         raise PSPError("the nncf method needs NNCF: pip install 'pspnet-deploy[openvino]'") from None
     import onnx
 
-    from export.precision import output_region, pooling_nodes
+    from export.precision.graph import output_region, pooling_nodes
 
     model = onnx.load(str(src))
     name = model.graph.input[0].name

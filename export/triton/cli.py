@@ -45,7 +45,7 @@ def triton_command(model, repository, name, max_batch, preferred_batch, queue_de
       psp-infer grpc://127.0.0.1:8001/pspnet video.mp4 -o out.mp4
     On GPUs: the NGC container (docs/triton.md).
     """
-    from export.triton import export_triton
+    from export.triton.repository import export_triton
 
     result = export_triton(model, repository, name=name, max_batch=max_batch, preferred_batch=preferred_batch,
                            queue_delay_us=queue_delay_us, instances=instances, kind=kind, platform=platform,

@@ -56,7 +56,7 @@ def onnx_command(checkpoint, out_path, arch, num_classes, size, batch, dynamic_s
     """Export CHECKPOINT (this project's, hszhao/semseg's or mmsegmentation's) to ONNX, exactly: the pyramid's
     adaptive pooling becomes averaging matrices, so any input size exports and matches PyTorch. Class names,
     palette, mean/std and input size go into the model's metadata for psp-infer and the other tools."""
-    from export.onnx import export_checkpoint
+    from export.onnx.exporter import export_checkpoint
 
     out_path = out_path or _default_output(checkpoint)
     steps = [s for s in STEPS if verify or s != "verify"]

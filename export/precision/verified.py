@@ -15,18 +15,18 @@ from typing import Callable
 
 import numpy as np
 
-from export.bf16 import NO_BF16, check_output as check_bf16_output, cpu_has_bf16, kept_nodes, marked_nodes, \
+from export.precision.bf16 import NO_BF16, check_output as check_bf16_output, cpu_has_bf16, kept_nodes, marked_nodes, \
     save_bf16_ir
-from export.calibration import DEFAULT_NUM_IMAGES, spread
+from export.precision.calibration import DEFAULT_NUM_IMAGES, spread
 from export.evaluation import evaluate_miou, latency_ms, logits, open_runner
-from export.int8 import Int8Target, int8_extra, int8_target
-from export.layerwise import compare_layers
-from export.precision import calibration_batch, calibration_size, check_source, remove_model_file, save_with_info
-from export.precision_report import PrecisionReport, flops_share, write_report_json
-from export.repair import (RANK_IMAGES, Candidate, Job, Outcome, Search, attempts_as_dicts, judging_backend,
+from export.precision.int8 import Int8Target, int8_extra, int8_target
+from export.precision.layerwise import compare_layers
+from export.precision.graph import calibration_batch, calibration_size, check_source, remove_model_file, save_with_info
+from export.precision.report import PrecisionReport, flops_share, write_report_json
+from export.precision.repair import (RANK_IMAGES, Candidate, Job, Outcome, Search, attempts_as_dicts, judging_backend,
                            repair)
 from export.scenes import draw_scene
-from export.verdict import DEFAULT_GATES, GateError, Verdict, judge
+from export.precision.verdict import DEFAULT_GATES, GateError, Verdict, judge
 from pspcore.errors import InputError
 from pspcore.files import check_writable, list_images
 from pspcore.model_info import ModelInfo
@@ -42,7 +42,7 @@ class Conversion:
     """Options of a verified conversion (the psp-export fp16 / bf16 / int8 options)."""
 
     precision: str
-    target: str | None = None  # INT8 only: a name in export.int8.INT8_TARGETS
+    target: str | None = None  # INT8 only: a name in export.precision.int8.INT8_TARGETS
     method: str = "entropy"
     num_images: int | None = DEFAULT_NUM_IMAGES
     size: tuple[int, int] | None = None

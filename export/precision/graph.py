@@ -1,6 +1,6 @@
 """FP16 and INT8 ONNX models made from an FP32 one. The precision lives in the file itself (what TensorRT 11's
 strongly typed builds need, and what lets the same model be checked on a CPU): FP16 by ModelOpt AutoCast here,
-INT8 by explicit Q/DQ nodes per target in export.int8. Shared by both: the regions kept FP32, the images
+INT8 by explicit Q/DQ nodes per target in export.precision.int8. Shared by both: the regions kept FP32, the images
 they are calibrated and checked on, and writing a model with the source's metadata (precision recorded)."""
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import re
 import sys
 from pathlib import Path
 
-from export.calibration import DEFAULT_NUM_IMAGES, CalibrationSet, load_calibration_set
+from export.precision.calibration import DEFAULT_NUM_IMAGES, CalibrationSet, load_calibration_set
 from pspcore.errors import InputError, PSPError
 from pspcore.files import atomic_output
 from pspcore.geometry import resolve_input_size
 from pspcore.model_info import PROP_PREFIX, ModelInfo
 from runtime.backends.openvino import IR_SUFFIX  # the .xml, its weights in the .bin beside it
 
-# The exact adaptive pooling (export/pooling.py: averaging matrices and the MatMuls applying them) keeps
+# The exact adaptive pooling (export/onnx/pooling.py: averaging matrices and the MatMuls applying them) keeps
 # FP32: its sums over up to 90 positions are where FP16/INT8 rounding would shift every pyramid level.
 POOLING_PATTERN = r".*/ppm/features\.\d+/features\.\d+\.0/"
 # Ops that do the arithmetic; the nodes after the last of them (upsampling, argmax) stay FP32.

@@ -1,5 +1,5 @@
-"""Triton's model configuration as both the model entry (export.triton) and the ensemble around it
-(export.triton_ensemble) write it: the protobuf schema shipped with tritonclient, tensor and python-step
+"""Triton's model configuration as both the model entry (export.triton.repository) and the ensemble around it
+(export.triton.ensemble) write it: the protobuf schema shipped with tritonclient, tensor and python-step
 messages, the text form and the version folder."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """TensorRT engines from ONNX models: a strongly typed build (the precision is the ONNX model's own, made by
-export.precision when asked for FP16/INT8), optimisation profiles, a timing cache, and the engine written
+export.precision.graph when asked for FP16/INT8), optimisation profiles, a timing cache, and the engine written
 atomically beside its JSON sidecar (GPU, TensorRT version, profiles, hashes, ModelInfo)."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from export.calibration import DEFAULT_NUM_IMAGES
+from export.precision.calibration import DEFAULT_NUM_IMAGES
 from pspcore.cli import parse_size
 from pspcore.errors import InputError, PSPError
 from pspcore.files import atomic_output, check_writable, file_sha256, require_file
@@ -240,7 +240,7 @@ def prepare_onnx(src: Path, precision: str | None, info: ModelInfo, workdir: Pat
                          f"FP32 model to convert to {precision}")
     if precision == "fp32":
         return src, info, []
-    from export.verified import Conversion, convert_verified  # needs modelopt: only when converting
+    from export.precision.verified import Conversion, convert_verified  # needs modelopt: only when converting
 
     dst = workdir / f"{src.stem}.{precision}.onnx"
     if precision == "int8" and not calib_images:

@@ -1,0 +1,1 @@
+"""TensorRT engines built from the (precision-carrying) ONNX models."""

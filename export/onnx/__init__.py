@@ -1,0 +1,1 @@
+"""ONNX export: PSPNet to an exact ONNX graph at any input size (pooling as averaging matrices)."""
