@@ -92,7 +92,11 @@ class EagerGraph:
     def supports(device) -> bool:
         return True
 
-    def __init__(self, forward, example):
+    @staticmethod
+    def resources(device) -> tuple:
+        return None, None  # no stream or memory pool on the CPU
+
+    def __init__(self, forward, example, stream, pool):
         self.forward, self.static_input = forward, example.clone()
         self.static_output = forward(self.static_input)
 
@@ -111,7 +115,7 @@ class StaleGraph(EagerGraph):
 
 
 class BrokenGraph(EagerGraph):
-    def __init__(self, forward, example):
+    def __init__(self, forward, example, stream, pool):
         raise RuntimeError("operation not permitted when stream is capturing")
 
 
