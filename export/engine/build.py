@@ -154,10 +154,12 @@ def _locked(path: Path):
 
 
 def _save_timing_cache(config, path: Path) -> None:
-    """Merge this build's timings with the file's current ones (ITimingCache.combine, which skips entries from
-    another GPU or TensorRT version itself) and replace it atomically, under a lock: builds sharing a cache
-    (a CI matrix, one script per precision) would otherwise each write their own snapshot and the last one
-    would drop the others' timings. Polygraphy saves its timing cache the same way."""
+    """Merge this build's timings with the file's current ones and replace it atomically, under a lock: builds
+    sharing a cache (a CI matrix, one script per precision) would otherwise each write their own snapshot and
+    the last one would drop the others' timings. Polygraphy saves its timing cache the same way.
+    ITimingCache.combine with ignore_mismatch False merges all or nothing: a file written on another GPU or by
+    another TensorRT version is not merged at all (it returns False, NvInfer.h), and the file then holds this
+    build's timings only."""
     cache = config.get_timing_cache()
     with _locked(path):
         if path.exists():

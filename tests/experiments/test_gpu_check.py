@@ -225,3 +225,56 @@ def test_every_precision_reported_when_one_fails_its_build(fake_gpu, monkeypatch
                                "NVIDIA L4", log=lambda line: None)
     assert [c["status"] for c in wrong["checks"]] == [FAILED, ERROR, FAILED]
     fake_gpu.assert_nothing_left()
+
+
+def test_a_wrongly_loading_refused_engine_fails_and_is_released(fake_gpu, monkeypatch):
+    """If the runner loaded an engine whose sidecar names another GPU, the check fails and the runner it
+    loaded is released again, not left holding the GPU for the rest of the check."""
+    import pspcore.engine_file
+    import runtime.backends.tensorrt as trt_module
+
+    from tests.pspcore.test_engine_file import BUILT
+
+    monkeypatch.setattr(pspcore.engine_file, "current_platform", lambda device=0: BUILT)
+    monkeypatch.setattr(trt_module, "check_compatible", lambda built, here, name: None)
+    engine, (first, fresh) = fake_gpu.make_engine(), _batches()
+    results = device_checks(GpuCheckConfig(onnx=engine), engine, first, fresh, "NVIDIA L4")
+    assert results[1]["status"] == FAILED and results[1]["detail"] == "loaded it"
+    fake_gpu.assert_nothing_left()
+
+
+def test_results_gathered_before_a_later_step_raises_are_kept(fake_gpu, monkeypatch, tmp_path):
+    """A step after the per-variant loops that raises (the matmul rate, latency, a device check) is reported
+    as an error beside every result gathered before it, and fails the verdict."""
+    import experiments.gpu_tensorrt as gpu_tensorrt
+    import experiments.gpu_torch as gpu_torch
+    import pspcore.engine_file
+
+    from tests.pspcore.test_engine_file import BUILT
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(gpu_torch, "bf16_matmul_tflops", broken)
+    config = _torch_config(tmp_path, torch_variants=("fp32",))
+    report = run_gpu_check(config, log=lambda line: None, target=TorchTarget("cpu", "Stand-in GPU", lambda: None,
+                                                                             EagerGraph))
+    assert report["torch"]["checks"][0]["status"] == PASSED and report["torch"]["latency"]
+    assert report["torch"]["errors"] == ["bf16 matmul rate: RuntimeError: CUDA error: an illegal memory access "
+                                         "was encountered"]
+    assert report["passed"] is False and "TF32 off" in report["torch"]["tf32"]
+
+    monkeypatch.setattr(pspcore.engine_file, "current_platform", lambda device=0: BUILT)
+    monkeypatch.setattr(gpu_tensorrt, "build_engine_for",
+                        lambda config, precision, onnx_path, work: (fake_gpu.make_engine(), 1.0, []))
+    monkeypatch.setattr(gpu_tensorrt, "measure_latency", broken)
+    monkeypatch.setattr(gpu_tensorrt, "two_gpu_check", broken)
+    first, fresh = _batches()
+    config = GpuCheckConfig(onnx=tmp_path / "m.onnx", precisions=("fp32",), duration_s=0.01,
+                            workdir=tmp_path / "work")
+    part = run_tensorrt_check(config, tmp_path / "m.onnx", ModelInfo(), first, fresh, _fake_expected(fresh),
+                              "NVIDIA L4", log=lambda line: None)
+    assert part["checks"][0]["status"] == PASSED and part["latency"] is None
+    assert part["errors"] == ["latency: RuntimeError: CUDA error: an illegal memory access was encountered"]
+    assert [d["status"] for d in part["device_checks"]] == [PASSED, PASSED, PASSED, ERROR]
+    fake_gpu.assert_nothing_left()
