@@ -72,6 +72,7 @@ class Result:
     tops: float | None = None  # achieved: gop x batch / median latency, tera-operations per second
     limit_fraction: float | None = None  # tops / the machine's GEMM rate of the model's kind (int8 or fp32)
     limit_kind: str | None = None
+    processor: str = "cpu"  # where the runner computed ("cpu" or "gpu"): which machine limit applies
 
     def to_dict(self, samples: bool = True) -> dict:
         data = asdict(self)
@@ -164,7 +165,7 @@ def summarize_series(loaded: Loaded, series: Series, batch: int, size: tuple[int
         latency=latency, h2d=summarize(series.h2d_ms) if has_transfers else None,
         compute=summarize(series.compute_ms) if any(series.compute_ms) else None,
         d2h=summarize(series.d2h_ms) if has_transfers else None,
-        qps=qps, images_per_s=qps * batch, memory=dict(loaded.memory),
+        qps=qps, images_per_s=qps * batch, memory=dict(loaded.memory), processor=loaded.runner.processor,
         latency_samples_ms=[round(v, 4) for v in series.latency_ms])
 
 

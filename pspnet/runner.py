@@ -121,6 +121,11 @@ class TorchRunner(Runner):
 
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
+    @property
+    def processor(self) -> str:
+        device = self.device.type if self.device is not None else self.device_name
+        return "gpu" if device.startswith("cuda") else "cpu"
+
     def describe(self) -> str:
         extras = [self.precision] + (["channels_last"] if self.channels_last else []) + (
             ["CUDA graphs"] if self.cuda_graphs else [])

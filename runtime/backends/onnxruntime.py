@@ -236,6 +236,11 @@ class OnnxRuntimeRunner(Runner):
             spec = profile_input_spec(spec, self.loader.profile)
         return spec
 
+    @property
+    def processor(self) -> str:
+        # The session's first provider takes the nodes it supports (the heavy ones); the CPU only its leftovers.
+        return "cpu" if not self.providers or self.providers[0] == "CPUExecutionProvider" else "gpu"
+
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         try:
             return self._session.run([self._output_name], {self._input_name: batch})[0]

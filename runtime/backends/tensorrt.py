@@ -294,6 +294,10 @@ class TensorRTRunner(Runner):
             import_cudart().cudaGraphExecDestroy(self._graph)
             self._graph = None
 
+    @property
+    def processor(self) -> str:
+        return "gpu"
+
     def describe(self) -> str:
         graph = ", CUDA graph" if self.cuda_graph else ""
         where = (f"{self.platform.tensorrt_version} on {self.platform.gpu_name}" if self.platform
