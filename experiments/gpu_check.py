@@ -1,6 +1,8 @@
 """GPU check: what this project's GPU code does on a real GPU, always written as one JSON report.
 
     python -m experiments.gpu_check [--checkpoint model.pth | --onnx model.onnx] [-o gpu_check.json]
+    python -m experiments.gpu_check --quick     # the prepared acceptance run: PyTorch only, a few minutes
+
 
 - PyTorch (wherever torch sees CUDA, TensorRT or not): experiments.gpu_torch, the torch runner in FP32 (TF32
   off), FP16/bf16 autocast, channels_last and CUDA graphs against PyTorch FP32 on the CPU.
@@ -57,6 +59,7 @@ class GpuCheckConfig:
     matmul_n: int = 8192
     min_iters: int = 10  # latency samples per runner, at least
     torch_variants: tuple[str, ...] | None = None  # names from experiments.gpu_torch.VARIANTS (None: all)
+    tensorrt: bool = True  # False: the PyTorch part only (--quick)
 
 
 def verdict(statuses: list[str]) -> bool:
@@ -134,7 +137,8 @@ def gpu_presence(config: GpuCheckConfig, target: TorchTarget | str | None) -> tu
 
     target = cuda_target(config.device) if target is None else target
     torch_reason = target if isinstance(target, str) else None
-    return (None if torch_reason else target), torch_reason, TensorRTRunner.unavailable_reason()
+    trt_reason = TensorRTRunner.unavailable_reason() if config.tensorrt else "not checked (PyTorch only)"
+    return (None if torch_reason else target), torch_reason, trt_reason
 
 
 def run_gpu_check(config: GpuCheckConfig, log=print, target: TorchTarget | str | None = None,
@@ -234,12 +238,15 @@ def write_report(report: dict, path: str | Path) -> None:
 @click.option("--duration", type=click.FloatRange(min=0.01), default=3.0, show_default=True,
               help="Seconds of latency samples per runner.")
 @click.option("--cuda-graph", is_flag=True, help="Replay the TensorRT engines as CUDA graphs.")
+@click.option("--quick", is_flag=True,
+              help="The prepared GPU acceptance run (PyTorch only, a few minutes): the PyTorch checks at a small "
+                   "size, TF32 semantics, a second GPU's CUDA graphs, recapture cost and the torch GPU tests.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Keep the models and engines here [default: a temporary folder].")
 @device_option("The GPU to check: cuda or cuda:N.", default="cuda")
 @output_option("The JSON report (always written) [default: gpu_check.json].", default="gpu_check.json", dir_okay=False)
 def main(checkpoint, onnx_path, calib_images, calib_list, precisions, size, batch, num_inputs, duration,
-         cuda_graph, workdir, device, output):
+         cuda_graph, quick, workdir, device, output):
     """Check PyTorch on the GPU (and TensorRT where it runs): parity against FP32 on the CPU, and speed."""
     images = ()
     if calib_images or calib_list:
@@ -252,7 +259,12 @@ def main(checkpoint, onnx_path, calib_images, calib_list, precisions, size, batc
                             device=cuda_index(device) or 0)
     report = {"passed": False}
     try:
-        run_gpu_check(config, log=click.echo, report=report)
+        if quick:
+            from experiments.gpu_quick import quick_config, run_quick
+
+            run_quick(quick_config(config), log=click.echo, report=report)
+        else:
+            run_gpu_check(config, log=click.echo, report=report)
     except Exception as exc:
         report["passed"] = False
         report["error"] = f"{type(exc).__name__}: {exc}"

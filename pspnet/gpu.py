@@ -38,11 +38,12 @@ def tf32_api(backends=None) -> str:
     return NEW_TF32_API if has_new else LEGACY_TF32_API
 
 
-def _tf32_switches(backends, api: str) -> list[tuple[object, str, object]]:
+def _tf32_switches(backends, api: str, tf32: bool) -> list[tuple[object, str, object]]:
     if api == NEW_TF32_API:
         # cuDNN convolutions default to "tf32" (not "none"), so the conv switch must be set, not only the global.
-        return [(backends.cuda.matmul, "fp32_precision", "ieee"), (backends.cudnn.conv, "fp32_precision", "ieee")]
-    return [(backends.cuda.matmul, "allow_tf32", False), (backends.cudnn, "allow_tf32", False)]
+        value = "tf32" if tf32 else "ieee"
+        return [(backends.cuda.matmul, "fp32_precision", value), (backends.cudnn.conv, "fp32_precision", value)]
+    return [(backends.cuda.matmul, "allow_tf32", tf32), (backends.cudnn, "allow_tf32", tf32)]
 
 
 def describe_tf32_off(api: str) -> str:
@@ -53,16 +54,15 @@ def describe_tf32_off(api: str) -> str:
 
 
 @contextlib.contextmanager
-def strict_fp32(backends=None):
-    """IEEE FP32 in cuBLAS matmuls and cuDNN convolutions while the block runs (cuDNN runs FP32 convolutions in
-    TF32 by default, 10 mantissa bits), through one API only (tf32_api); the previous settings come back after.
-    Yields the API used."""
+def tf32_mode(tf32: bool, backends=None):
+    """TF32 on or off for cuBLAS matmuls and cuDNN convolutions while the block runs, through one API only
+    (tf32_api); the previous settings come back after. Yields the API used."""
     if backends is None:
         import torch
 
         backends = torch.backends
     api = tf32_api(backends)
-    switches = _tf32_switches(backends, api)
+    switches = _tf32_switches(backends, api, tf32)
     saved = [getattr(owner, name) for owner, name, _ in switches]
     try:
         for owner, name, value in switches:
@@ -71,6 +71,11 @@ def strict_fp32(backends=None):
     finally:
         for (owner, name, _), value in zip(switches, saved):
             setattr(owner, name, value)
+
+
+def strict_fp32(backends=None):
+    """IEEE FP32 while the block runs: cuDNN runs FP32 convolutions in TF32 (10 mantissa bits) by default."""
+    return tf32_mode(False, backends)
 
 
 @contextlib.contextmanager

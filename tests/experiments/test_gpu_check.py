@@ -2,6 +2,7 @@
 TensorRT part and its device checks on the CUDA/TensorRT stand-in, and the parity gates."""
 import importlib.util
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -278,3 +279,40 @@ def test_results_gathered_before_a_later_step_raises_are_kept(fake_gpu, monkeypa
     assert part["errors"] == ["latency: RuntimeError: CUDA error: an illegal memory access was encountered"]
     assert [d["status"] for d in part["device_checks"]] == [PASSED, PASSED, PASSED, ERROR]
     fake_gpu.assert_nothing_left()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the report of a machine without a GPU")
+def test_quick_without_a_gpu_writes_its_report_with_one_line(tmp_path):
+    out = tmp_path / "quick.json"
+    result = CliRunner().invoke(main, ["--quick", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.output.splitlines() if line.strip()] == [
+        line for line in result.output.splitlines() if line.startswith("no GPU: ")]
+    assert len(result.output.strip().splitlines()) == 1
+    report = json.loads(out.read_text())
+    assert report["passed"] is None and "sees no CUDA device" in report["no_gpu"]
+    assert report["tensorrt"]["skipped"] == "not checked (PyTorch only)" and "quick" not in report
+
+
+@pytest.mark.slow  # the whole quick run, on the stand-in device
+def test_quick_run_on_a_stand_in_device(tmp_path):
+    """Every part of the quick run executes; what needs CUDA says so (skipped), the recapture check runs: two
+    alternating shapes, two graphs. A graph that never re-runs fails it."""
+    from experiments.gpu_quick import run_quick
+
+    config = _torch_config(tmp_path / "work", torch_variants=("fp32", GRAPHS))
+    report = run_quick(config, log=lambda line: None, target=TorchTarget("cpu", "Stand-in GPU", lambda: None,
+                                                                         EagerGraph))
+    json.dumps(report)
+    checks = {c["check"]: c for c in report["quick"]}
+    recapture = checks["two alternating shapes are captured once each"]
+    assert recapture["status"] == PASSED and recapture["graphs"] == 2, recapture["detail"]
+    assert len(recapture["capture_ms"]) == 2
+    assert {c["status"] for name, c in checks.items() if c is not recapture} == {SKIPPED}
+    assert report["passed"] is True and report["torch"]["checks"][0]["status"] == PASSED
+    from experiments.gpu_quick import recapture_cost
+
+    checkpoint = report["model"]["checkpoint"]
+    stale = recapture_cost(recapture["check"], TorchTarget("cpu", "Stand-in GPU", lambda: None, StaleGraph),
+                           Path(checkpoint), rounds=2)
+    assert stale["status"] == FAILED, stale["detail"]
