@@ -30,6 +30,9 @@ GPU_TENSORRT = "experiments/gpu_tensorrt.py"
 GPU_TORCH = "experiments/gpu_torch.py"
 GPU_TESTS = "tests/experiments/test_gpu_check.py"
 TRT_TESTS = ("tests/runtime/test_tensorrt.py",)
+TORCH_GPU = "pspnet/gpu.py"
+TORCH_GPU_TESTS = "tests/pspnet/test_gpu.py"
+CONFORMANCE = ("tests/runtime/test_fake_cuda_conformance.py",)
 ORT_SAME_FILE = (
     "tests/export/test_int8_ort.py::test_the_target_is_the_same_after_a_tensorrt_conversion_in_the_process",)
 
@@ -65,8 +68,8 @@ MUTATIONS: list[Mutation] = [
              "        elif not self._context.execute_async_v3(0):", TRT_TESTS, "engine launched on the default stream"),
     Mutation("graph-launch-on-stream-0", TENSORRT, "cudaGraphLaunch(self._graph, self._stream)",
              "cudaGraphLaunch(self._graph, 0)", TRT_TESTS, "graph replayed on the default stream"),
-    Mutation("capture-on-stream-0", TENSORRT, "        launched = self._context.execute_async_v3(int(stream))",
-             "        launched = self._context.execute_async_v3(0)", TRT_TESTS,
+    Mutation("capture-on-stream-0", TENSORRT, "            launched = self._context.execute_async_v3(int(stream))",
+             "            launched = self._context.execute_async_v3(0)", TRT_TESTS,
              "the captured launch goes to the default stream (an empty graph)"),
     # ---- the issue 21 fixes, each undone ----
     Mutation("N3-no-driver-called-too-old", NVIDIA,
@@ -78,7 +81,7 @@ MUTATIONS: list[Mutation] = [
     Mutation("N7-recapture-every-call", TENSORRT, " and self._shape not in self._uncapturable", "", TRT_TESTS,
              "N7: a shape that cannot be captured is captured again on every call"),
     Mutation("N7-failed-graph-leaked", TENSORRT,
-             "            cudart.cudaGraphDestroy(graph)  # an instantiated exec keeps its own copy\n", "", TRT_TESTS,
+             "                cudart.cudaGraphDestroy(graph)  # an instantiated exec keeps its own copy\n", "", TRT_TESTS,
              "N7: the captured graph is not destroyed"),
     Mutation("N8-stale-shape-after-failure", TENSORRT,
              "        self._shape = self._out_shape = None\n        if not self._context.set_input_shape",
@@ -124,6 +127,86 @@ MUTATIONS: list[Mutation] = [
              "    report = compare_outputs(runner.infer(fresh), runner.infer(fresh))",
              (f"{GPU_TESTS}::test_every_precision_reported_when_one_fails_its_build",),
              "an engine's output compared with itself instead of the expected output"),
+    # ---- issue 28: the GPU path, each fix undone ----
+    Mutation("G1-torch-graph-on-the-process-capture-stream", TORCH_GPU,
+             "            with cuda.graph(self.graph, pool=pool, stream=stream):",
+             "            with cuda.graph(self.graph, pool=pool):",
+             (f"{TORCH_GPU_TESTS}::test_graphs_on_a_second_gpu_record_the_work_and_replay_new_inputs",),
+             "G1: a graph on cuda:1 captured on the stream made on GPU 0 records nothing (pytorch 87894)"),
+    Mutation("G5-torch-graph-recaptured-on-every-shape-change", TORCH_GPU, "        graph = self.graphs.get(key)\n",
+             "        graph = None\n", (f"{TORCH_GPU_TESTS}::test_one_graph_per_shape_in_one_pool_and_eager_past_the_limit",),
+             "G5: one graph per runner, captured again whenever the shape changes"),
+    Mutation("G5-graphs-unbounded", TORCH_GPU, "            if len(self.graphs) >= self.limit:", "            if False:",
+             (f"{TORCH_GPU_TESTS}::test_one_graph_per_shape_in_one_pool_and_eager_past_the_limit",),
+             "G5: a graph (and its output memory) kept for every shape ever seen"),
+    Mutation("G5-logits-upcast-on-the-gpu", TORCH_GPU,
+             '        staged = self._host("output", tuple(out.shape), out.dtype)',
+             '        out = out.float()\n        staged = self._host("output", tuple(out.shape), out.dtype)',
+             (f"{TORCH_GPU_TESTS}::test_output_copied_in_its_own_dtype_and_widened_on_the_host",),
+             "G5: FP16/bf16 logits widened on the GPU before the copy back (twice the bytes)"),
+    Mutation("G5-output-is-the-reused-host-buffer", TORCH_GPU, "        return staged.to(torch.float32, copy=True).numpy()",
+             "        return staged.to(torch.float32).numpy()",
+             (f"{TORCH_GPU_TESTS}::test_output_copied_in_its_own_dtype_and_widened_on_the_host",),
+             "G5: an FP32 result that the next call's copy overwrites"),
+    Mutation("G3-runner-fp32-runs-tf32", "pspnet/runner.py",
+             "            with strict_fp32():  # cuDNN would otherwise run the convolutions in TF32\n"
+             "                return self.model(x)", "            return self.model(x)",
+             (f"{TORCH_GPU_TESTS}::test_torch_runner_fp32_runs_with_tf32_off",),
+             "G3: the torch runner's FP32 on CUDA runs convolutions in TF32"),
+    Mutation("G3-legacy-tf32-flags-on-a-new-torch", TORCH_GPU, "    return NEW_TF32_API if has_new else LEGACY_TF32_API",
+             "    return LEGACY_TF32_API",
+             (f"{TORCH_GPU_TESTS}::test_strict_fp32_uses_the_new_api_on_this_torch_and_restores_it",),
+             "G3: the legacy allow_tf32 flags mixed with torch 2.9's fp32_precision"),
+    Mutation("G2-gpu-row-divided-by-the-cpu-limit", "benchmarks/limits.py",
+             '        if r.processor != "cpu":\n            continue\n', "",
+             ("tests/benchmarks/test_limits.py::test_a_gpu_row_is_not_divided_by_the_cpu_limit",),
+             "G2: TensorRT and torch-on-CUDA rows divided by the CPU's GEMM rate"),
+    Mutation("G4-a-later-step-loses-the-report", GPU_TORCH,
+             "    except Exception as exc:\n        errors.append(", "    except ImportError as exc:\n        errors.append(",
+             (f"{GPU_TESTS}::test_results_gathered_before_a_later_step_raises_are_kept",),
+             "G4: an exception after the per-variant loops loses every result gathered"),
+    Mutation("G4-a-device-check-ends-the-others", GPU_TENSORRT,
+             "        except Exception as exc:\n            results.append(device_check(name, ERROR",
+             "        except ImportError as exc:\n            results.append(device_check(name, ERROR",
+             (f"{GPU_TESTS}::test_results_gathered_before_a_later_step_raises_are_kept",),
+             "G4: one device check that raises loses the others"),
+    Mutation("G4-refused-engine-left-loaded", GPU_TENSORRT,
+             "            with TensorRTRunner(copy, device=config.device):  # if it wrongly loads, it is released again\n"
+             '                refused = "loaded it"',
+             "            TensorRTRunner(copy, device=config.device).activate()\n"
+             '            refused = "loaded it"',
+             (f"{GPU_TESTS}::test_a_wrongly_loading_refused_engine_fails_and_is_released",),
+             "G4: the refused-engine check leaves a runner loaded when it wrongly activates"),
+    Mutation("G4-capture-error-not-cleared", TENSORRT,
+             "            cudart.cudaGetLastError()\n            self._uncapturable.add",
+             "            self._uncapturable.add", TRT_TESTS,
+             "G4: a failed capture's CUDA error fails TensorRT's next launch"),
+    Mutation("G4-failed-begin-capture-raises", TENSORRT,
+             '            why = f"cudaStreamBeginCapture failed',
+             '            raise PSPError("cudaStreamBeginCapture failed")\n            why = f"cudaStreamBeginCapture failed',
+             TRT_TESTS, "G4: a failed cudaStreamBeginCapture raises on every call instead of marking the shape"),
+    Mutation("G4-reported-error-left-pending", NVIDIA,
+             "        cudart.cudaGetLastError()\n        _, text = cudart.cudaGetErrorString(err)",
+             "        _, text = cudart.cudaGetErrorString(err)", TRT_TESTS,
+             "G4: an error cuda_check reported also fails the next TensorRT launch"),
+    Mutation("G-quick-recapture-judged-on-one-input", "experiments/gpu_quick.py",
+             "            full, expected = sets[i % 2], answers[i % 2]", "            full, expected = sets[0], answers[0]",
+             (f"{GPU_TESTS}::test_quick_run_on_a_stand_in_device",),
+             "--quick's recapture check replays the capture's own input (a stale graph passes)"),
+    # ---- the stand-ins held to the real APIs ----
+    Mutation("stand-in-enum-value-wrong", "tests/runtime/fake_cuda.py", "    cudaErrorStreamCaptureImplicit = 906",
+             "    cudaErrorStreamCaptureImplicit = 905", CONFORMANCE, "the stand-in's error code differs from CUDA's"),
+    Mutation("stand-in-wrong-arity", "tests/runtime/fake_cuda.py", "    def cudaGraphInstantiate(self, graph, flags):",
+             "    def cudaGraphInstantiate(self, graph, flags=0, *rest):", CONFORMANCE,
+             "the stand-in accepts a call the real binding refuses"),
+    Mutation("stand-in-return-arity", "tests/runtime/fake_cuda.py",
+             "        if int(stream) == 0 or int(stream) not in self.streams:\n"
+             "            return (Error.cudaErrorInvalidResourceHandle,)\n        self._complete",
+             "        if int(stream) == 0 or int(stream) not in self.streams:\n"
+             "            return Error.cudaErrorInvalidResourceHandle, None\n        self._complete", CONFORMANCE, "the stand-in returns a tuple the real call does not"),
+    Mutation("tensorrt-name-misspelt", "export/engine/build.py", "trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED",
+             "trt.NetworkDefinitionCreationFlag.STRONGLY_TYPE", ("tests/runtime/test_tensorrt_names.py",),
+             "a TensorRT enum member the bindings do not have"),
 
     # ---- Triton export, provider profile, timing cache, serving hygiene (issue 21: N1, N2, N9, N10, N12) ----
     Mutation("N1-engine-max-batch-not-capped", "export/triton/repository.py",
