@@ -193,6 +193,12 @@ MUTATIONS: list[Mutation] = [
              "            full, expected = sets[i % 2], answers[i % 2]", "            full, expected = sets[0], answers[0]",
              (f"{GPU_TESTS}::test_quick_run_on_a_stand_in_device",),
              "--quick's recapture check replays the capture's own input (a stale graph passes)"),
+    Mutation("G5-ort-tensorrt-provider-without-precision-flags", "runtime/backends/onnxruntime.py",
+             'TENSORRT_PRECISION_FLAGS = {"fp16": "trt_fp16_enable", "int8": "trt_int8_enable"}',
+             "TENSORRT_PRECISION_FLAGS = {}",
+             ("tests/runtime/test_onnxruntime_profile.py::"
+              "test_the_tensorrt_provider_gets_the_builder_flag_of_the_model_precision",),
+             "G5: an FP16 or Q/DQ model given to ONNX Runtime's TensorRT provider without its builder flag"),
     # ---- the stand-ins held to the real APIs ----
     Mutation("stand-in-enum-value-wrong", "tests/runtime/fake_cuda.py", "    cudaErrorStreamCaptureImplicit = 906",
              "    cudaErrorStreamCaptureImplicit = 905", CONFORMANCE, "the stand-in's error code differs from CUDA's"),

@@ -95,6 +95,25 @@ def profile_input_spec(spec: InputSpec, profile: dict) -> InputSpec:
                    min_size=None if one_size else tuple(low[2:]), max_size=None if one_size else tuple(high[2:]))
 
 
+# Which TensorRT builder flag a model's precision needs in ONNX Runtime's TensorRT provider. Decided from the
+# shipped onnxruntime-gpu 1.31.1 wheel (its source could not be read here): libonnxruntime_providers_tensorrt.so
+# links libnvinfer.so.10 and has no strongly typed path (no "strongly typed" string at all; its precision messages
+# are "[TensorRT EP] FP16 mode is enabled" / "INT8 mode is enabled" behind trt_fp16_enable / trt_int8_enable, off by
+# default). So it builds weakly typed TensorRT 10 networks, where FP16 or Q/DQ layers without the builder flag are
+# refused ("fp16/Int8 precision has been set for a layer or layer output, but fp16/int8 is not configured in the
+# builder": NVIDIA/TensorRT#3277 through this provider, microsoft/onnxruntime#13381). A Q/DQ model carries its
+# scales; the provider sets dynamic ranges only from a calibration table, and none is given. psp-build-engine
+# needs none of this: it builds strongly typed. (bf16 is left out: trt_bf16_enable is recent, an older
+# onnxruntime-gpu refuses the unknown option, and the bf16 file is OpenVINO's.)
+TENSORRT_PRECISION_FLAGS = {"fp16": "trt_fp16_enable", "int8": "trt_int8_enable"}
+
+
+def tensorrt_precision_options(precision: str) -> dict:
+    """The TensorRT provider's builder flag for a model of `precision` (ModelInfo.precision), else nothing."""
+    flag = TENSORRT_PRECISION_FLAGS.get(precision.lower().split("-")[0])
+    return {flag: True} if flag else {}
+
+
 def provider_options(name: str, model_path: Path, device_id: int, profile: dict | None = None) -> dict:
     if name == "TensorrtExecutionProvider":
         # Building a TensorRT engine takes minutes; cache it (and the tactic timings) beside the model.
@@ -137,14 +156,15 @@ class SessionFromOnnx:
     def __call__(self):
         import onnxruntime as ort
 
-        profile = {}
+        profile, precision = {}, {}
         if "TensorrtExecutionProvider" in self.providers:
-            profile, notes = self._tensorrt_profile()
+            profile, precision, notes = self._tensorrt_options()
             self.notes += notes
         if set(self.providers) - {"CPUExecutionProvider"}:
             _preload_gpu_libraries(ort)
         self.profile = profile
-        chosen = [(p, provider_options(p, self.model_path, self.device_id, profile)) for p in self.providers]
+        chosen = [(p, provider_options(p, self.model_path, self.device_id, {**profile, **precision}))
+                  for p in self.providers]
         try:
             session = ort.InferenceSession(str(self.model_path), session_options(self.threads), providers=chosen)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
@@ -155,8 +175,9 @@ class SessionFromOnnx:
             self.notes.append(f"onnxruntime could not use {', '.join(dropped)}; running on {', '.join(used)}")
         return session
 
-    def _tensorrt_profile(self) -> tuple[dict, list[str]]:
-        """The TensorRT provider's profile, read off a metadata-only CPU session of the same file."""
+    def _tensorrt_options(self) -> tuple[dict, dict, list[str]]:
+        """The TensorRT provider's profile and precision flag, read off a metadata-only CPU session of the same
+        file: (trt_profile_* options, trt_*_enable options, notes)."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -164,10 +185,10 @@ class SessionFromOnnx:
         try:
             peek = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
         except Exception:  # not a loadable model: the real session says so in one line
-            return {}, []
-        first = peek.get_inputs()[0]
-        return tensorrt_profile(first.name, first.shape, info_from_session(peek, str(self.model_path)),
-                                self.trt_max_batch)
+            return {}, {}, []
+        first, info = peek.get_inputs()[0], info_from_session(peek, str(self.model_path))
+        profile, notes = tensorrt_profile(first.name, first.shape, info, self.trt_max_batch)
+        return profile, tensorrt_precision_options(info.precision), notes
 
 
 class OnnxRuntimeRunner(Runner):
