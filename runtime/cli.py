@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from pspcore.cli import (Command, backend_option, batch_option, device_option, echo_summary, json_destination,
-                         json_option, output_option, size_option, threads_option)
+                         json_option, option_group, output_option, size_option, threads_option)
 from pspcore.errors import PSPError
 
 
@@ -45,11 +45,49 @@ def _notice(text: str) -> None:
     click.echo(f"notice: {text}", err=True)
 
 
+class FrameSizeType(click.ParamType):
+    """--frame-size 640x480: width x height, the way video tools (FFmpeg, v4l2) write a frame size."""
+
+    name = "WxH"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        from pspcore.cli import parse_size
+
+        try:
+            width, height = parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc).replace("HxW", "WxH"), param, ctx)
+        return width, height
+
+
+# ---- live sources and analytics sinks (issue 29): one block, kept apart from the backend options
+live_options = option_group(
+    click.option("--realtime/--no-realtime", default=None,
+                 help="Keep only the newest frame while the model is busy, dropping (and counting) stale ones, so "
+                      "latency stays bounded [default: on for cameras and streams, off for files and stdin]."),
+    click.option("--frame-size", type=FrameSizeType(), default=None,
+                 help="Raw BGR24 frames on standard input (INPUT '-'): their width x height."),
+    click.option("--reconnect-tries", type=click.IntRange(min=0), default=5, show_default=True,
+                 help="Streams/cameras: reopen attempts after the source drops or stalls, before ending the run."),
+    click.option("--reconnect-wait", type=click.FloatRange(min=0), default=0.5, show_default=True,
+                 help="Seconds before the first reopen attempt; doubled each attempt, at most 8 s."),
+    click.option("--stall-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+                 help="Seconds without a frame after which a stream counts as dropped (also the open timeout)."),
+    click.option("--jsonl", "jsonl_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                 help="Write one JSON line per frame as it finishes (index, source timestamp, latency, per-class "
+                      "pixel share), flushed so another process can tail it."),
+    click.option("--jsonl-labels", is_flag=True,
+                 help="--jsonl lines also carry the label map, run-length encoded (see README)."),
+)
+
+
 @click.command(cls=Command)
 @click.argument("model")
-@click.argument("source", metavar="INPUT", type=click.Path(path_type=Path))
-@output_option("Overlay video (.mp4/.avi) for a video; image file or folder for images.", required=True,
-               path_type=Path)
+@click.argument("source", metavar="INPUT")
+@output_option("Overlay video (.mp4/.avi) for a video, camera, stream or stdin; image file or folder for images.",
+               required=True, path_type=Path)
 @backend_option("auto: tensorrt for engines, torch for checkpoints, triton for server URLs, else onnxruntime on "
                 "its best provider.")
 @device_option()
@@ -72,22 +110,28 @@ def _notice(text: str) -> None:
 @click.option("--discard-partial", is_flag=True,
               help="On Ctrl-C remove the unfinished video instead of keeping <name>.partial.<ext>.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@live_options
 def main(model, source, output, backend, device, batch, size, opacity, mask_video, masks_dir, json_path, codec, threads,
-         shm, precision, cuda_graphs, tile, discard_partial, quiet):
-    """Segment INPUT (a video, an image or a folder of images) with MODEL (.onnx, .engine, a .pth
-    checkpoint or a Triton URL) and write the overlay to OUTPUT. A Triton image -> labels ensemble
+         shm, precision, cuda_graphs, tile, discard_partial, quiet, **live):
+    """Segment INPUT with MODEL (.onnx, .engine, a .pth checkpoint or a Triton URL) and write the overlay to
+    OUTPUT. INPUT is a video file, an image, a folder, a glob ('frames/*.jpg'), a list file (.txt, one image
+    a line), a camera (0, /dev/video0), a stream (rtsp://, rtmp://, http(s)://: whatever OpenCV's FFmpeg opens)
+    or '-' (raw BGR24 frames on standard input, with --frame-size). A Triton image -> labels ensemble
     (psp-export triton --ensemble) gets the raw frames and does its own pre- and post-processing.
 
     \b
     Example:
       psp-infer pspnet50.onnx street.mp4 -o street-seg.mp4 --batch 4 --json street.json
       psp-infer grpc://127.0.0.1:8001/pspnet street.mp4 -o street-seg.mp4
+      psp-infer pspnet18-int8.onnx 0 -o webcam-seg.mp4 --jsonl webcam.jsonl
+      psp-infer pspnet18-int8.onnx rtsp://camera.local:8554/live -o cam.mp4 --reconnect-tries 10
     """
     _quiet_opencv()
     from pspcore.cli import runner_options
     from pspcore.registry import create_runner
     from runtime.outputs import OutputPaths
     from runtime.pipeline import SegmentOptions, segment
+    from runtime.sources import Reconnect
     from runtime.video import partial_name
 
     runner = create_runner(backend, model, **runner_options(backend, model, device=device, threads=threads, shm=shm,
@@ -97,11 +141,13 @@ def main(model, source, output, backend, device, batch, size, opacity, mask_vide
         _notice(note)
     shown = len(runner.notes)
     options = SegmentOptions(batch=batch, size=size, opacity=opacity, tile=tile, codec=codec,
-                             keep_partial=not discard_partial, progress=not quiet)
+                             keep_partial=not discard_partial, progress=not quiet, realtime=live["realtime"],
+                             jsonl_rle=live["jsonl_labels"])
+    reconnect = Reconnect(tries=live["reconnect_tries"], wait=live["reconnect_wait"], stall=live["stall_timeout"])
     try:
         with runner, json_destination(json_path) as json_file:
-            paths = OutputPaths(output, mask_video, masks_dir, json_file and Path(json_file))
-            result = segment(runner, source, paths, options)
+            paths = OutputPaths(output, mask_video, masks_dir, json_file and Path(json_file), live["jsonl_path"])
+            result = segment(runner, source, paths, options, frame_size=live["frame_size"], reconnect=reconnect)
     except KeyboardInterrupt:
         kept = [p for p in (partial_name(output), mask_video and partial_name(mask_video)) if p and p.exists()]
         click.echo("interrupted: " + (f"kept the frames so far in {', '.join(map(str, kept))}" if kept
