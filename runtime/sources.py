@@ -77,6 +77,10 @@ class Source:
         size = f"{self.size[0]}x{self.size[1]}" if self.size else "frame size unknown"
         return f"{self.name} ({self.kind}, {fps}, {size})"
 
+    def report(self) -> str | None:
+        """A line on what went wrong while reading (corrupt frames, unreadable images), or None."""
+        return None
+
     def close(self) -> None:
         pass
 

@@ -1,0 +1,62 @@
+"""--jsonl: one line per frame as it finishes, whose run-length-encoded label maps decode to exactly the label
+PNGs of --masks-dir; and the per-stage timing that the summary and --json carry."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pspcore.registry import create_runner
+from runtime.cli import main
+from runtime.outputs import OutputPaths
+from runtime.pipeline import SegmentOptions, segment
+from runtime.postprocess import rle_decode, rle_encode
+from runtime.stages import STAGES
+
+
+def read_lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_rle_round_trip_and_garbage():
+    labels = np.array([[0, 0, 3], [3, 3, 1]], np.uint8)
+    rle = rle_encode(labels)
+    assert rle == {"size": [2, 3], "values": [0, 3, 1], "counts": [2, 3, 1]}
+    assert np.array_equal(rle_decode(rle), labels)
+    with pytest.raises(ValueError, match="covers 5 pixels"):
+        rle_decode({**rle, "counts": [2, 2, 1]})
+
+
+def test_jsonl_masks_decode_to_the_png_label_maps(tiny_model, tiny_video, tmp_path):
+    runner = create_runner("onnxruntime", tiny_model, threads=1)
+    masks, jsonl = tmp_path / "masks", tmp_path / "frames.jsonl"
+    result = segment(runner, tiny_video, OutputPaths(tmp_path / "out.avi", masks_dir=masks, jsonl=jsonl),
+                     SegmentOptions(batch=3, codec="MJPG", progress=False, jsonl_rle=True))
+    lines = read_lines(jsonl)
+    assert [line["index"] for line in lines] == list(range(30)) == [line["frame"] for line in lines]
+    assert lines[4]["timestamp"] == pytest.approx(0.4) and all(line["latency_ms"] > 0 for line in lines)
+    for line in lines:
+        png = cv2.imread(str(masks / f"{line['name']}.png"), cv2.IMREAD_UNCHANGED)
+        decoded = rle_decode(line["labels_rle"])
+        assert decoded.shape == (48, 64) and np.array_equal(decoded, png)
+        shares = np.bincount(png.ravel(), minlength=4) / png.size
+        assert line["fractions"] == {f"c{c}": pytest.approx(shares[c], abs=1e-6) for c in np.flatnonzero(shares)}
+    assert len({json.dumps(line["labels_rle"]) for line in lines}) > 1  # the frames differ, and so do the maps
+    assert not result.realtime and result.dropped == 0
+
+
+def test_stage_table_in_the_summary_and_json(tiny_model, tiny_video, tmp_path):
+    out_json = tmp_path / "run.json"
+    result = CliRunner().invoke(main, [str(tiny_model), str(tiny_video), "-o", str(tmp_path / "out.avi"),
+                                       "--codec", "MJPG", "--json", str(out_json), "-q", "--batch", "2"])
+    assert result.exit_code == 0, result.output
+    stages = json.loads(out_json.read_text())["stages"]
+    assert list(stages) == [s for s in STAGES if s != "wait for a frame" and s != "wait for the model"]
+    assert stages["decode"]["count"] == 30 and stages["inference"]["count"] == 15
+    assert stages["encode"]["count"] == 30 == stages["latency"]["count"]
+    for s in stages.values():
+        assert 0 <= s["p50_ms"] <= s["p95_ms"] and s["mean_ms"] >= 0
+    assert "stage" in result.output and "inference" in result.output and "p95 ms" in result.output
