@@ -60,3 +60,18 @@ def test_stage_table_in_the_summary_and_json(tiny_model, tiny_video, tmp_path):
     for s in stages.values():
         assert 0 <= s["p50_ms"] <= s["p95_ms"] and s["mean_ms"] >= 0
     assert "stage" in result.output and "inference" in result.output and "p95 ms" in result.output
+
+
+def test_status_line_and_the_table_on_garbage():
+    from runtime.stages import StageTimes, format_stages
+
+    times = StageTimes()
+    assert "latency -" in times.status(0, 0, 0)  # nothing measured yet is said, not invented
+    for ms in (10, 20, 30, 40, 1000):
+        times.add("latency", ms / 1000)
+    times.add("inference", 0.005)
+    line = times.status(9, 5, 4)
+    assert "latency p50 30 p95 808 ms" in line and line.endswith("dropped 4")
+    summary = times.summary()
+    assert list(summary) == ["inference", "latency"] and summary["latency"]["p50_ms"] == 30
+    assert format_stages(summary).splitlines()[2].split()[:3] == ["latency", "frame", "5"]

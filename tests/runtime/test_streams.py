@@ -81,3 +81,28 @@ def test_rtsp_stream_killed_and_restarted(runner, tmp_path):
     first = RtspServer(port).start()
     result = run_through_a_restart(runner, first, lambda: RtspServer(port).start(), tmp_path)
     assert "30 fps, 64x48" in result.source
+
+
+def test_ctrl_c_on_a_live_stream_finishes_the_output(tiny_model, tmp_path):
+    """psp-infer on an endless stream as a user runs it: SIGINT ends it with the video so far kept playable as
+    <name>.partial.<ext> and every JSON line already written valid."""
+    import signal
+    import subprocess
+    import sys
+
+    out, jsonl = tmp_path / "live.avi", tmp_path / "live.jsonl"
+    with MjpegServer() as server:
+        proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", str(tiny_model), server.url, "-o", str(out),
+                                 "--codec", "MJPG", "--jsonl", str(jsonl), "-q"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        try:
+            wait_for(lambda: proc.poll() is not None or (jsonl.exists() and jsonl.read_text().count("\n") >= 5), 60)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "kept the frames so far" in err and not out.exists()
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(lines) >= 5 and count_frames(tmp_path / "live.partial.avi") >= 5
