@@ -20,6 +20,7 @@ from runtime.sources import Frame, Source
 from tests.runtime.test_video import count_frames
 
 WAIT = 20  # seconds: only a bug ever waits this long
+GRACE = 0.1  # seconds a gated source gives a wrong pipeline to take a frame while the model is busy
 
 
 class GatedSource(Source):
@@ -32,12 +33,20 @@ class GatedSource(Source):
         super().__init__("gated://test")
         self.fps, self.size, self.k, self.count, self.gated = 10.0, (40, 30), k, 1 + k * m, gated
         self.started, self.advanced = threading.Semaphore(0), threading.Semaphore(0)
+        self.takes: list = []  # the `takes` fixture's record, when a test gives it
 
     def __iter__(self):
         for i in range(self.count):
             image = np.full((30, 40, 3), (i * 9) % 256, np.uint8)
             self.decoded += 1
             yield Frame(image, i, i / self.fps, time.perf_counter())
+            if self.gated and i % self.k == 1:
+                # While the model runs, a pipeline that wrongly takes frames would take this one now: give it
+                # the chance (a bug's window, not a timing assertion; the correct pipeline just waits it out).
+                taken = len(self.takes)
+                deadline = time.monotonic() + GRACE
+                while len(self.takes) == taken and time.monotonic() < deadline:
+                    time.sleep(0.005)
             if self.gated and i % self.k == 0:  # frame i is in the slot now
                 if i:
                     self.advanced.release()
@@ -48,6 +57,8 @@ class GatedSource(Source):
 class SlowRunner:
     """Wraps a real runner: each inference begins (telling the source) and then waits for the source."""
 
+    busy = False  # an inference is running: real-time mode takes no frame then (it would go stale waiting)
+
     def __init__(self, runner, source: GatedSource):
         self._runner, self._source = runner, source
 
@@ -55,9 +66,13 @@ class SlowRunner:
         return getattr(self._runner, name)
 
     def infer(self, batch):
+        SlowRunner.busy = True
         self._source.started.release()
         assert self._source.advanced.acquire(timeout=WAIT), "the source never advanced"
-        return self._runner.infer(batch)
+        try:
+            return self._runner.infer(batch)
+        finally:
+            SlowRunner.busy = False
 
 
 @pytest.fixture
@@ -67,13 +82,13 @@ def runner(tiny_model):
 
 @pytest.fixture
 def takes(monkeypatch):
-    """(index taken, newest index decoded at that moment) for every frame the pipeline takes from the slot."""
+    """(index taken, newest index decoded at that moment, the model busy) for every frame taken from the slot."""
     seen, take = [], LatestFrame.take
 
     def recording(self):
         frame = take(self)
         if frame is not None:
-            seen.append((frame.index, self.newest_index))
+            seen.append((frame.index, self.newest_index, SlowRunner.busy))
         return frame
 
     monkeypatch.setattr(LatestFrame, "take", recording)
@@ -83,6 +98,7 @@ def takes(monkeypatch):
 def test_slow_model_on_a_live_source_drops_stale_frames(runner, tmp_path, takes):
     k, m = 4, 5
     source = GatedSource(k, m)
+    source.takes = takes
     jsonl = tmp_path / "frames.jsonl"
     result = segment_source(SlowRunner(runner, source), source, OutputPaths(tmp_path / "out.avi", jsonl=jsonl),
                             SegmentOptions(codec="MJPG", progress=False))
@@ -90,7 +106,7 @@ def test_slow_model_on_a_live_source_drops_stale_frames(runner, tmp_path, takes)
     assert result.realtime  # the default for a live source
     assert kept == list(range(0, 1 + k * m, k))  # FIFO would give 0, 1, 2, ...
     assert result.dropped == (k - 1) * m == result.frames_in - result.frames_out
-    assert all(taken == newest for taken, newest in takes) and len(takes) == m + 1
+    assert all(taken == newest and not busy for taken, newest, busy in takes) and len(takes) == m + 1
     assert count_frames(tmp_path / "out.avi") == m + 1
     assert "dropped (real-time)" in result.summary()
 
