@@ -361,5 +361,6 @@ def _summary(result: SegmentResult, source) -> dict:
     return {"source": str(source), "backend": result.backend,
             "input_size": list(result.input_size) if result.input_size else None,
             "frames_in": result.frames_in, "frames_out": result.frames_out, "skipped": result.skipped,
-            "video_fps": result.video_fps, "realtime": result.realtime, "dropped": result.dropped,
+            "video_fps": result.video_fps, "seconds": round(result.seconds, 3), "fps": round(result.fps, 3),
+            "realtime": result.realtime, "dropped": result.dropped,
             "stream_gaps_s": [round(g, 3) for g in result.gaps], "stages": result.stages}

@@ -103,11 +103,10 @@ class VideoFileSource(Source):
         self.total = self.reader.header_frames or None
 
     def __iter__(self) -> Iterator[Frame]:
-        start = time.perf_counter()
         for image in self.reader:
             index = self.reader.decoded - 1
             self.decoded, self.skipped = self.reader.decoded, self.reader.skipped
-            yield Frame(image, index, index / self.fps, time.perf_counter() if index else start)
+            yield Frame(image, index, index / self.fps, time.perf_counter())
 
     def report(self) -> str | None:
         """A line when the file was not what its header said (corrupt frames, a wrong frame count)."""
