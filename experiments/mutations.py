@@ -208,7 +208,8 @@ MUTATIONS: list[Mutation] = [
              ("tests/runtime/test_streams.py::test_http_mjpeg_stream_killed_and_restarted",),
              "a dropped stream taken for the end instead of reopened"),
     Mutation("back-off-unbounded", "runtime/sources.py", "yield min(self.max_wait, self.wait * 2 ** attempt)",
-             "yield self.wait * 2 ** attempt", ("tests/runtime/test_sources.py",), "reconnect waits that grow without bound"),
+             "yield self.wait * 2 ** attempt", ("tests/runtime/test_sources.py",),
+             "reconnect waits that grow without bound"),
     Mutation("missing-camera-not-checked", "runtime/sources.py",
              "        if isinstance(camera, str) and not os.path.exists(camera):", "        if False:",
              ("tests/runtime/test_sources.py::test_missing_camera_and_unknown_sources_fail_in_one_line",),
@@ -219,6 +220,10 @@ MUTATIONS: list[Mutation] = [
     Mutation("rle-counts-off-by-one", "runtime/postprocess.py", "np.concatenate((starts, [flat.size]))",
              "np.concatenate((starts, [flat.size - 1]))", ("tests/runtime/test_jsonl.py",),
              "--jsonl label maps that do not decode to the PNG masks"),
+    Mutation("empty-jsonl-left-behind", "runtime/outputs.py",
+             "        if exc_type is not None and self._jsonl and not self.count:", "        if False:",
+             ("tests/runtime/test_jsonl.py::test_a_failed_run_keeps_the_lines_written_and_no_empty_file",),
+             "a run that failed before its first frame leaving an empty .jsonl"),
 ]
 
 

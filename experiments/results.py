@@ -103,6 +103,11 @@ SECTIONS = (
             "against the backend's pure inference throughput, rounds interleaved.",
             ("python", "-m", "experiments.infer_throughput", "--markdown", "{work}/throughput.md"),
             ("throughput.md",)),
+    Section("live", "psp-infer on a live stream, and end to end on files per backend",
+            "PSPNet-18 (129x129, ONNX Runtime INT8) on an HTTP MJPEG stream that FFmpeg serves at 30 fps, in "
+            "real-time mode: output fps, dropped frames, latency and where the time goes; then `psp-bench e2e` "
+            "on the same clip as a file, FP32 and INT8 on every CPU backend, against the model alone.",
+            ("python", "-m", "experiments.live_stream", "{work}", "--markdown", "{work}/live.md"), ("live.md",)),
 )
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from pspcore.cli import (Command, backend_option, batch_option, device_option, echo_summary, json_destination,
-                         json_option, option_group, output_option, size_option, threads_option)
+                         json_option, option_group, output_option, size_option, threads_option, SizeType)
 from pspcore.errors import PSPError
 
 
@@ -45,21 +45,11 @@ def _notice(text: str) -> None:
     click.echo(f"notice: {text}", err=True)
 
 
-class FrameSizeType(click.ParamType):
-    """--frame-size 640x480: width x height, the way video tools (FFmpeg, v4l2) write a frame size."""
+class FrameSizeType(SizeType):
+    """--frame-size 640x480: width x height, the way video tools (FFmpeg, v4l2) write a frame size; parsed like
+    --size, the first number read as the width."""
 
     name = "WxH"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        from pspcore.cli import parse_size
-
-        try:
-            width, height = parse_size(str(value))
-        except ValueError as exc:
-            self.fail(str(exc).replace("HxW", "WxH"), param, ctx)
-        return width, height
 
 
 # ---- live sources and analytics sinks (issue 29): one block, kept apart from the backend options

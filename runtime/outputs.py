@@ -63,6 +63,12 @@ class FrameRecords(contextlib.ExitStack):
             self.masks_dir.mkdir(parents=True, exist_ok=True)
         self._jsonl = self.enter_context(open(paths.jsonl, "w", encoding="utf-8")) if paths.jsonl else None
 
+    def __exit__(self, exc_type, exc, tb):
+        result = super().__exit__(exc_type, exc, tb)
+        if exc_type is not None and self._jsonl and not self.count:
+            Path(self._jsonl.name).unlink(missing_ok=True)  # a failure before the first frame leaves no file
+        return result
+
     def fractions(self, labels: np.ndarray) -> dict[str, float]:
         """{class name: share of the frame's pixels} for the classes present."""
         fractions = class_fractions(labels, self.info.num_classes)

@@ -75,3 +75,27 @@ def test_status_line_and_the_table_on_garbage():
     summary = times.summary()
     assert list(summary) == ["inference", "latency"] and summary["latency"]["p50_ms"] == 30
     assert format_stages(summary).splitlines()[2].split()[:3] == ["latency", "frame", "5"]
+
+
+def test_a_failed_run_keeps_the_lines_written_and_no_empty_file(tiny_model, tiny_video, tmp_path):
+    """The video and JSON of a failed run are removed as before; the JSON lines a consumer may already have read
+    stay, each whole, and a run that failed before its first frame leaves no .jsonl at all."""
+    from runtime.pipeline import segment_video
+    from tests.runtime.test_pipeline import FailingRunner
+
+    runner = create_runner("onnxruntime", tiny_model, threads=1)
+    jsonl = tmp_path / "frames.jsonl"
+    paths = OutputPaths(tmp_path / "out.avi", json=tmp_path / "run.json", jsonl=jsonl)
+    options = SegmentOptions(batch=2, codec="MJPG", progress=False)
+    with pytest.raises(RuntimeError, match="device lost"):
+        segment(FailingRunner(runner, 1), tiny_video, paths, options)
+    assert list(tmp_path.iterdir()) == []
+
+    def disk_full(count):
+        if count == 5:
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        segment_video(runner, tiny_video, paths, options, on_frame=disk_full)
+    assert list(tmp_path.iterdir()) == [jsonl]
+    assert [line["index"] for line in read_lines(jsonl)] == [0, 1, 2, 3, 4]
