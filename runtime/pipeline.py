@@ -321,7 +321,10 @@ def segment_source(runner: Runner, source: Source, output: OutputPaths | str | P
             if on_frame:
                 on_frame(out.count)
 
+        server_time = getattr(runner, "server_time", None)  # a served model: its own statistics, read around
+        before = server_time() if server_time else None
         counts = run_pipeline(source, segmenter, write, source.total, options, times, realtime)
+        times.split_server_time(before, server_time() if server_time else None)
         seconds = time.perf_counter() - times.started
         notes += source.notes
         if (line := source.report()) is not None:

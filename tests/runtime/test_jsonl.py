@@ -54,7 +54,8 @@ def test_stage_table_in_the_summary_and_json(tiny_model, tiny_video, tmp_path):
                                        "--codec", "MJPG", "--json", str(out_json), "-q", "--batch", "2"])
     assert result.exit_code == 0, result.output
     stages = json.loads(out_json.read_text())["stages"]
-    assert list(stages) == [s for s in STAGES if s != "wait for a frame" and s != "wait for the model"]
+    assert list(stages) == [s for s in STAGES if s not in ("wait for a frame", "wait for the model", "  in the server",
+                                                           "  client + network")]
     assert stages["decode"]["count"] == 30 and stages["inference"]["count"] == 15
     assert stages["encode"]["count"] == 30 == stages["latency"]["count"]
     for s in stages.values():
@@ -99,3 +100,28 @@ def test_a_failed_run_keeps_the_lines_written_and_no_empty_file(tiny_model, tiny
         segment_video(runner, tiny_video, paths, options, on_frame=disk_full)
     assert list(tmp_path.iterdir()) == [jsonl]
     assert [line["index"] for line in read_lines(jsonl)] == [0, 1, 2, 3, 4]
+
+
+def test_server_time_splits_the_round_trips():
+    """A served model's statistics read before and after a run split inference into the server's own time and
+    client + network; no split without readings, or when the server saw no request."""
+    from runtime.stages import StageTimes
+
+    times = StageTimes()
+    for _ in range(5):
+        times.add("inference", 0.1)
+    times.split_server_time(None, (15, 1.3))
+    times.split_server_time((10, 1.0), (10, 1.0))
+    assert "  in the server" not in times.summary()
+    times.split_server_time((10, 1.0), (15, 1.3))
+    summary = times.summary()
+    assert list(summary) == ["inference", "  in the server", "  client + network"]
+    assert summary["  in the server"]["mean_ms"] == 60 and summary["  client + network"]["mean_ms"] == 40
+    assert summary["  in the server"]["p95_ms"] is None
+    assert format_table_row(summary, "  in the server") == ["in", "the", "server", "request", "5", "60.00", "-", "-"]
+
+
+def format_table_row(summary, stage):
+    from runtime.stages import format_stages
+
+    return next(line for line in format_stages(summary).splitlines() if line.startswith(stage)).split()
