@@ -9,7 +9,7 @@ import click
 
 from pspcore.cli import (Command, backend_option, batch_option, device_option, echo_summary, json_destination,
                          json_option, option_group, output_option, size_option, threads_option, SizeType)
-from pspcore.errors import PSPError
+from pspcore.errors import InputError, PSPError
 
 
 def _quiet_opencv() -> None:
@@ -116,6 +116,8 @@ def main(model, source, output, backend, device, batch, size, opacity, mask_vide
       psp-infer pspnet18-int8.onnx 0 -o webcam-seg.mp4 --jsonl webcam.jsonl
       psp-infer pspnet18-int8.onnx rtsp://camera.local:8554/live -o cam.mp4 --reconnect-tries 10
     """
+    if live["jsonl_labels"] and not live["jsonl_path"]:
+        raise InputError("--jsonl-labels adds label maps to the --jsonl lines: give --jsonl PATH too")
     _quiet_opencv()
     from pspcore.cli import runner_options
     from pspcore.registry import create_runner
