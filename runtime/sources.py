@@ -7,7 +7,6 @@ from __future__ import annotations
 import glob
 import math
 import os
-import re
 import sys
 import threading
 import time
@@ -23,7 +22,6 @@ from pspcore.files import is_image, list_images, read_list_file
 from runtime.video import VideoReader, read_image
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt")
-_CAMERA_DEVICE = re.compile(r"^/dev/video\d+$")
 
 
 @dataclass
@@ -161,10 +159,10 @@ class CaptureSource(Source):
 
     live = True
 
-    def __init__(self, target: str | int, reconnect: Reconnect | None = None):
+    def __init__(self, target: str | int, reconnect: Reconnect | None = None, camera: bool = False):
         super().__init__(str(target))
         self.target = target
-        self.kind = "camera" if isinstance(target, int) or _CAMERA_DEVICE.match(str(target)) else "stream"
+        self.kind = "camera" if camera or isinstance(target, int) else "stream"
         self.reconnect = reconnect or Reconnect()
         self.gaps: list[float] = []
         self._cap = self._open()
@@ -184,7 +182,7 @@ class CaptureSource(Source):
     def _open(self):
         ms = int(self.reconnect.stall * 1000)
         if self.kind == "camera":
-            cap = cv2.VideoCapture(int(self.target) if str(self.target).isdigit() else str(self.target))
+            cap = cv2.VideoCapture(self.target)
         else:
             cap = cv2.VideoCapture(str(self.target), cv2.CAP_FFMPEG,
                                    [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
@@ -281,9 +279,10 @@ class RawSource(Source):
 
 
 def _camera(spec: str) -> str | int | None:
+    """A camera index (`0`) or a V4L2 device path (`/dev/video0`, or a udev name under /dev/v4l/)."""
     if spec.isdigit():
         return int(spec)
-    if _CAMERA_DEVICE.match(spec) or spec.startswith("/dev/video"):
+    if spec.startswith(("/dev/video", "/dev/v4l/")):
         return spec
     return None
 
@@ -301,7 +300,7 @@ def open_source(spec: str | os.PathLike, *, frame_size: tuple[int, int] | None =
     if camera is not None:
         if isinstance(camera, str) and not os.path.exists(camera):
             raise InputError(f"camera not found: {camera} (no such device)")
-        return CaptureSource(camera, reconnect)
+        return CaptureSource(camera, reconnect, camera=True)
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
     if scheme in STREAM_SCHEMES:
         return CaptureSource(text, reconnect)

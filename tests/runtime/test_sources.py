@@ -80,6 +80,8 @@ def test_missing_camera_and_unknown_sources_fail_in_one_line(tiny_model, tmp_pat
     errors = [line for line in result.output.splitlines() if not line.startswith("notice:")]
     assert errors == ["error: camera not found: /dev/video97 (no such device)"]
     assert list(tmp_path.iterdir()) == []
+    result = CliRunner().invoke(main, [str(tiny_model), "97", "-o", str(tmp_path / "out.mp4")])
+    assert result.exit_code == 1 and "error: 97: cannot open the camera" in result.output
     result = CliRunner().invoke(main, [str(tiny_model), "/dev/video97", "-o", str(tmp_path / "out.mp4"),
                                        "--jsonl-labels"])
     assert result.exit_code == 2 and "give --jsonl PATH too" in result.output
