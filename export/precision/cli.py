@@ -7,8 +7,8 @@ import time
 import click
 
 from export.precision.calibration import DEFAULT_NUM_IMAGES
-from pspcore.cli import (Command, dataset_options, echo_summary, json_destination, json_option, option_group,
-                         output_option, size_option)
+from pspcore.cli import (Command, dataset_options, echo_summary, json_destination, json_option, num_images_option,
+                         option_group, output_option, size_option)
 from export.precision.int8 import INT8_TARGETS, all_methods
 from pspnet.data import dataset_names
 
@@ -126,8 +126,7 @@ def bf16_command(**options):
 @click.option("--method", type=click.Choice(all_methods()), default="entropy", show_default=True,
               help="Calibration method for activation ranges (repair may try the others); "
                    + "; ".join(f"{t.name}: {', '.join(t.methods)}" for t in INT8_TARGETS.values()) + ".")
-@click.option("--num-images", type=click.IntRange(min=1), default=DEFAULT_NUM_IMAGES, show_default=True,
-              help="Calibrate on at most this many images, spread evenly over the set.")
+@num_images_option("Calibrate on", default=DEFAULT_NUM_IMAGES)
 @size_option("Input size HxW to prepare images at [default: the model's own size].")
 @_gate_options(98.0)
 def int8_command(onnx_model, output, calib_images, calib_list, calib_dataset, data_root, calib_split, target, method,

@@ -8,15 +8,14 @@ from pathlib import Path
 
 import click
 
-from pspcore.cli import Command, echo_summary, json_destination, json_option
+from pspcore.cli import Command, echo_summary, json_destination, json_option, num_images_option
 
 
 @click.command(cls=Command)
 @click.argument("fp32_model", type=click.Path(dir_okay=False))
 @click.argument("other_model", type=click.Path(dir_okay=False))
 @click.option("--images", required=True, type=click.Path(file_okay=False), help="Folder of images to run (recursive).")
-@click.option("--num-images", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Run at most this many images, spread over the folder.")
+@num_images_option("Run", default=4)
 @click.option("--threshold", type=click.FloatRange(min=0), default=0.1, show_default=True,
               help="Relative error marking the first layer that departs.")
 @json_option("Write the comparison as JSON")
