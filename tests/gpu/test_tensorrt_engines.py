@@ -79,7 +79,7 @@ def test_dynamic_batch_cuda_graph_and_buffer_reuse(scene_model, tmp_path):
     batch = scene_batch(info, count=6)  # more than the profile's max: runs in chunks
     fresh = scene_batch(info, count=6, seed=300)
     expected, expected_fresh = _reference(model, batch), _reference(model, fresh)
-    with TensorRTRunner(engine) as plain, TensorRTRunner(engine, cuda_graph=True) as graph:
+    with TensorRTRunner(engine) as plain, TensorRTRunner(engine, cuda_graphs=True) as graph:
         for runner in (plain, graph):
             for images, wanted in ((batch, expected), (fresh, expected_fresh), (batch[:2], expected[:2]),
                                    (fresh[:2], expected_fresh[:2])):

@@ -178,7 +178,7 @@ def test_cuda_graph_replays_new_inputs(fake_gpu):
     """The graph captured on the first input is replayed on the next ones (it reads the input buffer as it
     is at launch): each call must give its own input's answer, not the first one's."""
     cudart = fake_gpu.cudart
-    runner = TensorRTRunner(fake_gpu.make_engine(), cuda_graph=True)
+    runner = TensorRTRunner(fake_gpu.make_engine(), cuda_graphs=True)
     for seed in (1, 2, 3):
         np.testing.assert_array_equal(runner.infer(_images(seed)), _expected(_images(seed)))
     assert runner.graph_launches == cudart.graph_launches == 3
@@ -201,7 +201,7 @@ def test_cuda_graph_failure_falls_back_once_without_leaking(fake_gpu, failure):
         cudart.capture_fails = True
     else:
         cudart.fail(failure, Error.cudaErrorNotSupported)
-    runner = TensorRTRunner(fake_gpu.make_engine(), cuda_graph=True)
+    runner = TensorRTRunner(fake_gpu.make_engine(), cuda_graphs=True)
     for seed in (1, 2, 3):
         np.testing.assert_array_equal(runner.infer(_images(seed)), _expected(_images(seed)))
     assert cudart.captures_begun == 1 and runner.graph_launches == 0
@@ -220,7 +220,7 @@ def test_allocation_failure_leaves_the_runner_consistent(fake_gpu, call, cuda_gr
     from pspcore.errors import PSPError
 
     cudart = fake_gpu.cudart
-    runner = TensorRTRunner(fake_gpu.make_engine(), cuda_graph=cuda_graph)
+    runner = TensorRTRunner(fake_gpu.make_engine(), cuda_graphs=cuda_graph)
     np.testing.assert_array_equal(runner.infer(_images(1)), _expected(_images(1)))
     cudart.fail(call)
     with pytest.raises(PSPError, match=call):
