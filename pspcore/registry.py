@@ -11,6 +11,7 @@ import importlib.util
 import os
 
 from pspcore.errors import BackendUnavailable, InputError, first_line
+from pspcore.files import suffix_of
 from pspcore.options import Declared
 from pspcore.runner import Runner
 from pspcore.triton_protocol import url_scheme
@@ -121,7 +122,7 @@ def model_kind(model_path: str | os.PathLike) -> str:
     text = str(model_path)
     if url_scheme(text):
         return "a server URL"
-    suffix = os.path.splitext(text)[1].lower()
+    suffix = suffix_of(text)
     return f"a {suffix} file" if suffix else "a model"
 
 

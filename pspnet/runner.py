@@ -9,6 +9,7 @@ import numpy as np
 
 from pspcore.device import parse_device
 from pspcore.errors import BackendUnavailable, InputError
+from pspcore.files import suffix_of
 from pspcore.options import BackendOptions, option, threads_option
 from pspcore.runner import InputSpec, Runner
 
@@ -103,7 +104,7 @@ class TorchRunner(Runner):
 
     @classmethod
     def auto_priority(cls, model_path: str) -> int | None:
-        return 100 if model_path.lower().endswith(CHECKPOINT_SUFFIXES) else None
+        return 100 if suffix_of(model_path) in CHECKPOINT_SUFFIXES else None
 
     def load(self) -> None:
         import torch

@@ -8,7 +8,7 @@ import numpy as np
 
 from pspcore.device import cuda_index
 from pspcore.errors import BackendUnavailable, InputError, PSPError, first_line
-from pspcore.files import require_file
+from pspcore.files import require_file, suffix_of
 from pspcore.model_info import ModelInfo, info_from_session
 from pspcore.options import BackendOptions, option, threads_option
 from pspcore.registry import CATCH_ALL
@@ -214,7 +214,7 @@ class OnnxRuntimeRunner(Runner):
         if url_scheme(model_path):
             return None
         # Another file (no backend claims it): the session says in one line why it cannot read it.
-        return 10 if model_path.lower().endswith(".onnx") else CATCH_ALL
+        return 10 if suffix_of(model_path) == ".onnx" else CATCH_ALL
 
     @property
     def threads(self) -> int | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pspcore.errors import BackendUnavailable, InputError, PSPError
-from pspcore.files import require_file
+from pspcore.files import require_file, suffix_of
 from pspcore.model_info import ModelInfo, fallback_info
 from pspcore.options import BackendOptions, option, threads_option
 from pspcore.runner import InputSpec, Runner
@@ -174,7 +174,7 @@ class OpenVINORunner(Runner):
     def auto_priority(cls, model_path: str) -> int | None:
         """IR: only OpenVINO runs it. ONNX: above ONNX Runtime (10) only for an INT8 model on a CPU whose INT8
         instructions OpenVINO uses better (AMX, AVX512-VNNI); FP32 with the f32 hint is not faster."""
-        suffix = Path(str(model_path)).suffix.lower()
+        suffix = suffix_of(model_path)
         if suffix == IR_SUFFIX:
             return 100
         if suffix != ".onnx":

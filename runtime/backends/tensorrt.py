@@ -14,7 +14,7 @@ from pspcore.engine_file import (ENGINE_SUFFIXES, EngineSidecar, Platform, check
                                  read_sidecar)
 from pspcore.device import cuda_index
 from pspcore.errors import BackendUnavailable, InputError, PSPError
-from pspcore.files import require_file
+from pspcore.files import require_file, suffix_of
 from pspcore.model_info import INPUT_NAME
 from pspcore.options import BackendOptions, option
 from pspcore.nvidia import (collecting_logger, cuda_check, cuda_unavailable_reason, import_cudart, import_tensorrt,
@@ -116,7 +116,7 @@ class TensorRTRunner(Runner):
 
     @classmethod
     def auto_priority(cls, model_path: str) -> int | None:
-        return 100 if Path(model_path).suffix.lower() in ENGINE_SUFFIXES else None
+        return 100 if suffix_of(model_path) in ENGINE_SUFFIXES else None
 
     def __init__(self, model_path, **options):
         o = self.options_class.parse(self.name, options)
