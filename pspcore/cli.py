@@ -327,7 +327,8 @@ def runner_options(backend: str, model: str, *, device: str = "auto", **options)
         declaration = runner_class(name).options_class
     except PSPError:
         return wanted  # not installed: create_runner says so, in its own words
-    return check_options(name, {**declaration.device_options(name, device), **wanted})
+    flags = declaration.check(name, wanted, command_line=True)  # a flag reaches only an option declared for it
+    return check_options(name, {**declaration.device_options(name, device), **flags})
 
 
 def num_images_option(use: str, *, default: int, when: str = ""):

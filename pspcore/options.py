@@ -110,9 +110,10 @@ class BackendOptions:
         return cls.from_device(device)
 
     @classmethod
-    def check(cls, backend: str, given: dict) -> dict:
-        """`given` without its None values; a keyword this backend does not declare is the refusal."""
-        names = set(cls.names())
+    def check(cls, backend: str, given: dict, *, command_line: bool = False) -> dict:
+        """`given` without its None values; a keyword this backend does not declare (with `command_line`: does
+        not put on the command line) is the refusal."""
+        names = {d.name for d in cls.declared() if d.cli or not command_line}
         refused = sorted(k for k, v in given.items() if v is not None and k not in names)
         if refused:
             raise cls.refusal(backend, refused)

@@ -120,3 +120,31 @@ def test_a_flag_declared_as_two_kinds_is_a_programming_error():
     value = Declared("mode", int, None, "a number", True)
     with pytest.raises(TypeError, match="--mode is declared with different types"):
         _backend_flag("mode", [("a", switch), ("b", value)])
+
+
+def test_a_flag_reaches_only_an_option_declared_for_the_command_line(tmp_path):
+    """--cuda-graphs exists (torch and tensorrt declare it); a backend whose option of that name were the
+    Python API's only would refuse it rather than take it silently."""
+    from dataclasses import dataclass
+
+    from pspcore.cli import runner_options
+    from pspcore.registry import register_backend, unregister_backend
+    from pspcore.runner import Runner
+
+    @dataclass(frozen=True)
+    class Quiet(BackendOptions):
+        cuda_graphs: bool = option(False, "API only")
+
+    @register_backend
+    class QuietRunner(Runner):
+        name = "quiet"
+        options_class = Quiet
+
+        def run_batch(self, batch):
+            return batch
+
+    try:
+        with pytest.raises(Exception, match=r"backend quiet does not take --cuda-graphs \(it takes: no options\)"):
+            runner_options("quiet", str(tmp_path / "m.onnx"), cuda_graphs=True)
+    finally:
+        unregister_backend("quiet")

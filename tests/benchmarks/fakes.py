@@ -36,6 +36,8 @@ CLOCK = FakeClock()
 @dataclass(frozen=True)
 class FakeOptions(BackendOptions):
     threads: int | None = threads_option()
+    precision: str | None = option(None, "the precision it reports [default: the model file's]", cli=True,
+                                   choices=("fp16",))
     clock: object = option(None, "the FakeClock its cost is counted on [default: CLOCK]")
 
 
@@ -50,7 +52,7 @@ class FakeRunner(Runner):
     def __init__(self, model_path, **options):
         super().__init__(model_path)
         o = self.options_class.parse(self.name, options)
-        threads, clock = o.threads, o.clock
+        threads, clock, precision = o.threads, o.clock, o.precision
         spec = json.loads(Path(model_path).read_text())
         if spec.get("fail"):
             raise InputError(f"{model_path}: {spec['fail']}")
@@ -58,7 +60,7 @@ class FakeRunner(Runner):
         self.real = bool(spec.get("real"))
         self.clock = clock or CLOCK
         size = tuple(spec["size"]) if spec.get("size") else None
-        self.info = ModelInfo(arch="fake", num_classes=3, precision=spec.get("precision", "fp32"),
+        self.info = ModelInfo(arch="fake", num_classes=3, precision=precision or spec.get("precision", "fp32"),
                               input_size=size or (33, 33))
         self.input_spec = InputSpec(size=size, max_batch=spec.get("max_batch"))
         self.threads = threads
