@@ -7,12 +7,13 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from pspcore.options import BackendOptions, DEVICE_FLAG, flag_of, option
+from pspcore.options import DEVICE_FLAG, BackendOptions, flag_of, option
 from pspcore.registry import backend_names, command_line_options, runner_class
 
 # (command path, its click command's module:attribute): the commands that run a model on a backend
 COMMANDS = {"psp-infer": "runtime.cli:main", "psp-eval": "pspnet.eval_cli:main",
-            "psp-bench latency": "benchmarks.cli:latency_command", "psp-bench accuracy": "benchmarks.cli:accuracy_command"}
+            "psp-bench latency": "benchmarks.cli:latency_command",
+            "psp-bench accuracy": "benchmarks.cli:accuracy_command"}
 FLAG = re.compile(r"--[a-z][a-z0-9-]*")
 
 
