@@ -120,7 +120,7 @@ def resolve_backend(backend: str, model_path: str | os.PathLike) -> tuple[str, s
 def model_kind(model_path: str | os.PathLike) -> str:
     """How messages name a model: 'a server URL', 'a .onnx file'."""
     text = str(model_path)
-    if url_scheme(text):
+    if url_scheme(text) is not None:
         return "a server URL"
     suffix = suffix_of(text)
     return f"a {suffix} file" if suffix else "a model"

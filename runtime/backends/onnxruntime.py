@@ -211,7 +211,7 @@ class OnnxRuntimeRunner(Runner):
 
     @classmethod
     def auto_priority(cls, model_path: str) -> int | None:
-        if url_scheme(model_path):
+        if url_scheme(model_path) is not None:
             return None
         # Another file (no backend claims it): the session says in one line why it cannot read it.
         return 10 if suffix_of(model_path) == ".onnx" else CATCH_ALL
