@@ -175,8 +175,8 @@ MUTATIONS: list[Mutation] = [
              "--shm regions outlive an interrupted psp-infer"),
     # ---- verified FP16/INT8 conversion (issue 21: the written file is checked) ----
     Mutation("written-model-unrepaired", "export/precision/verified.py",
-             "    save_with_info(state.outcome.chosen.model, state.written_info, state.dst)",
-             "    save_with_info(state.outcome.plain.model, state.written_info, state.dst)",
+             "    state.target.write(outcome.chosen.model, state.source_model,",
+             "    state.target.write(outcome.plain.model, state.source_model,",
              ("tests/export/test_verified.py::test_fp16_repair_keeps_the_hostile_node_fp32",),
              "the unrepaired model written while the report says repaired"),
     Mutation("repair-ignores-miou-gate", "export/precision/repair.py",
@@ -189,7 +189,7 @@ MUTATIONS: list[Mutation] = [
              ("tests/export/test_verified.py::test_written_file_below_the_gate_is_removed",),
              "a written file that fails its gate kept"),
     # ---- the onnxruntime INT8 target: the same file in any process ----
-    Mutation("ort-registries-left-patched", "export/precision/int8.py",
+    Mutation("ort-registries-left-patched", "export/precision/targets/int8_tensorrt.py",
              "        for table, before in tables:\n            table.clear()\n            table.update(before)\n", "",
              ORT_SAME_FILE,
              "ModelOpt's operators left in ONNX Runtime's registries after a tensorrt conversion"),

@@ -17,7 +17,7 @@ from pspcore.cli import parse_size
 from pspcore.errors import InputError, PSPError
 from pspcore.files import atomic_output, check_writable, file_sha256, require_file
 from pspcore.engine_file import EngineSidecar, current_platform, sidecar_path, write_sidecar
-from pspcore.model_info import ModelInfo, read_onnx_info
+from pspcore.model_info import EXTRA_INT8_TARGET, ModelInfo, read_onnx_info
 from pspcore.geometry import resolve_input_size
 from pspcore.runner import InputSpec
 from pspcore.nvidia import collecting_logger, import_tensorrt, select_device
@@ -227,7 +227,7 @@ def prepare_onnx(src: Path, precision: str | None, info: ModelInfo, workdir: Pat
     """The ONNX model to build: `src` itself when it already has the requested precision, else its FP16 or
     INT8 (TensorRT Q/DQ) conversion written into `workdir`."""
     have = info.precision
-    if have == "int8" and info.extra.get("int8_target") == "onnxruntime":
+    if have == "int8" and info.extra.get(EXTRA_INT8_TARGET) == "onnxruntime":
         raise InputError(f"{src.name} was quantized for ONNX Runtime (asymmetric U8 activations), which TensorRT "
                          "cannot build; make a TensorRT INT8 model with `psp-export int8 --target tensorrt` or "
                          "pass the FP32 model with --int8")
