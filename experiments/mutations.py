@@ -30,6 +30,7 @@ GPU_TENSORRT = "experiments/gpu_tensorrt.py"
 GPU_TORCH = "experiments/gpu_torch.py"
 GPU_TESTS = "tests/experiments/test_gpu_check.py"
 TRT_TESTS = ("tests/runtime/test_tensorrt.py",)
+TARGET_TESTS = "tests/export/test_precision_targets.py"
 ORT_SAME_FILE = (
     "tests/export/test_int8_ort.py::test_the_target_is_the_same_after_a_tensorrt_conversion_in_the_process",)
 
@@ -193,6 +194,20 @@ MUTATIONS: list[Mutation] = [
              "        for table, before in tables:\n            table.clear()\n            table.update(before)\n", "",
              ORT_SAME_FILE,
              "ModelOpt's operators left in ONNX Runtime's registries after a tensorrt conversion"),
+    # ---- precision targets: registered where they are defined, asked by the pipeline ----
+    Mutation("target-declaration-unchecked", "export/precision/target.py",
+             "    if problems:\n        raise ValueError", "    if False:\n        raise ValueError",
+             (f"{TARGET_TESTS}::test_a_declaration_that_does_not_hold_is_refused",),
+             "a precision target whose gate, methods or name cannot work registered anyway"),
+    Mutation("int8-targets-frozen-at-import", "export/precision/cli.py",
+             "        return tuple(self.choices_of())", "        return ('tensorrt', 'onnxruntime', 'openvino')",
+             (f"{TARGET_TESTS}::test_a_registered_target_is_offered_and_converted_by_psp_export_int8",),
+             "psp-export int8 refusing a registered INT8 target"),
+    Mutation("target-gate-ignored", "export/precision/verified.py",
+             "options.min_agreement is not None else target.default_gate",
+             "options.min_agreement is not None else 0.98",
+             (f"{TARGET_TESTS}::test_a_new_precision_runs_through_the_verified_conversion",),
+             "a conversion gated at another target's default instead of its own"),
 ]
 
 

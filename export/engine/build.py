@@ -240,15 +240,16 @@ def prepare_onnx(src: Path, precision: str | None, info: ModelInfo, workdir: Pat
                          f"FP32 model to convert to {precision}")
     if precision == "fp32":
         return src, info, []
+    from export.precision.target import engine_target
     from export.precision.verified import Conversion, convert_verified  # needs modelopt: only when converting
 
-    dst = workdir / f"{src.stem}.{precision}.onnx"
-    if precision == "int8" and not calib_images:
-        raise InputError("--int8 needs calibration images: --calib-images DIR or --calib-list FILE")
+    target = engine_target(precision)  # the conversion made for TensorRT
+    dst = workdir / f"{src.stem}.{precision}{target.suffix}"
+    if target.calibrated and not calib_images:
+        raise InputError(f"--{precision} needs calibration images: --calib-images DIR or --calib-list FILE")
     # The same verified conversion as psp-export fp16/int8: gated on held-out images, repaired if needed; the
     # strongly typed build then keeps the precision the model carries (FP32 nodes included).
-    options = Conversion(precision, target="tensorrt" if precision == "int8" else None, method=calib_method,
-                         num_images=num_images)
+    options = Conversion(precision, target=target.name, method=calib_method, num_images=num_images)
     report = convert_verified(src, dst, options, list(calib_images))
     kept = f", {len(report.kept_fp32)} node(s) kept FP32 by repair" if report.kept_fp32 else ""
     note = (f"converted {src.name} to {precision} before building (verified: agreement "

@@ -38,6 +38,7 @@ class PrecisionTarget:
     # takes that producer too.
     fallback_takes_producer: ClassVar[bool] = False
     runs_here: ClassVar[bool] = False  # fast on this machine's CPU: the report measures latency
+    builds_engine: ClassVar[bool] = False  # TensorRT builds its file as it is (psp-build-engine --fp16/--int8)
     latency_where: ClassVar[str] = "ONNX Runtime"  # where the report's latency was measured
     ranking_note: ClassVar[str] = ""  # how the report's per-layer ranking relates to the target's arithmetic
     advice: ClassVar[str] = ""  # added to repair's failure: what else to try
@@ -128,7 +129,7 @@ def declaration_problems(cls: type[PrecisionTarget]) -> list[str]:
         problems.append(f"calibration methods repeated: {cls.methods}")
     if not cls.suffix.startswith(".") or cls.suffix != cls.suffix.lower():
         problems.append(f"suffix must be a lower-case file suffix, got {cls.suffix!r}")
-    others = [t for t in _TARGETS.values() if t.precision == getattr(cls, "precision", "") and t is not cls]
+    others = [t for (of, _), t in _TARGETS.items() if of == getattr(cls, "precision", "") and t is not cls]
     if others and (cls.name is None or any(t.name is None for t in others)):
         problems.append(f"several {cls.precision} targets: each needs a name")
     return problems
@@ -141,7 +142,7 @@ def unregister_target(cls: type[PrecisionTarget]) -> None:
 def targets(precision: str | None = None) -> list[type[PrecisionTarget]]:
     """The registered targets (of `precision`), in registration order."""
     importlib.import_module(TARGET_PACKAGE)
-    return [t for t in _TARGETS.values() if precision is None or t.precision == precision]
+    return [t for (of, _), t in _TARGETS.items() if precision is None or of == precision]
 
 
 def target_class(precision: str, name: str | None = None) -> type[PrecisionTarget]:
@@ -161,6 +162,19 @@ def target_class(precision: str, name: str | None = None) -> type[PrecisionTarge
 def create_target(precision: str, name: str | None = None, method: str | None = None) -> PrecisionTarget:
     """A conversion to the target of `precision` called `name`, checked to offer `method` (when given)."""
     return target_class(precision, name)(method)
+
+
+def engine_target(precision: str) -> type[PrecisionTarget]:
+    """The target of `precision` whose file TensorRT builds."""
+    found = [t for t in targets(precision) if t.builds_engine]
+    if len(found) != 1:
+        raise InputError(f"no {precision} conversion for TensorRT: it builds {', '.join(sorted(engine_precisions()))}")
+    return found[0]
+
+
+def engine_precisions() -> list[str]:
+    """The precisions a conversion makes for TensorRT, in registration order."""
+    return list(dict.fromkeys(t.precision for t in targets() if t.builds_engine))
 
 
 def default_gate(precision: str) -> float:

@@ -40,7 +40,7 @@ class Conversion:
 
     precision: str
     target: str | None = None  # the target's name among those of `precision`; None: the precision's only one
-    method: str = "entropy"  # for targets calibrated on images
+    method: str | None = None  # for targets calibrated on images; None: the target's default (its first method)
     num_images: int | None = DEFAULT_NUM_IMAGES
     size: tuple[int, int] | None = None
     verify_images: str | None = None

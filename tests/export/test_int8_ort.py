@@ -27,8 +27,8 @@ def calibration(tiny_info):
 
 
 def test_the_target_writes_7_bit_weights(tiny_onnx, calibration, tmp_path):
-    from export.precision.targets.int8_onnxruntime import (ORT_QUANT_DEFAULTS, prepare_for_onnxruntime, quantize_prepared,
-                                                           quantize_onnxruntime)
+    from export.precision.targets.int8_onnxruntime import (ORT_QUANT_DEFAULTS, prepare_for_onnxruntime,
+                                                           quantize_onnxruntime, quantize_prepared)
 
     model = quantize_onnxruntime(tiny_onnx[0], tmp_path, calibration, "max")
     weights = conv_weights(model)

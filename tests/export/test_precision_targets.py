@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from export.precision.cli import bf16_command, fp16_command, int8_command
 from export.precision.int8 import Int8Target
 from export.precision.target import (PrecisionTarget, all_methods, create_target, declaration_problems,
-                                     default_gate, register_target, target_class, targets, unregister_target)
+                                     default_gate, engine_precisions, engine_target, register_target, target_class,
+                                     targets, unregister_target)
 from export.precision.verdict import GateError
 from export.precision.verified import Conversion, convert_verified
 from export.scenes import write_scenes
@@ -37,6 +38,11 @@ def test_the_registry_holds_the_five_targets():
         target_class("int8")
     with pytest.raises(InputError, match="precision must be one of fp16, bf16, int8, got 'fp8'"):
         target_class("fp8")
+    # what psp-build-engine converts to: the files TensorRT builds as they are
+    assert engine_precisions() == ["fp16", "int8"]
+    assert engine_target("fp16").name is None and engine_target("int8").name == "tensorrt"
+    with pytest.raises(InputError, match="no bf16 conversion for TensorRT: it builds fp16, int8"):
+        engine_target("bf16")
 
 
 @pytest.mark.parametrize("key", FIVE, ids=lambda key: "-".join(filter(None, key)))

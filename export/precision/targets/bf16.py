@@ -1,5 +1,5 @@
-"""The bf16 target, for OpenVINO: the FP32 graph written as IR that asks OpenVINO's CPU plugin for bf16 inference, with the
-regions that must not be rounded kept FP32 by OpenVINO's own marking. Nothing is cast here: the CPU plugin
+"""The bf16 target, for OpenVINO: the FP32 graph written as IR that asks OpenVINO's CPU plugin for bf16 inference,
+with the regions that must not be rounded kept FP32 by OpenVINO's own marking. Nothing is cast here: the CPU plugin
 converts an FP32 graph to bf16 when compiling it with the bf16 precision hint (on AMX / AVX512-BF16 CPUs).
 
 - The precision lives in the IR's rt_info under OpenVINO's "runtime_options" section (INFERENCE_PRECISION_HINT),

@@ -38,6 +38,7 @@ class Fp16Target(PrecisionTarget):
     precision = "fp16"
     help = "FP16 ONNX (ModelOpt AutoCast), judged on ONNX Runtime"
     default_gate = FLOAT_GATE
+    builds_engine = True
 
     def convert(self, source, source_model, exclude, calib, method):
         return fp16_model(source, tuple(exclude), source_model)

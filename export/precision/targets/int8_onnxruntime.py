@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from export.precision.graph import output_region, pooling_nodes
 from export.precision.int8 import Int8Target
 from export.precision.target import register_target

@@ -70,6 +70,7 @@ class TensorRTInt8(Int8Target):
     name = "tensorrt"
     help = "ModelOpt Q/DQ for TensorRT engines"
     methods = ("entropy", "max")
+    builds_engine = True
 
     def quantize(self, src, work, batch, method, exclude=()):
         return _quantize_tensorrt(src, work, batch, method, exclude)
