@@ -30,6 +30,7 @@ GPU_TENSORRT = "experiments/gpu_tensorrt.py"
 GPU_TORCH = "experiments/gpu_torch.py"
 GPU_TESTS = "tests/experiments/test_gpu_check.py"
 TRT_TESTS = ("tests/runtime/test_tensorrt.py",)
+TARGET_TESTS = "tests/export/test_precision_targets.py"
 ORT_SAME_FILE = (
     "tests/export/test_int8_ort.py::test_the_target_is_the_same_after_a_tensorrt_conversion_in_the_process",)
 
@@ -175,8 +176,8 @@ MUTATIONS: list[Mutation] = [
              "--shm regions outlive an interrupted psp-infer"),
     # ---- verified FP16/INT8 conversion (issue 21: the written file is checked) ----
     Mutation("written-model-unrepaired", "export/precision/verified.py",
-             "    save_with_info(state.outcome.chosen.model, state.written_info, state.dst)",
-             "    save_with_info(state.outcome.plain.model, state.written_info, state.dst)",
+             "    state.target.write(outcome.chosen.model, state.source_model,",
+             "    state.target.write(outcome.plain.model, state.source_model,",
              ("tests/export/test_verified.py::test_fp16_repair_keeps_the_hostile_node_fp32",),
              "the unrepaired model written while the report says repaired"),
     Mutation("repair-ignores-miou-gate", "export/precision/repair.py",
@@ -189,7 +190,7 @@ MUTATIONS: list[Mutation] = [
              ("tests/export/test_verified.py::test_written_file_below_the_gate_is_removed",),
              "a written file that fails its gate kept"),
     # ---- the onnxruntime INT8 target: the same file in any process ----
-    Mutation("ort-registries-left-patched", "export/precision/int8.py",
+    Mutation("ort-registries-left-patched", "export/precision/targets/int8_tensorrt.py",
              "        for table, before in tables:\n            table.clear()\n            table.update(before)\n", "",
              ORT_SAME_FILE,
              "ModelOpt's operators left in ONNX Runtime's registries after a tensorrt conversion"),
@@ -221,6 +222,20 @@ MUTATIONS: list[Mutation] = [
              "    return Path(str(path)).suffix.lower()", "    return Path(str(path)).suffix",
              ("tests/pspcore/test_files.py::test_one_dispatch_on_a_model_files_suffix",),
              "model.ONNX or model.Engine dispatched differently from its lower-case name"),
+    # ---- precision targets: registered where they are defined, asked by the pipeline ----
+    Mutation("target-declaration-unchecked", "export/precision/target.py",
+             "    if problems:\n        raise ValueError", "    if False:\n        raise ValueError",
+             (f"{TARGET_TESTS}::test_a_declaration_that_does_not_hold_is_refused",),
+             "a precision target whose gate, methods or name cannot work registered anyway"),
+    Mutation("int8-targets-frozen-at-import", "export/precision/cli.py",
+             "        return tuple(self.choices_of())", "        return ('tensorrt', 'onnxruntime', 'openvino')",
+             (f"{TARGET_TESTS}::test_a_registered_target_is_offered_and_converted_by_psp_export_int8",),
+             "psp-export int8 refusing a registered INT8 target"),
+    Mutation("target-gate-ignored", "export/precision/verified.py",
+             "options.min_agreement is not None else target.default_gate",
+             "options.min_agreement is not None else 0.98",
+             (f"{TARGET_TESTS}::test_a_new_precision_runs_through_the_verified_conversion",),
+             "a conversion gated at another target's default instead of its own"),
 ]
 
 

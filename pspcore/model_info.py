@@ -16,6 +16,11 @@ IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, 0..255
 IMAGENET_STD = (58.395, 57.12, 57.375)
 PROP_PREFIX = "pspnet."
 INPUT_NAME = "image"  # float32 [N, 3, H, W], normalised RGB
+# ModelInfo.extra keys a precision conversion writes (export.precision) and later stages read
+EXTRA_INT8_TARGET = "int8_target"  # the INT8 target's name: "tensorrt", "onnxruntime", "openvino"
+EXTRA_CALIBRATION = "calibration"  # {"method", "images", "size": [H, W]}
+EXTRA_PRECISION_REPAIR = "precision_repair"  # what the verified conversion's repair did
+EXTRA_OPENVINO = "openvino"  # bf16: {"inference_precision", "verified_in"}: asked of OpenVINO, and measured in
 
 
 @dataclass(frozen=True)

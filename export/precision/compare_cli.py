@@ -31,6 +31,7 @@ def compare_command(fp32_model, other_model, images, num_images, threshold, json
     from export.precision.verdict import judge
     from pspcore.errors import InputError
     from pspcore.files import atomic_output, list_images, require_file
+    from pspcore.model_info import EXTRA_PRECISION_REPAIR
 
     require_file(other_model, "ONNX model")
     if not Path(images).is_dir():
@@ -43,7 +44,7 @@ def compare_command(fp32_model, other_model, images, num_images, threshold, json
         verdict = judge(logits(fp32, batch), logits(other, batch))
     with tempfile.TemporaryDirectory(prefix="psp-compare-") as work:
         reference = fp32_model
-        if other_info.extra.get("precision_repair", {}).get("equalized"):
+        if other_info.extra.get(EXTRA_PRECISION_REPAIR, {}).get("equalized"):
             # its layers were rescaled per channel by repair: compare with the same (deterministic) rescale
             reference = equalize(fp32_model, Path(work) / "equalized.onnx").path
             click.echo("note: OTHER_MODEL was cross-layer equalized; layers compared with the equalized FP32 model",

@@ -21,6 +21,7 @@ from pspcore.runner import InputSpec, Runner
 from pspcore.threads import cpu_threads
 
 IR_SUFFIX = ".xml"
+WEIGHTS_SUFFIX = ".bin"  # an IR's weights, in the file beside its .xml
 # Where an exported IR keeps our ModelInfo: rt_info[INFO_KEY][field] = the field's JSON text. A model read
 # from ONNX carries the same fields under rt_info["framework"] as "pspnet.<field>" (its metadata_props).
 INFO_KEY = "pspnet_model_info"
@@ -63,8 +64,8 @@ def read_model(path: str | Path):
     """The ov.Model of an .onnx or .xml file, or one clear InputError (missing .bin, unreadable file)."""
     ov = import_openvino()
     path = require_file(path, "model")
-    if path.suffix.lower() == IR_SUFFIX and not path.with_suffix(".bin").is_file():
-        raise InputError(f"{path}: its weights file {path.with_suffix('.bin').name} is missing (an OpenVINO IR "
+    if path.suffix.lower() == IR_SUFFIX and not path.with_suffix(WEIGHTS_SUFFIX).is_file():
+        raise InputError(f"{path}: its weights file {path.with_suffix(WEIGHTS_SUFFIX).name} is missing (an OpenVINO IR "
                          "is the .xml and the .bin beside it)")
     try:
         return ov.Core().read_model(str(path))
