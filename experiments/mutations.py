@@ -267,6 +267,14 @@ MUTATIONS: list[Mutation] = [
              "        if exc_type is not None and self._jsonl and not self.count:", "        if False:",
              ("tests/runtime/test_jsonl.py::test_a_failed_run_keeps_the_lines_written_and_no_empty_file",),
              "a run that failed before its first frame leaving an empty .jsonl"),
+    Mutation("realtime-not-default-for-live-sources", "runtime/pipeline.py",
+             "    realtime = source.live if options.realtime is None else options.realtime",
+             "    realtime = bool(options.realtime)",
+             ("tests/runtime/test_realtime.py::test_slow_model_on_a_live_source_drops_stale_frames",),
+             "a camera or stream segmented frame by frame, falling ever further behind"),
+    Mutation("server-time-not-subtracted", "runtime/stages.py", "max(0.0, round_trips_s - server_s)",
+             "round_trips_s", ("tests/runtime/test_jsonl.py::test_server_time_splits_the_round_trips",),
+             "a Triton round trip counted whole as client + network"),
 ]
 
 
