@@ -102,8 +102,8 @@ class VideoFileSource(Source):
 
     def __iter__(self) -> Iterator[Frame]:
         for image in self.reader:
-            index = self.reader.decoded - 1
             self.decoded, self.skipped = self.reader.decoded, self.reader.skipped
+            index = self.decoded + self.skipped - 1  # its place in the file, corrupt frames before it counted
             yield Frame(image, index, index / self.fps, time.perf_counter())
 
     def report(self) -> str | None:

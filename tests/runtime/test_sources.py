@@ -110,3 +110,12 @@ def test_raw_frames_on_standard_input(tiny_model, tmp_path):
     assert count_frames(out) == 7 and len(jsonl.read_text().splitlines()) == 7
     assert b"does not say its fps; the output video is 25 fps" in proc.stderr
     assert b"7 frames in, 7 out" in proc.stdout
+
+
+def test_a_corrupt_frame_keeps_its_place_in_the_file(tiny_video, tmp_path):
+    from tests.runtime.test_video import corrupt_frame
+
+    with open_source(corrupt_frame(tiny_video, tmp_path / "bad.avi", 10)) as source:
+        frames = list(source)
+    assert [f.index for f in frames] == [*range(10), *range(11, 30)] and source.skipped == 1
+    assert frames[10].timestamp == pytest.approx(1.1) and "1 corrupt frame skipped" in source.report()
