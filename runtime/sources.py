@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -178,6 +178,7 @@ class CaptureSource(Source):
         self.fps = fps if fps and math.isfinite(fps) and 0 < fps <= 240 else None
         self.size = (self._first.shape[1], self._first.shape[0])
         self._opened_at = time.perf_counter()
+        self._offset, self._last_stamp, self._resume_at = 0.0, 0.0, None
 
     def _open(self):
         ms = int(self.reconnect.stall * 1000)
@@ -197,10 +198,13 @@ class CaptureSource(Source):
 
     def _stamp(self, image: np.ndarray) -> Frame:
         now = time.perf_counter()
-        position = self._cap.get(cv2.CAP_PROP_POS_MSEC)
-        stamp = position / 1000 if position and position > 0 else now - self._opened_at
+        position = self._cap.get(cv2.CAP_PROP_POS_MSEC)  # the frame's presentation time; -1: not known
+        clock = position / 1000 if position >= 0 else now - self._opened_at
+        if self._resume_at is not None:  # a reopened stream's clock starts again: continue after the gap
+            self._offset, self._resume_at = self._resume_at - clock, None
+        self._last_stamp = max(self._last_stamp, clock + self._offset)  # never backwards for a consumer
         self.decoded += 1
-        return Frame(image, self.decoded - 1, stamp, now)
+        return Frame(image, self.decoded - 1, self._last_stamp, now)
 
     def __iter__(self) -> Iterator[Frame]:
         image, self._first = self._first, None
@@ -228,6 +232,7 @@ class CaptureSource(Source):
             if image is not None:
                 gap = time.perf_counter() - lost
                 self.gaps.append(gap)
+                self._resume_at = self._last_stamp + gap
                 self.notes.append(f"{self.name}: lost after frame {self.decoded - 1}, reopened after "
                                   f"{gap:.1f} s ({attempt} {'try' if attempt == 1 else 'tries'})")
                 return image

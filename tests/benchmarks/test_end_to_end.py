@@ -7,7 +7,6 @@ from click.testing import CliRunner
 
 from benchmarks.cli import main
 from runtime.stages import STAGES
-
 from tests.runtime.conftest import make_onnx, write_video
 
 

@@ -16,7 +16,6 @@ from runtime.outputs import OutputPaths
 from runtime.pipeline import SegmentOptions, segment_source
 from runtime.realtime import LatestFrame
 from runtime.sources import Frame, Source
-
 from tests.runtime.test_video import count_frames
 
 WAIT = 20  # seconds: only a bug ever waits this long

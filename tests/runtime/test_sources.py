@@ -13,8 +13,7 @@ from click.testing import CliRunner
 
 from pspcore.errors import InputError, PSPError
 from runtime.cli import main
-from runtime.sources import (CaptureSource, ImageSource, RawSource, Reconnect, VideoFileSource, open_source)
-
+from runtime.sources import CaptureSource, ImageSource, RawSource, Reconnect, VideoFileSource, open_source
 from tests.runtime.test_video import count_frames
 
 
