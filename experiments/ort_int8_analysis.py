@@ -119,7 +119,7 @@ def ensure_fp32(work: Path, arch: str, classes: int, size: int) -> Path:
 
 def calibration_batch(fp32: Path, size: int) -> np.ndarray:
     from export.scenes import draw_scene
-    from pspcore.model_info import read_model_info
+    from pspcore.model_reader import read_model_info
     from pspcore.preprocess import prepare_frame
 
     info = read_model_info(str(fp32))
@@ -156,7 +156,7 @@ def build_models(work: Path, fp32: Path, size: int) -> dict[str, Path]:
     import onnx
 
     from export.precision.graph import save_with_info
-    from pspcore.model_info import read_model_info
+    from pspcore.model_reader import read_model_info
 
     models = work / "variants"
     models.mkdir(exist_ok=True)
@@ -453,7 +453,7 @@ def saturation_check(model: Path, data: Path, work: Path, threads: int) -> dict:
     strict argmax agreement with FP32 on the val images."""
     import onnxruntime as ort
 
-    from pspcore.model_info import read_model_info
+    from pspcore.model_reader import read_model_info
 
     info = read_model_info(str(model))
     calib, val = _images(data / "train" / "images", info, SATURATION_CALIB), _images(data / "val" / "images", info)
@@ -522,7 +522,7 @@ def run_analysis(work: Path, arch: str, classes: int, size: int, threads: int, r
                                        or "vnni" in f)) or "unknown",
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     from export.scenes import draw_scene
-    from pspcore.model_info import read_model_info
+    from pspcore.model_reader import read_model_info
     from pspcore.preprocess import prepare_frame
 
     feed = prepare_frame(draw_scene(size, size, seed=99), read_model_info(str(fp32)), (size, size))[0][None]

@@ -1,6 +1,6 @@
 """What travels with a model: classes, palette, normalisation and input size, stored in checkpoints, in ONNX
 `metadata_props`, in Triton configs and in engine sidecars, so no command needs them repeated. Also the one
-fallback for a model exported elsewhere (defaults read off its tensor shapes), and reading a model file's info."""
+fallback for a model exported elsewhere (defaults read off its tensor shapes), and reading an ONNX file's info."""
 from __future__ import annotations
 
 import json
@@ -145,16 +145,3 @@ def read_onnx_info(path: str | os.PathLike) -> ModelInfo:
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
         raise InputError(f"{p}: not a loadable ONNX model: {first_line(exc)}") from None
     return info_from_session(session, p)
-
-
-def read_model_info(path: str | os.PathLike) -> ModelInfo:
-    """ModelInfo of a deployed model file: .onnx or a TensorRT engine (.engine/.plan/.trt)."""
-    from pspcore.engine_file import ENGINE_SUFFIXES, read_engine_info
-
-    suffix = Path(path).suffix.lower()
-    if suffix in ENGINE_SUFFIXES:
-        return read_engine_info(path)
-    if suffix == ".onnx":
-        return read_onnx_info(path)
-    raise InputError(f"{path}: cannot read model info from a {suffix or 'suffix-less'} file; "
-                     "expected .onnx or a TensorRT engine (.engine/.plan)")
