@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from pspcore.class_names import class_names_for, generic_class_name
-from pspcore.errors import InputError, first_line, notice_once
+from pspcore.errors import InputError, notice_once
 from pspcore.files import require_file
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, 0..255
@@ -135,13 +135,7 @@ def info_from_session(session, path: str | os.PathLike) -> ModelInfo:
 
 def read_onnx_info(path: str | os.PathLike) -> ModelInfo:
     """ModelInfo of an ONNX file (loads it in a CPU session without graph optimisation: metadata only)."""
-    import onnxruntime as ort
+    from pspcore.onnx_session import SessionFromOnnx
 
     p = require_file(path, "model")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        session = ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
-        raise InputError(f"{p}: not a loadable ONNX model: {first_line(exc)}") from None
-    return info_from_session(session, p)
+    return info_from_session(SessionFromOnnx(p, optimize=False)(), p)

@@ -192,7 +192,7 @@ def verify_onnx(path: str | os.PathLike, reference: nn.Module, info: ModelInfo, 
     chunk = batch or 2
     count = chunk * -(-2 // chunk)  # at least one scene and one noise image, in whole batches
     checks = []
-    with open_runner(path, threads=max(1, torch.get_num_threads())) as runner:
+    with open_runner(path) as runner:
         for i, size in enumerate(sizes):
             inputs = sample_batch(info, size, count, seed=i)
             expected, got = [], []

@@ -61,7 +61,7 @@ class TritonOptions:
     force: bool = False
     platform: str | None = None  # None: onnxruntime_onnx for .onnx, tensorrt_plan for engines; or "python"
     ensemble: bool = False  # also write preprocess/postprocess steps and an image -> labels ensemble
-    intra_op_threads: int = 0  # ONNX Runtime threads of the python platform (0: its default)
+    intra_op_threads: int = 0  # ONNX Runtime threads of the python platform (0: pspcore.threads' rule)
 
 
 @dataclass
