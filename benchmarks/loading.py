@@ -14,7 +14,7 @@ import numpy as np
 
 from benchmarks.memory import MemoryProbe
 from benchmarks.records import BenchConfig, Candidate, Unavailable
-from pspcore.errors import InputError, PSPError, first_line
+from pspcore.errors import InputError, PSPError, first_line, notice
 from pspcore.geometry import runner_input_size
 from pspcore.runner import FrameRunner, Runner
 
@@ -124,7 +124,7 @@ def load_all(candidates: list[Candidate], config: BenchConfig, log: Log
         loaded.append(item)
         log(f"loaded {Path(cand.model).name} on {item.runner.describe()} in {item.load_s:.1f} s")
         for note in item.runner.notes:  # fallbacks taken (a GPU provider not usable, defaults assumed)
-            log(f"notice: {note}")
+            notice(note, log)
     unique_labels(loaded)
     return loaded, unavailable, size, usable
 

@@ -27,12 +27,13 @@ _noticed: set[str] = set()
 def notice(message: str, echo=None) -> None:
     """Say `notice: message`: a default assumed, a fallback taken, something the user should know that is not
     an error. On stderr, or through `echo` where a command collects its lines (psp-bench's log)."""
-    if echo is None:
-        import sys
+    import sys
 
-        print(f"notice: {message}", file=sys.stderr)
+    line = f"notice: {message}"
+    if echo is None:
+        print(line, file=sys.stderr)
     else:
-        echo(f"notice: {message}")
+        echo(line)
 
 
 def notice_once(key: str, message: str) -> None:

@@ -7,9 +7,8 @@ import numpy as np
 
 from pspcore.device import parse_device
 from pspcore.errors import BackendUnavailable, InputError
+from pspcore.precisions import RUNNER_PRECISIONS
 from pspcore.runner import InputSpec, Runner
-
-PRECISIONS = ("fp32", "fp16", "bf16")  # fp16/bf16: torch.autocast around the forward; weights stay FP32
 
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
@@ -72,8 +71,8 @@ class TorchRunner(Runner):
                  device: str = "cpu", threads: int | None = None, precision: str = "fp32",
                  channels_last: bool = False, cuda_graphs: bool = False):
         super().__init__(str(model_path))
-        if precision not in PRECISIONS:
-            raise InputError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+        if precision not in RUNNER_PRECISIONS:
+            raise InputError(f"--precision {precision}: choose one of {', '.join(RUNNER_PRECISIONS)}")
         self.arch, self.num_classes, self.device_name, self.threads = arch, num_classes, device, threads
         self.precision, self.channels_last, self.cuda_graphs = precision, bool(channels_last), bool(cuda_graphs)
         self.model = self.device = None

@@ -9,7 +9,7 @@ import click
 
 from pspcore.cli import (Command, backend_option, batch_option, device_option, echo_summary, json_destination,
                          json_option, output_option, size_option, threads_option)
-from pspcore.errors import PSPError
+from pspcore.errors import PSPError, notice
 
 
 def _quiet_opencv() -> None:
@@ -39,10 +39,6 @@ def labels_in_graph(backend: str, model: str, tile: bool) -> dict:
     except PSPError:
         return {}  # create_runner says what is wrong, in its own words
     return {} if refused_options(cls, {"output": "labels"}) else {"output": "labels"}
-
-
-def _notice(text: str) -> None:
-    click.echo(f"notice: {text}", err=True)
 
 
 @click.command(cls=Command)
@@ -94,7 +90,7 @@ def main(model, source, output, backend, device, batch, size, opacity, mask_vide
                                                             precision=precision, cuda_graphs=cuda_graphs),
                            **labels_in_graph(backend, model, tile))
     for note in runner.notes:
-        _notice(note)
+        notice(note)
     shown = len(runner.notes)
     options = SegmentOptions(batch=batch, size=size, opacity=opacity, tile=tile, codec=codec,
                              keep_partial=not discard_partial, progress=not quiet)
@@ -108,7 +104,7 @@ def main(model, source, output, backend, device, batch, size, opacity, mask_vide
                                       else "no output written"), err=True)
         sys.exit(130)
     for note in result.notes[shown:]:
-        _notice(note)
+        notice(note)
     echo_summary(result.summary(), json_path)
 
 
