@@ -2,7 +2,8 @@
 torch-free base (pspcore) at the bottom; pspnet and runtime side by side on it, neither importing the other;
 export above them; psp-bench (benchmarks) on top; the experiments scripts above everything. pspcore names no
 upper module even in a string (no "module:Class" tables), and the torch-free parts of pspnet and export
-import in a process where torch cannot be imported."""
+import in a process where torch cannot be imported. Outside experiments/, no modules import each other, even
+through a third (a circle is the drawing of a file split by size rather than by concept)."""
 from __future__ import annotations
 
 import ast
