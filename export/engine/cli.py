@@ -28,8 +28,8 @@ from pspcore.errors import InputError, notice
 @size_option(kind=click.STRING,
              help="Input HxW, or MIN:OPT:MAX sizes like 257x257:513x513:1025x1025 (dynamic-shape models) "
                   "[default: the model's own size].")
-@click.option("--workspace", "workspace_gib", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_WORKSPACE_GIB,
-              show_default=True, help="Builder workspace limit in GiB.")
+@click.option("--workspace", "workspace_gib", type=click.FloatRange(min=0, min_open=True),
+              default=DEFAULT_WORKSPACE_GIB, show_default=True, help="Builder workspace limit in GiB.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False),
               help="Timing cache file: read if present, updated after the build (makes rebuilds fast).")
 @device_option("The GPU to build for: cuda or cuda:N (an engine runs on the GPU model that built it).",
