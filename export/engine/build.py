@@ -21,8 +21,8 @@ from pspcore.model_info import EXTRA_INT8_TARGET, ModelInfo, read_onnx_info
 from pspcore.geometry import resolve_input_size
 from pspcore.runner import InputSpec
 from pspcore.nvidia import collecting_logger, import_tensorrt, select_device
+from pspcore.precisions import ENGINE_PRECISIONS
 
-PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_WORKSPACE_GIB = 4.0
 
 Shape = tuple[int, ...]
@@ -233,8 +233,8 @@ def prepare_onnx(src: Path, precision: str | None, info: ModelInfo, workdir: Pat
                          "pass the FP32 model with --int8")
     if precision is None or precision == have:
         return src, info, []
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision not in ENGINE_PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(ENGINE_PRECISIONS)}, got {precision!r}")
     if have != "fp32":
         raise InputError(f"{src.name} is already an {have} model; build it without --fp16/--int8, or pass its "
                          f"FP32 model to convert to {precision}")

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import click
 
+from export.engine.build import DEFAULT_WORKSPACE_GIB
 from export.precision.calibration import DEFAULT_NUM_IMAGES
 from export.precision.cli import calibration_images, calibration_options
 from pspcore.cli import Command, batch_option, device_option, num_images_option, output_option, size_option
 from pspcore.device import cuda_index
-from pspcore.errors import InputError
+from pspcore.errors import InputError, notice
 
 
 @click.command(cls=Command)
@@ -26,8 +27,8 @@ from pspcore.errors import InputError
 @size_option(kind=click.STRING,
              help="Input HxW, or MIN:OPT:MAX sizes like 257x257:513x513:1025x1025 (dynamic-shape models) "
                   "[default: the model's own size].")
-@click.option("--workspace", "workspace_gib", type=click.FloatRange(min=0, min_open=True), default=4.0,
-              show_default=True, help="Builder workspace limit in GiB.")
+@click.option("--workspace", "workspace_gib", type=click.FloatRange(min=0, min_open=True),
+              default=DEFAULT_WORKSPACE_GIB, show_default=True, help="Builder workspace limit in GiB.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False),
               help="Timing cache file: read if present, updated after the build (makes rebuilds fast).")
 @device_option("The GPU to build for: cuda or cuda:N (an engine runs on the GPU model that built it).",
@@ -56,7 +57,7 @@ def main(onnx_model, engine, precision, calib_images, calib_list, calib_dataset,
                           workspace_gib=workspace_gib, timing_cache=timing_cache, calib_images=images,
                           calib_method=calib_method, num_images=num_images, device=cuda_index(device) or 0, verbose=verbose)
     for note in result.notes:
-        click.echo(f"notice: {note}", err=True)
+        notice(note)
     for name, shapes in result.profiles.items():
         click.echo(f"profile {name}: min {shapes['min']} opt {shapes['opt']} max {shapes['max']}")
     click.echo(f"wrote {result.engine_path} ({result.precision}, TensorRT {result.sidecar.platform.tensorrt_version}, "
