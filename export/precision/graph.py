@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from pathlib import Path
 
 from export.precision.calibration import DEFAULT_NUM_IMAGES, CalibrationSet, load_calibration_set
-from pspcore.errors import InputError, PSPError
+from pspcore.errors import InputError, PSPError, notice
 from pspcore.files import atomic_output
 from pspcore.geometry import resolve_input_size
 from pspcore.model_info import PROP_PREFIX, ModelInfo
@@ -91,6 +90,6 @@ def calibration_batch(paths: list, info: ModelInfo, size: tuple[int, int],
     calib = load_calibration_set(list(paths), info, size, num_images, progress=False)
     if calib.skipped:
         names = ", ".join(f"{p.name} ({why})" for p, why in calib.skipped[:3])
-        print(f"notice: skipped {len(calib.skipped)} unreadable {what} image(s): {names}"
-              + (" ..." if len(calib.skipped) > 3 else ""), file=sys.stderr)
+        notice(f"skipped {len(calib.skipped)} unreadable {what} image(s): {names}"
+               + (" ..." if len(calib.skipped) > 3 else ""))
     return calib
