@@ -12,6 +12,7 @@ from export.precision.calibration import DEFAULT_NUM_IMAGES, CalibrationSet, loa
 from pspcore.errors import InputError, PSPError, notice
 from pspcore.files import atomic_output
 from pspcore.geometry import resolve_input_size
+from pspcore.precisions import converted
 from pspcore.model_info import PROP_PREFIX, ModelInfo
 
 ONNX_SUFFIX = ".onnx"
@@ -24,7 +25,7 @@ COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 def check_source(info: ModelInfo, src: str | os.PathLike) -> ModelInfo:
     """`info` of the model to convert, refused unless it is FP32 (a conversion starts from the FP32 export)."""
-    if info.precision != "fp32":
+    if converted(info.precision):
         raise InputError(f"{src} is already an {info.precision} model; convert its FP32 model instead")
     return info
 
