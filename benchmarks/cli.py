@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from benchmarks.bench import BenchConfig, BenchReport, Candidate, Series, run_benchmark
+from benchmarks.bench import run_benchmark
 from benchmarks.loading import backend_name
+from benchmarks.records import BenchConfig, BenchReport, Candidate, Series
 from pspcore.cli import (Command, Group, backend_flag_options, backend_option, batch_option, dataset_options,
                          device_option, echo_summary, json_destination, json_option, max_images_option, size_option)
 from pspcore.errors import InputError, PSPError

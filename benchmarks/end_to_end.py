@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench import Series, run_slice
-from benchmarks.loading import Candidate, make_input
+from benchmarks.bench import run_slice
+from benchmarks.loading import make_input
+from benchmarks.records import Candidate, Series
 from benchmarks.stats import summarize
 from pspcore.geometry import runner_input_size
 from pspcore.registry import create_runner

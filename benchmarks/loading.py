@@ -8,28 +8,17 @@ import importlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
 from benchmarks.memory import MemoryProbe
-from pspcore.errors import InputError, PSPError, first_line
+from benchmarks.records import BenchConfig, Candidate, Unavailable
+from pspcore.errors import InputError, PSPError, first_line, notice
 from pspcore.geometry import runner_input_size
 from pspcore.runner import FrameRunner, Runner
 
-if TYPE_CHECKING:
-    from benchmarks.bench import BenchConfig
-
 Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One thing to measure: a model file on a backend ('auto' picks by file type)."""
-
-    model: str
-    backend: str = "auto"
-    baseline: bool = False
 
 
 @dataclass
@@ -39,18 +28,6 @@ class Loaded:
     label: str
     load_s: float
     memory: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Unavailable:
-    model: str
-    backend: str
-    reason: str
-    batch: int | None = None  # None: the model could not be used at all
-
-    def line(self) -> str:
-        where = f" at batch {self.batch}" if self.batch is not None else ""
-        return f"{Path(self.model).name} on {self.backend}{where}: {self.reason}"
 
 
 def candidate_options(candidate: Candidate, threads: int | None, device: str = "auto",
@@ -146,7 +123,7 @@ def load_all(candidates: list[Candidate], config: BenchConfig, log: Log
         loaded.append(item)
         log(f"loaded {Path(cand.model).name} on {item.runner.describe()} in {item.load_s:.1f} s")
         for note in item.runner.notes:  # fallbacks taken (a GPU provider not usable, defaults assumed)
-            log(f"notice: {note}")
+            notice(note, log)
     unique_labels(loaded)
     return loaded, unavailable, size, usable
 

@@ -10,18 +10,16 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from experiments.gpu_config import GpuCheckConfig
 from experiments.gpu_torch import (ERROR, FAILED, PASSED, REPLAY_TARGET, SKIPPED, TARGETS, TorchTarget, cuda_target,
                                    measure_latency, passes)
 from export.parity import compare_outputs
 from export.scenes import write_scenes
 from pspcore.model_info import ModelInfo
 
-if TYPE_CHECKING:
-    from experiments.gpu_check import GpuCheckConfig
 
 
 @dataclass

@@ -88,7 +88,7 @@ SECTIONS = (
             "session options, all run interleaved under ONNX Runtime's profiler; each convolution's rate set "
             "against MatMulInteger on the same shapes and the machine's 2048^3 GEMM rates; the labels output "
             "measured with psp-bench and psp-infer; U8S8 saturation measured on the demo's trained model.",
-            ("python", "-m", "experiments.ort_int8_analysis", "{work}", "--trained", "{root}/demo",
+            ("python", "-m", "experiments.ort_int8_report", "{work}", "--trained", "{root}/demo",
              "--markdown", "{work}/ort-int8.md"),
             ("ort-int8.md",)),
     Section("triton", "Serving on the real Triton server",

@@ -11,9 +11,8 @@ from pspcore.device import parse_device
 from pspcore.errors import BackendUnavailable, InputError
 from pspcore.files import suffix_of
 from pspcore.options import BackendOptions, option, threads_option
+from pspcore.precisions import RUNNER_PRECISIONS
 from pspcore.runner import InputSpec, Runner
-
-PRECISIONS = ("fp32", "fp16", "bf16")  # fp16/bf16: torch.autocast around the forward; weights stay FP32
 
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
@@ -73,7 +72,7 @@ class TorchOptions(BackendOptions):
                                 "a GPU)")
     threads: int | None = threads_option()
     precision: str = option("fp32", "autocast precision (weights stay FP32) [default: fp32]", cli=True,
-                            choices=PRECISIONS)
+                            choices=RUNNER_PRECISIONS)
     channels_last: bool = option(False, "run in the channels-last memory format")
     cuda_graphs: bool = option(False, "replay the forward as a CUDA graph captured once per input shape (needs "
                                       "--device cuda)", cli=True)
@@ -95,8 +94,8 @@ class TorchRunner(Runner):
     def __init__(self, model_path, **options):
         super().__init__(str(model_path))
         o = self.options_class.parse(self.name, options)
-        if o.precision not in PRECISIONS:
-            raise InputError(f"--precision {o.precision}: choose one of {', '.join(PRECISIONS)}")
+        if o.precision not in RUNNER_PRECISIONS:
+            raise InputError(f"--precision {o.precision}: choose one of {', '.join(RUNNER_PRECISIONS)}")
         self.arch, self.num_classes, self.device_name, self.threads = o.arch, o.num_classes, o.device, o.threads
         self.precision, self.channels_last, self.cuda_graphs = o.precision, bool(o.channels_last), bool(o.cuda_graphs)
         self.model = self.device = None

@@ -10,7 +10,7 @@ import click
 
 from pspcore.cli import (Command, SizeType, backend_flag_options, backend_option, batch_option, device_option,
                          echo_summary, json_destination, json_option, option_group, output_option, size_option)
-from pspcore.errors import InputError, PSPError
+from pspcore.errors import InputError, PSPError, notice
 
 
 def _quiet_opencv() -> None:
@@ -40,10 +40,6 @@ def labels_in_graph(backend: str, model: str, tile: bool) -> dict:
     except PSPError:
         return {}  # create_runner says what is wrong, in its own words
     return {"output": "labels"} if takes_option(name, "output") else {}
-
-
-def _notice(text: str) -> None:
-    click.echo(f"notice: {text}", err=True)
 
 
 class FrameSizeType(SizeType):
@@ -137,7 +133,7 @@ def main(model, source, output, mask_video, masks_dir, json_path, codec, discard
     runner = create_runner(backend, model, **runner_options(backend, model, device=device, **backend_flags),
                            **labels_in_graph(backend, model, tile))
     for note in runner.notes:
-        _notice(note)
+        notice(note)
     shown = len(runner.notes)
     options = SegmentOptions(batch=batch, size=size, opacity=opacity, tile=tile, codec=codec,
                              keep_partial=not discard_partial, progress=not quiet, realtime=realtime,
@@ -153,7 +149,7 @@ def main(model, source, output, mask_video, masks_dir, json_path, codec, discard
                                       else "no output written"), err=True)
         sys.exit(130)
     for note in result.notes[shown:]:
-        _notice(note)
+        notice(note)
     echo_summary(result.summary(), json_path)
 
 
