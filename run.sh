@@ -22,6 +22,7 @@ system_packages() {
     fi
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive  # no prompts: CI has no terminal
     echo "== installing $SYSTEM_PACKAGES (first run only)"
     # shellcheck disable=SC2086
     $sudo apt-get install -y -qq $SYSTEM_PACKAGES >/dev/null \
