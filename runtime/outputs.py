@@ -59,8 +59,6 @@ class FrameRecords(contextlib.ExitStack):
         self.masks_dir, self.json_path, self.info, self.rle = paths.masks_dir, paths.json, info, rle
         self.frames: list[dict] = []
         self.count = 0
-        if self.masks_dir:
-            self.masks_dir.mkdir(parents=True, exist_ok=True)
         self._jsonl = self.enter_context(open(paths.jsonl, "w", encoding="utf-8")) if paths.jsonl else None
 
     def __exit__(self, exc_type, exc, tb):
@@ -76,6 +74,8 @@ class FrameRecords(contextlib.ExitStack):
 
     def add(self, name: str, labels: np.ndarray, frame: Frame | None = None) -> None:
         if self.masks_dir:
+            if not self.count:  # made with the first frame: a run stopped before it leaves no empty folder
+                self.masks_dir.mkdir(parents=True, exist_ok=True)
             # PNG keeps label values exact; 16 bits when a model has more than 256 classes.
             write_image(self.masks_dir / f"{Path(name).stem}.png", as_labels(labels, self.info.num_classes))
         if self.json_path:
