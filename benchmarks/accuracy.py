@@ -8,8 +8,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks.loading import Candidate, Loaded, Unavailable, backend_name, load_candidate
+from benchmarks.loading import Loaded, backend_name, load_candidate
 from benchmarks.memory import MemoryProbe
+from benchmarks.records import Candidate, Unavailable
 from benchmarks.report import markdown_table, text_table, write_text
 from pspcore.errors import InputError, PSPError, first_line
 from pspcore.files import require_file
@@ -29,6 +30,7 @@ class AccuracyConfig:
     dataset: str | None = None
     split: str = "val"
     device: str = "auto"  # auto, cpu, cuda, cuda:N (pspcore.device)
+    backend_options: tuple[tuple[str, object], ...] = ()  # as BenchConfig's: non-baseline runners that take them
 
     def __post_init__(self):
         if (self.data_list is None) == (self.dataset is None):
@@ -123,7 +125,7 @@ def run_accuracy(candidates: list[Candidate], config: AccuracyConfig, log=lambda
     labels: dict[int, list] = {}  # row -> argmax of every window
     for cand in sorted(candidates, key=lambda c: not c.baseline):
         try:
-            item = load_candidate(cand, config.threads, MemoryProbe(), device=config.device)
+            item = load_candidate(cand, config.threads, MemoryProbe(), config.device, dict(config.backend_options))
         except PSPError as exc:
             unavailable.append(Unavailable(cand.model, backend_name(cand), first_line(exc)))
             log(f"unavailable: {unavailable[-1].line()}")

@@ -2,13 +2,9 @@
 second) as a fraction of the best GEMM rate this machine's runtimes reach for its kind (INT8 or FP32)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from benchmarks.loading import Loaded
 from benchmarks.machine import GemmRate, best_limits
-
-if TYPE_CHECKING:  # bench imports this module
-    from benchmarks.bench import Result
-    from benchmarks.loading import Loaded
+from benchmarks.records import Result
 
 
 def limit_kind(precision: str) -> str:

@@ -15,8 +15,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from experiments.gpu_torch import ERROR, FAILED, PASSED, SKIPPED, TARGETS, TorchTarget, passes
 from export.parity import compare_outputs
 

@@ -10,18 +10,26 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from experiments.gpu_torch import (ERROR, FAILED, PASSED, REPLAY_TARGET, SKIPPED, TARGETS, TorchTarget, cuda_target,
-                                   gathered, measure_latency, passes)
+from experiments.gpu_config import GpuCheckConfig
+from experiments.gpu_torch import (
+    ERROR,
+    FAILED,
+    PASSED,
+    REPLAY_TARGET,
+    SKIPPED,
+    TARGETS,
+    TorchTarget,
+    cuda_target,
+    gathered,
+    measure_latency,
+    passes,
+)
 from export.parity import compare_outputs
 from export.scenes import write_scenes
 from pspcore.model_info import ModelInfo
-
-if TYPE_CHECKING:
-    from experiments.gpu_check import GpuCheckConfig
 
 
 @dataclass
@@ -65,7 +73,7 @@ def check_precision(config: GpuCheckConfig, precision: str, onnx_path: Path, wor
     from runtime.backends.tensorrt import TensorRTRunner
 
     engine, seconds, notes = build_engine_for(config, precision, onnx_path, work)
-    runner = TensorRTRunner(engine, device=config.device, cuda_graph=config.cuda_graph)
+    runner = TensorRTRunner(engine, device=config.device, cuda_graphs=config.cuda_graph)
     runner.activate()
     report = compare_outputs(expected, runner.infer(fresh))
     status = PASSED if passes(precision, report) else FAILED
@@ -96,7 +104,8 @@ def device_checks(config: GpuCheckConfig, engine: Path, first: np.ndarray, fresh
     raises (its error is its result). `gpu_name`: this GPU's name from an independent source (None: that check
     is skipped)."""
     checks = [("engine records the GPU it was built on", lambda name: platform_check(name, engine, gpu_name)),
-              ("an engine whose sidecar names another GPU is refused", lambda name: refusal_check(name, config, engine)),
+              ("an engine whose sidecar names another GPU is refused",
+               lambda name: refusal_check(name, config, engine)),
               ("CUDA graph replayed on a new input equals the direct launch on it",
                lambda name: graph_replay_check(name, config, engine, first, fresh)),
               ("two runners on two GPUs in one thread", lambda name: two_gpu_check(name, config, engine, fresh))]
@@ -143,7 +152,7 @@ def graph_replay_check(name: str, config: GpuCheckConfig, engine: Path, first: n
 
     with TensorRTRunner(engine, device=config.device) as plain:
         expected = plain.infer(fresh)
-    with TensorRTRunner(engine, device=config.device, cuda_graph=True) as graph:
+    with TensorRTRunner(engine, device=config.device, cuda_graphs=True) as graph:
         graph.infer(first)
         got = graph.infer(fresh)
         replays, notes = graph.graph_launches, "; ".join(graph.notes)

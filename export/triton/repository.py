@@ -10,8 +10,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pspcore.engine_file import ENGINE_SUFFIXES, read_sidecar
-from pspcore.errors import InputError, notice_once
-from pspcore.files import require_file
+from pspcore.errors import InputError, load_error, notice_once
+from pspcore.files import by_suffix, require_file
 from pspcore.label_maps import graph_label_dtype
 from pspcore.model_info import INPUT_NAME, ModelInfo, fallback_info
 from pspcore.tensor_types import TENSORRT_TO_TRITON, numpy_to_triton
@@ -61,7 +61,7 @@ class TritonOptions:
     force: bool = False
     platform: str | None = None  # None: onnxruntime_onnx for .onnx, tensorrt_plan for engines; or "python"
     ensemble: bool = False  # also write preprocess/postprocess steps and an image -> labels ensemble
-    intra_op_threads: int = 0  # ONNX Runtime threads of the python platform (0: its default)
+    intra_op_threads: int = 0  # ONNX Runtime threads of the python platform (0: pspcore.threads' rule)
 
 
 @dataclass
@@ -101,7 +101,7 @@ def read_onnx_model(path: str | os.PathLike) -> ServedModel:
     try:
         model = onnx.load(str(p), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and friends from protobuf
-        raise InputError(f"{p}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+        raise load_error(p, "ONNX model", exc) from None
     weights = {t.name for t in model.graph.initializer}
     inputs = tuple(_onnx_tensor(v) for v in model.graph.input if v.name not in weights)
     outputs = tuple(_onnx_tensor(v) for v in model.graph.output)
@@ -156,13 +156,11 @@ def read_engine_model(path: str | os.PathLike) -> ServedModel:
 
 
 def read_served_model(path: str | os.PathLike) -> ServedModel:
-    suffix = Path(path).suffix.lower()
-    if suffix == ".onnx":
-        return read_onnx_model(path)
-    if suffix in ENGINE_SUFFIXES:
-        return read_engine_model(path)
-    raise InputError(f"{path}: Triton export takes an .onnx model or a TensorRT engine "
-                     f"({', '.join(ENGINE_SUFFIXES)})")
+    reader = by_suffix(path, {".onnx": read_onnx_model, ENGINE_SUFFIXES: read_engine_model})
+    if reader is None:
+        raise InputError(f"{path}: Triton export takes an .onnx model or a TensorRT engine "
+                         f"({', '.join(ENGINE_SUFFIXES)})")
+    return reader(path)
 
 
 def _profile_batch_limit(model: ServedModel) -> int | None:

@@ -1,18 +1,20 @@
 """ONNX Runtime backend: the CPU everywhere; CUDA and TensorRT execution providers with onnxruntime-gpu."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from pspcore import onnx_session
 from pspcore.device import cuda_index
 from pspcore.errors import BackendUnavailable, InputError, PSPError, first_line
-from pspcore.files import require_file
+from pspcore.files import require_file, suffix_of
 from pspcore.model_info import ModelInfo, info_from_session
+from pspcore.options import BackendOptions, option, threads_option
 from pspcore.registry import CATCH_ALL
 from pspcore.runner import InputSpec, Runner
-from pspcore.threads import cpu_threads
+from pspcore.triton_protocol import url_scheme
 
 # Best first. `auto` takes every one of these the installed wheel offers; ONNX Runtime assigns each node to
 # the first provider that can run it, so the CPU stays the fallback.
@@ -43,17 +45,6 @@ def resolve_providers(providers) -> list[str]:
         raise BackendUnavailable(f"onnxruntime here has no {', '.join(missing)} (available: "
                                  f"{', '.join(ort.get_available_providers())}); onnxruntime-gpu adds CUDA/TensorRT")
     return names
-
-
-def session_options(threads: int | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    threads = cpu_threads(threads)  # None: ONNX Runtime's default, a thread per core
-    if threads:
-        options.intra_op_num_threads = threads
-    return options
 
 
 PROFILE_KEYS = ("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes")
@@ -140,16 +131,17 @@ def _dim(value) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-class SessionFromOnnx:
-    """A loader (Polygraphy's idea): calling it opens an ONNX Runtime session on the model with the chosen
-    providers and threads. The one place sessions are made: psp-infer's runner and export's checks alike.
-    `notes` collects what the user should hear (providers dropped, a TensorRT profile assumed)."""
+class SessionFromOnnx(onnx_session.SessionFromOnnx):
+    """pspcore's session loader with the runtime's choice of providers: psp-infer's runner and export's checks
+    alike. Providers by name or short name (None: the best the wheel offers), each given its options (device,
+    the TensorRT provider's engine cache and profile). `notes` collects what the user should hear (providers
+    dropped, a TensorRT profile assumed)."""
 
     def __init__(self, model_path, providers=None, threads: int | None = None, device_id: int = 0,
                  trt_max_batch: int = 8):
         self.model_path = Path(require_file(model_path, "model"))
-        self.providers = resolve_providers(providers)
-        self.threads, self.device_id, self.trt_max_batch = threads, device_id, int(trt_max_batch)
+        super().__init__(self.model_path, resolve_providers(providers), threads=threads)
+        self.device_id, self.trt_max_batch = device_id, int(trt_max_batch)
         self.notes: list[str] = []
         self.profile: dict = {}  # the TensorRT provider's trt_profile_* options of the last session
 
@@ -160,15 +152,11 @@ class SessionFromOnnx:
         if "TensorrtExecutionProvider" in self.providers:
             profile, precision, notes = self._tensorrt_options()
             self.notes += notes
-        if set(self.providers) - {"CPUExecutionProvider"}:
+        if set(self.providers) - {onnx_session.CPU}:
             _preload_gpu_libraries(ort)
         self.profile = profile
-        chosen = [(p, provider_options(p, self.model_path, self.device_id, {**profile, **precision}))
-                  for p in self.providers]
-        try:
-            session = ort.InferenceSession(str(self.model_path), session_options(self.threads), providers=chosen)
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            raise InputError(f"{self.model_path}: not a loadable ONNX model: {first_line(exc)}") from None
+        session = self.open([(p, provider_options(p, self.model_path, self.device_id, {**profile, **precision}))
+                             for p in self.providers])
         used = session.get_providers()
         dropped = [p for p in self.providers if p not in used]
         if dropped:  # e.g. CUDA listed by the wheel but no driver/GPU on this machine: say so, once
@@ -178,36 +166,28 @@ class SessionFromOnnx:
     def _tensorrt_options(self) -> tuple[dict, dict, list[str]]:
         """The TensorRT provider's profile and precision flag, read off a metadata-only CPU session of the same
         file: (trt_profile_* options, trt_*_enable options, notes)."""
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
-            peek = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
-        except Exception:  # not a loadable model: the real session says so in one line
+            peek = onnx_session.SessionFromOnnx(self.model_path, optimize=False)()
+        except InputError:  # not a loadable model: the real session says so in one line
             return {}, {}, []
         first, info = peek.get_inputs()[0], info_from_session(peek, str(self.model_path))
         profile, notes = tensorrt_profile(first.name, first.shape, info, self.trt_max_batch)
         return profile, tensorrt_precision_options(info.precision), notes
 
 
-class OnnxRuntimeRunner(Runner):
-    """Options: providers ('auto', 'cpu', 'cuda', 'tensorrt' or a list), threads (intra-op), device_id,
-    trt_max_batch (the largest batch the TensorRT provider's profile covers for a dynamic-batch model); they
-    make its loader, a SessionFromOnnx, which opens the session on activate()."""
+@dataclass(frozen=True)
+class OnnxRuntimeOptions(BackendOptions):
+    """What the onnxruntime backend takes; they make its loader, a SessionFromOnnx."""
 
-    name = "onnxruntime"
-    requires = ("onnxruntime",)
-
-    def __init__(self, model_path, *, providers=None, threads: int | None = None, device_id: int = 0,
-                 trt_max_batch: int = 8):
-        super().__init__(str(model_path))
-        self.loader = SessionFromOnnx(model_path, providers, threads, device_id, trt_max_batch)
-        self.providers = list(self.loader.providers)
-        self._session = None
+    providers: str | list | None = option(None, "'auto', 'cpu', 'cuda', 'tensorrt' or a list, best first (set "
+                                                "by --device)")
+    threads: int | None = threads_option()
+    device_id: int = option(0, "the GPU of the CUDA and TensorRT providers (set by --device cuda:N)")
+    trt_max_batch: int = option(8, "the largest batch the TensorRT provider's profile covers for a dynamic-batch "
+                                   "model")
 
     @classmethod
-    def device_options(cls, device: str) -> dict:
+    def from_device(cls, device: str) -> dict:
         """cpu: the CPU provider only; cuda[:N]: the CUDA provider on that GPU (CPU for what it cannot run);
         auto: every provider the installed wheel offers, best first."""
         if device == "auto":
@@ -216,12 +196,28 @@ class OnnxRuntimeRunner(Runner):
             return {"providers": "cpu"}
         return {"providers": "cuda,cpu", "device_id": cuda_index(device)}
 
+
+class OnnxRuntimeRunner(Runner):
+    """Runs an ONNX model in an ONNX Runtime session (options: OnnxRuntimeOptions), which its loader, a
+    SessionFromOnnx, opens on activate()."""
+
+    name = "onnxruntime"
+    options_class = OnnxRuntimeOptions
+    requires = ("onnxruntime",)
+
+    def __init__(self, model_path, **options):
+        super().__init__(str(model_path))
+        o = self.options_class.parse(self.name, options)
+        self.loader = SessionFromOnnx(model_path, o.providers, o.threads, o.device_id, o.trt_max_batch)
+        self.providers = list(self.loader.providers)
+        self._session = None
+
     @classmethod
     def auto_priority(cls, model_path: str) -> int | None:
-        if "://" in model_path:
+        if url_scheme(model_path) is not None:
             return None
         # Another file (no backend claims it): the session says in one line why it cannot read it.
-        return 10 if model_path.lower().endswith(".onnx") else CATCH_ALL
+        return 10 if suffix_of(model_path) == ".onnx" else CATCH_ALL
 
     @property
     def threads(self) -> int | None:

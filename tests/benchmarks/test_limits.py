@@ -7,10 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.bench import BenchConfig, Candidate, run_benchmark
+from benchmarks.bench import run_benchmark
 from benchmarks.limits import add_limit_fractions
 from benchmarks.machine import GemmRate, best_limits, measure_gemm_limits
 from benchmarks.model_cost import model_gop
+from benchmarks.records import BenchConfig, Candidate
 from tests.benchmarks.fakes import write_model
 from tests.runtime.conftest import make_onnx
 

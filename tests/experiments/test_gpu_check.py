@@ -155,7 +155,8 @@ def test_a_bad_cuda_graph_fails_and_the_rest_is_still_reported(tmp_path, graph, 
     against eager on that input fails it. A variant that breaks is reported as an error, after which the
     others still run (N5)."""
     config = _torch_config(tmp_path, torch_variants=(GRAPHS, "fp32"))
-    report = run_gpu_check(config, log=lambda line: None, target=TorchTarget("cpu", "Stand-in GPU", lambda: None, graph))
+    target = TorchTarget("cpu", "Stand-in GPU", lambda: None, graph)
+    report = run_gpu_check(config, log=lambda line: None, target=target)
     checks = {c["variant"]["name"]: c for c in report["torch"]["checks"]}
     assert checks[GRAPHS]["status"] == expected, checks[GRAPHS]["detail"]
     assert checks["fp32"]["status"] == PASSED and checks["fp32"]["latency_ms"]

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 import pspnet.gpu as gpu
-from pspnet.gpu import (LEGACY_TF32_API, NEW_TF32_API, CudaGraphs, HostStaging, describe_tf32_off, strict_fp32,
-                        tf32_api)
+from pspnet.gpu import LEGACY_TF32_API, NEW_TF32_API, CudaGraphs, HostStaging, describe_tf32_off, strict_fp32, tf32_api
 from tests.pspnet.fake_torch_cuda import FakeTorchCuda
 
 

@@ -407,7 +407,8 @@ def _keeping_last_error(function):
 
 
 for _name, _function in list(vars(FakeCudart).items()):
-    if _name.startswith("cuda") and inspect.isfunction(_function) and _name not in ("cudaGetLastError", "cudaGetErrorString"):
+    if (_name.startswith("cuda") and inspect.isfunction(_function)
+            and _name not in ("cudaGetLastError", "cudaGetErrorString")):
         setattr(FakeCudart, _name, _keeping_last_error(_function))
 
 

@@ -105,6 +105,7 @@ def test_the_tensorrt_provider_gets_the_builder_flag_of_the_model_precision(tmp_
     loader = SessionFromOnnx(path, providers="cpu")
     loader.providers = ["TensorrtExecutionProvider", "CPUExecutionProvider"]
     loader()
-    flags = {k: v for k, v in chosen["TensorrtExecutionProvider"].items() if k in ("trt_fp16_enable", "trt_int8_enable")}
+    flags = {k: v for k, v in chosen["TensorrtExecutionProvider"].items()
+             if k in ("trt_fp16_enable", "trt_int8_enable")}
     assert flags == expected
     assert "trt_engine_cache_enable" in chosen["TensorrtExecutionProvider"] and chosen["CPUExecutionProvider"] == {}
