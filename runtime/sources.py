@@ -319,8 +319,12 @@ def open_source(spec: str | os.PathLike, *, frame_size: tuple[int, int] | None =
         files = sorted(Path(f) for f in glob.glob(text, recursive=True) if is_image(f))
         return ImageSource(text, files)
     if path.suffix.lower() == ".txt":
-        rows = read_list_file(path, fields=(1, 2), what="image list")
-        return ImageSource(text, [row[0] for row in rows])
+        images = [row[0] for row in read_list_file(path, fields=(1, 2), what="image list")]
+        others = [p for p in images if not is_image(p)]
+        if others:
+            raise InputError(f"{path}: an image list names one image a line, but it lists {others[0].name} "
+                             f"({len(others)} of {len(images)} entries are not image files)")
+        return ImageSource(text, images)
     if is_image(path):
         return ImageSource(text, list_images(path), single=True)
     return VideoFileSource(path)
