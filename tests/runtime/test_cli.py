@@ -66,7 +66,7 @@ try:
 except SystemExit as exit:
     assert exit.code in (0, None), exit.code
 loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'pspnet')
-assert loaded in ([], ['pspnet', 'pspnet.runner']), loaded
+assert loaded in ([], ['pspnet', 'pspnet.gpu', 'pspnet.runner']), loaded  # the runner and its GPU machinery
 print('ok')
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
