@@ -216,7 +216,8 @@ def _fallback(search: Search, outcome: Outcome, base: Path, best: Candidate, max
     judged = " (the gate judged its lower bound over the images)" if job.gate_on == "lower-bound" else ""
     raise GateError(f"{job.what} keeps at most {100 * best_agreement:.2f}% of the FP32 labels on "
                     f"{len(job.verify)} held-out images after {len(search.attempts)} conversions (repair tried "
-                    f"{tried}FP32 fallback of {len(exclude)} nodes), below the gate {100 * job.min_agreement:g}%{judged}; "
+                    f"{tried}FP32 fallback of {len(exclude)} nodes), below the gate {100 * job.min_agreement:g}%"
+                    f"{judged}; "
                     f"lower --min-agreement{job.target.advice} (nothing written)")
 
 

@@ -305,8 +305,8 @@ def test_the_lower_bound_gate_is_applied_to_the_written_file(probe, tmp_path, mo
 def test_repair_continues_from_the_step_that_helped(probe, tmp_path, monkeypatch):
     """INT8 (onnxruntime target) with a quantizer whose bias depends on what it is given: plain 210 (flips
     FRAGILE and WEAK pixels), equalized 185 (WEAK only: it helped, not enough), the other methods on the
-    equalized model 205 (worse: not built on), then FP32 fallback, which must continue from the equalized model with its method
-    (entropy) and passes. The report names that starting point, and the quantizer saw it."""
+    equalized model 205 (worse: not built on), then FP32 fallback, which must continue from the equalized model
+    with its method (entropy) and passes. The report names that starting point, and the quantizer saw it."""
     import export.precision.repair as repair
     from export.precision.equalize import Equalization
     from export.precision.targets.int8_onnxruntime import OnnxRuntimeInt8
@@ -346,3 +346,6 @@ def test_repair_continues_from_the_step_that_helped(probe, tmp_path, monkeypatch
     assert last["equalized"] and last["method"] == "entropy" and data["equalized"] and data["method"] == "entropy"
     written = read_onnx_info(out).extra["precision_repair"]
     assert written["equalized"] and written["method"] == "entropy" and written["kept_fp32"] == [CONV]
+    # psp-export int8 --json: the written file's per-image agreement and lower bound (exact: all 4 images whole)
+    assert data["after"]["per_image"] == [1.0] * 4 and data["after"]["lower_bound"] == 1.0
+    assert data["before"]["per_image"] == [1 - 12 / PIXELS] * 4 and data["after"]["uncertain"] is True

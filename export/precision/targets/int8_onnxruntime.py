@@ -162,10 +162,10 @@ def float_output_region(model):
 
 
 def quantize_onnxruntime(src: Path, work: Path, batch, method: str, exclude: tuple[str, ...] = ()):
-    """ONNX Runtime's static QDQ quantization for its CPU kernels (QLinearConv and friends) with
-    ORT_QUANT_DEFAULTS (per-channel 7-bit S8 weights, U8 activations), after its pre-processing (once per
-    source file), with the output region float (float_output_region). Node names survive the pre-processing, so `exclude` (exact names, kept FP32) refers to the
-    source model's nodes."""
+    """ONNX Runtime's static QDQ quantization for its CPU kernels (QLinearConv and friends) with ORT_QUANT_DEFAULTS
+    (per-channel 7-bit S8 weights, U8 activations), after its pre-processing (once per source file), with the
+    output region float (float_output_region). Node names survive the pre-processing, so `exclude` (exact names,
+    kept FP32) refers to the source model's nodes."""
     import onnx
 
     out = work / "model.int8.onnx"
