@@ -37,6 +37,7 @@ class Attempt:
     miou_drop: float | None
     seconds: float
     passed: bool
+    lower_bound: float | None = None  # of the agreement over the verification images (verdict.lower_bound)
 
 
 @dataclass
@@ -126,9 +127,10 @@ class Search:
         seconds = time.perf_counter() - candidate.started
         self.attempts.append(Attempt(candidate.step, candidate.method, candidate.equalized, candidate.kept_fp32,
                                      candidate.verdict.agreement, candidate.verdict.miou_drop, seconds,
-                                     candidate.passed))
+                                     candidate.passed, candidate.verdict.lower_bound))
         drop = candidate.verdict.miou_drop
-        job.log(f"{candidate.step:24s} agreement {100 * candidate.verdict.agreement:6.2f}%  "
+        bound = f" (lower bound {100 * candidate.verdict.lower_bound:.2f}%)" if job.gate_on == "lower-bound" else ""
+        job.log(f"{candidate.step:24s} agreement {100 * candidate.verdict.agreement:6.2f}%{bound}  "
                 + (f"mIoU drop {drop:+.2f} pts  " if drop is not None else "")
                 + f"({len(candidate.kept_fp32)} node(s) FP32, {seconds:.1f} s)")
         if not candidate.passed and candidate.step != "plain":

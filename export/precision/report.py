@@ -92,12 +92,13 @@ def format_report(report: PrecisionReport) -> str:
              f"{report.verification_images} {report.verification} images, gate {100 * report.min_agreement:g}%{on}"
              + (f", mIoU drop <= {report.max_miou_drop:g} pts" if report.max_miou_drop is not None else ""),
              "", f"  {'step':24s} {'method':10s} {'CLE':4s} {'FP32 nodes':>10s} {'agreement':>10s} "
-                 f"{'mIoU drop':>9s} {'seconds':>8s}  gate"]
+                 + (f"{'lower bnd':>9s} " if on else "") + f"{'mIoU drop':>9s} {'seconds':>8s}  gate"]
     for a in report.attempts:
         drop = "-" if a["miou_drop"] is None else f"{a['miou_drop']:+.2f}"
+        bound = f"{_pct(a.get('lower_bound')):>9s} " if on else ""  # the figure the gate judged
         lines.append(f"  {a['step']:24s} {a['method'] or '-':10s} {'yes' if a['equalized'] else 'no':4s} "
-                     f"{len(a['kept_fp32']):>10d} {_pct(a['agreement']):>10s} {drop:>9s} {a['seconds']:>8.1f}  "
-                     f"{'pass' if a['passed'] else 'FAIL'}")
+                     f"{len(a['kept_fp32']):>10d} {_pct(a['agreement']):>10s} {bound}{drop:>9s} "
+                     f"{a['seconds']:>8.1f}  {'pass' if a['passed'] else 'FAIL'}")
     after = report.after
     lines += ["", f"written file: {_pct(after['agreement'])} of the FP32 labels pooled; per image: worst "
                   f"{_pct(after['worst'])}, spread (sd) {100 * after['spread']:.2f} pts; 95% lower bound "

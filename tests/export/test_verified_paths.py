@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
+pytestmark = pytest.mark.slow  # psp-export end to end (on a one-conv network: well under a second each)
 
 from export.precision.cli import fp16_command, int8_command  # noqa: E402
 from export.precision.verdict import MIN_SURE_IMAGES  # noqa: E402
@@ -162,14 +163,16 @@ def test_per_image_figures_and_the_lower_bound_gate(probe, fp16_bias, tmp_path):
     assert refused.exit_code == 1, refused.output
     error = _one_error_line(refused)
     assert f"(its 95% lower bound over the images {100 * bound:.2f}%), below the gate 90%" in error
+    assert f"plain                    agreement  91.67% (lower bound {100 * bound:.2f}%)" in refused.output
     assert not list(out.parent.iterdir())
     # the same model on 12 images that all keep 11/12 passes the lower-bound gate: no spread, bound = pooled
     even = _draw(tmp_path / "even", [{FRAGILE: PIXELS // 12}] * 12)
     base[4] = even
     steady = _run(fp16_command, [*base, "--gate-on", "lower-bound", "--json", report])
     assert steady.exit_code == 0, steady.output
-    after = json.loads(report.read_text())["after"]
-    kept = 1 - (PIXELS // 12) / PIXELS
+    data = json.loads(report.read_text())
+    after, kept = data["after"], 1 - (PIXELS // 12) / PIXELS
+    assert data["attempts"][0]["lower_bound"] == pytest.approx(kept) and "lower bnd" in steady.output
     assert after["lower_bound"] == pytest.approx(kept) and after["agreement"] == pytest.approx(kept)
 
 
