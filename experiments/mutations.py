@@ -325,6 +325,11 @@ MUTATIONS: list[Mutation] = [
              'high_precision_dtype="fp32", log_level="ERROR", op_types_to_quantize=["Conv", "Resize"])',
              (f"{PRECISION_TESTS}::test_int8_runs_in_onnxruntime_and_agrees",),
              "ModelOpt told to quantize the logits' Resize: Q/DQ inside the output region"),
+    Mutation("nncf-output-region-quantized", "export/precision/targets/int8_openvino.py",
+             "    kept = [*pooling_nodes(model), *output_region(model), *exclude]",
+             "    kept = [*pooling_nodes(model), *exclude]",
+             ("tests/export/test_openvino_target.py::test_nncf_keeps_the_nodes_repair_names_unquantized",),
+             "NNCF's ignored scope without the output region: Q/DQ on the logits' way to the upsampling"),
 ]
 
 

@@ -14,6 +14,7 @@ from export.scenes import write_scenes
 from pspcore.errors import InputError
 from pspcore.model_info import ModelInfo
 from pspcore.model_info import read_onnx_info
+from tests.export.qdq import assert_int8_placement
 from tests.export.scenes import scene_batch
 
 onnx = pytest.importorskip("onnx")
@@ -119,54 +120,6 @@ def test_bad_int8_options(tiny_onnx, tmp_path, calib_dir):
     assert not (tmp_path / "q.onnx").exists()
 
 
-COMPUTE = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
-QDQ = {"QuantizeLinear", "DequantizeLinear"}
-
-
-def _output_region_of(model) -> list:
-    """The nodes from the graph outputs back to the last compute op (excluded), walked here on the written graph
-    itself (not with export.precision.graph.output_region, the rule under test): the data path only, so a
-    Resize's sizes computed from a shape are not followed."""
-    producer = {out: node for node in model.graph.node for out in node.output}
-    region, todo, seen = [], [o.name for o in model.graph.output], set()
-    while todo:
-        node = producer.get(todo.pop())
-        if node is None or id(node) in seen or node.op_type in COMPUTE or node.op_type == "Shape":
-            continue
-        seen.add(id(node))
-        region.append(node)
-        todo += list(node.input[:1]) if node.op_type == "Resize" else [i for i in node.input if i]
-    return region
-
-
-def _constant(model, name: str) -> np.ndarray | None:
-    for init in model.graph.initializer:
-        if init.name == name:
-            return onnx.numpy_helper.to_array(init)
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.output[0] == name:
-            return onnx.numpy_helper.to_array(node.attribute[0].t)
-    return None
-
-
-def _weight_scales(model) -> list[tuple[str, np.ndarray, int, int]]:
-    """(conv, scale, axis, out_channels) of every Conv whose weight is dequantized from stored values: the DQ's
-    input is an initializer (INT8 weights) or the QuantizeLinear of one (FP32 weights quantized in the graph)."""
-    producer = {out: node for node in model.graph.node for out in node.output}
-    found = []
-    for conv in (n for n in model.graph.node if n.op_type == "Conv"):
-        dq = producer.get(conv.input[1])
-        if dq is None or dq.op_type != "DequantizeLinear":
-            continue
-        source = producer.get(dq.input[0])
-        stored = _constant(model, source.input[0] if source is not None and source.op_type == "QuantizeLinear"
-                           else dq.input[0])
-        assert stored is not None, f"{conv.name}: its weight is not stored in the graph"
-        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
-        found.append((conv.name, _constant(model, dq.input[1]), axis, stored.shape[0]))
-    return found
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["tensorrt", "onnxruntime"])
 def test_int8_runs_in_onnxruntime_and_agrees(target, scene_onnx, tmp_path, calib_dir):
@@ -196,17 +149,7 @@ def test_int8_runs_in_onnxruntime_and_agrees(target, scene_onnx, tmp_path, calib
         assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
     else:  # ONNX Runtime's fast CPU kernels: U8 activations
         assert any(z.dtype == np.uint8 for z in zero_points)
-    # Placement: the output region (logits Resize, ArgMax if any) stays float, no Q/DQ anywhere in it or
-    # feeding it; every quantized conv weight keeps one scale per output channel (axis 0).
-    region = _output_region_of(model)
-    assert "Resize" in {n.op_type for n in region}, [n.op_type for n in region]
-    assert not [n.name for n in region if n.op_type in QDQ]
-    scales = _weight_scales(model)
-    convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    assert len(scales) >= len(convs) // 2, f"{len(scales)} of {len(convs)} conv weights quantized"
-    for conv, scale, axis, out_channels in scales:
-        assert scale is not None and scale.ndim == 1 and scale.shape == (out_channels,) and axis == 0, \
-            (conv, None if scale is None else scale.shape, axis, out_channels)
+    assert_int8_placement(model)
 
 
 @pytest.mark.slow
