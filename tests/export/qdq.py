@@ -59,7 +59,8 @@ def assert_int8_placement(model, quantized_share: float = 0.5) -> None:
     conv weight keeps one scale per output channel (axis 0); at least `quantized_share` of the convs quantized."""
     region = output_region_of(model)
     assert "Resize" in {n.op_type for n in region}, [n.op_type for n in region]
-    assert not [n.name for n in region if n.op_type in QDQ]
+    quantized = [n.name for n in region if n.op_type in QDQ]
+    assert not quantized, f"Q/DQ in the output region: {quantized}"
     scales = weight_scales(model)
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     assert len(scales) >= quantized_share * len(convs), f"{len(scales)} of {len(convs)} conv weights quantized"
