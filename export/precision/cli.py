@@ -10,6 +10,7 @@ import click
 
 from export.precision.calibration import DEFAULT_NUM_IMAGES
 from export.precision.target import all_methods, default_gate, targets
+from export.precision.verdict import GATE_ON
 from pspcore.cli import (Command, dataset_options, echo_summary, json_destination, json_option, num_images_option,
                          option_group, output_option, size_option)
 from pspnet.data import dataset_names
@@ -92,6 +93,10 @@ def _gate_options(precision: str):
                      help="Labelled list (`image label` a line): adds the mIoU drop against FP32."),
         click.option("--max-miou-drop", type=click.FloatRange(min=0), default=None,
                      help="Gate on the mIoU drop in points (needs --eval-list)."),
+        click.option("--gate-on", type=click.Choice(GATE_ON), default="pooled", show_default=True,
+                     help="What --min-agreement is compared with: the agreement pooled over every verification "
+                          "pixel, or its 95% lower confidence bound over the images (per-image agreement, "
+                          "one-sided Student t: stricter, fails a model that wrecks a few images)."),
         click.option("--fallback", type=click.Choice(["auto", "none"]), default="auto", show_default=True,
                      help="auto: below the gate, repair (equalization, calibration methods, FP32 fallback of the "
                           "most sensitive nodes); none: refuse."),
@@ -112,7 +117,8 @@ def _convert(onnx_model, output, options, images=(), report_path=None) -> None:
                                   log=lambda line: click.echo(f"  {line}", err=True))
         echo_summary(format_report(report), report_path)
     report_note = f"; report {report_path}" if report_path not in (None, "-") else ""
-    echo_summary(f"wrote {output} ({report.precision}, agreement {100 * report.after['agreement']:.2f}%) in "
+    echo_summary(f"wrote {output} ({report.precision}, agreement {100 * report.after['agreement']:.2f}%, 95% lower "
+                 f"bound {100 * report.after['lower_bound']:.2f}%) in "
                  f"{time.perf_counter() - start:.1f} s{report_note}", report_path)
 
 
@@ -127,12 +133,13 @@ def _float_options(precision: str, written: str):
 
 
 def _float_conversion(precision: str, onnx_model, output, size, verify_images, min_agreement, eval_list,
-                      max_miou_drop, fallback, report_path) -> None:
+                      max_miou_drop, gate_on, fallback, report_path) -> None:
     from export.precision.verified import Conversion
 
     _convert(onnx_model, output, Conversion(precision, size=size, verify_images=verify_images,
                                             min_agreement=min_agreement / 100, eval_list=eval_list,
-                                            max_miou_drop=max_miou_drop, fallback=fallback), (), report_path)
+                                            max_miou_drop=max_miou_drop, fallback=fallback, gate_on=gate_on), (),
+             report_path)
 
 
 @click.command(cls=Command)
@@ -173,7 +180,8 @@ def bf16_command(**options):
 @size_option("Input size HxW to prepare images at [default: the model's own size].")
 @_gate_options("int8")
 def int8_command(onnx_model, output, calib_images, calib_list, calib_dataset, data_root, calib_split, target, method,
-                 num_images, size, verify_images, min_agreement, eval_list, max_miou_drop, fallback, report_path):
+                 num_images, size, verify_images, min_agreement, eval_list, max_miou_drop, gate_on, fallback,
+                 report_path):
     """INT8 copy of an FP32 ONNX_MODEL with explicit Q/DQ nodes, calibrated on real images, verified.
 
     Images are letterboxed and normalised exactly like the runtime prepares frames. The FP32 and INT8 models
@@ -186,5 +194,6 @@ def int8_command(onnx_model, output, calib_images, calib_list, calib_dataset, da
     images = calibration_images(calib_images, calib_list, calib_dataset, data_root, calib_split)
     _convert(onnx_model, output, Conversion("int8", target=target, method=method, num_images=num_images, size=size,
                                             verify_images=verify_images, min_agreement=min_agreement / 100,
-                                            eval_list=eval_list, max_miou_drop=max_miou_drop, fallback=fallback),
+                                            eval_list=eval_list, max_miou_drop=max_miou_drop, fallback=fallback,
+                                            gate_on=gate_on),
              images, report_path)

@@ -37,6 +37,7 @@ class Attempt:
     miou_drop: float | None
     seconds: float
     passed: bool
+    lower_bound: float | None = None  # of the agreement over the verification images (verdict.lower_bound)
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Job:
     reference: np.ndarray
     min_agreement: float
     max_miou_drop: float | None = None
+    gate_on: str = "pooled"  # what the agreement gate compares (export.precision.verdict.GATE_ON)
     miou: Callable | None = None
     reference_miou: float | None = None
     log: Callable[[str], None] = lambda line: None
@@ -83,13 +85,22 @@ class Candidate:
 
 @dataclass
 class Outcome:
-    """The plain conversion, the candidate that passed (the plain one when it did), every attempt, and the
-    per-layer sensitivity of the plain conversion (when repair ranked layers)."""
+    """The plain conversion, the candidate that passed (the plain one when it did), every attempt, the
+    per-layer sensitivity of the plain conversion (when repair ranked layers), and where repair's later steps
+    started from (`continued_from`, None without repair)."""
 
     plain: Candidate
     chosen: Candidate
     attempts: list[Attempt]
     sensitivity: list[LayerError] = field(default_factory=list)
+    continued_from: dict | None = None
+
+
+def starting_point(base_equalized: bool, best: Candidate) -> dict:
+    """What repair's next steps continue from: the FP32 model they convert (the source, or the equalized copy
+    once equalization helped) and the best candidate so far, whose method and ranking they build on."""
+    return {"model": "equalized" if base_equalized else "source", "step": best.step, "method": best.method,
+            "agreement": best.verdict.agreement}
 
 
 class Search:
@@ -112,13 +123,14 @@ class Search:
         with open_runner(candidate.path, backend=job.target.backend) as runner:
             miou = (job.reference_miou, job.miou(runner)) if job.miou is not None else None
             candidate.verdict = judge(job.reference, logits(runner, job.verify), miou)
-        candidate.passed = candidate.verdict.passes(job.min_agreement, job.max_miou_drop)
+        candidate.passed = candidate.verdict.passes(job.min_agreement, job.max_miou_drop, job.gate_on)
         seconds = time.perf_counter() - candidate.started
         self.attempts.append(Attempt(candidate.step, candidate.method, candidate.equalized, candidate.kept_fp32,
                                      candidate.verdict.agreement, candidate.verdict.miou_drop, seconds,
-                                     candidate.passed))
+                                     candidate.passed, candidate.verdict.lower_bound))
         drop = candidate.verdict.miou_drop
-        job.log(f"{candidate.step:24s} agreement {100 * candidate.verdict.agreement:6.2f}%  "
+        bound = f" (lower bound {100 * candidate.verdict.lower_bound:.2f}%)" if job.gate_on == "lower-bound" else ""
+        job.log(f"{candidate.step:24s} agreement {100 * candidate.verdict.agreement:6.2f}%{bound}  "
                 + (f"mIoU drop {drop:+.2f} pts  " if drop is not None else "")
                 + f"({len(candidate.kept_fp32)} node(s) FP32, {seconds:.1f} s)")
         if not candidate.passed and candidate.step != "plain":
@@ -139,26 +151,29 @@ def repair(search: Search, plain: Candidate, fallback: str = "auto", max_runs: i
     if plain.passed:
         return outcome
     if fallback == "none":
-        raise GateError(plain.verdict.failure(job.what, job.min_agreement, job.max_miou_drop)
+        raise GateError(plain.verdict.failure(job.what, job.min_agreement, job.max_miou_drop, job.gate_on)
                         + "; automatic repair is off (--fallback none), nothing written")
     outcome.sensitivity = compare_layers(job.source_model, plain.model, job.calib[:RANK_IMAGES])
     base, best = job.source, plain
+    outcome.continued_from = starting_point(False, best)
     if job.target.calibrated:
         equalized = equalize(job.source, search.work / "equalized.onnx")
         if equalized.pairs and _still_fp32(job, equalized.path):
             candidate = search.attempt("equalized", equalized.path, job.method, [], True)
-            if candidate.verdict.agreement >= best.verdict.agreement:
-                base, best = equalized.path, candidate
             if candidate.passed:
                 return _chosen(outcome, candidate)
+            if candidate.verdict.agreement >= best.verdict.agreement:  # it helped: the next steps build on it
+                base, best = equalized.path, candidate
+                outcome.continued_from = starting_point(True, best)
         for method in job.target.methods:
             if method == job.method or len(search.attempts) >= max_runs:
                 continue
             candidate = search.attempt(f"method {method}", base, method, [], base != job.source)
-            if candidate.verdict.agreement > best.verdict.agreement:
-                best = candidate
             if candidate.passed:
                 return _chosen(outcome, candidate)
+            if candidate.verdict.agreement > best.verdict.agreement:
+                best = candidate
+                outcome.continued_from = starting_point(base != job.source, best)
     return _fallback(search, outcome, base, best, max_runs)
 
 
@@ -200,9 +215,11 @@ def _fallback(search: Search, outcome: Outcome, base: Path, best: Candidate, max
             return _chosen(outcome, candidate)
     best_agreement = max(a.agreement for a in search.attempts)
     tried = "equalization, calibration methods and " if job.target.calibrated else ""
+    judged = " (the gate judged its lower bound over the images)" if job.gate_on == "lower-bound" else ""
     raise GateError(f"{job.what} keeps at most {100 * best_agreement:.2f}% of the FP32 labels on "
                     f"{len(job.verify)} held-out images after {len(search.attempts)} conversions (repair tried "
-                    f"{tried}FP32 fallback of {len(exclude)} nodes), below the gate {100 * job.min_agreement:g}%; "
+                    f"{tried}FP32 fallback of {len(exclude)} nodes), below the gate {100 * job.min_agreement:g}%"
+                    f"{judged}; "
                     f"lower --min-agreement{job.target.advice} (nothing written)")
 
 

@@ -39,6 +39,10 @@ class PrecisionReport:
     seconds: float = 0.0
     runtime_precision: str | None = None  # the precision the runtime compiled the written file in (OpenVINO)
     kept_fp32_by_runtime: list[str] = field(default_factory=list)  # BF16: nodes OpenVINO is told to keep FP32
+    gate_on: str = "pooled"  # what the agreement gate compared: the pooled figure or its lower bound
+    # where repair's later steps started from: the FP32 model they convert (source or equalized) and the best
+    # candidate before them (step, method, agreement); None when the plain conversion passed
+    repair_continued_from: dict | None = None
 
     @property
     def repaired(self) -> bool:
@@ -83,16 +87,28 @@ def format_report(report: PrecisionReport) -> str:
     what = report.precision.upper() + (f" ({report.target})" if report.target else "")
     calibrated = (f"calibration {report.method} on {report.calibration_images} images, "
                   if report.calibration_images else "no calibration, ")  # FP16/BF16 need none
+    on = " on the lower bound" if report.gate_on == "lower-bound" else ""
     lines = [f"{what}: {calibrated}verified on "
-             f"{report.verification_images} {report.verification} images, gate {100 * report.min_agreement:g}%"
+             f"{report.verification_images} {report.verification} images, gate {100 * report.min_agreement:g}%{on}"
              + (f", mIoU drop <= {report.max_miou_drop:g} pts" if report.max_miou_drop is not None else ""),
              "", f"  {'step':24s} {'method':10s} {'CLE':4s} {'FP32 nodes':>10s} {'agreement':>10s} "
-                 f"{'mIoU drop':>9s} {'seconds':>8s}  gate"]
+                 + (f"{'lower bnd':>9s} " if on else "") + f"{'mIoU drop':>9s} {'seconds':>8s}  gate"]
     for a in report.attempts:
         drop = "-" if a["miou_drop"] is None else f"{a['miou_drop']:+.2f}"
+        bound = f"{_pct(a.get('lower_bound')):>9s} " if on else ""  # the figure the gate judged
         lines.append(f"  {a['step']:24s} {a['method'] or '-':10s} {'yes' if a['equalized'] else 'no':4s} "
-                     f"{len(a['kept_fp32']):>10d} {_pct(a['agreement']):>10s} {drop:>9s} {a['seconds']:>8.1f}  "
-                     f"{'pass' if a['passed'] else 'FAIL'}")
+                     f"{len(a['kept_fp32']):>10d} {_pct(a['agreement']):>10s} {bound}{drop:>9s} "
+                     f"{a['seconds']:>8.1f}  {'pass' if a['passed'] else 'FAIL'}")
+    after = report.after
+    lines += ["", f"written file: {_pct(after['agreement'])} of the FP32 labels pooled; per image: worst "
+                  f"{_pct(after['worst'])}, spread (sd) {100 * after['spread']:.2f} pts; 95% lower bound "
+                  f"{_pct(after['lower_bound'])} over {after['images']} images"
+                  + (" (uncertain: too few images)" if after["uncertain"] else "")]
+    start = report.repair_continued_from
+    if start is not None:
+        model = "the equalized FP32 model" if start["model"] == "equalized" else "the FP32 source"
+        lines.append(f"repair continued from {model}, after step '{start['step']}' (method {start['method'] or '-'}, "
+                     f"{_pct(start['agreement'])})")
     kept = ", ".join(report.kept_fp32) if report.kept_fp32 else "nothing"
     lines += ["", f"kept in FP32 by repair: {kept} ({100 * report.fp32_flops_share:.1f}% of the conv FLOPs)"
                   + ("; cross-layer equalization applied" if report.equalized else "")]

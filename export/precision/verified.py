@@ -1,7 +1,8 @@
 """Verified FP16/BF16/INT8 conversion: the FP32 model and its conversion run on held-out images, the conversion is
 gated on strict argmax agreement (and the mIoU drop on labelled images), repaired when below the gate, and
 only a model that passes is written, with what repair did recorded in its metadata; the written file is then
-run again and must pass the same gate, or it is removed.
+run again and must pass the same gate. Whatever fails once the file is written (its check, the report) removes
+it: nothing is left at the output path unless every step passed.
 
 The conversion is a pipeline of small steps (STEPS) that hand what they learn on in one State: the FP32
 model is opened once, and no step reads again what an earlier one knew. What differs between precisions is
@@ -23,7 +24,7 @@ from export.precision.layerwise import compare_layers
 from export.precision.repair import RANK_IMAGES, Candidate, Job, Outcome, Search, attempts_as_dicts, repair
 from export.precision.report import PrecisionReport, flops_share, write_report_json
 from export.precision.target import PrecisionTarget, create_target
-from export.precision.verdict import GateError, Verdict, judge
+from export.precision.verdict import GATE_ON, MIN_SURE_IMAGES, GateError, Verdict, judge
 from export.scenes import draw_scene
 from pspcore.errors import InputError, notice
 from pspcore.files import check_writable, list_images
@@ -48,6 +49,7 @@ class Conversion:
     eval_list: str | None = None
     max_miou_drop: float | None = None
     fallback: str = "auto"
+    gate_on: str = "pooled"  # the pooled agreement or its lower bound over the images (verdict.GATE_ON)
 
 
 @dataclass
@@ -67,6 +69,8 @@ class State:
     work: Path  # candidate files
     log: Callable[[str], None]
     want_sensitivity: bool = False
+    report_path: Path | str | None = None  # where the JSON report goes, if anywhere
+    started: float = field(default_factory=time.perf_counter)
     info: ModelInfo | None = None
     source_model: object = None  # onnx.ModelProto of src, loaded once
     size: tuple[int, int] | None = None
@@ -79,7 +83,9 @@ class State:
     plain: Candidate | None = None
     outcome: Outcome | None = None
     written_info: ModelInfo | None = None
+    wrote: bool = False  # the file is at `dst`: a failure from here on removes it
     written: Verdict | None = None
+    report: PrecisionReport | None = None
     latency: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -152,7 +158,7 @@ def convert(state: State) -> None:
     job = Job(source=state.src, source_model=state.source_model, info=state.info, target=target,
               method=target.method, calib=state.calib if state.calib is not None else state.verify,
               verify=state.verify, reference=state.reference,
-              min_agreement=state.gate, max_miou_drop=options.max_miou_drop,
+              min_agreement=state.gate, max_miou_drop=options.max_miou_drop, gate_on=options.gate_on,
               miou=state.miou if options.eval_list is not None else None, reference_miou=state.reference_miou,
               log=state.log)
     state.search = Search(job, state.work)
@@ -180,39 +186,54 @@ def describe(state: State) -> None:
     extra[EXTRA_PRECISION_REPAIR] = {
         "equalized": chosen.equalized, "method": chosen.method, "kept_fp32": chosen.kept_fp32,
         "agreement": round(chosen.verdict.agreement, 6), "gate": state.gate, "verification_images": len(state.verify),
+        "agreement_lower_bound": round(chosen.verdict.lower_bound, 6), "gate_on": state.options.gate_on,
         "conversions": len(outcome.attempts)}
     state.written_info = info.with_(precision=state.target.precision, extra=extra)
 
 
 def write(state: State) -> None:
     outcome = state.outcome
+    state.wrote = True  # set before writing: a write that fails half-way leaves nothing either
     state.target.write(outcome.chosen.model, state.source_model, outcome.chosen.kept_fp32, state.written_info,
                        state.dst)
 
 
 def verify_written(state: State) -> None:
-    """Run the written file itself on the verification images (and the labelled list) and confirm the gate
-    on it; the report's figures come from here. A file that fails is removed (GateError)."""
+    """Run the written file itself on the verification images (and the labelled list) and confirm every part
+    of the gate on it; the report's figures come from here. A file that fails is removed (GateError)."""
     options, target = state.options, state.target
-    try:
-        with open_runner(state.dst, backend=target.backend) as runner:
-            miou = (state.reference_miou, state.miou(runner)) if options.eval_list is not None else None
-            state.written = judge(state.reference, logits(runner, state.verify), miou)
-            target.read_back(runner, state.dst, state.source_model, state.outcome.chosen.kept_fp32)
-            if state.written.passes(state.gate, options.max_miou_drop) and target.runs_here:
-                state.latency = _latencies(state, runner)
-    except BaseException:
-        target.remove(state.dst)
-        raise
-    if not state.written.passes(state.gate, options.max_miou_drop):
-        target.remove(state.dst)
+    with open_runner(state.dst, backend=target.backend) as runner:
+        miou = (state.reference_miou, state.miou(runner)) if options.eval_list is not None else None
+        state.written = judge(state.reference, logits(runner, state.verify), miou)
+        target.read_back(runner, state.dst, state.source_model, state.outcome.chosen.kept_fp32)
+        passed = state.written.passes(state.gate, options.max_miou_drop, options.gate_on)
+        if passed and target.runs_here:
+            state.latency = _latencies(state, runner)
+    if not passed:
         what = state.search.job.what
         raise GateError(state.written.failure(f"the written {what} {state.dst.name}", state.gate,
-                                              options.max_miou_drop) + "; it was removed")
+                                              options.max_miou_drop, options.gate_on) + "; it was removed")
+
+
+def make_report(state: State) -> None:
+    """The report of the conversion (figures of the written file); a notice when it was judged on too few
+    images to be sure of."""
+    if state.written.uncertain:
+        warning = (f"the agreement was judged on {state.written.images} verification image(s), fewer than "
+                   f"{MIN_SURE_IMAGES}: the figure is uncertain (its lower bound "
+                   f"{100 * state.written.lower_bound:.2f}%); verify on more images (--verify-images DIR)")
+        state.warnings.append(warning)
+        notice(warning, state.log)
+    state.report = _report(state, time.perf_counter() - state.started)
+
+
+def save_report(state: State) -> None:
+    if state.report_path is not None:
+        write_report_json(state.report, state.report_path)
 
 
 STEPS = (read_source, prepare_images, run_reference, convert, judge_plain, repair_below_gate, describe, write,
-         verify_written)
+         verify_written, make_report, save_report)
 
 
 def _latencies(state: State, written: Runner) -> dict[str, float]:
@@ -230,6 +251,8 @@ def _latencies(state: State, written: Runner) -> dict[str, float]:
 
 def _checked(options: Conversion, dst) -> tuple[PrecisionTarget, float]:
     """(the conversion to the target, gate) of valid options; bad ones fail before any model is opened."""
+    if options.gate_on not in GATE_ON:
+        raise InputError(f"the gate is judged on one of {', '.join(GATE_ON)}, got {options.gate_on!r}")
     target = create_target(options.precision, options.target, options.method)
     target.check_output(dst)
     target.check_available()  # one line when a runtime it needs is missing
@@ -243,22 +266,23 @@ def convert_verified(src: str | os.PathLike, dst: str | os.PathLike, options: Co
                      report_path: str | os.PathLike | None = None, log=lambda line: None) -> PrecisionReport:
     """Convert, verify, repair if needed (options.fallback 'auto'), write `dst` only when the gate holds and
     confirm it on the written file; a GateError (nothing left at `dst`) otherwise. Returns the report (also
-    written to `report_path` as JSON)."""
+    written to `report_path` as JSON). Any failure after the file is written removes it."""
     import tempfile
 
-    start = time.perf_counter()
     target, gate = _checked(options, dst)
     check_writable(dst)
     with open_runner(src) as fp32, tempfile.TemporaryDirectory(prefix="psp-repair-") as work:
         state = State(src=Path(src), dst=Path(dst), options=options, calib_paths=[Path(p) for p in calib_images],
                       gate=gate, target=target, fp32=fp32, work=Path(work), log=log,
-                      want_sensitivity=report_path is not None)
-        for step in STEPS:
-            step(state)
-    report = _report(state, time.perf_counter() - start)
-    if report_path is not None:
-        write_report_json(report, report_path)
-    return report
+                      want_sensitivity=report_path is not None, report_path=report_path)
+        try:
+            for step in STEPS:
+                step(state)
+        except BaseException:
+            if state.wrote:
+                target.remove(state.dst)
+            raise
+    return state.report
 
 
 def _report(state: State, seconds: float) -> PrecisionReport:
@@ -277,5 +301,6 @@ def _report(state: State, seconds: float) -> PrecisionReport:
         equalized=chosen.equalized, kept_fp32=chosen.kept_fp32,
         fp32_flops_share=flops_share(state.source_model, chosen.kept_fp32, state.size),
         attempts=attempts_as_dicts(outcome.attempts), sensitivity=[r.to_dict() for r in outcome.sensitivity],
+        gate_on=options.gate_on, repair_continued_from=outcome.continued_from,
         latency_ms=latency, warnings=warnings, seconds=seconds, runtime_precision=target.runtime_precision,
         kept_fp32_by_runtime=target.kept_by_runtime)

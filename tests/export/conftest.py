@@ -5,6 +5,8 @@ import pytest
 
 from tests.conftest import shared_folder
 
+pytest.register_assert_rewrite("tests.export.qdq")  # its checks fail with the values compared
+
 
 @pytest.fixture(scope="session")
 def tiny_model():

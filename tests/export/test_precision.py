@@ -14,6 +14,7 @@ from export.scenes import write_scenes
 from pspcore.errors import InputError
 from pspcore.model_info import ModelInfo
 from pspcore.model_info import read_onnx_info
+from tests.export.qdq import assert_int8_placement
 from tests.export.scenes import scene_batch
 
 onnx = pytest.importorskip("onnx")
@@ -148,6 +149,7 @@ def test_int8_runs_in_onnxruntime_and_agrees(target, scene_onnx, tmp_path, calib
         assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
     else:  # ONNX Runtime's fast CPU kernels: U8 activations
         assert any(z.dtype == np.uint8 for z in zero_points)
+    assert_int8_placement(model)
 
 
 @pytest.mark.slow

@@ -60,3 +60,21 @@ def test_mIoU_drop_gate():
     assert verdict.miou_drop == pytest.approx(5.0)
     assert verdict.passes(0.98) and verdict.passes(0.98, max_miou_drop=6) and not verdict.passes(0.98, max_miou_drop=1)
     assert "mIoU drop 5.00 pts (allowed 1)" in verdict.failure("INT8 model", 0.98, 1)
+
+
+def test_the_lower_bound_is_the_one_sided_t_bound_over_images():
+    """Against scipy's Student t (an independent computation): the bound over per-image agreements, 0 for one
+    image, clipped to [0, 1]; the quantile table and its series past 30 degrees of freedom."""
+    stats = pytest.importorskip("scipy.stats")
+    from export.precision.verdict import lower_bound, t95
+
+    for df in (1, 2, 5, 29, 30, 31, 60, 400):
+        assert t95(df) == pytest.approx(stats.t.ppf(0.95, df), abs=1e-4)
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 10, 40):
+        values = rng.uniform(0.9, 1.0, n)
+        expected = values.mean() - stats.t.ppf(0.95, n - 1) * values.std(ddof=1) / np.sqrt(n)
+        assert lower_bound(values) == pytest.approx(expected, abs=1e-4)
+    assert lower_bound([0.99]) == 0.0 and lower_bound([1.0, 1.0]) == 1.0 and lower_bound([1.0, 0.0]) == 0.0
+    verdict = judge(_reference(), _reference())
+    assert verdict.per_image == (1.0, 1.0) and verdict.lower_bound == 1.0 and verdict.uncertain

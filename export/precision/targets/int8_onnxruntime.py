@@ -134,11 +134,38 @@ def quantize_prepared(prepared: Path, out: Path, batch, method: str, exclude: tu
                         calibration_cache_path=None if calibration_cache is None else str(calibration_cache))
 
 
+def float_output_region(model):
+    """`model` (ONNX Runtime's QDQ output) with the output region float again. ORT quantizes the output of
+    every Conv it quantizes (so QLinearConv can fuse), the classifier's too, even with the region's nodes
+    excluded: the logits would reach the upsampling and argmax rounded to 8 bits, and near-ties between
+    classes be decided on that. The Q/DQ pair on the way into the region goes (its DequantizeLinear becomes
+    an Identity of the float logits); the classifier conv itself keeps its INT8 weights and input."""
+    import onnx
+
+    region = set(output_region(model))
+    producer = {out: node for node in model.graph.node for out in node.output}
+    removed: set[str] = set()
+    for node in model.graph.node:
+        quantize = producer.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if node.name in region and quantize is not None and quantize.op_type == "QuantizeLinear":
+            removed.update(node.input[1:])
+            node.CopyFrom(onnx.helper.make_node("Identity", [quantize.input[0]], [node.output[0]], name=node.name))
+    read = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    unread = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.output[0] not in read]
+    for node in unread:
+        removed.update(node.input[1:])
+        model.graph.node.remove(node)
+    read = {i for n in model.graph.node for i in n.input}
+    for init in [i for i in model.graph.initializer if i.name in removed and i.name not in read]:
+        model.graph.initializer.remove(init)
+    return model
+
+
 def quantize_onnxruntime(src: Path, work: Path, batch, method: str, exclude: tuple[str, ...] = ()):
-    """ONNX Runtime's static QDQ quantization for its CPU kernels (QLinearConv and friends) with
-    ORT_QUANT_DEFAULTS (per-channel 7-bit S8 weights, U8 activations), after its pre-processing (once per
-    source file). Node names survive the pre-processing, so `exclude` (exact names, kept FP32) refers to the
-    source model's nodes."""
+    """ONNX Runtime's static QDQ quantization for its CPU kernels (QLinearConv and friends) with ORT_QUANT_DEFAULTS
+    (per-channel 7-bit S8 weights, U8 activations), after its pre-processing (once per source file), with the
+    output region float (float_output_region). Node names survive the pre-processing, so `exclude` (exact names,
+    kept FP32) refers to the source model's nodes."""
     import onnx
 
     out = work / "model.int8.onnx"
@@ -146,7 +173,7 @@ def quantize_onnxruntime(src: Path, work: Path, batch, method: str, exclude: tup
         quantize_prepared(prepared_for_onnxruntime(Path(src)), out, batch, method, exclude)
     except Exception as exc:  # ONNX Runtime raises assorted errors
         raise PSPError(f"INT8 quantization of {src} failed: {first_line(exc, with_type=True)}") from None
-    return onnx.load(str(out))
+    return float_output_region(onnx.load(str(out)))
 
 
 @register_target
