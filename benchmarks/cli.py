@@ -9,8 +9,20 @@ import click
 from benchmarks.bench import run_benchmark
 from benchmarks.loading import backend_name
 from benchmarks.records import BenchConfig, BenchReport, Candidate, Series
-from pspcore.cli import (Command, Group, backend_flag_options, backend_option, batch_option, dataset_options,
-                         device_option, echo_summary, json_destination, json_option, max_images_option, size_option)
+from pspcore.cli import (
+    Command,
+    Group,
+    backend_flag_options,
+    backend_option,
+    batch_option,
+    dataset_options,
+    device_option,
+    echo_summary,
+    json_destination,
+    json_option,
+    max_images_option,
+    size_option,
+)
 from pspcore.errors import InputError, PSPError
 from pspnet.data import dataset_names
 
@@ -207,8 +219,13 @@ def accuracy_command(models, data_list, dataset, data_root, split, baseline, bac
                      bench_json, json_path, markdown_path, threads, **backend_flags):
     """mIoU of every MODEL on the same validation images, and its drop against PyTorch FP32."""
     check_outputs(json_path, markdown_path)
-    from benchmarks.accuracy import (AccuracyConfig, format_accuracy, run_accuracy, write_accuracy_json,
-                                     write_accuracy_markdown)
+    from benchmarks.accuracy import (
+        AccuracyConfig,
+        format_accuracy,
+        run_accuracy,
+        write_accuracy_json,
+        write_accuracy_markdown,
+    )
 
     candidates = build_candidates(models, backend, baseline)
     given = refuse_unhonoured_options(candidates, device, threads, backend_flags)

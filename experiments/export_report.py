@@ -18,10 +18,10 @@ from benchmarks.report import write_text
 from export.onnx.exporter import export_onnx, feature_size, verify_onnx
 from export.parity import ParityReport, compare_outputs
 from export.scenes import sample_batch
-from pspnet import create_model
-from pspnet.checkpoint import info_for_config
 from pspcore.cli import SIZE, Command
 from pspcore.model_info import INPUT_NAME
+from pspnet import create_model
+from pspnet.checkpoint import info_for_config
 
 
 def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -160,7 +160,8 @@ def markdown(report: dict) -> str:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Also write the Markdown table.")
 def main(arch, classes, sizes, iterations, threads, json_path, markdown_path):
-    """PSPNet export report: time, graph size, parity, fixed-kernel avg_pool error (several minutes on 2 CPU cores for PSPNet-50)."""
+    """PSPNet export report: time, graph size, parity, fixed-kernel avg_pool error (several minutes on 2 CPU
+    cores for PSPNet-50)."""
     import onnxruntime
 
     sizes = list(sizes) or [(473, 473), (512, 1024), (375, 500)]
@@ -176,7 +177,8 @@ def main(arch, classes, sizes, iterations, threads, json_path, markdown_path):
     report = {"arch": arch, "classes": classes, "torch": torch.__version__,
               "onnxruntime": onnxruntime.__version__, "threads": threads,
               "layers": sum(1 for m in model.modules() if not list(m.children()) and not isinstance(m, nn.Dropout2d)),
-              "static": [asdict(r) for r in static], "dynamic": {**dynamic_summary, "rows": [asdict(r) for r in dynamic]},
+              "static": [asdict(r) for r in static],
+              "dynamic": {**dynamic_summary, "rows": [asdict(r) for r in dynamic]},
               "latency_size": f"{sizes[0][0]}x{sizes[0][1]}", "latency": timing}
     click.echo(markdown(report))
     if json_path:

@@ -27,8 +27,16 @@ import numpy as np
 
 from experiments.gpu_config import GpuCheckConfig
 from experiments.gpu_tensorrt import independent_gpu_name, run_tensorrt_check
-from experiments.gpu_torch import (ERROR, FAILED, PASSED, VARIANTS, TorchTarget, cpu_reference, cuda_target,
-                                   run_torch_check)
+from experiments.gpu_torch import (
+    ERROR,
+    FAILED,
+    PASSED,
+    VARIANTS,
+    TorchTarget,
+    cpu_reference,
+    cuda_target,
+    run_torch_check,
+)
 from export.scenes import draw_scene
 from pspcore.cli import SIZE, Command, device_option, output_option
 from pspcore.device import cuda_index

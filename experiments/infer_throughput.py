@@ -21,12 +21,12 @@ from benchmarks.end_to_end import pure_fps
 from benchmarks.machine import machine_info
 from benchmarks.report import write_text
 from benchmarks.stats import summarize
-from pspcore.registry import create_runner
-from pspcore.runner import Runner
 from pspcore.cli import SIZE, Command
 from pspcore.files import atomic_output
-from pspnet.labels import get_label_set
 from pspcore.geometry import runner_input_size
+from pspcore.registry import create_runner
+from pspcore.runner import Runner
+from pspnet.labels import get_label_set
 from runtime.pipeline import SegmentOptions, segment_video
 
 

@@ -50,8 +50,8 @@ class Images:
 def prepare(src: Path, work: Path) -> Images:
     from export.evaluation import logits, open_runner
     from export.precision.graph import calibration_batch
-    from export.scenes import write_scenes
     from export.precision.verified import held_out
+    from export.scenes import write_scenes
     from pspcore.model_info import read_onnx_info
 
     paths = write_scenes(work / "scenes", [(60 + 4 * i, 80) for i in range(CALIB_SCENES)])
@@ -92,8 +92,8 @@ def accuracy_controlled(src: Path, work: Path, images: Images, log) -> Result:
     import nncf
     import onnx
 
-    from export.precision.ir import save_ir
     from export.precision.graph import output_region, pooling_nodes
+    from export.precision.ir import save_ir
     from pspcore.model_info import read_onnx_info
 
     model = onnx.load(str(src))
@@ -157,12 +157,14 @@ def markdown(results: list[Result], fp32: Result) -> str:
         if r.name == "nncf-accuracy-control":  # what NNCF reverted: OpenVINO's record of the convs left in f32
             r.how = (f"quantized, ranked, reverted to FP32 until the drop <= {MAX_DROP}: "
                      + (", ".join(f"`{n}`" for n in r.f32_names) or "nothing"))
-        lines.append(f"| {r.name} | {100 * r.agreement:.2f}% | {r.f32_convs} of {r.convs} | {r.how} | {r.seconds:.1f} | "
+        lines.append(f"| {r.name} | {100 * r.agreement:.2f}% | {r.f32_convs} of {r.convs} | {r.how} | "
+                     f"{r.seconds:.1f} | "
                      f"{r.latency_ms:.1f} |")
     lines += ["", f"The outlier network (tiny PSPNet-18, 65x65, 4 channels after three BN+ReLU pairs carrying 1000x "
                   f"larger activations), {CALIB_SCENES} drawn scenes: 9 calibrate, 3 held out. Agreement: share of "
                   "the FP32 labels the written IR keeps on the held-out images, run on OpenVINO. Conv layers in f32: "
-                  "OpenVINO's compiled model's own record (runtimePrecision). ours-*: `psp-export int8 --target openvino` (`-plain`: the same quantizer "
+                  "OpenVINO's compiled model's own record (runtimePrecision). ours-*: "
+                  "`psp-export int8 --target openvino` (`-plain`: the same quantizer "
                   "without repair); nncf-accuracy-control: `nncf.quantize_with_accuracy_control` (ONNX backend, "
                   "the pooling and output region ignored like ours). Latency: batch 1, "
                   f"{THREADS} threads, median of {LATENCY_RUNS}, on a machine shared with other jobs."]

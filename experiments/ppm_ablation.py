@@ -17,11 +17,11 @@ from pathlib import Path
 
 import click
 
-from experiments.demo import run_tool, tool
 from benchmarks.report import markdown_table, text_table, write_text
-from pspnet.data.context_scenes import CONTEXT_CLASSES
+from experiments.demo import run_tool, tool
 from pspcore.cli import Command
 from pspcore.errors import InputError, PSPError
+from pspnet.data.context_scenes import CONTEXT_CLASSES
 
 ARMS = {"pspnet": (), "fcn": ("--no-ppm",)}  # name -> extra psp-train options
 # Both arms: panoramas, ~9 min each on 2 cores. Mild scale and rotation keep the far end in the crop.

@@ -106,8 +106,8 @@ def synthetic_model(work: Path, arch: str, size: tuple[int, int], classes: int) 
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Write the table as Markdown.")
 def main(work, checkpoint, arch, size, classes, calib, targets, markdown_path):
     """Convert with verification and repair, time it, and measure latency."""
-    from export.scenes import write_scenes
     from export.onnx.exporter import export_checkpoint
+    from export.scenes import write_scenes
 
     work.mkdir(parents=True, exist_ok=True)
     log = lambda line: click.echo(line, err=True)  # noqa: E731

@@ -241,4 +241,4 @@ class FrameRunner(Runner):
         labels = [self.run_batch(frame) for frame in frames]
         if self.timed_by_wall:
             self.last_timing.compute_ms = (time.perf_counter() - start) * 1e3
-        return np.stack(labels) if len({l.shape for l in labels}) == 1 else labels
+        return np.stack(labels) if len({lab.shape for lab in labels}) == 1 else labels

@@ -12,13 +12,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pspnet import mmseg
-from pspnet.factory import VARIANTS, create_from_config, model_config
-from pspnet.pspnet import PSPNet, PSPNetConfig
 from pspcore.errors import CheckpointError, first_line
 from pspcore.files import atomic_output, require_file
-from pspnet.labels import label_set_for
 from pspcore.model_info import ModelInfo
+from pspnet import mmseg
+from pspnet.factory import VARIANTS, create_from_config, model_config
+from pspnet.labels import label_set_for
+from pspnet.pspnet import PSPNet, PSPNetConfig
 
 FORMAT = "pspnet-deploy"
 FORMAT_VERSION = 1

@@ -6,8 +6,19 @@ from pathlib import Path
 
 import click
 
-from pspcore.cli import (SIZE, Command, ListOf, backend_flag_options, backend_option, dataset_options, device_option,
-                         echo_summary, json_destination, json_option, max_images_option)
+from pspcore.cli import (
+    SIZE,
+    Command,
+    ListOf,
+    backend_flag_options,
+    backend_option,
+    dataset_options,
+    device_option,
+    echo_summary,
+    json_destination,
+    json_option,
+    max_images_option,
+)
 from pspcore.errors import InputError, notice
 from pspcore.files import check_folder, check_writable
 from pspnet.data import dataset_names

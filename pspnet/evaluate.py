@@ -15,7 +15,6 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pspnet.data.transforms import IGNORE
 from pspcore.class_names import class_names_for
 from pspcore.colours import colorize, colour_table
 from pspcore.errors import InputError
@@ -23,6 +22,7 @@ from pspcore.files import atomic_output
 from pspcore.model_info import IMAGENET_MEAN, IMAGENET_STD
 from pspcore.preprocess import normalize
 from pspcore.sliding import SlidingWindows, softmax
+from pspnet.data.transforms import IGNORE
 
 Predict = Callable[[np.ndarray], np.ndarray]
 MODES = ("whole", "slide")
@@ -91,8 +91,10 @@ class EvalResult:
     def table(self) -> str:
         width = max(12, *(len(n) for n in self.class_names))
         lines = [f"{'class':<{width}}  {'IoU':>6}  {'Acc':>6}  {'pixels':>10}"]
+        def fmt(v: float) -> str:
+            return "   n/a" if np.isnan(v) else f"{100 * v:6.2f}"
+
         for name, iou, acc, t in zip(self.class_names, self.iou, self.acc, self.target):
-            fmt = (lambda v: "   n/a" if np.isnan(v) else f"{100 * v:6.2f}")
             lines.append(f"{name:<{width}}  {fmt(iou)}  {fmt(acc)}  {int(t):>10}")
         lines.append(f"mIoU {100 * self.miou:.2f}  mAcc {100 * self.macc:.2f}  allAcc {100 * self.allacc:.2f}"
                      f"  ({self.num_images} images, {self.mode})")

@@ -15,7 +15,6 @@ from pspcore.precisions import RUNNER_PRECISIONS
 from pspcore.runner import InputSpec, Runner
 from pspnet.gpu import CudaGraph, CudaGraphs, HostStaging, cudnn_benchmark, strict_fp32
 
-
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
 
 

@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from pspcore.errors import CheckpointError, InputError, PSPError
+from pspcore.model_info import ModelInfo
 from pspnet.checkpoint import read_checkpoint, save_checkpoint
 from pspnet.data.context_scenes import ContextScenes
 from pspnet.data.dataset import SegmentationDataset, make_loader
@@ -22,11 +24,9 @@ from pspnet.data.datasets import DATASETS, default_train_split, open_dataset
 from pspnet.data.listfile import ListFileSource
 from pspnet.data.transforms import IGNORE, AugmentConfig, train_transform
 from pspnet.factory import create_model
+from pspnet.labels import LabelSet, get_label_set, label_set_for
 from pspnet.pspnet import PSPNet, PSPNetLoss
 from pspnet.train_config import CONTEXT_SCENES, TrainConfig, resume_mismatch
-from pspcore.errors import CheckpointError, InputError, PSPError
-from pspnet.labels import LabelSet, get_label_set, label_set_for
-from pspcore.model_info import ModelInfo
 
 HEAD_MODULES = ("ppm", "cls", "aux")
 LAST, FINAL, METRICS = "last.pth", "model.pth", "metrics.jsonl"

@@ -12,7 +12,8 @@ from pspnet.train_config import CONTEXT_SCENES, TrainConfig
 
 # TrainConfig's `kind` -> click type; without a kind the default's own type is used.
 _KINDS = {"int": int, "float": float, "str": str, "size": SIZE, "range": ListOf(click.FLOAT, count=2),
-          "ints": ListOf(click.INT), "count": click.IntRange(min=1), "folder": click.Path(file_okay=False), "device": DeviceType(),
+          "ints": ListOf(click.INT), "count": click.IntRange(min=1), "folder": click.Path(file_okay=False),
+          "device": DeviceType(),
           "dataset": DatasetType((CONTEXT_SCENES, *DATASETS), files=True)}
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 from pspcore.errors import InputError, first_line
 from pspcore.files import require_file
@@ -149,7 +149,8 @@ def read_config_file(path: str | os.PathLike) -> dict:
 
             data = yaml.safe_load(text)
     except Exception as exc:  # json and yaml raise their own error types
-        raise InputError(f"{p}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {first_line(exc)}") from None
+        kind = "JSON" if p.suffix.lower() == ".json" else "YAML"
+        raise InputError(f"{p}: not valid {kind}: {first_line(exc)}") from None
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise InputError(f"{p}: expected a mapping of option: value, found {type(data).__name__}")

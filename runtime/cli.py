@@ -8,8 +8,20 @@ from pathlib import Path
 
 import click
 
-from pspcore.cli import (Command, SizeType, backend_flag_options, backend_option, batch_option, device_option,
-                         echo_summary, json_destination, json_option, option_group, output_option, size_option)
+from pspcore.cli import (
+    Command,
+    SizeType,
+    backend_flag_options,
+    backend_option,
+    batch_option,
+    device_option,
+    echo_summary,
+    json_destination,
+    json_option,
+    option_group,
+    output_option,
+    size_option,
+)
 from pspcore.errors import InputError, PSPError, notice
 
 

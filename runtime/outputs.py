@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pspcore.colours import colorize
 from pspcore.errors import InputError
 from pspcore.files import IMAGE_SUFFIXES, atomic_output, check_folder, check_writable, is_image
 from pspcore.label_maps import as_labels
 from pspcore.model_info import ModelInfo
-from pspcore.colours import colorize
 from runtime.postprocess import class_fractions, rle_encode
 from runtime.sources import Frame
 from runtime.video import VideoWriter, write_image

@@ -18,14 +18,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pspcore.runner import FrameRunner, Runner
-from pspcore.errors import InputError
-from pspcore.geometry import runner_input_size
-from runtime.outputs import ImageOutputs, OutputPaths, VideoOutputs
 from pspcore.colours import colorize
-from runtime.postprocess import labels_to_frame, merge_tiles, overlay, palette_lut, to_labels
-from pspcore.preprocess import prepare_batch, tile_frame
+from pspcore.errors import InputError
 from pspcore.files import list_images
+from pspcore.geometry import runner_input_size
+from pspcore.preprocess import prepare_batch, tile_frame
+from pspcore.runner import FrameRunner, Runner
+from runtime.outputs import ImageOutputs, OutputPaths, VideoOutputs
+from runtime.postprocess import labels_to_frame, merge_tiles, overlay, palette_lut, to_labels
 from runtime.realtime import LatestFrame, Stopped
 from runtime.sources import Frame, ImageSource, Reconnect, Source, VideoFileSource, open_source
 from runtime.stages import StageTimes, format_stages
@@ -99,12 +99,12 @@ class Segmenter:
             bounds = np.cumsum([0] + [len(t.origins) for t in layouts])
             return [merge_tiles(output[a:b], t) for a, b, t in zip(bounds[:-1], bounds[1:], layouts)]
         labels = to_labels(output, self.runner.info.num_classes)
-        return [labels_to_frame(l, box) for l, box in zip(labels, layouts)]
+        return [labels_to_frame(lab, box) for lab, box in zip(labels, layouts)]
 
     def finish(self, frames: list[np.ndarray], output, layouts: list):
         """-> [(labels at frame size, overlay frame)] for the batch's frames."""
         labels = self.labels(output, layouts)
-        return [(l, overlay(f, colorize(l, self.lut), self.options.opacity)) for f, l in zip(frames, labels)]
+        return [(lab, overlay(f, colorize(lab, self.lut), self.options.opacity)) for f, lab in zip(frames, labels)]
 
 
 class FrameSegmenter(Segmenter):

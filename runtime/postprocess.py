@@ -6,8 +6,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pspcore.label_maps import as_labels
 from pspcore.colours import colour_table
+from pspcore.label_maps import as_labels
 from pspcore.model_info import ModelInfo
 from pspcore.preprocess import Letterbox
 from pspcore.sliding import SlidingWindows

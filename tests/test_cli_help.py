@@ -5,11 +5,11 @@ import importlib
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import click
 import pytest
+import tomllib
 from click.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,14 +14,14 @@ from pathlib import Path
 
 from export.precision.calibration import DEFAULT_NUM_IMAGES
 from pspcore.cli import parse_size
+from pspcore.engine_file import EngineSidecar, current_platform, sidecar_path, write_sidecar
 from pspcore.errors import InputError, PSPError
 from pspcore.files import atomic_output, check_writable, file_sha256, require_file
-from pspcore.engine_file import EngineSidecar, current_platform, sidecar_path, write_sidecar
-from pspcore.model_info import EXTRA_INT8_TARGET, ModelInfo, read_onnx_info
 from pspcore.geometry import resolve_input_size
-from pspcore.runner import InputSpec
+from pspcore.model_info import EXTRA_INT8_TARGET, ModelInfo, read_onnx_info
 from pspcore.nvidia import collecting_logger, import_tensorrt, select_device
 from pspcore.precisions import ENGINE_PRECISIONS, converted
+from pspcore.runner import InputSpec
 
 DEFAULT_WORKSPACE_GIB = 4.0
 
@@ -100,7 +100,8 @@ def input_profile(dims: Shape, profile: Profile, info: ModelInfo) -> tuple[tuple
     if len(dims) != 4:
         raise InputError(f"expected an image input [N, 3, H, W], the model has {list(dims)}")
     if dims[0] > 0 and profile.batch != (dims[0],) * 3:
-        raise InputError(f"the model was exported for batch {dims[0]} only; --batch {':'.join(map(str, profile.batch))} "
+        raise InputError(f"the model was exported for batch {dims[0]} only; "
+                         f"--batch {':'.join(map(str, profile.batch))} "
                          f"needs a dynamic-batch export")
     fixed = InputSpec(size=(dims[2], dims[3]) if dims[2] > 0 and dims[3] > 0 else None)
     if profile.sizes is None:
@@ -280,7 +281,8 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
     with tempfile.TemporaryDirectory(prefix="psp-engine-") as work:
         model, info, notes = prepare_onnx(src, precision, info, Path(work), calib_images=calib_images,
                                           calib_method=calib_method, num_images=num_images)
-        serialized, profiles, more, logger, tensors = build_serialized(trt, model, profile, info, workspace_gib=workspace_gib,
+        serialized, profiles, more, logger, tensors = build_serialized(trt, model, profile, info,
+                                                                       workspace_gib=workspace_gib,
                                                               timing_cache=cache, verbose=verbose, device=device)
         build = {"workspace_gib": workspace_gib, "timing_cache": str(cache) if cache else None,
                  "built_from": str(src), "built_onnx_sha256": file_sha256(model), "notes": notes + more}

@@ -23,7 +23,8 @@ from pspcore.precisions import INT8
                    "--calib-dataset).")
 @calibration_options
 @num_images_option("Calibrate on", default=DEFAULT_NUM_IMAGES, when="--int8")
-@click.option("--method", "calib_method", type=TargetChoice(lambda: list(engine_target(INT8).methods)), default="entropy",
+@click.option("--method", "calib_method", type=TargetChoice(lambda: list(engine_target(INT8).methods)),
+              default="entropy",
               show_default=True, help="INT8 calibration method.")
 @batch_option("Batch size N or MIN:OPT:MAX (dynamic-batch models).", kind=click.STRING)
 @size_option(kind=click.STRING,
@@ -57,7 +58,8 @@ def main(onnx_model, engine, precision, calib_images, calib_list, calib_dataset,
     images = calibration_images(calib_images, calib_list, calib_dataset, data_root, calib_split) if calibrated else []
     result = build_engine(onnx_model, engine, precision=precision, batch=batch, size=size,
                           workspace_gib=workspace_gib, timing_cache=timing_cache, calib_images=images,
-                          calib_method=calib_method, num_images=num_images, device=cuda_index(device) or 0, verbose=verbose)
+                          calib_method=calib_method, num_images=num_images, device=cuda_index(device) or 0,
+                          verbose=verbose)
     for note in result.notes:
         notice(note)
     for name, shapes in result.profiles.items():

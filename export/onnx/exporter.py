@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from export.onnx import MAX_OPSET, MIN_OPSET, OPSET
-from export.parity import FP32_MAX_REL, FP32_MIN_AGREEMENT, ParityReport, compare_outputs, worst
 from export.onnx.pooling import with_exact_pooling
+from export.parity import FP32_MAX_REL, FP32_MIN_AGREEMENT, ParityReport, compare_outputs, worst
 from export.scenes import sample_batch
 from pspcore.errors import InputError, PSPError, first_line
 from pspcore.files import atomic_output, check_writable, file_sha256

@@ -11,10 +11,18 @@ import click
 from export.precision.calibration import DEFAULT_NUM_IMAGES
 from export.precision.target import all_methods, default_gate, targets
 from export.precision.verdict import GATE_ON
-from pspcore.cli import (Command, dataset_options, echo_summary, json_destination, json_option, num_images_option,
-                         option_group, output_option, size_option)
+from pspcore.cli import (
+    Command,
+    dataset_options,
+    echo_summary,
+    json_destination,
+    json_option,
+    num_images_option,
+    option_group,
+    output_option,
+    size_option,
+)
 from pspnet.data import dataset_names
-
 
 # The INT8 calibration sources, exactly one of them (export.precision.calibration.find_calibration_images); shared with
 # psp-build-engine --int8 (the command takes calib_images, calib_list, calib_dataset, data_root, calib_split).

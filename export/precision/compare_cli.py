@@ -24,11 +24,11 @@ def compare_command(fp32_model, other_model, images, num_images, threshold, json
     """Run FP32_MODEL and OTHER_MODEL (its FP16/INT8 conversion) on images with every compute node's output
     exposed, and print per layer, in graph order, the relative error and cosine similarity of OTHER_MODEL's
     output against FP32, marking the first layer past --threshold."""
+    from export.evaluation import logits, open_runner
     from export.precision.calibration import load_calibration_set
     from export.precision.equalize import equalize
-    from export.evaluation import logits, open_runner
-    from export.precision.layerwise import compare_layers, first_past
     from export.precision.graph import calibration_size, check_source
+    from export.precision.layerwise import compare_layers, first_past
     from export.precision.verdict import judge
     from pspcore.errors import InputError
     from pspcore.files import atomic_output, list_images, require_file

@@ -12,8 +12,8 @@ from export.precision.calibration import DEFAULT_NUM_IMAGES, CalibrationSet, loa
 from pspcore.errors import InputError, PSPError, notice
 from pspcore.files import atomic_output
 from pspcore.geometry import resolve_input_size
-from pspcore.precisions import converted
 from pspcore.model_info import PROP_PREFIX, ModelInfo
+from pspcore.precisions import converted
 
 ONNX_SUFFIX = ".onnx"
 # The exact adaptive pooling (export/onnx/pooling.py: averaging matrices and the MatMuls applying them) keeps

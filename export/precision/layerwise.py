@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-
 COMPUTE = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 

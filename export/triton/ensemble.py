@@ -88,7 +88,8 @@ def _fill(config, model_py_text: str | None) -> Callable[[Path], None]:
 
 
 def ensemble_folders(model, model_config, options) -> dict[str, Callable[[Path], None]]:
-    """Writers of the three folders the ensemble adds beside the model step, for export.triton.repository.write_folders."""
+    """Writers of the three folders the ensemble adds beside the model step, for
+    export.triton.repository.write_folders."""
     configs = ensemble_configs(model, model_config, options.name, options.instances)
     code = {f"{options.name}_preprocess": model_py("PreprocessStep", "RGB image -> network input and box"),
             f"{options.name}_postprocess": model_py("PostprocessStep", "scores and box -> label map")}

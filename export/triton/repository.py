@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from export.triton.config import PYTHON, VERSION, config_text, model_config_pb2, tensor_message
+from export.triton.ensemble import MODEL_SUFFIX, ensemble_folders
 from pspcore.engine_file import ENGINE_SUFFIXES, read_sidecar
 from pspcore.errors import InputError, load_error, notice_once
 from pspcore.files import by_suffix, require_file
@@ -16,8 +18,6 @@ from pspcore.label_maps import graph_label_dtype
 from pspcore.model_info import INPUT_NAME, ModelInfo, fallback_info
 from pspcore.tensor_types import TENSORRT_TO_TRITON, numpy_to_triton
 from pspnet.labels import label_set_for
-from export.triton.config import PYTHON, VERSION, config_text, model_config_pb2, tensor_message
-from export.triton.ensemble import MODEL_SUFFIX, ensemble_folders
 from runtime.triton_steps import model_py
 
 PLATFORMS = {"onnx": "onnxruntime_onnx", "plan": "tensorrt_plan"}

@@ -7,9 +7,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from pspnet.data.transforms import IGNORE, Compose
 from pspcore.errors import InputError
 from pspcore.preprocess import normalize
+from pspnet.data.transforms import IGNORE, Compose
 
 
 def check_pair(image: np.ndarray, label: np.ndarray, num_classes: int, where: str) -> None:

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from pspnet.data.transforms import IGNORE
 from pspcore.errors import InputError
+from pspnet.data.transforms import IGNORE
 
 _INDEX_MODES = ("P", "L", "1")  # 'P': palette PNGs (VOC); the indices are the classes, the palette only shows them
 _WIDE_MODES = ("I;16", "I;16L", "I;16B", "I")  # 16/32-bit grey, as some converters write label PNGs

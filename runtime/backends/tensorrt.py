@@ -10,15 +10,28 @@ from pathlib import Path
 
 import numpy as np
 
-from pspcore.engine_file import (ENGINE_SUFFIXES, EngineSidecar, Platform, check_compatible, current_platform,
-                                 read_sidecar)
 from pspcore.device import cuda_index
+from pspcore.engine_file import (
+    ENGINE_SUFFIXES,
+    EngineSidecar,
+    Platform,
+    check_compatible,
+    current_platform,
+    read_sidecar,
+)
 from pspcore.errors import BackendUnavailable, InputError, PSPError
 from pspcore.files import require_file, suffix_of
 from pspcore.model_info import INPUT_NAME
+from pspcore.nvidia import (
+    collecting_logger,
+    cuda_check,
+    cuda_unavailable_reason,
+    import_cudart,
+    import_tensorrt,
+    select_device,
+    tensorrt_driver_reason,
+)
 from pspcore.options import BackendOptions, option
-from pspcore.nvidia import (collecting_logger, cuda_check, cuda_unavailable_reason, import_cudart, import_tensorrt,
-                            select_device, tensorrt_driver_reason)
 from pspcore.runner import InputSpec, Runner
 from pspcore.tensor_types import TENSORRT_TO_NUMPY
 

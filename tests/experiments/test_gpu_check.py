@@ -178,7 +178,6 @@ def test_device_checks_on_the_cuda_stand_in(fake_gpu, monkeypatch):
     """They pass on correct code; each can fail: a sidecar naming another GPU than the independent source
     says, a CUDA graph that cannot be captured; one GPU skips (not passes) the two-GPU check (N6)."""
     import pspcore.engine_file
-
     from tests.pspcore.test_engine_file import BUILT
 
     monkeypatch.setattr(pspcore.engine_file, "current_platform", lambda device=0: BUILT)
@@ -200,7 +199,6 @@ def test_every_precision_reported_when_one_fails_its_build(fake_gpu, monkeypatch
     """A build that fails is that precision's result; the others are still built, judged and measured (N5)."""
     import experiments.gpu_tensorrt as gpu_tensorrt
     import pspcore.engine_file
-
     from pspcore.errors import PSPError
     from tests.pspcore.test_engine_file import BUILT
 
@@ -234,7 +232,6 @@ def test_a_wrongly_loading_refused_engine_fails_and_is_released(fake_gpu, monkey
     loaded is released again, not left holding the GPU for the rest of the check."""
     import pspcore.engine_file
     import runtime.backends.tensorrt as trt_module
-
     from tests.pspcore.test_engine_file import BUILT
 
     monkeypatch.setattr(pspcore.engine_file, "current_platform", lambda device=0: BUILT)
@@ -251,7 +248,6 @@ def test_results_gathered_before_a_later_step_raises_are_kept(fake_gpu, monkeypa
     import experiments.gpu_tensorrt as gpu_tensorrt
     import experiments.gpu_torch as gpu_torch
     import pspcore.engine_file
-
     from tests.pspcore.test_engine_file import BUILT
 
     def broken(*args, **kwargs):

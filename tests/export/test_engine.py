@@ -10,14 +10,20 @@ import pytest
 from click.testing import CliRunner
 
 import export.engine.build as engine_module
-from export.engine.build import (EngineBuildError, Profile, build_engine, input_profile, parse_batch, parse_size_profile,
-                           prepare_onnx)
+from export.engine.build import (
+    EngineBuildError,
+    Profile,
+    build_engine,
+    input_profile,
+    parse_batch,
+    parse_size_profile,
+    prepare_onnx,
+)
 from export.engine.cli import main as build_engine_cli
 from pspcore.engine_file import Platform, read_sidecar
 from pspcore.errors import InputError
 from pspcore.files import file_sha256
-from pspcore.model_info import ModelInfo
-from pspcore.model_info import read_onnx_info
+from pspcore.model_info import ModelInfo, read_onnx_info
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
 CACHE_MAGIC = b"TRTCACHE\n"

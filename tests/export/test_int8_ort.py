@@ -27,8 +27,12 @@ def calibration(tiny_info):
 
 
 def test_the_target_writes_7_bit_weights(tiny_onnx, calibration, tmp_path):
-    from export.precision.targets.int8_onnxruntime import (ORT_QUANT_DEFAULTS, prepare_for_onnxruntime,
-                                                           quantize_onnxruntime, quantize_prepared)
+    from export.precision.targets.int8_onnxruntime import (
+        ORT_QUANT_DEFAULTS,
+        prepare_for_onnxruntime,
+        quantize_onnxruntime,
+        quantize_prepared,
+    )
 
     model = quantize_onnxruntime(tiny_onnx[0], tmp_path, calibration, "max")
     weights = conv_weights(model)
@@ -44,7 +48,7 @@ def test_the_target_writes_7_bit_weights(tiny_onnx, calibration, tmp_path):
 
 
 def test_profile_events_drop_the_warm_up_and_keep_shapes():
-    from experiments.ort_int8_analysis import Measured, SESSION_VARIANTS, _collect, conv_gemm_shape
+    from experiments.ort_int8_analysis import SESSION_VARIANTS, Measured, _collect, conv_gemm_shape
 
     def event(us):
         return {"cat": "Node", "name": "c_kernel_time", "dur": us,

@@ -7,13 +7,12 @@ import torch
 from click.testing import CliRunner
 
 from export.parity import compare_outputs
-from export.precision.graph import POOLING_PATTERN, calibration_batch, calibration_size, output_region, pooling_nodes
 from export.precision.cli import fp16_command, int8_command
+from export.precision.graph import POOLING_PATTERN, calibration_batch, calibration_size, output_region, pooling_nodes
 from export.precision.target import create_target
 from export.scenes import write_scenes
 from pspcore.errors import InputError
-from pspcore.model_info import ModelInfo
-from pspcore.model_info import read_onnx_info
+from pspcore.model_info import ModelInfo, read_onnx_info
 from tests.export.qdq import assert_int8_placement
 from tests.export.scenes import scene_batch
 

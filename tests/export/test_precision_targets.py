@@ -10,9 +10,19 @@ from click.testing import CliRunner
 
 from export.precision.cli import bf16_command, fp16_command, int8_command
 from export.precision.int8 import Int8Target
-from export.precision.target import (PrecisionTarget, all_methods, create_target, declaration_problems,
-                                     default_gate, engine_precisions, engine_target, register_target, target_class,
-                                     targets, unregister_target)
+from export.precision.target import (
+    PrecisionTarget,
+    all_methods,
+    create_target,
+    declaration_problems,
+    default_gate,
+    engine_precisions,
+    engine_target,
+    register_target,
+    target_class,
+    targets,
+    unregister_target,
+)
 from export.precision.verdict import GateError
 from export.precision.verified import Conversion, convert_verified
 from export.scenes import write_scenes

@@ -11,12 +11,11 @@ pytest.importorskip("tritonclient.grpc", reason="tritonclient is the `triton` ex
 from google.protobuf import text_format  # noqa: E402
 from tritonclient.grpc import model_config_pb2 as pb2  # noqa: E402
 
-from export.triton.repository import export_triton  # noqa: E402
 from export.triton.cli import triton_command  # noqa: E402
-from runtime.backends.triton import info_from_config  # noqa: E402
+from export.triton.repository import export_triton  # noqa: E402
 from pspcore.errors import InputError  # noqa: E402
 from pspcore.model_info import ModelInfo  # noqa: E402
-
+from runtime.backends.triton import info_from_config  # noqa: E402
 from tests.runtime.conftest import make_onnx, tiny_info  # noqa: E402
 
 

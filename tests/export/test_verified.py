@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from export.evaluation import evaluate_miou, logits, open_runner
-from export.precision.graph import calibration_batch
 from export.precision.cli import fp16_command, int8_command
+from export.precision.graph import calibration_batch
 from export.precision.verdict import judge
 from export.precision.verified import drawn_scenes, held_out
 from pspcore.model_info import read_onnx_info

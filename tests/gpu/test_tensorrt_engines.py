@@ -13,11 +13,11 @@ pytest.importorskip("cuda.bindings", reason="needs cuda-python (pip install cuda
 
 from export.engine.build import build_engine  # noqa: E402
 from export.parity import compare_outputs  # noqa: E402
-from export.scenes import draw_scene  # noqa: E402
 from export.precision.verdict import FLOAT_GATE, INT8_GATE  # noqa: E402
-from runtime.backends.tensorrt import TensorRTRunner  # noqa: E402
-from pspcore.errors import InputError  # noqa: E402
+from export.scenes import draw_scene  # noqa: E402
 from pspcore.engine_file import sidecar_path  # noqa: E402
+from pspcore.errors import InputError  # noqa: E402
+from runtime.backends.tensorrt import TensorRTRunner  # noqa: E402
 from tests.export.scenes import SIZE, scene_batch, separating_classifier  # noqa: E402
 
 _reason = TensorRTRunner.unavailable_reason()

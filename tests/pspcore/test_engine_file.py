@@ -3,8 +3,15 @@ import json
 
 import pytest
 
-from pspcore.engine_file import (EngineSidecar, Platform, check_compatible, read_engine_info, read_sidecar,
-                                 sidecar_path, write_sidecar)
+from pspcore.engine_file import (
+    EngineSidecar,
+    Platform,
+    check_compatible,
+    read_engine_info,
+    read_sidecar,
+    sidecar_path,
+    write_sidecar,
+)
 from pspcore.errors import InputError
 from pspcore.model_info import ModelInfo
 

@@ -8,7 +8,6 @@ import pytest
 from pspcore.errors import InputError, PSPError
 from pspcore.onnx_session import SessionFromOnnx
 from pspcore.threads import THREADS_VARIABLE
-
 from tests.runtime.conftest import make_onnx
 
 onnx = pytest.importorskip("onnx")

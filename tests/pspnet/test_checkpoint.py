@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from pspnet import create_model, load_checkpoint, load_model, save_checkpoint
-from pspnet.checkpoint import infer_config
 from pspcore.errors import CheckpointError
 from pspcore.model_info import ModelInfo
+from pspnet import create_model, load_checkpoint, load_model, save_checkpoint
+from pspnet.checkpoint import infer_config
 from tests.pspnet.semseg_reference import SemsegPSPNet
 
 

@@ -5,9 +5,9 @@ import cv2
 import numpy as np
 import pytest
 
+from pspcore.errors import InputError
 from pspnet.data.context_scenes import BOAT, CAR, ROAD, SKY, WATER, ContextScenes, export_split, write_video
 from pspnet.data.listfile import ListFileSource
-from pspcore.errors import InputError
 from pspnet.labels import get_label_set
 
 

@@ -6,11 +6,19 @@ import numpy as np
 import pytest
 import torch
 
+from pspcore.errors import InputError
 from pspnet.data.dataset import SegmentationDataset, check_pair, make_loader
 from pspnet.data.listfile import ListFileSource, read_list
-from pspnet.data.transforms import (IGNORE, AugmentConfig, RandomCrop, RandomGaussianBlur, RandomHorizontalFlip,
-                                    RandomRotate, RandomScale, train_transform)
-from pspcore.errors import InputError
+from pspnet.data.transforms import (
+    IGNORE,
+    AugmentConfig,
+    RandomCrop,
+    RandomGaussianBlur,
+    RandomHorizontalFlip,
+    RandomRotate,
+    RandomScale,
+    train_transform,
+)
 
 MEAN = (123.675, 116.28, 103.53)
 # Class c is painted in CODES[c]: every pixel's colour says which label it must carry.

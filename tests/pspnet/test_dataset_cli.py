@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -114,4 +113,5 @@ def test_fixed_size_export_on_a_named_dataset_slides_windows_of_its_size(tmp_pat
     one_line_error(whole, "takes 16x16 inputs", "pass --mode slide")
     crop = run(eval_main, [str(model), "--dataset", "voc", "--data-root", str(root), "--mode", "slide",
                            "--crop", "24"])
-    one_line_error(crop, "takes 16x16 inputs only, not 24x24", "--crop 24x24 needs a model exported with a dynamic shape")
+    one_line_error(crop, "takes 16x16 inputs only, not 24x24",
+                   "--crop 24x24 needs a model exported with a dynamic shape")

@@ -11,8 +11,16 @@ from pspcore.errors import InputError
 from pspcore.model_info import generic_palette
 from pspnet.data import DATASETS, open_dataset
 from pspnet.data.samples import read_label
-from tests.pspnet.dataset_trees import (CITYSCAPES_TRAIN_ID, VOC_SPLITS, make_ade20k, make_cityscapes, make_voc,
-                                        random_label, vocbit_palette, write_png)
+from tests.pspnet.dataset_trees import (
+    CITYSCAPES_TRAIN_ID,
+    VOC_SPLITS,
+    make_ade20k,
+    make_cityscapes,
+    make_voc,
+    random_label,
+    vocbit_palette,
+    write_png,
+)
 
 
 def test_voc_palette_is_the_devkit_colormap():

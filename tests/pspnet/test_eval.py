@@ -9,14 +9,20 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from pspcore.errors import InputError
+from pspcore.model_info import ModelInfo
 from pspnet.checkpoint import save_checkpoint
 from pspnet.eval_cli import main as eval_main
-from pspnet.evaluate import (EvalMode, EvalResult, evaluate, intersection_and_union, predict_probabilities,
-                             predict_sliding)
+from pspnet.evaluate import (
+    EvalMode,
+    EvalResult,
+    evaluate,
+    intersection_and_union,
+    predict_probabilities,
+    predict_sliding,
+)
 from pspnet.factory import create_model
-from pspcore.errors import InputError
 from pspnet.labels import get_label_set
-from pspcore.model_info import ModelInfo
 
 MEAN, STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 CODES = np.array([(200, 0, 0), (0, 200, 0), (0, 0, 200)], np.float32)

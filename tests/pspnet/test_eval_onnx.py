@@ -24,10 +24,10 @@ def trained_pair(tmp_path_factory):
 
     from experiments.export_report import randomize_batchnorm
     from export.onnx.exporter import export_onnx
+    from pspcore.model_info import ModelInfo
     from pspnet.checkpoint import save_checkpoint
     from pspnet.factory import create_model
     from pspnet.labels import get_label_set
-    from pspcore.model_info import ModelInfo
 
     labels = get_label_set("context-scenes")
     info = ModelInfo(arch="pspnet18-tiny", num_classes=6, class_names=labels.class_names, palette=labels.palette,

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from pspnet import PSPNetLoss, create_model
 from pspcore.errors import InputError
+from pspnet import PSPNetLoss, create_model
 
 
 def test_pspnet50_layout_matches_reference_counts():

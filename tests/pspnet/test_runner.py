@@ -5,8 +5,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from export.parity import compare_outputs
 from experiments.gpu_torch import passes
+from export.parity import compare_outputs
 from pspcore.errors import InputError
 from pspnet.runner import TorchRunner
 from tests.experiments.test_gpu_check import EagerGraph, StaleGraph

@@ -9,12 +9,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from pspcore.errors import InputError
 from pspnet.checkpoint import load_model, read_checkpoint
 from pspnet.factory import create_model
-from pspnet.train import LAST, METRICS, Trainer, DistEnv, param_groups, poly_lr, train, truncate_metrics
+from pspnet.train import LAST, METRICS, Trainer, param_groups, poly_lr, train, truncate_metrics
 from pspnet.train_cli import main as train_main
 from pspnet.train_config import TrainConfig, make_config, read_config_file
-from pspcore.errors import InputError
 from tests.conftest import worker_threads
 
 TINY = dict(arch="pspnet18-tiny", scene_size=33, crop=(33, 33), scenes=8, batch=2, workers=0,

@@ -6,11 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from pspcore.registry import available_backends, create_runner, resolve_backend
-from pspcore.errors import BackendUnavailable, InputError, PSPError
 from pspcore.engine_file import EngineSidecar, Platform, sidecar_path, write_sidecar
+from pspcore.errors import BackendUnavailable, InputError, PSPError
 from pspcore.model_reader import read_model_info
-
+from pspcore.registry import available_backends, create_runner, resolve_backend
 from tests.runtime.conftest import make_onnx, tiny_info
 
 

@@ -9,7 +9,6 @@ import pytest
 from click.testing import CliRunner
 
 from runtime.cli import main
-
 from tests.runtime.test_video import corrupt_frame, count_frames
 
 

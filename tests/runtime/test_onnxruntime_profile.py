@@ -9,7 +9,6 @@ import pytest
 from pspcore.errors import InputError
 from pspcore.runner import InputSpec, Runner
 from runtime.backends.onnxruntime import profile_input_spec, tensorrt_profile
-
 from tests.runtime.conftest import tiny_info
 
 
@@ -66,7 +65,6 @@ def test_runner_narrows_its_spec_only_while_the_tensorrt_provider_runs(tmp_path)
     """The runner wiring: with the TensorRT provider in the session the spec is the profile's; a session that
     dropped it (no GPU) keeps the model's own. The provider cannot run here, so the session's choice is set."""
     from runtime.backends.onnxruntime import OnnxRuntimeRunner
-
     from tests.runtime.conftest import make_onnx
 
     path = make_onnx(tmp_path / "m.onnx", dynamic_shape=True, info=tiny_info(size=(65, 97), dynamic_shape=True))

@@ -10,14 +10,13 @@ import cv2
 import numpy as np
 import pytest
 
-from pspcore.registry import create_runner
 from pspcore.errors import InputError
+from pspcore.preprocess import prepare_batch
+from pspcore.registry import create_runner
 from runtime.outputs import OutputPaths
 from runtime.pipeline import SegmentOptions, segment, segment_images, segment_video
 from runtime.postprocess import labels_to_frame, to_labels
-from pspcore.preprocess import prepare_batch
 from runtime.video import VideoReader
-
 from tests.runtime.conftest import make_onnx, write_video
 from tests.runtime.test_video import corrupt_frame, count_frames
 

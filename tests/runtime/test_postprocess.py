@@ -4,12 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pspcore.registry import create_runner
 from pspcore.colours import colorize
-from runtime.postprocess import class_fractions, labels_to_frame, merge_tiles, overlay, palette_lut, to_labels
 from pspcore.preprocess import letterbox, prepare_batch, tile_frame
+from pspcore.registry import create_runner
 from pspcore.sliding import SlidingWindows
-
+from runtime.postprocess import class_fractions, labels_to_frame, merge_tiles, overlay, palette_lut, to_labels
 from tests.runtime.conftest import make_onnx, tiny_info
 
 

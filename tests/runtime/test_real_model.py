@@ -10,7 +10,6 @@ import pytest
 
 from pspcore.registry import create_runner
 from runtime.postprocess import to_labels
-
 from tests.conftest import worker_threads
 from tests.runtime.test_video import count_frames
 
@@ -48,7 +47,6 @@ def test_torch_backend_runs_a_checkpoint(checkpoint):
 @pytest.mark.slow
 def test_exported_pspnet_through_psp_infer(checkpoint, tmp_path):
     from export.onnx.exporter import export_onnx
-
     from tests.runtime.conftest import write_video
 
     path, model = checkpoint

@@ -7,8 +7,8 @@ import contextlib
 import importlib.util
 import os
 import signal
-import subprocess
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pytest
@@ -15,7 +15,12 @@ from pspcore.errors import BackendUnavailable, InputError
 from runtime.backends.tensorrt import TensorRTRunner, _engine_input_spec, trt_to_numpy
 from tests.pspcore.test_engine_file import _sidecar
 
+if TYPE_CHECKING:
+    from tests.runtime.fake_cuda import FakeCudart, FakeTensorRT
+
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
+
+
 def test_module_imports_without_tensorrt_or_cuda():
     code = ("import sys; sys.modules['tensorrt'] = None; sys.modules['cuda'] = None\n"
             "import runtime.backends.tensorrt as t\nprint(t.TensorRTRunner.unavailable_reason())")
@@ -190,7 +195,8 @@ def test_cuda_graph_replays_new_inputs(fake_gpu):
     fake_gpu.assert_nothing_left()
 
 
-@pytest.mark.parametrize("failure", ["launch", "cudaStreamBeginCapture", "cudaStreamEndCapture", "cudaGraphInstantiate"])
+@pytest.mark.parametrize("failure", ["launch", "cudaStreamBeginCapture", "cudaStreamEndCapture",
+                                     "cudaGraphInstantiate"])
 def test_cuda_graph_failure_falls_back_once_without_leaking(fake_gpu, failure):
     """A shape that cannot be captured or instantiated is launched directly from then on: right answers, the
     failed graph destroyed, no new capture attempt on every call (N7), also when the capture could not even

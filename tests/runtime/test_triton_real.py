@@ -179,7 +179,8 @@ def test_psp_infer_segments_a_video_through_the_ensemble(triton_server, tiny_vid
     served, expected = sorted((tmp_path / "masks").iterdir()), sorted((local / "masks").iterdir())
     assert len(served) == 30 and [p.name for p in served] == [p.name for p in expected]
     for a, b in zip(served, expected):
-        np.testing.assert_array_equal(cv2.imread(str(a), cv2.IMREAD_UNCHANGED), cv2.imread(str(b), cv2.IMREAD_UNCHANGED))
+        np.testing.assert_array_equal(cv2.imread(str(a), cv2.IMREAD_UNCHANGED),
+                                      cv2.imread(str(b), cv2.IMREAD_UNCHANGED))
 
 
 def test_psp_bench_measures_ensemble_and_plain_model(triton_server, tmp_path):

@@ -1,7 +1,8 @@
 """TritonRunner without a server, for what the real server (test_triton_real.py) does not serve: labels
-outputs, fixed batches, models still loading, error sorting. Requests built with tritonclient's InferInput/InferRequestedOutput are decoded
-the way Triton would, run with ONNX Runtime, and answered with real InferResult objects (a gRPC
-ModelInferResponse protobuf, an HTTP binary body); server errors on closed and silent localhost ports."""
+outputs, fixed batches, models still loading, error sorting. Requests built with tritonclient's
+InferInput/InferRequestedOutput are decoded the way Triton would, run with ONNX Runtime, and answered with real
+InferResult objects (a gRPC ModelInferResponse protobuf, an HTTP binary body); server errors on closed and silent
+localhost ports."""
 from __future__ import annotations
 
 import json
@@ -22,10 +23,9 @@ from tritonclient.grpc._utils import _get_inference_request  # noqa: E402
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype  # noqa: E402
 
 from export.triton.repository import export_triton  # noqa: E402
+from pspcore.errors import InputError, PSPError  # noqa: E402
 from pspcore.registry import create_runner  # noqa: E402
 from runtime.backends.triton import TritonRunner, classify_error, parse_target  # noqa: E402
-from pspcore.errors import InputError, PSPError  # noqa: E402
-
 from tests.runtime.conftest import make_onnx  # noqa: E402
 
 

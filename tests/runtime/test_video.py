@@ -9,7 +9,6 @@ import pytest
 
 from pspcore.errors import InputError, PSPError
 from runtime.video import VideoReader, VideoWriter, partial_name
-
 from tests.runtime.conftest import write_video
 
 
