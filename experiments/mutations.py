@@ -193,6 +193,17 @@ MUTATIONS: list[Mutation] = [
              "        for table, before in tables:\n            table.clear()\n            table.update(before)\n", "",
              ORT_SAME_FILE,
              "ModelOpt's operators left in ONNX Runtime's registries after a tensorrt conversion"),
+    # ---- bf16 on bf16 CPUs (issue 28): the logits' resize as marked MatMuls ----
+    Mutation("bf16-logits-resize-left-interpolate", "export/precision/bf16.py",
+             '    resize_as_matmuls(model, [n for n in kept if n.op_type == "Resize"])\n', "",
+             ("tests/export/test_openvino_bf16.py::"
+              "test_logits_resize_is_written_as_marked_matmuls_that_keep_the_fp32_logits",),
+             "the logits Interpolate left in the bf16 IR, which OpenVINO runs in bf16 on AVX512-BF16 CPUs"),
+    Mutation("bf16-resize-matrix-off-by-one", "export/precision/bf16.py",
+             'named(ops.subtract(l_out, one), what + "/out_1")', "l_out",
+             ("tests/export/test_openvino_bf16.py::"
+              "test_logits_resize_is_written_as_marked_matmuls_that_keep_the_fp32_logits",),
+             "resize matrices that are not align_corners bilinear ((L_in-1)/L_out steps)"),
 ]
 
 

@@ -10,12 +10,20 @@ converts an FP32 graph to bf16 when compiling it with the bf16 precision hint (o
 - Kept nodes carry OpenVINO's "precise" attribute (ov::disable_fp16_compression; ov.save_model writes it as
   DisablePrecisionConversion "dynamic:f16"). The CPU plugin's Node sets keepOrigPrecision from it, and
   Graph::EnforceInferencePrecision leaves such nodes in f32 when it lowers the graph to bf16.
+- The logits' bilinear upsampling is written as two MatMuls, y = R_h · x · R_wᵀ (resize_as_matmuls), like the
+  exact pooling: on an AVX512-BF16 CPU without AMX, OpenVINO 2026.4 ran the marked logits Interpolate in bf16
+  (issue 28) while the marked pooling MatMuls stayed f32 on every bf16 CPU. Interpolate is one of the node
+  types the CPU plugin forces to bf16 for speed (EnforceInferencePrecision's list), and whether its kernel
+  honours the mark varies with the plugin's executor; MatMul's does. The matrices are built in the graph from
+  the runtime sizes (folded to constants when the sizes are static), so dynamic shapes stay exact.
 - Repair ranks layers on a model that rounds every compute node's inputs to bf16 in ONNX Runtime (a stand-in
   for the ranking only: the gate is always OpenVINO's own run of the IR)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import numpy as np
 
 from export.precision.graph import check_output_suffix, output_region, pooling_nodes
 from pspcore.model_info import ModelInfo
@@ -69,10 +77,71 @@ def bf16_ov_model(source_model, exclude=()):
 
     model = ov_model(source_model)
     model.set_rt_info("bf16", [RUNTIME_OPTIONS, PRECISION_HINT_KEY])
-    for node in _nodes(source_model, kept_nodes(source_model, exclude)):
+    kept = _nodes(source_model, kept_nodes(source_model, exclude))
+    resize_as_matmuls(model, [n for n in kept if n.op_type == "Resize"])
+    for node in kept:
         for op in ops_of(model, node):
             op.get_rt_info()[PRECISE] = ""
     return model
+
+
+def resize_as_matmuls(model, resizes) -> list[str]:
+    """Replace, in the ov.Model, the Interpolate made from each ONNX Resize node in `resizes` that is a 4-D
+    bilinear align_corners resize by sizes (the logits' upsampling) with y = R_h · x · R_wᵀ, where row i of
+    R (L_out x L_in) holds max(0, 1 - |i·(L_in-1)/(L_out-1) - j|): the same interpolation, as MatMuls, which
+    the CPU plugin keeps in f32 when marked. The new ops are named `<resize>/...`, the last one takes the
+    Interpolate's name and output names, so ops_of still finds them. Returns the ONNX names replaced."""
+    import openvino.opset13 as ops
+
+    replaced = []
+    for node in resizes:
+        for op in ops_of(model, node):
+            attrs = op.get_attributes() if op.get_type_name() == "Interpolate" else {}
+            if (attrs.get("mode") not in ("linear", "linear_onnx") or op.get_input_size() != 2
+                    or attrs.get("coordinate_transformation_mode") != "align_corners"
+                    or attrs.get("shape_calculation_mode") != "sizes" or attrs.get("antialias")
+                    or any(attrs.get("pads_begin", [])) or any(attrs.get("pads_end", []))
+                    or op.get_input_partial_shape(0).rank.get_length() != 4):
+                continue
+            data, sizes = op.input_value(0), op.input_value(1)
+            prefix = node.name + "/"
+
+            def named(new, what):
+                new.set_friendly_name(prefix + what)
+                return new
+
+            def dim(shape, axis, what):  # one dimension of a shape vector as an f32 scalar
+                picked = named(ops.gather(shape, ops.constant(np.int64(axis)), ops.constant(np.int64(0))), what)
+                return named(ops.convert(picked, "f32"), what + "/f32")
+
+            in_shape = named(ops.shape_of(data), "in_shape")
+
+            def matrix(axis, what):  # [L_out, L_in]
+                l_in, l_out = dim(in_shape, axis, what + "/in"), dim(sizes, axis, what + "/out")
+                one = ops.constant(np.float32(1))
+                step = named(ops.divide(named(ops.subtract(l_in, one), what + "/in_1"),
+                                        named(ops.maximum(named(ops.subtract(l_out, one), what + "/out_1"),
+                                                          one), what + "/out_1_min1")), what + "/step")
+                zero = ops.constant(np.float32(0))
+                out_i = named(ops.range(zero, l_out, one, "f32"), what + "/out_index")
+                source = named(ops.multiply(named(ops.unsqueeze(out_i, ops.constant(np.int64(1))),
+                                                  what + "/out_column"), step), what + "/source")
+                in_j = named(ops.range(zero, l_in, one, "f32"), what + "/in_index")
+                distance = named(ops.abs(named(ops.subtract(source, in_j), what + "/offset")), what + "/distance")
+                return named(ops.relu(named(ops.subtract(one, distance), what + "/weight")), what)
+
+            rows = named(ops.matmul(matrix(2, "rows"), data, False, False), "rows_applied")
+            result = ops.matmul(rows, matrix(3, "cols"), False, True)
+            result.set_friendly_name(op.get_friendly_name())
+            names = op.output(0).get_names()
+            for target in list(op.output(0).get_target_inputs()):
+                target.replace_source_output(result.output(0))
+            op.output(0).get_tensor().set_names(set())
+            result.output(0).get_tensor().set_names(names)
+            replaced.append(node.name)
+    if replaced:
+        model.validate_nodes_and_infer_types()
+    return replaced
 
 
 def save_bf16_ir(source_model, exclude, info: ModelInfo, dst: str | os.PathLike) -> Path:
