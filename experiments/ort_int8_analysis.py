@@ -548,8 +548,9 @@ def run_analysis(work: Path, arch: str, classes: int, size: int, threads: int, r
     click.echo("\n".join(markdown_table(*variant_table(analysis))), err=True)  # seen before the long labels part
     if trained is not None:
         click.echo("U8S8 saturation on the trained model", err=True)
-        analysis.saturation = saturation_check(trained / "models" / "pspnet18-fp32.onnx", trained / "data", work,
-                                               threads)
+        from experiments.demo import Paths
+
+        analysis.saturation = saturation_check(Paths.found_model(trained, "fp32"), trained / "data", work, threads)
     if labels == "reuse":
         analysis.labels = pickle.loads((work / "analysis.pkl").read_bytes()).labels
     elif labels:
@@ -580,7 +581,7 @@ def _cpu_name() -> str:
 @click.option("--infer-images", type=click.IntRange(min=1), default=6, show_default=True)
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--trained", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="A demo output folder (models/pspnet18-fp32.onnx, data/): measure U8S8 saturation on its "
+              help="A demo output folder (models/<arch>-fp32.onnx, data/): measure U8S8 saturation on its "
                    "trained model.")
 @click.option("--from-saved", is_flag=True, help="Write the fragment from WORK/analysis.pkl of an earlier run.")
 def main(work, arch, classes, size, threads, runs, labels, infer_images, markdown_path, from_saved, trained):
