@@ -91,57 +91,65 @@ def resize_as_matmuls(model, resizes) -> list[str]:
     R (L_out x L_in) holds max(0, 1 - |i·(L_in-1)/(L_out-1) - j|): the same interpolation, as MatMuls, which
     the CPU plugin keeps in f32 when marked. The new ops are named `<resize>/...`, the last one takes the
     Interpolate's name and output names, so ops_of still finds them. Returns the ONNX names replaced."""
-    import openvino.opset13 as ops
-
     replaced = []
     for node in resizes:
         for op in ops_of(model, node):
-            attrs = op.get_attributes() if op.get_type_name() == "Interpolate" else {}
-            if (attrs.get("mode") not in ("linear", "linear_onnx") or op.get_input_size() != 2
-                    or attrs.get("coordinate_transformation_mode") != "align_corners"
-                    or attrs.get("shape_calculation_mode") != "sizes" or attrs.get("antialias")
-                    or any(attrs.get("pads_begin", [])) or any(attrs.get("pads_end", []))
-                    or op.get_input_partial_shape(0).rank.get_length() != 4):
-                continue
-            data, sizes = op.input_value(0), op.input_value(1)
-            prefix = node.name + "/"
-
-            def named(new, what):
-                new.set_friendly_name(prefix + what)
-                return new
-
-            def dim(shape, axis, what):  # one dimension of a shape vector as an f32 scalar
-                picked = named(ops.gather(shape, ops.constant(np.int64(axis)), ops.constant(np.int64(0))), what)
-                return named(ops.convert(picked, "f32"), what + "/f32")
-
-            in_shape = named(ops.shape_of(data), "in_shape")
-
-            def matrix(axis, what):  # [L_out, L_in]
-                l_in, l_out = dim(in_shape, axis, what + "/in"), dim(sizes, axis, what + "/out")
-                one = ops.constant(np.float32(1))
-                step = named(ops.divide(named(ops.subtract(l_in, one), what + "/in_1"),
-                                        named(ops.maximum(named(ops.subtract(l_out, one), what + "/out_1"),
-                                                          one), what + "/out_1_min1")), what + "/step")
-                zero = ops.constant(np.float32(0))
-                out_i = named(ops.range(zero, l_out, one, "f32"), what + "/out_index")
-                source = named(ops.multiply(named(ops.unsqueeze(out_i, ops.constant(np.int64(1))),
-                                                  what + "/out_column"), step), what + "/source")
-                in_j = named(ops.range(zero, l_in, one, "f32"), what + "/in_index")
-                distance = named(ops.abs(named(ops.subtract(source, in_j), what + "/offset")), what + "/distance")
-                return named(ops.relu(named(ops.subtract(one, distance), what + "/weight")), what)
-
-            rows = named(ops.matmul(matrix(2, "rows"), data, False, False), "rows_applied")
-            result = ops.matmul(rows, matrix(3, "cols"), False, True)
-            result.set_friendly_name(op.get_friendly_name())
-            names = op.output(0).get_names()
-            for target in list(op.output(0).get_target_inputs()):
-                target.replace_source_output(result.output(0))
-            op.output(0).get_tensor().set_names(set())
-            result.output(0).get_tensor().set_names(names)
-            replaced.append(node.name)
+            if _bilinear_align_corners(op):
+                _replace_output(op, _matmul_resize(op.input_value(0), op.input_value(1), node.name + "/"))
+                replaced.append(node.name)
     if replaced:
         model.validate_nodes_and_infer_types()
     return replaced
+
+
+def _bilinear_align_corners(op) -> bool:
+    attrs = op.get_attributes() if op.get_type_name() == "Interpolate" else {}
+    return (attrs.get("mode") in ("linear", "linear_onnx") and op.get_input_size() == 2
+            and attrs.get("coordinate_transformation_mode") == "align_corners"
+            and attrs.get("shape_calculation_mode") == "sizes" and not attrs.get("antialias")
+            and not any(attrs.get("pads_begin", [])) and not any(attrs.get("pads_end", []))
+            and op.get_input_partial_shape(0).rank.get_length() == 4)
+
+
+def _matmul_resize(data, sizes, prefix: str):
+    """R_h · data · R_wᵀ for NCHW `data` and the 4-vector `sizes`; the matrices from the runtime shapes."""
+    import openvino.opset13 as ops
+
+    def named(new, what):
+        new.set_friendly_name(prefix + what)
+        return new
+
+    one, zero = ops.constant(np.float32(1)), ops.constant(np.float32(0))
+    in_shape = named(ops.shape_of(data), "in_shape")
+
+    def length(shape, axis, what):  # one entry of a shape vector as an f32 scalar
+        picked = named(ops.gather(shape, ops.constant(np.int64(axis)), ops.constant(np.int64(0))), what)
+        return named(ops.convert(picked, "f32"), what + "/f32")
+
+    def matrix(axis, what):  # [L_out, L_in]
+        l_in, l_out = length(in_shape, axis, what + "/in"), length(sizes, axis, what + "/out")
+        step = named(ops.divide(named(ops.subtract(l_in, one), what + "/in_1"),
+                                named(ops.maximum(named(ops.subtract(l_out, one), what + "/out_1"), one),
+                                      what + "/out_1_min1")), what + "/step")
+        out_column = named(ops.unsqueeze(named(ops.range(zero, l_out, one, "f32"), what + "/out_index"),
+                                         ops.constant(np.int64(1))), what + "/out_column")
+        source = named(ops.multiply(out_column, step), what + "/source")
+        in_index = named(ops.range(zero, l_in, one, "f32"), what + "/in_index")
+        distance = named(ops.abs(named(ops.subtract(source, in_index), what + "/offset")), what + "/distance")
+        return named(ops.relu(named(ops.subtract(one, distance), what + "/weight")), what)
+
+    rows = named(ops.matmul(matrix(2, "rows"), data, False, False), "rows_applied")
+    return ops.matmul(rows, matrix(3, "cols"), False, True)
+
+
+def _replace_output(op, new) -> None:
+    """Let `new` stand in for `op`: its consumers, its friendly name and its output's tensor names."""
+    new.set_friendly_name(op.get_friendly_name())
+    names = op.output(0).get_names()
+    for target in list(op.output(0).get_target_inputs()):
+        target.replace_source_output(new.output(0))
+    op.output(0).get_tensor().set_names(set())
+    new.output(0).get_tensor().set_names(names)
 
 
 def save_bf16_ir(source_model, exclude, info: ModelInfo, dst: str | os.PathLike) -> Path:
