@@ -29,6 +29,7 @@ class AccuracyConfig:
     dataset: str | None = None
     split: str = "val"
     device: str = "auto"  # auto, cpu, cuda, cuda:N (pspcore.device)
+    backend_options: tuple[tuple[str, object], ...] = ()  # as BenchConfig's: non-baseline runners that take them
 
     def __post_init__(self):
         if (self.data_list is None) == (self.dataset is None):
@@ -123,7 +124,7 @@ def run_accuracy(candidates: list[Candidate], config: AccuracyConfig, log=lambda
     labels: dict[int, list] = {}  # row -> argmax of every window
     for cand in sorted(candidates, key=lambda c: not c.baseline):
         try:
-            item = load_candidate(cand, config.threads, MemoryProbe(), device=config.device)
+            item = load_candidate(cand, config.threads, MemoryProbe(), config.device, dict(config.backend_options))
         except PSPError as exc:
             unavailable.append(Unavailable(cand.model, backend_name(cand), first_line(exc)))
             log(f"unavailable: {unavailable[-1].line()}")

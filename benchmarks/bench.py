@@ -30,9 +30,10 @@ class BenchConfig:
     slice_ms: float = 200.0  # one runner's turn in the round robin
     threads: int | None = None
     seed: int = 0
-    shm: bool = False  # Triton runners: tensors through system shared memory
     device: str = "auto"  # auto, cpu, cuda, cuda:N (pspcore.device)
-    torch_options: tuple[tuple[str, object], ...] = ()  # e.g. (("precision", "fp16"),): non-baseline torch runners
+    # The backends' own options (e.g. (("shm", True), ("precision", "fp16"))): each non-baseline runner whose
+    # backend takes one gets it (benchmarks.loading.load_candidate)
+    backend_options: tuple[tuple[str, object], ...] = ()
     limits: bool = False  # measure the machine's INT8/FP32 GEMM rates and each model's fraction of them
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 
 from benchmarks.bench import BenchConfig, BenchReport, Candidate, Series, run_benchmark
-from pspcore.cli import (Command, Group, backend_option, batch_option, dataset_options, device_option,
-                         echo_summary, json_destination, json_option, size_option, threads_option)
+from benchmarks.loading import backend_name
+from pspcore.cli import (Command, Group, backend_flag_options, backend_option, batch_option, dataset_options,
+                         device_option, echo_summary, json_destination, json_option, max_images_option, size_option)
 from pspcore.errors import InputError, PSPError
 from pspnet.data import dataset_names
 
@@ -60,13 +61,26 @@ def build_candidates(models: tuple[str, ...], backends: tuple[str, ...], baselin
     return candidates
 
 
-def refuse_unhonoured_options(candidates: list[Candidate], device: str, threads: int | None) -> None:
+def refuse_unhonoured_options(candidates: list[Candidate], device: str, threads: int | None,
+                              backend_options: dict) -> tuple[tuple[str, object], ...]:
     """Every runner must honour --device and --threads: refuse the run (one line, exit 2) before anything
-    is measured, the way psp-infer and psp-eval refuse them."""
+    is measured, the way psp-infer and psp-eval refuse them. A backend's own option (--shm, --precision,
+    --cuda-graphs) goes to the runners that take it (not the baseline); one that reaches none is refused too.
+    Returns the backend options given, for the config."""
     from pspcore.cli import runner_options
+    from pspcore.options import flag_of
+    from pspcore.registry import command_line_options, takes_option
 
     for c in candidates:
         runner_options(c.backend, c.model, device=device, threads=threads)
+    given = {k: v for k, v in backend_options.items() if v is not None and v is not False}
+    measured = {backend_name(c) for c in candidates if not c.baseline}
+    for option in given:
+        if not any(takes_option(name, option) for name in measured):
+            takers = ", ".join(b for b, _ in command_line_options().get(option, ()))
+            raise InputError(f"{flag_of(option)} reaches no MODEL: no backend measured here takes it (it is for "
+                             f"{takers or 'no backend'}; the baseline stays eager FP32)")
+    return tuple(given.items())
 
 
 class _Progress:
@@ -132,11 +146,7 @@ def write_outputs(report: BenchReport, json_path, markdown_path, plot_path) -> N
               help="Length of one runner's turn in the round robin (at least one iteration).")
 @click.option("--baseline", type=click.Path(), default=None,
               help="Checkpoint run on PyTorch eager FP32; speed-ups are against it.")
-@threads_option("CPU threads per runner (a backend without a CPU thread pool refuses it).")
-@click.option("--shm", is_flag=True, help="Triton models: tensors through system shared memory.")
-@click.option("--precision", type=click.Choice(["fp16", "bf16"]), default=None,
-              help="torch backend (not the baseline): autocast precision [default: fp32].")
-@click.option("--cuda-graphs", is_flag=True, help="torch backend (not the baseline): replay CUDA graphs.")
+@backend_flag_options()
 @click.option("--limit/--no-limit", "limits", default=True, show_default=True,
               help="Measure the machine's INT8/FP32 GEMM rates (a few seconds) and show each model's rate as a "
                    "fraction of them.")
@@ -145,7 +155,7 @@ def write_outputs(report: BenchReport, json_path, markdown_path, plot_path) -> N
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Write a PNG: latency distribution per runner and throughput vs batch.")
 def latency_command(models, backend, device, batches, size, warmup_ms, duration_s, min_iters, slice_ms, baseline,
-                    threads, shm, precision, cuda_graphs, limits, json_path, markdown_path, plot_path):
+                    limits, json_path, markdown_path, plot_path, threads, **backend_flags):
     """Latency and throughput of every MODEL, measured interleaved in one run (trtexec statistics)."""
     from benchmarks.report import format_terminal
 
@@ -154,13 +164,11 @@ def latency_command(models, backend, device, batches, size, warmup_ms, duration_
         from benchmarks.plot import _pyplot
 
         _pyplot()  # an InputError now, not after the measurement, when matplotlib is missing
-    config = BenchConfig(batches=tuple(dict.fromkeys(batches)), size=size, warmup_ms=warmup_ms,
-                         duration_s=duration_s, min_iters=min_iters, slice_ms=slice_ms, threads=threads, shm=shm,
-                         device=device,
-                         torch_options=(("precision", precision), ("cuda_graphs", cuda_graphs or None)),
-                         limits=limits)
     candidates = build_candidates(models, backend, baseline)
-    refuse_unhonoured_options(candidates, device, threads)
+    given = refuse_unhonoured_options(candidates, device, threads, backend_flags)
+    config = BenchConfig(batches=tuple(dict.fromkeys(batches)), size=size, warmup_ms=warmup_ms,
+                         duration_s=duration_s, min_iters=min_iters, slice_ms=slice_ms, threads=threads,
+                         device=device, backend_options=given, limits=limits)
     progress = _Progress(config)
     try:
         report = run_benchmark(candidates, config, log=lambda line: click.echo(line, err=True),
@@ -187,23 +195,23 @@ def latency_command(models, backend, device, batches, size, warmup_ms, duration_
 @backend_option("Backend(s) for every MODEL, comma-separated (auto: by file type).", several=True)
 @device_option()
 @size_option("Network input HxW [default: the model's].")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N images.")
-@threads_option("CPU threads per runner (a backend without a CPU thread pool refuses it).")
+@backend_flag_options()
+@max_images_option()
 @click.option("--bench", "bench_json", type=click.Path(dir_okay=False), default=None,
               help="A psp-bench --json report whose speed joins the accuracy table.")
 @json_option("Write the results to this JSON")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Write a Markdown table.")
-def accuracy_command(models, data_list, dataset, data_root, split, baseline, backend, device, size, limit, threads,
-                     bench_json, json_path, markdown_path):
+def accuracy_command(models, data_list, dataset, data_root, split, baseline, backend, device, size, max_images,
+                     bench_json, json_path, markdown_path, threads, **backend_flags):
     """mIoU of every MODEL on the same validation images, and its drop against PyTorch FP32."""
     check_outputs(json_path, markdown_path)
     from benchmarks.accuracy import (AccuracyConfig, format_accuracy, run_accuracy, write_accuracy_json,
                                      write_accuracy_markdown)
 
     candidates = build_candidates(models, backend, baseline)
-    refuse_unhonoured_options(candidates, device, threads)
-    config = AccuracyConfig(data_list=data_list, root=data_root, size=size, limit=limit, threads=threads,
-                            dataset=dataset, split=split, device=device)
+    given = refuse_unhonoured_options(candidates, device, threads, backend_flags)
+    config = AccuracyConfig(data_list=data_list, root=data_root, size=size, limit=max_images, threads=threads,
+                            dataset=dataset, split=split, device=device, backend_options=given)
     report = run_accuracy(candidates, config, log=lambda line: click.echo(line, err=True))
     if not report.rows:
         raise PSPError("nothing could be evaluated: " + "; ".join(u.line() for u in report.unavailable))

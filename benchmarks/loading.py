@@ -53,35 +53,21 @@ class Unavailable:
         return f"{Path(self.model).name} on {self.backend}{where}: {self.reason}"
 
 
-
-
-def shm_option(name: str, shm: bool) -> dict:
-    """--shm for the runners that have shared memory (Triton's) only: it is meant for runs that put served
-    models next to local ones, unlike --threads and --device, which every runner must honour."""
-    from pspcore.registry import refused_options, runner_class
-
-    try:
-        takes = not refused_options(runner_class(name), {"shm": True})
-    except PSPError:
-        takes = False
-    return {"shm": shm} if shm and takes else {}
-
-
-def load_candidate(candidate: Candidate, threads: int | None, probe: MemoryProbe, shm: bool = False,
-                   device: str = "auto", torch_options: dict | None = None) -> Loaded:
+def load_candidate(candidate: Candidate, threads: int | None, probe: MemoryProbe, device: str = "auto",
+                   backend_options: dict | None = None) -> Loaded:
     """Create and activate the runner, measuring its load time and memory growth. Raises PSPError; so does
-    an option its backend cannot honour (--threads on a GPU runner, --device on a server). `torch_options`
-    (--precision, --cuda-graphs) go to torch runners other than the baseline, which stays eager FP32."""
+    an option its backend cannot honour (--threads on a GPU runner, --device on a server): those every runner
+    must take. `backend_options` (--shm, --precision, --cuda-graphs: the backends' own) go to each runner whose
+    backend takes them, except the baseline, which stays eager FP32."""
     from pspcore.cli import runner_options
-    from pspcore.registry import create_runner, resolve_backend, runner_class
+    from pspcore.registry import create_runner, resolve_backend, runner_class, takes_option
 
     name, _ = resolve_backend(candidate.backend, candidate.model)
     cls = runner_class(name)
     if cls.model_is_path and not Path(candidate.model).exists():
         raise InputError(f"model not found: {candidate.model}")
-    extra = dict(torch_options or {}) if name == "torch" and not candidate.baseline else {}
-    options = runner_options(name, candidate.model, device=device, threads=threads, **shm_option(name, shm),
-                             **extra)
+    extra = {} if candidate.baseline else {k: v for k, v in (backend_options or {}).items() if takes_option(name, k)}
+    options = runner_options(name, candidate.model, device=device, threads=threads, **extra)
     for package in cls.requires:  # import cost is not the model's memory
         with contextlib.suppress(ImportError):
             importlib.import_module(package)
@@ -129,7 +115,7 @@ def load_all(candidates: list[Candidate], config: BenchConfig, log: Log
     size = config.size
     for cand in sorted(candidates, key=lambda c: not c.baseline):
         try:
-            item = load_candidate(cand, config.threads, probe, config.shm, config.device, dict(config.torch_options))
+            item = load_candidate(cand, config.threads, probe, config.device, dict(config.backend_options))
             probe.start()  # the peak of the first inferences, relative to RSS after loading
             # --size, else the baseline's (loaded first); each model's batches are then checked against it
             size = size or runner_input_size(item.runner, None)

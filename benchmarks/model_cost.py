@@ -6,19 +6,18 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from pspcore.files import by_suffix
+from runtime.backends.openvino import IR_SUFFIX
+
 
 def model_gop(path: str | Path, size: tuple[int, int]) -> float | None:
     """Giga-operations of Conv + MatMul for one image of `size`, or None when the file is not a graph we can
     read (a checkpoint, an engine, a server URL) or its packages are missing."""
-    suffix = Path(str(path)).suffix.lower()
+    count = by_suffix(path, {".onnx": onnx_gop, IR_SUFFIX: openvino_gop})
     try:
-        if suffix == ".onnx":
-            return onnx_gop(path, size)
-        if suffix == ".xml":
-            return openvino_gop(path, size)
+        return count(path, size) if count else None
     except ImportError:
         return None
-    return None
 
 
 def onnx_gop(path: str | Path, size: tuple[int, int]) -> float:

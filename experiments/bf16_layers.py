@@ -34,7 +34,7 @@ def layer_report(source: Path, folder: Path) -> tuple[list[str], list[str]]:
     """(lines to print, kept layers found in bf16)."""
     import onnx
 
-    from export.precision.bf16 import cpu_has_bf16, kept_nodes, ops_of, save_bf16_ir
+    from export.precision.targets.bf16 import cpu_has_bf16, kept_nodes, ops_of, save_bf16_ir
     from pspcore.model_info import read_onnx_info
     from runtime.backends.openvino import OpenVINORunner, read_model
 
@@ -63,7 +63,7 @@ def main(onnx_model):
         folder = Path(tmp)
         lines, wrong = layer_report(onnx_model or fp32_onnx(folder), folder)
     click.echo("\n".join(lines))
-    from export.precision.bf16 import NO_BF16, cpu_has_bf16
+    from export.precision.targets.bf16 import NO_BF16, cpu_has_bf16
 
     if not cpu_has_bf16():
         click.echo(f"note: {NO_BF16}; run this on an AMX or AVX512-BF16 CPU")

@@ -65,7 +65,7 @@ def check_precision(config: GpuCheckConfig, precision: str, onnx_path: Path, wor
     from runtime.backends.tensorrt import TensorRTRunner
 
     engine, seconds, notes = build_engine_for(config, precision, onnx_path, work)
-    runner = TensorRTRunner(engine, device=config.device, cuda_graph=config.cuda_graph)
+    runner = TensorRTRunner(engine, device=config.device, cuda_graphs=config.cuda_graph)
     runner.activate()
     report = compare_outputs(expected, runner.infer(fresh))
     status = PASSED if passes(precision, report) else FAILED
@@ -129,7 +129,7 @@ def graph_replay_check(config: GpuCheckConfig, engine: Path, first: np.ndarray, 
     name = "CUDA graph replayed on a new input equals the direct launch on it"
     with TensorRTRunner(engine, device=config.device) as plain:
         expected = plain.infer(fresh)
-    with TensorRTRunner(engine, device=config.device, cuda_graph=True) as graph:
+    with TensorRTRunner(engine, device=config.device, cuda_graphs=True) as graph:
         graph.infer(first)
         got = graph.infer(fresh)
         replays, notes = graph.graph_launches, "; ".join(graph.notes)

@@ -15,13 +15,13 @@ from typing import Callable
 import numpy as np
 
 from export.parity import FP32_MAX_REL, FP32_MIN_AGREEMENT, ParityReport, compare_outputs
-from export.precision.verdict import DEFAULT_GATES
+from export.precision.verdict import FLOAT_GATE, INT8_GATE
 
 # Parity gates per precision: (max error / logit range or None, min argmax agreement). FP16/INT8 have no error
 # bound, so strict argmax agreement decides, at the gates of the verified conversion (export.precision.verdict). bf16
 # has no export gate; its 8-bit mantissa sits between FP16 and INT8, so it is held to the INT8 gate.
-TARGETS = {"fp32": (FP32_MAX_REL, FP32_MIN_AGREEMENT), "fp16": (None, DEFAULT_GATES["fp16"]),
-           "bf16": (None, DEFAULT_GATES["int8"]), "int8": (None, DEFAULT_GATES["int8"])}
+TARGETS = {"fp32": (FP32_MAX_REL, FP32_MIN_AGREEMENT), "fp16": (None, FLOAT_GATE),
+           "bf16": (None, INT8_GATE), "int8": (None, INT8_GATE)}
 # A graph replay against eager at the same precision: the same kernels on the same input.
 REPLAY_TARGET = (1e-3, 0.9999)
 PASSED, FAILED, SKIPPED, ERROR = "passed", "failed", "skipped", "error"

@@ -30,6 +30,7 @@ GPU_TENSORRT = "experiments/gpu_tensorrt.py"
 GPU_TORCH = "experiments/gpu_torch.py"
 GPU_TESTS = "tests/experiments/test_gpu_check.py"
 TRT_TESTS = ("tests/runtime/test_tensorrt.py",)
+TARGET_TESTS = "tests/export/test_precision_targets.py"
 ORT_SAME_FILE = (
     "tests/export/test_int8_ort.py::test_the_target_is_the_same_after_a_tensorrt_conversion_in_the_process",)
 
@@ -175,8 +176,8 @@ MUTATIONS: list[Mutation] = [
              "--shm regions outlive an interrupted psp-infer"),
     # ---- verified FP16/INT8 conversion (issue 21: the written file is checked) ----
     Mutation("written-model-unrepaired", "export/precision/verified.py",
-             "    save_with_info(state.outcome.chosen.model, state.written_info, state.dst)",
-             "    save_with_info(state.outcome.plain.model, state.written_info, state.dst)",
+             "    state.target.write(outcome.chosen.model, state.source_model,",
+             "    state.target.write(outcome.plain.model, state.source_model,",
              ("tests/export/test_verified.py::test_fp16_repair_keeps_the_hostile_node_fp32",),
              "the unrepaired model written while the report says repaired"),
     Mutation("repair-ignores-miou-gate", "export/precision/repair.py",
@@ -189,17 +190,59 @@ MUTATIONS: list[Mutation] = [
              ("tests/export/test_verified.py::test_written_file_below_the_gate_is_removed",),
              "a written file that fails its gate kept"),
     # ---- the onnxruntime INT8 target: the same file in any process ----
-    Mutation("ort-registries-left-patched", "export/precision/int8.py",
+    Mutation("ort-registries-left-patched", "export/precision/targets/int8_tensorrt.py",
              "        for table, before in tables:\n            table.clear()\n            table.update(before)\n", "",
              ORT_SAME_FILE,
              "ModelOpt's operators left in ONNX Runtime's registries after a tensorrt conversion"),
+    # ---- backend options declared once (issue 27): flags, refusals and the --device mapping from the declaration ----
+    Mutation("refusal-names-api-options", "pspcore/options.py",
+             "        own = [d.flag for d in cls.declared() if d.cli]",
+             "        own = [flag_of(d.name) for d in cls.declared()]", ("tests/test_backend_flags.py",),
+             "a refusal naming flags no command has (--providers, --device-id, --trt-max-batch)"),
+    Mutation("tensorrt-cuda-graphs-off-the-command-line", TENSORRT,
+             '"(saves the per-layer launch overhead)", cli=True)', '"(saves the per-layer launch overhead)")',
+             ("tests/runtime/test_tensorrt.py::test_psp_infer_cuda_graphs_reaches_the_tensorrt_runner",),
+             "TensorRT's CUDA-graph mode reachable from no command"),
+    Mutation("flag-reaches-an-api-only-option", "pspcore/cli.py",
+             "    flags = declaration.check(name, wanted, command_line=True)",
+             "    flags = declaration.check(name, wanted)",
+             ("tests/test_backend_flags.py::test_a_flag_reaches_only_an_option_declared_for_the_command_line",),
+             "a command-line flag silently set a backend's Python-only option of the same name"),
+    Mutation("bench-options-reach-the-baseline", "benchmarks/loading.py",
+             "    extra = {} if candidate.baseline else {", "    extra = {} if False else {",
+             ("tests/benchmarks/test_bench.py::"
+              "test_backend_options_reach_the_runners_that_take_them_but_never_the_baseline",),
+             "psp-bench's --precision/--cuda-graphs changing the eager FP32 baseline"),
+    Mutation("bench-option-silently-dropped", "benchmarks/cli.py",
+             "        if not any(takes_option(name, option) for name in measured):",
+             "        if False:",
+             ("tests/benchmarks/test_cli.py::test_a_backend_option_no_measured_runner_takes_is_refused",),
+             "psp-bench --shm (or --cuda-graphs) ignored when no measured backend takes it"),
+    Mutation("suffix-dispatch-case-sensitive", "pspcore/files.py",
+             "    return Path(str(path)).suffix.lower()", "    return Path(str(path)).suffix",
+             ("tests/pspcore/test_files.py::test_one_dispatch_on_a_model_files_suffix",),
+             "model.ONNX or model.Engine dispatched differently from its lower-case name"),
+    # ---- precision targets: registered where they are defined, asked by the pipeline ----
+    Mutation("target-declaration-unchecked", "export/precision/target.py",
+             "    if problems:\n        raise ValueError", "    if False:\n        raise ValueError",
+             (f"{TARGET_TESTS}::test_a_declaration_that_does_not_hold_is_refused",),
+             "a precision target whose gate, methods or name cannot work registered anyway"),
+    Mutation("int8-targets-frozen-at-import", "export/precision/cli.py",
+             "        return tuple(self.choices_of())", "        return ('tensorrt', 'onnxruntime', 'openvino')",
+             (f"{TARGET_TESTS}::test_a_registered_target_is_offered_and_converted_by_psp_export_int8",),
+             "psp-export int8 refusing a registered INT8 target"),
+    Mutation("target-gate-ignored", "export/precision/verified.py",
+             "options.min_agreement is not None else target.default_gate",
+             "options.min_agreement is not None else 0.98",
+             (f"{TARGET_TESTS}::test_a_new_precision_runs_through_the_verified_conversion",),
+             "a conversion gated at another target's default instead of its own"),
     # ---- bf16 on bf16 CPUs (issue 28): the logits' resize as marked MatMuls ----
-    Mutation("bf16-logits-resize-left-interpolate", "export/precision/bf16.py",
+    Mutation("bf16-logits-resize-left-interpolate", "export/precision/targets/bf16.py",
              '    resize_as_matmuls(model, [n for n in kept if n.op_type == "Resize"])\n', "",
              ("tests/export/test_openvino_bf16.py::"
               "test_logits_resize_is_written_as_marked_matmuls_that_keep_the_fp32_logits",),
              "the logits Interpolate left in the bf16 IR, which OpenVINO runs in bf16 on AVX512-BF16 CPUs"),
-    Mutation("bf16-resize-matrix-off-by-one", "export/precision/bf16.py",
+    Mutation("bf16-resize-matrix-off-by-one", "export/precision/targets/bf16.py",
              'named(ops.subtract(l_out, one), what + "/out_1")', "l_out",
              ("tests/export/test_openvino_bf16.py::"
               "test_logits_resize_is_written_as_marked_matmuls_that_keep_the_fp32_logits",),

@@ -31,7 +31,8 @@ import numpy as np
 from benchmarks.machine import load_average, measure_gemm_limits
 from benchmarks.report import markdown_table, write_text
 from experiments.demo import run_tool
-from export.precision.int8 import ORT_QUANT_DEFAULTS, OrtQuantOptions, prepare_for_onnxruntime, quantize_prepared
+from export.precision.targets.int8_onnxruntime import (ORT_QUANT_DEFAULTS, OrtQuantOptions, prepare_for_onnxruntime,
+                                                       quantize_prepared)
 from pspcore.cli import Command
 from runtime.backends.openvino import cpu_flags
 

@@ -92,7 +92,7 @@ def accuracy_controlled(src: Path, work: Path, images: Images, log) -> Result:
     import nncf
     import onnx
 
-    from export.precision.openvino_target import save_ir
+    from export.precision.ir import save_ir
     from export.precision.graph import output_region, pooling_nodes
     from pspcore.model_info import read_onnx_info
 
@@ -125,7 +125,7 @@ def _compile(model):
     import openvino.properties as props
     import openvino.properties.hint as hints
 
-    from export.precision.openvino_target import ov_model
+    from export.precision.ir import ov_model
     from runtime.backends.openvino import import_openvino
 
     return import_openvino().Core().compile_model(ov_model(model), "CPU", {hints.inference_precision: "f32",

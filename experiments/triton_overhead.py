@@ -39,7 +39,8 @@ def latency_rows(targets: dict[str, str], shm: bool, duration_s: float) -> dict[
     """Median batch-1 latency (ms) per target, measured interleaved by psp-bench's loop."""
     from benchmarks.bench import BenchConfig, Candidate, run_benchmark
 
-    config = BenchConfig(batches=(1,), warmup_ms=300, duration_s=duration_s, min_iters=20, shm=shm)
+    config = BenchConfig(batches=(1,), warmup_ms=300, duration_s=duration_s, min_iters=20,
+                         backend_options=(("shm", shm),))
     report = run_benchmark([Candidate(model) for model in targets.values()], config)
     by_model = {r.model: r.latency.median for r in report.results}
     return {name: by_model[model] for name, model in targets.items() if model in by_model}

@@ -242,10 +242,6 @@ def device_option(help: str = "Where the model runs: auto (the backend's choice)
     return click.option("--device", type=DeviceType(), default=default, show_default=True, help=help)
 
 
-def threads_option(help: str = "CPU threads for inference (backends with a CPU thread pool)."):
-    return click.option("--threads", type=click.IntRange(min=1), default=None, help=help)
-
-
 def backend_option(help: str, *, several: bool = False, default: str | None = "auto"):
     """--backend NAME (several: a comma list, one run per backend)."""
     kind = ListOf(BackendType(), metavar="NAME[,NAME...]") if several else BackendType()
@@ -280,20 +276,73 @@ def dataset_options(names, *, files: bool, dataset_help: str, data_root_help: st
     )
 
 
+def backend_flag_options():
+    """The flags of every option a backend puts on the command line (pspcore.options), for the commands that run
+    a model: made here, once, from the backends' declarations, so every such command has the same flags and a
+    refusal can name only flags that exist. A switch, or a value whose choices are the union of the backends';
+    its help says which backends take it. The command receives them by option name (None or False: not given)
+    and hands them to runner_options."""
+    from pspcore.registry import command_line_options
+
+    return option_group(*(_backend_flag(name, declared)
+                          for name, declared in sorted(command_line_options().items())))
+
+
+def _backend_flag(name: str, declared: list) -> click.Option:
+    from pspcore.options import flag_of
+
+    types = {d.type for _, d in declared}
+    if len(types) > 1:  # a programming error in a declaration: the same flag cannot mean two kinds of value
+        raise TypeError(f"{flag_of(name)} is declared with different types: "
+                        f"{', '.join(f'{b}: {d.type.__name__}' for b, d in declared)}")
+    first = declared[0][1]
+    helps: dict[str, list[str]] = {}
+    for backend, d in declared:
+        helps.setdefault(d.help, []).append(backend)
+    text = "; ".join(f"{', '.join(backends)}: {help}" for help, backends in helps.items()) + "."
+    if first.is_switch:
+        return click.option(flag_of(name), name, is_flag=True, default=False, help=text)
+    choices = list(dict.fromkeys(c for _, d in declared for c in d.choices or ()))
+    if choices:
+        kind = click.Choice(choices)
+    elif first.type is int:
+        kind = click.IntRange(min=max((d.minimum for _, d in declared if d.minimum is not None), default=None))
+    else:
+        kind = click.types.convert_type(first.type)
+    metavar = None if choices else "N" if first.type is int else "VALUE"
+    return click.option(flag_of(name), name, type=kind, default=None, metavar=metavar, help=text)
+
+
 def runner_options(backend: str, model: str, *, device: str = "auto", **options) -> dict:
     """The constructor options for running `model` on `backend` (auto: chosen by file type): --device through
-    the runner class's device_options, the rest as given. An option the runner does not take (--threads on a
-    GPU or server runner) is an InputError here, the same one-line refusal create_runner gives, so every
-    command refuses alike and a command running several models can refuse before it measures anything."""
+    the backend's declared device mapping, the rest (backend_flag_options' values, by option name) as given.
+    An option the backend does not declare (--threads on a GPU or server runner) is an InputError here, the
+    same one-line refusal create_runner gives, so every command refuses alike and a command running several
+    models can refuse before it measures anything."""
     from pspcore.registry import check_options, resolve_backend, runner_class
 
     name, _ = resolve_backend(backend, model)
     wanted = {k: v for k, v in options.items() if v is not None and v is not False}
     try:
-        cls = runner_class(name)
+        declaration = runner_class(name).options_class
     except PSPError:
         return wanted  # not installed: create_runner says so, in its own words
-    return check_options(name, {**cls.device_options(device), **wanted})
+    flags = declaration.check(name, wanted, command_line=True)  # a flag reaches only an option declared for it
+    return check_options(name, {**declaration.device_options(name, device), **flags})
+
+
+def num_images_option(use: str, *, default: int, when: str = ""):
+    """--num-images N: how many images a calibration or comparison draws, spread evenly over the set it is given.
+    `use`: what they are for ("Calibrate on"); `when`: the option that makes it apply ("--int8")."""
+    return click.option("--num-images", type=click.IntRange(min=1), default=default, show_default=True, metavar="N",
+                        help=f"{use} at most N images, spread evenly over the set{f' ({when})' if when else ''}.")
+
+
+def max_images_option(*aliases: str):
+    """--max-images N: evaluate only the first N images (an image count, never the GEMM --limit switch of
+    psp-bench latency). `aliases`: an older name a command keeps accepting."""
+    return click.option("--max-images", *aliases, "max_images", type=click.IntRange(min=1), default=None,
+                        metavar="N", help="Evaluate only the first N images [default: all].")
 
 
 class LazyGroup(Group):

@@ -101,8 +101,23 @@ def check_folder(path: str | os.PathLike, what: str = "folder") -> Path:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
+def suffix_of(path: str | os.PathLike) -> str:
+    """A file's kind as its name tells it: the suffix, lower-cased ('' when it has none)."""
+    return Path(str(path)).suffix.lower()
+
+
+def by_suffix(path: str | os.PathLike, table: dict):
+    """The one dispatch on a model file's suffix: the value `table` gives `path`'s suffix (a key is a suffix
+    or a tuple of them, e.g. ENGINE_SUFFIXES), or None when no key names it."""
+    suffix = suffix_of(path)
+    for key, value in table.items():
+        if suffix in ((key,) if isinstance(key, str) else key):
+            return value
+    return None
+
+
 def is_image(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+    return suffix_of(path) in IMAGE_SUFFIXES
 
 
 def list_images(path: str | os.PathLike, recursive: bool = False, what: str = "image") -> list[Path]:

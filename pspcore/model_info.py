@@ -10,12 +10,17 @@ from pathlib import Path
 
 from pspcore.class_names import class_names_for, generic_class_name
 from pspcore.errors import InputError, first_line, notice_once
-from pspcore.files import require_file
+from pspcore.files import by_suffix, require_file, suffix_of
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, 0..255
 IMAGENET_STD = (58.395, 57.12, 57.375)
 PROP_PREFIX = "pspnet."
 INPUT_NAME = "image"  # float32 [N, 3, H, W], normalised RGB
+# ModelInfo.extra keys a precision conversion writes (export.precision) and later stages read
+EXTRA_INT8_TARGET = "int8_target"  # the INT8 target's name: "tensorrt", "onnxruntime", "openvino"
+EXTRA_CALIBRATION = "calibration"  # {"method", "images", "size": [H, W]}
+EXTRA_PRECISION_REPAIR = "precision_repair"  # what the verified conversion's repair did
+EXTRA_OPENVINO = "openvino"  # bf16: {"inference_precision", "verified_in"}: asked of OpenVINO, and measured in
 
 
 @dataclass(frozen=True)
@@ -151,10 +156,8 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
     """ModelInfo of a deployed model file: .onnx or a TensorRT engine (.engine/.plan/.trt)."""
     from pspcore.engine_file import ENGINE_SUFFIXES, read_engine_info
 
-    suffix = Path(path).suffix.lower()
-    if suffix in ENGINE_SUFFIXES:
-        return read_engine_info(path)
-    if suffix == ".onnx":
-        return read_onnx_info(path)
-    raise InputError(f"{path}: cannot read model info from a {suffix or 'suffix-less'} file; "
-                     "expected .onnx or a TensorRT engine (.engine/.plan)")
+    reader = by_suffix(path, {ENGINE_SUFFIXES: read_engine_info, ".onnx": read_onnx_info})
+    if reader is None:
+        raise InputError(f"{path}: cannot read model info from a {suffix_of(path) or 'suffix-less'} file; "
+                         "expected .onnx or a TensorRT engine (.engine/.plan)")
+    return reader(path)

@@ -8,11 +8,13 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.util
-import inspect
 import os
 
 from pspcore.errors import BackendUnavailable, InputError, first_line
+from pspcore.files import suffix_of
+from pspcore.options import Declared
 from pspcore.runner import Runner
+from pspcore.triton_protocol import url_scheme
 
 ENTRY_POINT_GROUP = "pspnet_deploy.backends"
 CATCH_ALL = 1  # an auto_priority that means "this backend can try any file"
@@ -118,32 +120,40 @@ def resolve_backend(backend: str, model_path: str | os.PathLike) -> tuple[str, s
 def model_kind(model_path: str | os.PathLike) -> str:
     """How messages name a model: 'a server URL', 'a .onnx file'."""
     text = str(model_path)
-    if "://" in text:
+    if url_scheme(text) is not None:
         return "a server URL"
-    suffix = os.path.splitext(text)[1].lower()
+    suffix = suffix_of(text)
     return f"a {suffix} file" if suffix else "a model"
 
 
-def refused_options(cls: type[Runner], options: dict) -> list[str]:
-    """The options (given, not None) that runner class `cls` does not take."""
-    params = inspect.signature(cls.__init__).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return []
-    return sorted(k for k, v in options.items() if v is not None and k not in params)
-
-
 def check_options(name: str, options: dict) -> dict:
-    """`options` without the None ones; an option backend `name` cannot honour is one InputError, the same
-    for every command (psp-infer, psp-bench, psp-eval)."""
-    cls = runner_class(name)
-    refused = refused_options(cls, options)
-    if refused:
-        params = inspect.signature(cls.__init__).parameters
-        takes = [p for p in params if p not in ("self", "model_path")]
-        flags = ", ".join("--" + k.replace("_", "-") for k in refused)
-        raise InputError(f"backend {name} does not take {flags} (it takes: "
-                         f"{', '.join('--' + p.replace('_', '-') for p in takes) or 'no options'})")
-    return {k: v for k, v in options.items() if v is not None}
+    """`options` (constructor keywords) without the None ones; one that backend `name` does not declare is one
+    InputError, the same for every command (psp-infer, psp-bench, psp-eval) and the Python API."""
+    return runner_class(name).options_class.check(name, options)
+
+
+def takes_option(name: str, option: str) -> bool:
+    """Whether backend `name` declares `option` (False when the backend cannot be loaded here)."""
+    try:
+        return option in runner_class(name).options_class.names()
+    except BackendUnavailable:
+        return False
+
+
+def command_line_options() -> dict[str, list[tuple[str, Declared]]]:
+    """Every option some backend puts on the command line -> [(backend, its declaration)], for the commands
+    that run a model: their backend flags are made from this (pspcore.cli.backend_flag_options). Backends that
+    cannot be loaded here add none."""
+    found: dict[str, list[tuple[str, Declared]]] = {}
+    for name in backend_names():
+        try:
+            declared = runner_class(name).options_class.declared()
+        except BackendUnavailable:
+            continue
+        for option in declared:
+            if option.cli:
+                found.setdefault(option.name, []).append((name, option))
+    return found
 
 
 def create_runner(backend: str, model_path: str | os.PathLike, **options) -> Runner:

@@ -15,6 +15,7 @@ import numpy as np
 
 from pspcore.errors import InputError, PSPError
 from pspcore.model_info import ModelInfo
+from pspcore.options import BackendOptions
 
 
 @dataclass
@@ -85,12 +86,14 @@ class Runner(abc.ABC):
     `activate()` loads the model (`load`, which sets `info` and `input_spec`), `deactivate()` releases all it
     holds (`release`); `with runner:` does both. Subclasses implement `load`, `release` and `run_batch`.
 
-    A backend registers itself by `name` (pspcore.registry) and tells the registry what it needs: `requires`
+    A backend declares its options once, in a pspcore.options.BackendOptions dataclass (`options_class`), and
+    registers itself by `name` (pspcore.registry) and tells the registry what it needs: `requires`
     (modules that must be installed), `unavailable_reason()` (a deeper check: a GPU, a driver) and
     `auto_priority(model)` (how well it runs that model, for `--backend auto`). A backend that measures its own
     time (GPU events) sets `timed_by_wall = False` and adds to `last_timing` itself."""
 
     name = "base"
+    options_class: type[BackendOptions] = BackendOptions  # what it takes: keywords, flags, the --device mapping
     requires: tuple[str, ...] = ()
     model_is_path = True  # False where the model is named some other way (a server URL)
     timed_by_wall = True
@@ -141,15 +144,6 @@ class Runner(abc.ABC):
     def unavailable_reason(cls) -> str | None:
         """Why this backend cannot run on this machine although its packages are installed, or None."""
         return None
-    @classmethod
-    def device_options(cls, device: str) -> dict:
-        """The constructor options that put this runner on `device` (auto, cpu, cuda, cuda:N; see
-        pspcore.device). auto leaves the choice to the backend; a backend that cannot choose (a server decides
-        where its model runs) refuses anything else. Backends that can choose override this."""
-        if device == "auto":
-            return {}
-        raise InputError(f"backend {cls.name} does not take --device (it cannot choose where the model runs); "
-                         f"leave --device at auto")
 
     @property
     def display_name(self) -> str:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from pspcore.cli import (SIZE, Command, ListOf, backend_option, dataset_options, device_option, echo_summary,
-                         json_destination, json_option)
+from pspcore.cli import (SIZE, Command, ListOf, backend_flag_options, backend_option, dataset_options, device_option,
+                         echo_summary, json_destination, json_option, max_images_option)
 from pspcore.errors import InputError
 from pspcore.files import check_folder, check_writable
 from pspnet.data import dataset_names
@@ -22,8 +22,8 @@ def dataset_choices() -> tuple[str, ...]:
 
 def load_runner(model_path: str, backend: str, device: str, **options):
     """A ready Runner for MODEL on `backend` (auto: torch for checkpoints, else by file type) and `device`;
-    `options` (--precision, --cuda-graphs) are refused by a backend that cannot honour them. pspnet does not
-    import the runtime: backends come from the registry by name."""
+    `options` (the backend flags: --threads, --precision, ...) are refused by a backend that does not take them.
+    pspnet does not import the runtime: backends come from the registry by name."""
     from pspcore.cli import runner_options
     from pspcore.registry import create_runner, resolve_backend
 
@@ -114,14 +114,12 @@ def protocol_sizes(dataset: str | None, mode: str, crop: tuple | None, base_size
               show_default=True, help="Multi-scale, e.g. 0.5,0.75,1,1.25,1.5,1.75 (probabilities summed).")
 @backend_option("torch (auto for .pth) or a runtime backend (auto: by file type).")
 @device_option()
-@click.option("--precision", type=click.Choice(["fp16", "bf16"]), default=None,
-              help="torch backend: autocast precision [default: fp32].")
-@click.option("--cuda-graphs", is_flag=True, help="torch backend: replay the forward as a CUDA graph.")
-@click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N images.")
+@backend_flag_options()
+@max_images_option("--limit")
 @click.option("--save-png", type=click.Path(file_okay=False), help="Write colour predictions here.")
 @json_option("Write the result as JSON")
 def main(model, dataset, data_root, split, scenes, scene_size, seed, mode, crop, base_size, flip, scales, backend,
-         device, precision, cuda_graphs, limit, save_png, json_path):
+         device, max_images, save_png, json_path, **backend_flags):
     """Evaluate MODEL (.pth checkpoint, .onnx, TensorRT engine) with dataset-level mIoU, mAcc, allAcc.
 
     \b
@@ -140,7 +138,7 @@ def main(model, dataset, data_root, split, scenes, scene_size, seed, mode, crop,
         check_folder(save_png, "--save-png folder")
     if json_path not in (None, "-"):
         check_writable(json_path)
-    runner = load_runner(model, backend, device, precision=precision, cuda_graphs=cuda_graphs)
+    runner = load_runner(model, backend, device, **backend_flags)
     info = runner.info
     mode = mode or default_mode(dataset or info.dataset, runner)
     crop, base_size = protocol_sizes(dataset, mode, crop, base_size, runner)
@@ -152,7 +150,7 @@ def main(model, dataset, data_root, split, scenes, scene_size, seed, mode, crop,
     predict = checked_predict(runner, eval_mode.mode)
     data = build_data(dataset, info, split, scenes, scene_size, seed, data_root)
     result = evaluate(predict, data, info.num_classes, mode=eval_mode, class_names=info.class_names,
-                      mean=info.mean, std=info.std, save_png=save_png, palette=info.palette, limit=limit)
+                      mean=info.mean, std=info.std, save_png=save_png, palette=info.palette, limit=max_images)
     echo_summary(result.table(), json_path)
     if json_path:
         with json_destination(json_path) as path, atomic_output(path, suffix=".json") as tmp:

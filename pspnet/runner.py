@@ -3,10 +3,14 @@ the GPU path for machines without TensorRT (FP16/bf16 autocast, channels_last, C
 model and is registered by name ("torch"), so the deployment runtime never imports torch or pspnet."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from pspcore.device import parse_device
 from pspcore.errors import BackendUnavailable, InputError
+from pspcore.files import suffix_of
+from pspcore.options import BackendOptions, option, threads_option
 from pspcore.runner import InputSpec, Runner
 
 PRECISIONS = ("fp32", "fp16", "bf16")  # fp16/bf16: torch.autocast around the forward; weights stay FP32
@@ -59,33 +63,48 @@ class CudaGraph:
         return self.static_output
 
 
+@dataclass(frozen=True)
+class TorchOptions(BackendOptions):
+    """What the torch backend takes."""
+
+    arch: str | None = option(None, "the architecture, for a checkpoint that does not say")
+    num_classes: int | None = option(None, "the class count, for a checkpoint that does not say")
+    device: str = option("cpu", "'auto', 'cpu', 'cuda' or 'cuda:N' (set by --device; auto: CUDA when torch sees "
+                                "a GPU)")
+    threads: int | None = threads_option()
+    precision: str = option("fp32", "autocast precision (weights stay FP32) [default: fp32]", cli=True,
+                            choices=PRECISIONS)
+    channels_last: bool = option(False, "run in the channels-last memory format")
+    cuda_graphs: bool = option(False, "replay the forward as a CUDA graph captured once per input shape (needs "
+                                      "--device cuda)", cli=True)
+
+    @classmethod
+    def from_device(cls, device: str) -> dict:
+        return {"device": device}  # auto: CUDA when torch sees a GPU (resolve_device)
+
+
 class TorchRunner(Runner):
-    """Options: arch / num_classes (only for checkpoints that do not say), device ('auto', 'cpu', 'cuda',
-    'cuda:N'), threads, precision ('fp32', or 'fp16'/'bf16' autocast), channels_last, cuda_graphs (capture
-    the forward once per input shape and replay it; CUDA only). FP32 follows torch's TF32 settings."""
+    """Runs a PSPNet checkpoint eagerly in PyTorch (options: TorchOptions). FP32 follows torch's TF32
+    settings."""
 
     name = "torch"
+    options_class = TorchOptions
     requires = ("torch",)
     graph_type = CudaGraph  # what cuda_graphs captures with (a test may put a stand-in here)
 
-    def __init__(self, model_path, *, arch: str | None = None, num_classes: int | None = None,
-                 device: str = "cpu", threads: int | None = None, precision: str = "fp32",
-                 channels_last: bool = False, cuda_graphs: bool = False):
+    def __init__(self, model_path, **options):
         super().__init__(str(model_path))
-        if precision not in PRECISIONS:
-            raise InputError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
-        self.arch, self.num_classes, self.device_name, self.threads = arch, num_classes, device, threads
-        self.precision, self.channels_last, self.cuda_graphs = precision, bool(channels_last), bool(cuda_graphs)
+        o = self.options_class.parse(self.name, options)
+        if o.precision not in PRECISIONS:
+            raise InputError(f"--precision {o.precision}: choose one of {', '.join(PRECISIONS)}")
+        self.arch, self.num_classes, self.device_name, self.threads = o.arch, o.num_classes, o.device, o.threads
+        self.precision, self.channels_last, self.cuda_graphs = o.precision, bool(o.channels_last), bool(o.cuda_graphs)
         self.model = self.device = None
         self._graph = self._graph_shape = None
 
     @classmethod
     def auto_priority(cls, model_path: str) -> int | None:
-        return 100 if model_path.lower().endswith(CHECKPOINT_SUFFIXES) else None
-
-    @classmethod
-    def device_options(cls, device: str) -> dict:
-        return {"device": device}  # auto: CUDA when torch sees a GPU (resolve_device)
+        return 100 if suffix_of(model_path) in CHECKPOINT_SUFFIXES else None
 
     def load(self) -> None:
         import torch

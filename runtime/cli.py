@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from pspcore.cli import (Command, backend_option, batch_option, device_option, echo_summary, json_destination,
-                         json_option, output_option, size_option, threads_option)
+from pspcore.cli import (Command, backend_flag_options, backend_option, batch_option, device_option, echo_summary,
+                         json_destination, json_option, option_group, output_option, size_option)
 from pspcore.errors import PSPError
 
 
@@ -30,50 +30,58 @@ def labels_in_graph(backend: str, model: str, tile: bool) -> dict:
     """{"output": "labels"} for a runner that can end its graph with the argmax (openvino), unless --tile needs
     logits: a frame's class scores (C x H x W float32, 134 MB at 473x473 for 150 classes) then never leave the
     runtime to be argmaxed in numpy. {} for the others, which run the model as exported."""
-    from pspcore.registry import refused_options, resolve_backend, runner_class
+    from pspcore.registry import resolve_backend, takes_option
 
     if tile:
         return {}
     try:
-        cls = runner_class(resolve_backend(backend, model)[0])
+        name = resolve_backend(backend, model)[0]
     except PSPError:
         return {}  # create_runner says what is wrong, in its own words
-    return {} if refused_options(cls, {"output": "labels"}) else {"output": "labels"}
+    return {"output": "labels"} if takes_option(name, "output") else {}
 
 
 def _notice(text: str) -> None:
     click.echo(f"notice: {text}", err=True)
 
 
+# psp-infer's options in groups, shown in this order: what it writes, which backend runs the model and how
+# (the backends' own flags come from their declarations), how frames are segmented.
+OUTPUT_OPTIONS = option_group(
+    output_option("Overlay video (.mp4/.avi) for a video; image file or folder for images.", required=True,
+                  path_type=Path),
+    click.option("--mask-video", type=click.Path(path_type=Path), help="Also write the colour mask as a video."),
+    click.option("--masks-dir", type=click.Path(path_type=Path), help="Also write per-frame label PNGs here."),
+    json_option("Also write per-frame class pixel fractions as JSON"),
+    click.option("--codec", default="mp4v", show_default=True,
+                 help="FourCC of the output video; falls back to mp4v/MJPG with a notice if unavailable."),
+    click.option("--discard-partial", is_flag=True,
+                 help="On Ctrl-C remove the unfinished video instead of keeping <name>.partial.<ext>."),
+)
+BACKEND_OPTIONS = option_group(
+    backend_option("auto: tensorrt for engines, torch for checkpoints, triton for server URLs, else onnxruntime "
+                   "on its best provider."),
+    device_option(),
+    backend_flag_options(),
+)
+SEGMENT_OPTIONS = option_group(
+    batch_option("Frames per inference.", default=1),
+    size_option("Network input HxW for dynamic-shape models (default: the size stored with the model)."),
+    click.option("--tile", is_flag=True, help="Sliding windows of the input size over full-resolution frames."),
+    click.option("--opacity", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+                 help="Mask opacity in the overlay (0 frame only, 1 mask only)."),
+    click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
+)
+
+
 @click.command(cls=Command)
 @click.argument("model")
 @click.argument("source", metavar="INPUT", type=click.Path(path_type=Path))
-@output_option("Overlay video (.mp4/.avi) for a video; image file or folder for images.", required=True,
-               path_type=Path)
-@backend_option("auto: tensorrt for engines, torch for checkpoints, triton for server URLs, else onnxruntime on "
-                "its best provider.")
-@device_option()
-@batch_option("Frames per inference.", default=1)
-@size_option("Network input HxW for dynamic-shape models (default: the size stored with the model).")
-@click.option("--opacity", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="Mask opacity in the overlay (0 frame only, 1 mask only).")
-@click.option("--mask-video", type=click.Path(path_type=Path), help="Also write the colour mask as a video.")
-@click.option("--masks-dir", type=click.Path(path_type=Path), help="Also write per-frame label PNGs here.")
-@json_option("Also write per-frame class pixel fractions as JSON")
-@click.option("--codec", default="mp4v", show_default=True,
-              help="FourCC of the output video; falls back to mp4v/MJPG with a notice if unavailable.")
-@threads_option("Inference threads (onnxruntime, torch).")
-@click.option("--shm", is_flag=True,
-              help="Triton: exchange tensors with the server through system shared memory (same machine).")
-@click.option("--precision", type=click.Choice(["fp16", "bf16"]), default=None,
-              help="torch backend: autocast precision [default: fp32].")
-@click.option("--cuda-graphs", is_flag=True, help="torch backend: replay the forward as a CUDA graph.")
-@click.option("--tile", is_flag=True, help="Sliding windows of the input size over full-resolution frames.")
-@click.option("--discard-partial", is_flag=True,
-              help="On Ctrl-C remove the unfinished video instead of keeping <name>.partial.<ext>.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def main(model, source, output, backend, device, batch, size, opacity, mask_video, masks_dir, json_path, codec, threads,
-         shm, precision, cuda_graphs, tile, discard_partial, quiet):
+@OUTPUT_OPTIONS
+@BACKEND_OPTIONS
+@SEGMENT_OPTIONS
+def main(model, source, output, mask_video, masks_dir, json_path, codec, discard_partial, backend, device, batch,
+         size, tile, opacity, quiet, **backend_flags):
     """Segment INPUT (a video, an image or a folder of images) with MODEL (.onnx, .engine, a .pth
     checkpoint or a Triton URL) and write the overlay to OUTPUT. A Triton image -> labels ensemble
     (psp-export triton --ensemble) gets the raw frames and does its own pre- and post-processing.
@@ -90,8 +98,7 @@ def main(model, source, output, backend, device, batch, size, opacity, mask_vide
     from runtime.pipeline import SegmentOptions, segment
     from runtime.video import partial_name
 
-    runner = create_runner(backend, model, **runner_options(backend, model, device=device, threads=threads, shm=shm,
-                                                            precision=precision, cuda_graphs=cuda_graphs),
+    runner = create_runner(backend, model, **runner_options(backend, model, device=device, **backend_flags),
                            **labels_in_graph(backend, model, tile))
     for note in runner.notes:
         _notice(note)

@@ -146,8 +146,8 @@ CASES = [
          "not found"),
     Case("accuracy-bench-json-lacks-keys", "psp-bench", ("accuracy", "--data", "{f}/val.txt", "{f}/model.onnx",
                                                          "--bench", "{f}/bad_bench.json"), 2, "not a psp-bench"),
-    Case("accuracy-limit-zero", "psp-bench", ("accuracy", "--data", "{f}/val.txt", "{f}/model.onnx", "--limit",
-                                              "0"), 2, "--limit"),
+    Case("accuracy-max-images-zero", "psp-bench", ("accuracy", "--data", "{f}/val.txt", "{f}/model.onnx",
+                                                   "--max-images", "0"), 2, "--max-images"),
     # psp-serve
     Case("serve-repository-missing", "psp-serve", ("{f}/no-repo",), 2, "no-repo"),
     Case("serve-repository-is-a-file", "psp-serve", ("{f}/file.txt",), 2, "file.txt"),

@@ -17,7 +17,7 @@ from pspcore.cli import parse_size
 from pspcore.errors import InputError, PSPError
 from pspcore.files import atomic_output, check_writable, file_sha256, require_file
 from pspcore.engine_file import EngineSidecar, current_platform, sidecar_path, write_sidecar
-from pspcore.model_info import ModelInfo, read_onnx_info
+from pspcore.model_info import EXTRA_INT8_TARGET, ModelInfo, read_onnx_info
 from pspcore.geometry import resolve_input_size
 from pspcore.runner import InputSpec
 from pspcore.nvidia import collecting_logger, import_tensorrt, select_device
@@ -227,7 +227,7 @@ def prepare_onnx(src: Path, precision: str | None, info: ModelInfo, workdir: Pat
     """The ONNX model to build: `src` itself when it already has the requested precision, else its FP16 or
     INT8 (TensorRT Q/DQ) conversion written into `workdir`."""
     have = info.precision
-    if have == "int8" and info.extra.get("int8_target") == "onnxruntime":
+    if have == "int8" and info.extra.get(EXTRA_INT8_TARGET) == "onnxruntime":
         raise InputError(f"{src.name} was quantized for ONNX Runtime (asymmetric U8 activations), which TensorRT "
                          "cannot build; make a TensorRT INT8 model with `psp-export int8 --target tensorrt` or "
                          "pass the FP32 model with --int8")
@@ -240,15 +240,16 @@ def prepare_onnx(src: Path, precision: str | None, info: ModelInfo, workdir: Pat
                          f"FP32 model to convert to {precision}")
     if precision == "fp32":
         return src, info, []
+    from export.precision.target import engine_target
     from export.precision.verified import Conversion, convert_verified  # needs modelopt: only when converting
 
-    dst = workdir / f"{src.stem}.{precision}.onnx"
-    if precision == "int8" and not calib_images:
-        raise InputError("--int8 needs calibration images: --calib-images DIR or --calib-list FILE")
+    target = engine_target(precision)  # the conversion made for TensorRT
+    dst = workdir / f"{src.stem}.{precision}{target.suffix}"
+    if target.calibrated and not calib_images:
+        raise InputError(f"--{precision} needs calibration images: --calib-images DIR or --calib-list FILE")
     # The same verified conversion as psp-export fp16/int8: gated on held-out images, repaired if needed; the
     # strongly typed build then keeps the precision the model carries (FP32 nodes included).
-    options = Conversion(precision, target="tensorrt" if precision == "int8" else None, method=calib_method,
-                         num_images=num_images)
+    options = Conversion(precision, target=target.name, method=calib_method, num_images=num_images)
     report = convert_verified(src, dst, options, list(calib_images))
     kept = f", {len(report.kept_fp32)} node(s) kept FP32 by repair" if report.kept_fp32 else ""
     note = (f"converted {src.name} to {precision} before building (verified: agreement "

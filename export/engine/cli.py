@@ -5,7 +5,7 @@ import click
 
 from export.precision.calibration import DEFAULT_NUM_IMAGES
 from export.precision.cli import calibration_images, calibration_options
-from pspcore.cli import Command, batch_option, device_option, output_option, size_option
+from pspcore.cli import Command, batch_option, device_option, num_images_option, output_option, size_option
 from pspcore.device import cuda_index
 from pspcore.errors import InputError
 
@@ -19,8 +19,7 @@ from pspcore.errors import InputError
               help="Quantize an FP32 model to INT8 first (explicit Q/DQ; needs --calib-images, --calib-list or "
                    "--calib-dataset).")
 @calibration_options
-@click.option("--num-images", type=click.IntRange(min=1), default=DEFAULT_NUM_IMAGES, show_default=True,
-              help="Calibrate on at most this many images, spread evenly over the set (--int8).")
+@num_images_option("Calibrate on", default=DEFAULT_NUM_IMAGES, when="--int8")
 @click.option("--method", "calib_method", type=click.Choice(["entropy", "max"]), default="entropy",
               show_default=True, help="INT8 calibration method.")
 @batch_option("Batch size N or MIN:OPT:MAX (dynamic-batch models).", kind=click.STRING)

@@ -1,5 +1,7 @@
 """psp-export fp16 / bf16 / int8: reduced-precision models from an FP32 export (ONNX; OpenVINO IR for bf16 and
-the openvino INT8 target), verified against it (and repaired) before anything is written."""
+the openvino INT8 target), verified against it (and repaired) before anything is written. The INT8 targets,
+their calibration methods and every default gate come from the registered precision targets
+(export.precision.target), read when the options are parsed or shown."""
 from __future__ import annotations
 
 import time
@@ -7,9 +9,9 @@ import time
 import click
 
 from export.precision.calibration import DEFAULT_NUM_IMAGES
-from pspcore.cli import (Command, dataset_options, echo_summary, json_destination, json_option, option_group,
-                         output_option, size_option)
-from export.precision.int8 import INT8_TARGETS, all_methods
+from export.precision.target import all_methods, default_gate, targets
+from pspcore.cli import (Command, dataset_options, echo_summary, json_destination, json_option, num_images_option,
+                         option_group, output_option, size_option)
 from pspnet.data import dataset_names
 
 
@@ -35,13 +37,56 @@ def calibration_images(calib_images, calib_list, calib_dataset, data_root, calib
     return find_calibration_images(calib_images, calib_list, data_root, dataset=calib_dataset, split=calib_split)
 
 
-def _gate_options(default_gate: float):
-    """The verification options both conversions share."""
+class _FromTargets(click.Choice):
+    """The choices the registered targets offer when the command runs (`choices_of()`), so a target registered
+    after this module was imported is offered too."""
+
+    def __init__(self, choices_of):
+        self.choices_of = choices_of
+        super().__init__(choices_of())
+
+    @property
+    def choices(self):
+        return tuple(self.choices_of())
+
+    @choices.setter
+    def choices(self, value):
+        pass
+
+
+class _TargetsHelp(click.Option):
+    """An option whose help text is made from the registered targets when --help is shown."""
+
+    def __init__(self, *args, help_of, **kwargs):
+        self.help_of = help_of
+        super().__init__(*args, help=help_of(), **kwargs)
+
+    def get_help_record(self, ctx):
+        self.help = self.help_of()
+        return super().get_help_record(ctx)
+
+
+def _int8_targets() -> list[str]:
+    return [t.name for t in targets("int8")]
+
+
+def _target_help() -> str:
+    return "; ".join(f"{t.name}: {t.help}" for t in targets("int8")) + " (each needs its own placement)."
+
+
+def _method_help() -> str:
+    return ("Calibration method for activation ranges (repair may try the others); "
+            + "; ".join(f"{t.name}: {', '.join(t.methods)}" for t in targets("int8")) + ".")
+
+
+def _gate_options(precision: str):
+    """The verification options every conversion shares, gated by default at its targets' default_gate."""
     return option_group(
         click.option("--verify-images", type=click.Path(file_okay=False),
                      help="Folder of held-out images to verify on [default: INT8 holds out every 4th calibration "
                           "image; FP16 uses drawn street scenes]."),
-        click.option("--min-agreement", type=click.FloatRange(0, 100), default=default_gate, show_default=True,
+        click.option("--min-agreement", type=click.FloatRange(0, 100), default=round(100 * default_gate(precision), 6),
+                     show_default=True,
                      help="Gate: the share (%) of FP32 pixel labels the converted model must keep."),
         click.option("--eval-list", type=click.Path(dir_okay=False),
                      help="Labelled list (`image label` a line): adds the mIoU drop against FP32."),
@@ -71,13 +116,13 @@ def _convert(onnx_model, output, options, images=(), report_path=None) -> None:
                  f"{time.perf_counter() - start:.1f} s{report_note}", report_path)
 
 
-def _float_options(written: str):
+def _float_options(precision: str, written: str):
     """The options of the conversions that need no calibration (FP16, BF16); `written`: the -o help."""
     return option_group(
         click.argument("onnx_model", type=click.Path(dir_okay=False)),
         output_option(written, required=True, dir_okay=False),
         size_option("Input size HxW to check at [default: the model's own size]."),
-        _gate_options(99.5),
+        _gate_options(precision),
     )
 
 
@@ -91,7 +136,7 @@ def _float_conversion(precision: str, onnx_model, output, size, verify_images, m
 
 
 @click.command(cls=Command)
-@_float_options("FP16 ONNX file to write.")
+@_float_options("fp16", "FP16 ONNX file to write.")
 def fp16_command(**options):
     """FP16 copy of an FP32 ONNX_MODEL, inputs and outputs kept FP32 (ModelOpt AutoCast), verified.
 
@@ -103,7 +148,7 @@ def fp16_command(**options):
 
 
 @click.command(cls=Command)
-@_float_options("OpenVINO IR to write (.xml, its weights in the .bin beside it).")
+@_float_options("bf16", "OpenVINO IR to write (.xml, its weights in the .bin beside it).")
 def bf16_command(**options):
     """BF16 for OpenVINO: an FP32 ONNX_MODEL written as IR that OpenVINO runs in bf16, verified on OpenVINO.
 
@@ -120,16 +165,13 @@ def bf16_command(**options):
 @click.argument("onnx_model", type=click.Path(dir_okay=False))
 @output_option("INT8 ONNX file to write.", required=True, dir_okay=False)
 @calibration_options
-@click.option("--target", type=click.Choice(list(INT8_TARGETS)), default="tensorrt", show_default=True,
-              help="; ".join(f"{t.name}: {t.help}" for t in INT8_TARGETS.values())
-                   + " (each needs its own placement).")
-@click.option("--method", type=click.Choice(all_methods()), default="entropy", show_default=True,
-              help="Calibration method for activation ranges (repair may try the others); "
-                   + "; ".join(f"{t.name}: {', '.join(t.methods)}" for t in INT8_TARGETS.values()) + ".")
-@click.option("--num-images", type=click.IntRange(min=1), default=DEFAULT_NUM_IMAGES, show_default=True,
-              help="Calibrate on at most this many images, spread evenly over the set.")
+@click.option("--target", cls=_TargetsHelp, type=_FromTargets(_int8_targets), default="tensorrt", show_default=True,
+              help_of=_target_help)
+@click.option("--method", cls=_TargetsHelp, type=_FromTargets(lambda: all_methods("int8")), default="entropy",
+              show_default=True, help_of=_method_help)
+@num_images_option("Calibrate on", default=DEFAULT_NUM_IMAGES)
 @size_option("Input size HxW to prepare images at [default: the model's own size].")
-@_gate_options(98.0)
+@_gate_options("int8")
 def int8_command(onnx_model, output, calib_images, calib_list, calib_dataset, data_root, calib_split, target, method,
                  num_images, size, verify_images, min_agreement, eval_list, max_miou_drop, fallback, report_path):
     """INT8 copy of an FP32 ONNX_MODEL with explicit Q/DQ nodes, calibrated on real images, verified.

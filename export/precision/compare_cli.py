@@ -8,15 +8,14 @@ from pathlib import Path
 
 import click
 
-from pspcore.cli import Command, echo_summary, json_destination, json_option
+from pspcore.cli import Command, echo_summary, json_destination, json_option, num_images_option
 
 
 @click.command(cls=Command)
 @click.argument("fp32_model", type=click.Path(dir_okay=False))
 @click.argument("other_model", type=click.Path(dir_okay=False))
 @click.option("--images", required=True, type=click.Path(file_okay=False), help="Folder of images to run (recursive).")
-@click.option("--num-images", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Run at most this many images, spread over the folder.")
+@num_images_option("Run", default=4)
 @click.option("--threshold", type=click.FloatRange(min=0), default=0.1, show_default=True,
               help="Relative error marking the first layer that departs.")
 @json_option("Write the comparison as JSON")
@@ -32,6 +31,7 @@ def compare_command(fp32_model, other_model, images, num_images, threshold, json
     from export.precision.verdict import judge
     from pspcore.errors import InputError
     from pspcore.files import atomic_output, list_images, require_file
+    from pspcore.model_info import EXTRA_PRECISION_REPAIR
 
     require_file(other_model, "ONNX model")
     if not Path(images).is_dir():
@@ -44,7 +44,7 @@ def compare_command(fp32_model, other_model, images, num_images, threshold, json
         verdict = judge(logits(fp32, batch), logits(other, batch))
     with tempfile.TemporaryDirectory(prefix="psp-compare-") as work:
         reference = fp32_model
-        if other_info.extra.get("precision_repair", {}).get("equalized"):
+        if other_info.extra.get(EXTRA_PRECISION_REPAIR, {}).get("equalized"):
             # its layers were rescaled per channel by repair: compare with the same (deterministic) rescale
             reference = equalize(fp32_model, Path(work) / "equalized.onnx").path
             click.echo("note: OTHER_MODEL was cross-layer equalized; layers compared with the equalized FP32 model",

@@ -1,7 +1,7 @@
-"""FP16 and INT8 ONNX models made from an FP32 one. The precision lives in the file itself (what TensorRT 11's
-strongly typed builds need, and what lets the same model be checked on a CPU): FP16 by ModelOpt AutoCast here,
-INT8 by explicit Q/DQ nodes per target in export.precision.int8. Shared by both: the regions kept FP32, the images
-they are calibrated and checked on, and writing a model with the source's metadata (precision recorded)."""
+"""What every precision target shares about the FP32 graph and its files. The precision lives in the file itself
+(what TensorRT 11's strongly typed builds need, and what lets the same model be checked on a CPU); each target
+(export.precision.targets) makes it its own way. Shared here: the regions kept FP32, the images they are
+calibrated and checked on, and writing a model with the source's metadata (precision recorded)."""
 from __future__ import annotations
 
 import os
@@ -14,8 +14,8 @@ from pspcore.errors import InputError, PSPError
 from pspcore.files import atomic_output
 from pspcore.geometry import resolve_input_size
 from pspcore.model_info import PROP_PREFIX, ModelInfo
-from runtime.backends.openvino import IR_SUFFIX  # the .xml, its weights in the .bin beside it
 
+ONNX_SUFFIX = ".onnx"
 # The exact adaptive pooling (export/onnx/pooling.py: averaging matrices and the MatMuls applying them) keeps
 # FP32: its sums over up to 90 positions are where FP16/INT8 rounding would shift every pyramid level.
 POOLING_PATTERN = r".*/ppm/features\.\d+/features\.\d+\.0/"
@@ -57,14 +57,6 @@ def check_output_suffix(dst: str | os.PathLike, suffix: str, writer: str) -> Non
         raise InputError(f"{writer} writes {suffix} files: name the output <name>{suffix}, not {Path(dst).name}")
 
 
-def remove_model_file(path: str | os.PathLike) -> None:
-    """Remove a written model file if it is there, and for OpenVINO IR its weights (.bin) beside it."""
-    path = Path(path)
-    path.unlink(missing_ok=True)
-    if path.suffix.lower() == IR_SUFFIX:
-        path.with_suffix(".bin").unlink(missing_ok=True)
-
-
 def save_with_info(model, info: ModelInfo, dst: str | os.PathLike) -> Path:
     """Write `model` to `dst` atomically with `info` as its metadata (replacing any pspnet.* entries)."""
     import onnx
@@ -73,7 +65,7 @@ def save_with_info(model, info: ModelInfo, dst: str | os.PathLike) -> Path:
     del model.metadata_props[:]
     for key, value in [*kept, *info.to_props().items()]:
         model.metadata_props.add(key=key, value=value)
-    with atomic_output(dst, suffix=".onnx") as tmp:
+    with atomic_output(dst, suffix=ONNX_SUFFIX) as tmp:
         onnx.save(model, str(tmp))
     return Path(dst)
 
@@ -84,26 +76,6 @@ def require_modelopt(what: str) -> None:
     except ImportError:
         raise PSPError(f"{what} needs NVIDIA ModelOpt: pip install 'pspnet-deploy[convert]' "
                        "(install torch first on CPU-only machines, see README)") from None
-
-
-def fp16_model(src: str | os.PathLike, exclude: tuple[str, ...] = (), source_model=None):
-    """The in-memory FP16 copy of the FP32 model `src` with FP32 inputs/outputs (ModelOpt AutoCast; the
-    verified conversion checks it before writing). The exact pooling and the output region stay FP32; AutoCast
-    also keeps nodes whose values exceed the FP16-safe range on a reference run. `exclude`: node names (exact)
-    kept FP32 as well (repair). `source_model`: `src` already loaded (saves reading it again)."""
-    require_modelopt("FP16 conversion")
-    import onnx
-    from modelopt.onnx.autocast import convert_to_mixed_precision
-    from modelopt.onnx.autocast.logging_config import configure_logging
-
-    configure_logging("ERROR")  # its warnings (tiny weights flushed to zero, ...) are not actionable
-    names = [*output_region(source_model if source_model is not None else onnx.load(str(src))), *exclude]
-    patterns = [POOLING_PATTERN, *(re.escape(name) + "$" for name in names)]
-    try:
-        return convert_to_mixed_precision(str(src), low_precision_type="fp16", keep_io_types=True,
-                                          nodes_to_exclude=patterns)
-    except Exception as exc:  # AutoCast raises assorted errors on graphs it cannot type
-        raise PSPError(f"FP16 conversion of {src} failed: {type(exc).__name__}: {exc}") from None
 
 
 def calibration_size(src: str | os.PathLike, info: ModelInfo, size: tuple[int, int] | None) -> tuple[int, int]:

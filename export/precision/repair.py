@@ -1,7 +1,8 @@
 """Automatic repair of a converted model below its gate, keeping as much of the network in low precision as
 possible: plain conversion, then (INT8) cross-layer equalization, then the other calibration methods, then
 FP32 fallback of the most sensitive nodes added greedily (ranked layer by layer, re-ranked after each
-conversion) until the gate holds or the budget is spent."""
+conversion) until the gate holds or the budget is spent. What each step means for a precision is the target's
+(export.precision.target): its conversion, the runtime that judges it, how it keeps a node in higher precision."""
 from __future__ import annotations
 
 import time
@@ -11,16 +12,13 @@ from typing import Callable
 
 import numpy as np
 
-from export.precision.bf16 import bf16_rounded_model, save_bf16_ir
-from export.precision.equalize import equalize
 from export.evaluation import logits, open_runner
-from export.precision.int8 import Int8Target, int8_model
-from export.precision.layerwise import COMPUTE, LayerError, compare_layers, upstream_compute
 from export.parity import FP32_MAX_REL
-from export.precision.graph import fp16_model, remove_model_file
+from export.precision.equalize import equalize
+from export.precision.layerwise import COMPUTE, LayerError, compare_layers, upstream_compute
+from export.precision.target import PrecisionTarget
 from export.precision.verdict import GateError, Verdict, judge
 from pspcore.model_info import ModelInfo
-from runtime.backends.openvino import IR_SUFFIX
 
 MAX_RUNS = 12  # conversions in all; a PSPNet-50 INT8 conversion takes about a minute on 2 cores
 MAX_FP32_SHARE = 0.25  # of the compute nodes: past this, FP16 is the better answer
@@ -41,25 +39,17 @@ class Attempt:
     passed: bool
 
 
-def judging_backend(precision: str, target: Int8Target | None) -> str:
-    """Where a conversion's candidates and its written file run to be judged: the INT8 target's runtime (its
-    arithmetic is the one that counts), OpenVINO for BF16 (the precision is OpenVINO's own), else ONNX Runtime."""
-    if target is not None:
-        return target.backend
-    return "openvino" if precision == "bf16" else "onnxruntime"
-
-
 @dataclass
 class Job:
     """What to convert and how it is judged. `source_model`: the FP32 model loaded once, `info` its metadata;
     `calib`: the calibration batch (INT8 and the ranking), `verify` the held-out batch, `reference` the FP32
-    logits on it, `miou` an optional labelled evaluation of a Runner, `reference_miou` the FP32 model's."""
+    logits on it, `miou` an optional labelled evaluation of a Runner, `reference_miou` the FP32 model's;
+    `target`: the conversion to the precision target, which converts, writes and names the runtime judging."""
 
     source: Path
     source_model: object  # onnx.ModelProto of `source`
     info: ModelInfo  # of `source`
-    precision: str
-    target: Int8Target | None
+    target: PrecisionTarget
     method: str | None
     calib: np.ndarray
     verify: np.ndarray
@@ -72,11 +62,7 @@ class Job:
 
     @property
     def what(self) -> str:
-        return f"{self.precision.upper()} model"
-
-    @property
-    def backend(self) -> str:
-        return judging_backend(self.precision, self.target)
+        return self.target.label
 
 
 @dataclass
@@ -114,31 +100,16 @@ class Search:
 
     def convert(self, step: str, source: Path, method: str | None, exclude: list[str],
                 equalized: bool) -> Candidate:
-        import onnx
-
         job, start = self.job, time.perf_counter()
-        path = self.work / f"candidate_{len(self.attempts)}.onnx"
-        if job.precision == "bf16":
-            # OpenVINO lowers the FP32 graph itself: the candidate file is that graph as bf16 IR, and the model
-            # kept in memory (for the layer ranking) its bf16-rounded stand-in
-            source_model = job.source_model if source == job.source else onnx.load(str(source))
-            model = bf16_rounded_model(source_model, tuple(exclude))
-            path = save_bf16_ir(source_model, tuple(exclude), job.info, path.with_suffix(IR_SUFFIX))
-            return Candidate(step, method, equalized, list(exclude), model, path, start)
-        if job.precision == "fp16":
-            model = fp16_model(source, tuple(exclude), job.source_model if source == job.source else None)
-        else:
-            model = int8_model(source, job.calib, job.target, method, tuple(exclude))
-        # the source's info (AutoCast drops metadata): the runner reads the model's size and classes from it
-        del model.metadata_props[:]
-        model.metadata_props.extend(onnx.StringStringEntryProto(key=k, value=v) for k, v in job.info.to_props().items())
-        onnx.save(model, str(path))
+        model, path = job.target.candidate(source, job.source_model if source == job.source else None,
+                                           tuple(exclude), job.calib, method, job.info,
+                                           self.work / f"candidate_{len(self.attempts)}")
         return Candidate(step, method, equalized, list(exclude), model, path, start)
 
     def judge(self, candidate: Candidate) -> Candidate:
         """Run the candidate's file on the held-out images (and the labelled list) and judge it."""
         job = self.job
-        with open_runner(candidate.path, backend=self.job.backend) as runner:
+        with open_runner(candidate.path, backend=job.target.backend) as runner:
             miou = (job.reference_miou, job.miou(runner)) if job.miou is not None else None
             candidate.verdict = judge(job.reference, logits(runner, job.verify), miou)
         candidate.passed = candidate.verdict.passes(job.min_agreement, job.max_miou_drop)
@@ -151,7 +122,7 @@ class Search:
                 + (f"mIoU drop {drop:+.2f} pts  " if drop is not None else "")
                 + f"({len(candidate.kept_fp32)} node(s) FP32, {seconds:.1f} s)")
         if not candidate.passed and candidate.step != "plain":
-            remove_model_file(candidate.path)  # only the plain file (latency) and the one that passed are needed
+            job.target.remove(candidate.path)  # only the plain file (latency) and the one that passed are needed
         return candidate
 
     def attempt(self, step: str, source: Path, method: str | None, exclude: list[str], equalized: bool
@@ -172,7 +143,7 @@ def repair(search: Search, plain: Candidate, fallback: str = "auto", max_runs: i
                         + "; automatic repair is off (--fallback none), nothing written")
     outcome.sensitivity = compare_layers(job.source_model, plain.model, job.calib[:RANK_IMAGES])
     base, best = job.source, plain
-    if job.precision == "int8":
+    if job.target.calibrated:
         equalized = equalize(job.source, search.work / "equalized.onnx")
         if equalized.pairs and _still_fp32(job, equalized.path):
             candidate = search.attempt("equalized", equalized.path, job.method, [], True)
@@ -219,7 +190,7 @@ def _fallback(search: Search, outcome: Outcome, base: Path, best: Candidate, max
         if not ranked:
             break
         chosen = [ranked[0].node]
-        if job.target is not None and job.target.fallback_takes_producer:
+        if job.target.fallback_takes_producer:
             chosen += sorted(upstream.get(ranked[0].node, set()) - set(exclude))
         exclude += [n for n in chosen if n not in exclude]
         candidate = search.attempt(f"fallback {len(exclude)} node(s)", base, best.method, exclude,
@@ -228,12 +199,11 @@ def _fallback(search: Search, outcome: Outcome, base: Path, best: Candidate, max
         if candidate.passed:
             return _chosen(outcome, candidate)
     best_agreement = max(a.agreement for a in search.attempts)
-    advice = " or convert to FP16 instead" if job.precision == "int8" else ""
+    tried = "equalization, calibration methods and " if job.target.calibrated else ""
     raise GateError(f"{job.what} keeps at most {100 * best_agreement:.2f}% of the FP32 labels on "
                     f"{len(job.verify)} held-out images after {len(search.attempts)} conversions (repair tried "
-                    f"{'equalization, calibration methods and ' if job.precision == 'int8' else ''}FP32 fallback of "
-                    f"{len(exclude)} nodes), below the gate {100 * job.min_agreement:g}%; lower --min-agreement"
-                    f"{advice} (nothing written)")
+                    f"{tried}FP32 fallback of {len(exclude)} nodes), below the gate {100 * job.min_agreement:g}%; "
+                    f"lower --min-agreement{job.target.advice} (nothing written)")
 
 
 def _chosen(outcome: Outcome, candidate: Candidate) -> Outcome:

@@ -1,6 +1,6 @@
 """The report of a verified conversion: what was calibrated and checked on, the agreement before and after
 repair, the nodes kept in FP32 and their share of the FLOPs, per-layer sensitivity and (ONNX Runtime target)
-measured latency. Printed as a table, written as JSON."""
+measured latency. Printed as a table (what it says about the target, the target tells), written as JSON."""
 from __future__ import annotations
 
 import json
@@ -9,6 +9,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from export.precision.target import target_class
 from pspcore.files import atomic_output
 
 SHOWN_LAYERS = 8  # most sensitive layers on the terminal (all of them in the JSON)
@@ -78,6 +79,7 @@ def _pct(value) -> str:
 
 def format_report(report: PrecisionReport) -> str:
     """The terminal table: the attempts, then what was kept FP32, the most sensitive layers and latency."""
+    target = target_class(report.precision, report.target)
     what = report.precision.upper() + (f" ({report.target})" if report.target else "")
     calibrated = (f"calibration {report.method} on {report.calibration_images} images, "
                   if report.calibration_images else "no calibration, ")  # FP16/BF16 need none
@@ -101,15 +103,13 @@ def format_report(report: PrecisionReport) -> str:
     if report.runtime_precision:
         lines.append(f"OpenVINO compiled the written file in {report.runtime_precision} on this CPU")
     if report.sensitivity:
-        simulated = ", its rounding simulated in ONNX Runtime" if report.precision == "bf16" else ""
-        lines += ["", f"most sensitive layers (plain {report.precision.upper()}{simulated}, error added by the "
-                      "layer):"]
+        lines += ["", f"most sensitive layers (plain {report.precision.upper()}{target.ranking_note}, error added "
+                      "by the layer):"]
         for row in sorted(report.sensitivity, key=lambda r: -r["jump"])[:SHOWN_LAYERS]:
             lines.append(f"  {row['node']:48s} rel. error {row['rel_error']:7.3f}  cosine {row['cosine']:6.3f}  "
                          f"added {row['jump']:+.3f}")
     if report.latency_ms:
-        where = "fp32 on ONNX Runtime, int8 on OpenVINO" if report.target == "openvino" else "ONNX Runtime"
-        lines += ["", f"latency on this machine (CPU, {where}, batch 1, median): "
+        lines += ["", f"latency on this machine (CPU, {target.latency_where}, batch 1, median): "
                   + ", ".join(f"{k} {v:.1f} ms" for k, v in report.latency_ms.items())]
     lines += [f"warning: {w}" for w in report.warnings]
     return "\n".join(lines)

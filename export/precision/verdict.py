@@ -11,7 +11,10 @@ import numpy as np
 from export.parity import compare_outputs
 from pspcore.errors import PSPError
 
-DEFAULT_GATES = {"fp16": 0.995, "bf16": 0.995, "int8": 0.98}  # strict argmax agreement with FP32
+# The default gates (strict argmax agreement with FP32) the targets declare (export.precision.targets): a float
+# conversion only rounds, INT8 also clips to calibrated ranges.
+FLOAT_GATE = 0.995  # fp16, bf16
+INT8_GATE = 0.98
 
 
 class GateError(PSPError):

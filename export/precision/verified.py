@@ -4,7 +4,8 @@ only a model that passes is written, with what repair did recorded in its metada
 run again and must pass the same gate, or it is removed.
 
 The conversion is a pipeline of small steps (STEPS) that hand what they learn on in one State: the FP32
-model is opened once, and no step reads again what an earlier one knew."""
+model is opened once, and no step reads again what an earlier one knew. What differs between precisions is
+asked of the precision target (export.precision.target), never decided here by its name."""
 from __future__ import annotations
 
 import os
@@ -15,24 +16,20 @@ from typing import Callable
 
 import numpy as np
 
-from export.precision.bf16 import NO_BF16, check_output as check_bf16_output, cpu_has_bf16, kept_nodes, marked_nodes, \
-    save_bf16_ir
-from export.precision.calibration import DEFAULT_NUM_IMAGES, spread
 from export.evaluation import evaluate_miou, latency_ms, logits, open_runner
-from export.precision.int8 import Int8Target, int8_extra, int8_target
+from export.precision.calibration import DEFAULT_NUM_IMAGES, spread
+from export.precision.graph import calibration_batch, calibration_size, check_source
 from export.precision.layerwise import compare_layers
-from export.precision.graph import calibration_batch, calibration_size, check_source, remove_model_file, save_with_info
+from export.precision.repair import RANK_IMAGES, Candidate, Job, Outcome, Search, attempts_as_dicts, repair
 from export.precision.report import PrecisionReport, flops_share, write_report_json
-from export.precision.repair import (RANK_IMAGES, Candidate, Job, Outcome, Search, attempts_as_dicts, judging_backend,
-                           repair)
+from export.precision.target import PrecisionTarget, create_target
+from export.precision.verdict import GateError, Verdict, judge
 from export.scenes import draw_scene
-from export.precision.verdict import DEFAULT_GATES, GateError, Verdict, judge
 from pspcore.errors import InputError
 from pspcore.files import check_writable, list_images
-from pspcore.model_info import ModelInfo
+from pspcore.model_info import EXTRA_PRECISION_REPAIR, ModelInfo
 from pspcore.preprocess import prepare_frame
 from pspcore.runner import Runner
-from runtime.backends.openvino import import_openvino, read_model
 
 DRAWN_SCENES = 6  # FP16/BF16 check images when none are given
 
@@ -42,12 +39,12 @@ class Conversion:
     """Options of a verified conversion (the psp-export fp16 / bf16 / int8 options)."""
 
     precision: str
-    target: str | None = None  # INT8 only: a name in export.precision.int8.INT8_TARGETS
-    method: str = "entropy"
+    target: str | None = None  # the target's name among those of `precision`; None: the precision's only one
+    method: str | None = None  # for targets calibrated on images; None: the target's default (its first method)
     num_images: int | None = DEFAULT_NUM_IMAGES
     size: tuple[int, int] | None = None
     verify_images: str | None = None
-    min_agreement: float | None = None  # fraction; None: DEFAULT_GATES
+    min_agreement: float | None = None  # fraction; None: the target's default_gate
     eval_list: str | None = None
     max_miou_drop: float | None = None
     fallback: str = "auto"
@@ -56,16 +53,16 @@ class Conversion:
 @dataclass
 class State:
     """What one conversion knows so far, handed from step to step. Set when it starts: the paths, options,
-    gate and the open FP32 model; by the steps, in order: the FP32 model's info and graph, the image batches,
-    the FP32 reference on them, the plain and the chosen candidate, the metadata to write, and the written
-    file's verdict."""
+    gate, the conversion to the target and the open FP32 model; by the steps, in order: the FP32 model's info
+    and graph, the image batches, the FP32 reference on them, the plain and the chosen candidate, the metadata
+    to write, and the written file's verdict. What only one target needs, the target keeps."""
 
     src: Path
     dst: Path
     options: Conversion
     calib_paths: list[Path]
     gate: float
-    target: Int8Target | None
+    target: PrecisionTarget
     fp32: Runner  # the FP32 model, opened once for the whole conversion
     work: Path  # candidate files
     log: Callable[[str], None]
@@ -73,7 +70,7 @@ class State:
     info: ModelInfo | None = None
     source_model: object = None  # onnx.ModelProto of src, loaded once
     size: tuple[int, int] | None = None
-    calib: np.ndarray | None = None
+    calib: np.ndarray | None = None  # for a target calibrated on images
     verify: np.ndarray | None = None
     where: str = ""
     reference: np.ndarray | None = None
@@ -83,27 +80,8 @@ class State:
     outcome: Outcome | None = None
     written_info: ModelInfo | None = None
     written: Verdict | None = None
-    runtime_precision: str | None = None  # what the runtime compiled the written file in (OpenVINO's hint)
-    marked_fp32: list[str] = field(default_factory=list)  # BF16: nodes the written IR marks precise, read back
-    verified_in: str | None = None  # BF16: what OpenVINO runs bf16 in on this CPU (bf16, or f32 without it)
     latency: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-
-    @property
-    def backend(self) -> str:
-        return judging_backend(self.options.precision, self.target)
-
-    @property
-    def target_name(self) -> str | None:
-        return self.target.name if self.target is not None else "openvino" if self.bf16 else None
-
-    @property
-    def bf16(self) -> bool:
-        return self.options.precision == "bf16"
-
-    @property
-    def int8(self) -> bool:
-        return self.options.precision == "int8"
 
     def miou(self, runner: Runner) -> float:
         return evaluate_miou(runner, self.options.eval_list, self.info, self.size)
@@ -137,18 +115,18 @@ def read_source(state: State) -> None:
 
 
 def prepare_images(state: State) -> None:
-    """The calibration batch (INT8) and the verification batch: --verify-images, else every 4th calibration
-    image held out (INT8), else drawn scenes (FP16, BF16)."""
-    options, verify_paths = state.options, None
+    """The calibration batch (targets calibrated on images) and the verification batch: --verify-images, else
+    every 4th calibration image held out (calibrated targets), else drawn scenes."""
+    options, verify_paths, calibrated = state.options, None, state.target.calibrated
     if options.verify_images is not None:
         verify_paths = list_images(options.verify_images, recursive=True, what="verification image")
         state.where = f"from {options.verify_images}"
-    elif state.int8:
+    elif calibrated:
         state.calib_paths, verify_paths = held_out(state.calib_paths)
         state.where = "held-out calibration"
     else:
         state.where = "drawn scene"
-    if state.int8:
+    if calibrated:
         state.calib = calibration_batch(state.calib_paths, state.info, state.size, options.num_images).batch
     if verify_paths is None:
         state.verify = drawn_scenes(state.info, state.size)
@@ -166,16 +144,14 @@ def run_reference(state: State) -> None:
 
 def convert(state: State) -> None:
     """The plain conversion (no repair), as a candidate file."""
-    options = state.options
-    if state.bf16:
-        state.verified_in = "bf16" if cpu_has_bf16() else "f32"
-        if state.verified_in != "bf16":
-            state.warnings.append(NO_BF16)
-            state.log(f"note: {NO_BF16}")
-    # FP16 has no calibration set: its ranking runs on the check images
-    job = Job(source=state.src, source_model=state.source_model, info=state.info, precision=options.precision,
-              target=state.target, method=options.method if state.int8 else None,
-              calib=state.calib if state.int8 else state.verify, verify=state.verify, reference=state.reference,
+    options, target = state.options, state.target
+    for warning in target.begin():
+        state.warnings.append(warning)
+        state.log(f"note: {warning}")
+    # a target without calibration images ranks layers on the check images
+    job = Job(source=state.src, source_model=state.source_model, info=state.info, target=target,
+              method=target.method, calib=state.calib if state.calib is not None else state.verify,
+              verify=state.verify, reference=state.reference,
               min_agreement=state.gate, max_miou_drop=options.max_miou_drop,
               miou=state.miou if options.eval_list is not None else None, reference_miou=state.reference_miou,
               log=state.log)
@@ -200,44 +176,36 @@ def describe(state: State) -> None:
         ranking_images = state.search.job.calib[:RANK_IMAGES]
         outcome.sensitivity = compare_layers(state.source_model, outcome.plain.model, ranking_images)
     chosen = outcome.chosen
-    extra = int8_extra(info, state.target.name, chosen.method, state.calib) if state.int8 else dict(info.extra)
-    if state.bf16:  # what OpenVINO is asked for, and what the gate below measured on this machine
-        extra["openvino"] = {"inference_precision": "bf16", "verified_in": state.verified_in}
-    extra["precision_repair"] = {
+    extra = state.target.describe(info.extra, chosen.method, state.calib)
+    extra[EXTRA_PRECISION_REPAIR] = {
         "equalized": chosen.equalized, "method": chosen.method, "kept_fp32": chosen.kept_fp32,
         "agreement": round(chosen.verdict.agreement, 6), "gate": state.gate, "verification_images": len(state.verify),
         "conversions": len(outcome.attempts)}
-    state.written_info = info.with_(precision=state.options.precision, extra=extra)
+    state.written_info = info.with_(precision=state.target.precision, extra=extra)
 
 
 def write(state: State) -> None:
-    if state.bf16:
-        save_bf16_ir(state.source_model, state.outcome.chosen.kept_fp32, state.written_info, state.dst)
-    elif state.target is not None:
-        state.target.write(state.outcome.chosen.model, state.written_info, state.dst)
-    else:
-        save_with_info(state.outcome.chosen.model, state.written_info, state.dst)
+    outcome = state.outcome
+    state.target.write(outcome.chosen.model, state.source_model, outcome.chosen.kept_fp32, state.written_info,
+                       state.dst)
 
 
 def verify_written(state: State) -> None:
     """Run the written file itself on the verification images (and the labelled list) and confirm the gate
     on it; the report's figures come from here. A file that fails is removed (GateError)."""
-    options = state.options
+    options, target = state.options, state.target
     try:
-        with open_runner(state.dst, backend=state.backend) as runner:
+        with open_runner(state.dst, backend=target.backend) as runner:
             miou = (state.reference_miou, state.miou(runner)) if options.eval_list is not None else None
             state.written = judge(state.reference, logits(runner, state.verify), miou)
-            if state.bf16:
-                state.runtime_precision = runner.hint
-                state.marked_fp32 = marked_nodes(read_model(state.dst), state.source_model, kept_nodes(
-                    state.source_model, state.outcome.chosen.kept_fp32))
-            if state.written.passes(state.gate, options.max_miou_drop) and state.target and state.target.runs_here:
+            target.read_back(runner, state.dst, state.source_model, state.outcome.chosen.kept_fp32)
+            if state.written.passes(state.gate, options.max_miou_drop) and target.runs_here:
                 state.latency = _latencies(state, runner)
     except BaseException:
-        remove_model_file(state.dst)
+        target.remove(state.dst)
         raise
     if not state.written.passes(state.gate, options.max_miou_drop):
-        remove_model_file(state.dst)
+        target.remove(state.dst)
         what = state.search.job.what
         raise GateError(state.written.failure(f"the written {what} {state.dst.name}", state.gate,
                                               options.max_miou_drop) + "; it was removed")
@@ -249,28 +217,25 @@ STEPS = (read_source, prepare_images, run_reference, convert, judge_plain, repai
 
 def _latencies(state: State, written: Runner) -> dict[str, float]:
     """Median batch-1 latency of FP32, the plain conversion and (when repaired) the written model."""
-    image = state.verify[:1]
+    image, precision = state.verify[:1], state.target.precision
     result = {"fp32": latency_ms(state.fp32, image)}
     if state.outcome.chosen is state.outcome.plain:
-        result["int8 plain"] = latency_ms(written, image)
+        result[f"{precision} plain"] = latency_ms(written, image)
     else:
-        with open_runner(state.outcome.plain.path, backend=state.backend) as plain:
-            result["int8 plain"] = latency_ms(plain, image)
-        result["int8 repaired"] = latency_ms(written, image)
+        with open_runner(state.outcome.plain.path, backend=state.target.backend) as plain:
+            result[f"{precision} plain"] = latency_ms(plain, image)
+        result[f"{precision} repaired"] = latency_ms(written, image)
     return result
 
 
-def _checked(options: Conversion, dst) -> tuple[Int8Target | None, float]:
-    """(INT8 target, gate) of valid options; bad ones fail before any model is opened."""
-    target = int8_target(options.target, options.method) if options.precision == "int8" else None
-    if target is not None:
-        target.check_output(dst)
-    if options.precision == "bf16":
-        check_bf16_output(dst)
-        import_openvino()  # one line when OpenVINO is missing, before any model is opened
+def _checked(options: Conversion, dst) -> tuple[PrecisionTarget, float]:
+    """(the conversion to the target, gate) of valid options; bad ones fail before any model is opened."""
+    target = create_target(options.precision, options.target, options.method)
+    target.check_output(dst)
+    target.check_available()  # one line when a runtime it needs is missing
     if options.verify_images is not None and not Path(options.verify_images).is_dir():
         raise InputError(f"verification image folder not found: {options.verify_images}")
-    gate = options.min_agreement if options.min_agreement is not None else DEFAULT_GATES[options.precision]
+    gate = options.min_agreement if options.min_agreement is not None else target.default_gate
     return target, gate
 
 
@@ -297,19 +262,20 @@ def convert_verified(src: str | os.PathLike, dst: str | os.PathLike, options: Co
 
 
 def _report(state: State, seconds: float) -> PrecisionReport:
-    outcome, options = state.outcome, state.options
-    chosen, latency = outcome.chosen, state.latency
+    outcome, options, target = state.outcome, state.options, state.target
+    chosen, latency, precision = outcome.chosen, state.latency, target.precision
     warnings = list(state.warnings)
-    final = latency.get("int8 repaired", latency.get("int8 plain"))
+    final = latency.get(f"{precision} repaired", latency.get(f"{precision} plain"))
     if latency and final >= latency["fp32"]:
-        warnings.append(f"INT8 ({final:.1f} ms) is not faster than FP32 ({latency['fp32']:.1f} ms) on this machine")
+        warnings.append(f"{precision.upper()} ({final:.1f} ms) is not faster than FP32 ({latency['fp32']:.1f} ms) "
+                        "on this machine")
     return PrecisionReport(
-        precision=options.precision, target=state.target_name, source=str(state.src),
-        output=str(state.dst), method=chosen.method, calibration_images=len(state.calib) if state.int8 else 0,
+        precision=precision, target=target.name, source=str(state.src), output=str(state.dst),
+        method=chosen.method, calibration_images=len(state.calib) if state.calib is not None else 0,
         verification=state.where, verification_images=len(state.verify), min_agreement=state.gate,
         max_miou_drop=options.max_miou_drop, before=outcome.plain.verdict.to_dict(), after=state.written.to_dict(),
         equalized=chosen.equalized, kept_fp32=chosen.kept_fp32,
         fp32_flops_share=flops_share(state.source_model, chosen.kept_fp32, state.size),
         attempts=attempts_as_dicts(outcome.attempts), sensitivity=[r.to_dict() for r in outcome.sensitivity],
-        latency_ms=latency, warnings=warnings, seconds=seconds, runtime_precision=state.runtime_precision,
-        kept_fp32_by_runtime=state.marked_fp32)
+        latency_ms=latency, warnings=warnings, seconds=seconds, runtime_precision=target.runtime_precision,
+        kept_fp32_by_runtime=target.kept_by_runtime)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pspcore.engine_file import ENGINE_SUFFIXES, read_sidecar
 from pspcore.errors import InputError, notice_once
-from pspcore.files import require_file
+from pspcore.files import by_suffix, require_file
 from pspcore.label_maps import graph_label_dtype
 from pspcore.model_info import INPUT_NAME, ModelInfo, fallback_info
 from pspcore.tensor_types import TENSORRT_TO_TRITON, numpy_to_triton
@@ -156,13 +156,11 @@ def read_engine_model(path: str | os.PathLike) -> ServedModel:
 
 
 def read_served_model(path: str | os.PathLike) -> ServedModel:
-    suffix = Path(path).suffix.lower()
-    if suffix == ".onnx":
-        return read_onnx_model(path)
-    if suffix in ENGINE_SUFFIXES:
-        return read_engine_model(path)
-    raise InputError(f"{path}: Triton export takes an .onnx model or a TensorRT engine "
-                     f"({', '.join(ENGINE_SUFFIXES)})")
+    reader = by_suffix(path, {".onnx": read_onnx_model, ENGINE_SUFFIXES: read_engine_model})
+    if reader is None:
+        raise InputError(f"{path}: Triton export takes an .onnx model or a TensorRT engine "
+                         f"({', '.join(ENGINE_SUFFIXES)})")
+    return reader(path)
 
 
 def _profile_batch_limit(model: ServedModel) -> int | None:

@@ -1,18 +1,20 @@
 """ONNX Runtime backend: the CPU everywhere; CUDA and TensorRT execution providers with onnxruntime-gpu."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from pspcore.device import cuda_index
 from pspcore.errors import BackendUnavailable, InputError, PSPError, first_line
-from pspcore.files import require_file
+from pspcore.files import require_file, suffix_of
 from pspcore.model_info import ModelInfo, info_from_session
+from pspcore.options import BackendOptions, option, threads_option
 from pspcore.registry import CATCH_ALL
 from pspcore.runner import InputSpec, Runner
 from pspcore.threads import cpu_threads
+from pspcore.triton_protocol import url_scheme
 
 # Best first. `auto` takes every one of these the installed wheel offers; ONNX Runtime assigns each node to
 # the first provider that can run it, so the CPU stays the fallback.
@@ -170,23 +172,19 @@ class SessionFromOnnx:
                                 self.trt_max_batch)
 
 
-class OnnxRuntimeRunner(Runner):
-    """Options: providers ('auto', 'cpu', 'cuda', 'tensorrt' or a list), threads (intra-op), device_id,
-    trt_max_batch (the largest batch the TensorRT provider's profile covers for a dynamic-batch model); they
-    make its loader, a SessionFromOnnx, which opens the session on activate()."""
+@dataclass(frozen=True)
+class OnnxRuntimeOptions(BackendOptions):
+    """What the onnxruntime backend takes; they make its loader, a SessionFromOnnx."""
 
-    name = "onnxruntime"
-    requires = ("onnxruntime",)
-
-    def __init__(self, model_path, *, providers=None, threads: int | None = None, device_id: int = 0,
-                 trt_max_batch: int = 8):
-        super().__init__(str(model_path))
-        self.loader = SessionFromOnnx(model_path, providers, threads, device_id, trt_max_batch)
-        self.providers = list(self.loader.providers)
-        self._session = None
+    providers: str | list | None = option(None, "'auto', 'cpu', 'cuda', 'tensorrt' or a list, best first (set "
+                                                "by --device)")
+    threads: int | None = threads_option()
+    device_id: int = option(0, "the GPU of the CUDA and TensorRT providers (set by --device cuda:N)")
+    trt_max_batch: int = option(8, "the largest batch the TensorRT provider's profile covers for a dynamic-batch "
+                                   "model")
 
     @classmethod
-    def device_options(cls, device: str) -> dict:
+    def from_device(cls, device: str) -> dict:
         """cpu: the CPU provider only; cuda[:N]: the CUDA provider on that GPU (CPU for what it cannot run);
         auto: every provider the installed wheel offers, best first."""
         if device == "auto":
@@ -195,12 +193,28 @@ class OnnxRuntimeRunner(Runner):
             return {"providers": "cpu"}
         return {"providers": "cuda,cpu", "device_id": cuda_index(device)}
 
+
+class OnnxRuntimeRunner(Runner):
+    """Runs an ONNX model in an ONNX Runtime session (options: OnnxRuntimeOptions), which its loader, a
+    SessionFromOnnx, opens on activate()."""
+
+    name = "onnxruntime"
+    options_class = OnnxRuntimeOptions
+    requires = ("onnxruntime",)
+
+    def __init__(self, model_path, **options):
+        super().__init__(str(model_path))
+        o = self.options_class.parse(self.name, options)
+        self.loader = SessionFromOnnx(model_path, o.providers, o.threads, o.device_id, o.trt_max_batch)
+        self.providers = list(self.loader.providers)
+        self._session = None
+
     @classmethod
     def auto_priority(cls, model_path: str) -> int | None:
-        if "://" in model_path:
+        if url_scheme(model_path) is not None:
             return None
         # Another file (no backend claims it): the session says in one line why it cannot read it.
-        return 10 if model_path.lower().endswith(".onnx") else CATCH_ALL
+        return 10 if suffix_of(model_path) == ".onnx" else CATCH_ALL
 
     @property
     def threads(self) -> int | None:

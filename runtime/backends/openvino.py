@@ -8,17 +8,20 @@ its rt_info "runtime_options", as psp-export bf16 writes, or a model whose descr
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pspcore.errors import BackendUnavailable, InputError, PSPError
-from pspcore.files import require_file
+from pspcore.files import require_file, suffix_of
 from pspcore.model_info import ModelInfo, fallback_info
+from pspcore.options import BackendOptions, option, threads_option
 from pspcore.runner import InputSpec, Runner
 from pspcore.threads import cpu_threads
 
 IR_SUFFIX = ".xml"
+WEIGHTS_SUFFIX = ".bin"  # an IR's weights, in the file beside its .xml
 # Where an exported IR keeps our ModelInfo: rt_info[INFO_KEY][field] = the field's JSON text. A model read
 # from ONNX carries the same fields under rt_info["framework"] as "pspnet.<field>" (its metadata_props).
 INFO_KEY = "pspnet_model_info"
@@ -61,8 +64,8 @@ def read_model(path: str | Path):
     """The ov.Model of an .onnx or .xml file, or one clear InputError (missing .bin, unreadable file)."""
     ov = import_openvino()
     path = require_file(path, "model")
-    if path.suffix.lower() == IR_SUFFIX and not path.with_suffix(".bin").is_file():
-        raise InputError(f"{path}: its weights file {path.with_suffix('.bin').name} is missing (an OpenVINO IR "
+    if path.suffix.lower() == IR_SUFFIX and not path.with_suffix(WEIGHTS_SUFFIX).is_file():
+        raise InputError(f"{path}: its weights file {path.with_suffix(WEIGHTS_SUFFIX).name} is missing (an OpenVINO IR "
                          "is the .xml and the .bin beside it)")
     try:
         return ov.Core().read_model(str(path))
@@ -125,26 +128,44 @@ def append_labels(model) -> None:
     model.remove_result(logits_result)
 
 
+@dataclass(frozen=True)
+class OpenVINOOptions(BackendOptions):
+    """What the openvino backend takes."""
+
+    threads: int | None = threads_option()
+    precision: str | None = option(None, "bf16 asks OpenVINO for bf16 inference on an FP32 model [default: the "
+                                         "model's own]", cli=True, choices=("fp32", "bf16"))
+    output: str | None = option(None, "'labels': append an ArgMax to a logits model")
+    batch: int | None = option(None, "reshape the model to this fixed batch")
+    size: tuple[int, int] | None = option(None, "(H, W): reshape a dynamic-shape model to this fixed size")
+    device: str = option("cpu", "where the model runs: the cpu here")
+
+    @classmethod
+    def from_device(cls, device: str) -> dict:
+        if device in ("auto", "cpu"):
+            return {}
+        raise InputError(f"backend openvino runs on the cpu here, not --device {device}")
+
+
 class OpenVINORunner(Runner):
-    """Options: threads (INFERENCE_NUM_THREADS), precision (None: the model's own; 'bf16' asks OpenVINO for
-    bf16 on an FP32 model), output ('labels': append an ArgMax to a logits model), batch (reshape to this
-    fixed batch), size ((H, W): reshape a dynamic-shape model to this fixed size), device ('cpu')."""
+    """Runs an OpenVINO IR, or an ONNX model read by OpenVINO, on the CPU (options: OpenVINOOptions)."""
 
     name = "openvino"
+    options_class = OpenVINOOptions
     requires = ("openvino",)
 
-    def __init__(self, model_path, *, threads: int | None = None, precision: str | None = None,
-                 output: str | None = None, batch: int | None = None, size: tuple[int, int] | None = None,
-                 device: str = "cpu"):
+    def __init__(self, model_path, **options):
         super().__init__(str(model_path))
+        o = self.options_class.parse(self.name, options)
+        precision, output, device = o.precision, o.output, o.device
         if precision is not None and precision.lower() not in PRECISION_HINTS:
             raise InputError(f"openvino runs precision fp32 or bf16, not {precision!r}")
         if output not in (None, "logits", "labels"):
             raise InputError(f"output must be logits or labels, not {output!r}")
         if str(device).lower() != "cpu":
             raise InputError(f"the openvino backend runs on the cpu here, not {device!r}")
-        self.threads, self.precision, self.output = threads, precision, output
-        self.batch, self.size = batch, tuple(size) if size else None
+        self.threads, self.precision, self.output = o.threads, precision, output
+        self.batch, self.size = o.batch, tuple(o.size) if o.size else None
         self.hint: str | None = None  # the inference precision the compiled model reports
         self.wanted: str = "f32"  # the precision hint passed to OpenVINO
         self.wanted_by: str | None = None  # who asked for it when not the f32 default
@@ -154,7 +175,7 @@ class OpenVINORunner(Runner):
     def auto_priority(cls, model_path: str) -> int | None:
         """IR: only OpenVINO runs it. ONNX: above ONNX Runtime (10) only for an INT8 model on a CPU whose INT8
         instructions OpenVINO uses better (AMX, AVX512-VNNI); FP32 with the f32 hint is not faster."""
-        suffix = Path(str(model_path)).suffix.lower()
+        suffix = suffix_of(model_path)
         if suffix == IR_SUFFIX:
             return 100
         if suffix != ".onnx":
@@ -166,12 +187,6 @@ class OpenVINORunner(Runner):
         except PSPError:
             return 5
         return 20 if precision.startswith("int8") else 5
-
-    @classmethod
-    def device_options(cls, device: str) -> dict:
-        if device in ("auto", "cpu"):
-            return {}
-        raise InputError(f"backend openvino runs on the cpu here, not --device {device}")
 
     def release(self) -> None:
         self._request = self._compiled = None

@@ -14,8 +14,9 @@ from pspcore.engine_file import (ENGINE_SUFFIXES, EngineSidecar, Platform, check
                                  read_sidecar)
 from pspcore.device import cuda_index
 from pspcore.errors import BackendUnavailable, InputError, PSPError
-from pspcore.files import require_file
+from pspcore.files import require_file, suffix_of
 from pspcore.model_info import INPUT_NAME
+from pspcore.options import BackendOptions, option
 from pspcore.nvidia import (collecting_logger, cuda_check, cuda_unavailable_reason, import_cudart, import_tensorrt,
                             select_device, tensorrt_driver_reason)
 from pspcore.runner import InputSpec, Runner
@@ -87,32 +88,42 @@ def _engine_input_spec(sidecar: EngineSidecar) -> InputSpec:
     return _profile_spec((profile["min"], profile["max"]))
 
 
-class TensorRTRunner(Runner):
-    """Options: device (GPU index), cuda_graph (capture the engine's launch once per input shape and replay
-    it: saves the per-layer launch overhead for fixed-shape streams; a shape that cannot be captured runs
-    directly). Fills last_timing h2d/compute/d2h from CUDA events. `activate()` checks the engine against this
-    machine and loads it; `deactivate()` frees every buffer, graph, event, stream, context and the engine."""
+@dataclass(frozen=True)
+class TensorRTOptions(BackendOptions):
+    """What the tensorrt backend takes."""
 
-    name = "tensorrt"
-    requires = ("tensorrt", "cuda")
-    timed_by_wall = False  # CUDA events split each call into copy in, compute and copy out
+    device: int = option(0, "the GPU index (set by --device cuda:N)")
+    cuda_graphs: bool = option(False, "replay the engine's launch as a CUDA graph captured once per input shape "
+                                      "(saves the per-layer launch overhead)", cli=True)
 
     @classmethod
-    def auto_priority(cls, model_path: str) -> int | None:
-        return 100 if Path(model_path).suffix.lower() in ENGINE_SUFFIXES else None
-
-    @classmethod
-    def device_options(cls, device: str) -> dict:
+    def from_device(cls, device: str) -> dict:
         if device == "cpu":
             raise InputError("backend tensorrt runs on a CUDA GPU only: --device cuda or cuda:N")
         index = cuda_index(device)
         return {} if index is None else {"device": index}
 
-    def __init__(self, model_path, *, device: int = 0, cuda_graph: bool = False):
+
+class TensorRTRunner(Runner):
+    """Runs a serialized engine (options: TensorRTOptions; with cuda_graphs a shape that cannot be captured
+    runs directly). Fills last_timing h2d/compute/d2h from CUDA events. `activate()` checks the engine against
+    this machine and loads it; `deactivate()` frees every buffer, graph, event, stream, context and the engine."""
+
+    name = "tensorrt"
+    options_class = TensorRTOptions
+    requires = ("tensorrt", "cuda")
+    timed_by_wall = False  # CUDA events split each call into copy in, compute and copy out
+
+    @classmethod
+    def auto_priority(cls, model_path: str) -> int | None:
+        return 100 if suffix_of(model_path) in ENGINE_SUFFIXES else None
+
+    def __init__(self, model_path, **options):
+        o = self.options_class.parse(self.name, options)
         path = require_file(model_path, "TensorRT engine")
         super().__init__(str(path))
-        self.device = int(device)
-        self.cuda_graph = bool(cuda_graph)
+        self.device = int(o.device)
+        self.cuda_graph = bool(o.cuda_graphs)
         self.platform: Platform | None = None
         self.graph_launches = 0  # replays of a captured graph (0: every launch ran directly)
         self._uncapturable: set[tuple[int, ...]] = set()  # shapes whose capture failed: launched directly

@@ -10,9 +10,10 @@ import numpy as np
 
 from pspcore.errors import BackendUnavailable, InputError, PSPError
 from pspcore.model_info import INPUT_NAME, ModelInfo, fallback_info
+from pspcore.options import BackendOptions, option
 from pspcore.runner import FrameRunner, InputSpec, Runner
 from pspcore.tensor_types import triton_name_of_config_enum
-from pspcore.triton_protocol import DEFAULT_PORTS, PROTOCOL_OF_SCHEME, is_server_url
+from pspcore.triton_protocol import DEFAULT_PORTS, PROTOCOL_OF_SCHEME, is_server_url, url_scheme
 
 NOT_READY_PHRASES = ("not ready", "not at ready state", "no available versions", "is loading")
 # Triton lets go of a shared-memory region a moment after the response that used it (measured: an
@@ -53,8 +54,9 @@ def parse_target(model: str, url: str | None, protocol: str | None) -> tuple[str
     """(model name, host:port, protocol) from a model name, a model folder of a repository, or a URL such
     as grpc://host:8001/pspnet; `url` and `protocol` fill in what the model argument does not say."""
     text = str(model)
-    if "://" in text:
-        scheme, rest = text.split("://", 1)
+    scheme = url_scheme(text)
+    if scheme is not None:
+        rest = text.split("://", 1)[1]
         if scheme not in PROTOCOL_OF_SCHEME:
             raise InputError(f"unknown server scheme {scheme!r} in {text}; use grpc:// or http://")
         address, _, name = rest.partition("/")
@@ -116,28 +118,39 @@ def _full_shape(tensor, config) -> list[int]:
     return [-1, *tensor.dims] if config.max_batch_size > 0 else list(tensor.dims)
 
 
+@dataclass(frozen=True)
+class TritonOptions(BackendOptions):
+    """What the triton backends take."""
+
+    url: str | None = option(None, "host:port [default: localhost:8001 for grpc, :8000 for http]")
+    protocol: str | None = option(None, "grpc or http [default: the URL's scheme, else grpc]")
+    timeout: float = option(30.0, "seconds per request")
+    retries: int = option(3, "extra attempts while the server or model is unavailable")
+    backoff: float = option(0.5, "the first wait between attempts in seconds, doubled each retry")
+    model_version: str = option("", "the served version ('': the server's choice)")
+    shm: bool = option(False, "exchange tensors with the server through system shared memory (client and "
+                              "server on one machine)", cli=True)
+
+
 class _Served:
     """What the two Triton runners share: the connection to the server (bounded retries, one-line errors), the
-    served config, shared-memory regions, requests and responses. Options: url (host:port; default
-    localhost:8001 for grpc, :8000 for http), protocol (grpc | http), timeout (seconds per request), retries
-    (extra attempts while the server or model is unavailable), backoff (first wait in seconds, doubled each
-    retry), model_version ("" = the server's choice), shm (send and receive tensors through system shared
-    memory: client and server on one machine)."""
+    served config, shared-memory regions, requests and responses (options: TritonOptions)."""
 
     name = "triton"
+    options_class = TritonOptions
     requires = ("tritonclient",)
     model_is_path = False
     timed_by_wall = False
     input_type = "FP32"
 
-    def __init__(self, model_path, *, url: str | None = None, protocol: str | None = None, timeout: float = 30.0,
-                 retries: int = 3, backoff: float = 0.5, model_version: str = "", shm: bool = False):
-        self.model_name, self.url, self.protocol = parse_target(str(model_path), url, protocol)
+    def __init__(self, model_path, **options):
+        o = self.options_class.parse(self.name, options)
+        self.model_name, self.url, self.protocol = parse_target(str(model_path), o.url, o.protocol)
         self.ssl = str(model_path).startswith("https://")
         super().__init__(str(model_path))
-        self.timeout, self.retries, self.backoff = float(timeout), max(0, int(retries)), float(backoff)
-        self.model_version = str(model_version)
-        self.shm = bool(shm)
+        self.timeout, self.retries, self.backoff = float(o.timeout), max(0, int(o.retries)), float(o.backoff)
+        self.model_version = str(o.model_version)
+        self.shm = bool(o.shm)
         self._regions: dict = {}
         self._client = None
         self.config = None

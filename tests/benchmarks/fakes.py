@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pspcore.errors import InputError
 from pspcore.model_info import ModelInfo
+from pspcore.options import BackendOptions, option, threads_option
 from pspcore.runner import InputSpec, Runner
 
 
@@ -31,15 +33,26 @@ class FakeClock:
 CLOCK = FakeClock()
 
 
+@dataclass(frozen=True)
+class FakeOptions(BackendOptions):
+    threads: int | None = threads_option()
+    precision: str | None = option(None, "the precision it reports [default: the model file's]", cli=True,
+                                   choices=("fp16",))
+    clock: object = option(None, "the FakeClock its cost is counted on [default: CLOCK]")
+
+
 class FakeRunner(Runner):
     """Reads its behaviour from the model file (JSON): cost_ms, precision, size, max_batch, label, fail.
     With `real=True` it sleeps instead of advancing the fake clock (for CLI tests on the wall clock)."""
 
     name = "fake"
+    options_class = FakeOptions
     timed_by_wall = False  # its cost is on the fake clock
 
-    def __init__(self, model_path, *, threads: int | None = None, clock: FakeClock | None = None):
+    def __init__(self, model_path, **options):
         super().__init__(model_path)
+        o = self.options_class.parse(self.name, options)
+        threads, clock, precision = o.threads, o.clock, o.precision
         spec = json.loads(Path(model_path).read_text())
         if spec.get("fail"):
             raise InputError(f"{model_path}: {spec['fail']}")
@@ -47,7 +60,7 @@ class FakeRunner(Runner):
         self.real = bool(spec.get("real"))
         self.clock = clock or CLOCK
         size = tuple(spec["size"]) if spec.get("size") else None
-        self.info = ModelInfo(arch="fake", num_classes=3, precision=spec.get("precision", "fp32"),
+        self.info = ModelInfo(arch="fake", num_classes=3, precision=precision or spec.get("precision", "fp32"),
                               input_size=size or (33, 33))
         self.input_spec = InputSpec(size=size, max_batch=spec.get("max_batch"))
         self.threads = threads

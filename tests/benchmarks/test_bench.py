@@ -93,6 +93,16 @@ def test_threads_reach_runners_that_take_them(tmp_path, fake_backend):
     assert loaded.runner.threads == 3 and loaded.label == "fake fp32"
 
 
+def test_backend_options_reach_the_runners_that_take_them_but_never_the_baseline(tmp_path, fake_backend):
+    from benchmarks.loading import MemoryProbe, load_candidate
+
+    model = write_model(tmp_path / "m.fake", cost_ms=1.0)
+    given = {"precision": "fp16", "shm": True}  # shm: triton's, so not for this backend
+    assert load_candidate(Candidate(model, "fake"), None, MemoryProbe(), backend_options=given).label == "fake fp16"
+    baseline = load_candidate(Candidate(model, "fake", baseline=True), None, MemoryProbe(), backend_options=given)
+    assert baseline.label == "fake fp32"
+
+
 def test_nothing_to_benchmark():
     from pspcore.errors import InputError
 

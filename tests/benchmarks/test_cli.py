@@ -88,3 +88,13 @@ def test_an_option_a_runner_cannot_honour_is_refused_before_measuring(tmp_path, 
             assert len(errors) == 1 and message in errors[0], (args, result.output)
             assert "batch 1" not in result.output  # refused before any measurement
     assert _run(good, "--backend", "fake", "--threads", "2", *FAST).exit_code == 0  # fake takes threads
+
+
+def test_a_backend_option_no_measured_runner_takes_is_refused(tmp_path, fake_backend):
+    """--shm is triton's: given to fake runners only, it would be silently dropped; refused instead, naming the
+    backends it is for. --precision reaches the fake runners (their declaration takes it)."""
+    good = write_model(tmp_path / "good.fake", cost_ms=1.0, real=True, size=[33, 33])
+    result = _run(good, "--backend", "fake", "--shm", *FAST)
+    assert result.exit_code == 2 and "error: --shm reaches no MODEL" in result.output and "triton" in result.output
+    result = _run(good, "--backend", "fake", "--precision", "fp16", *FAST)
+    assert result.exit_code == 0 and "fake fp16" in result.output, result.output

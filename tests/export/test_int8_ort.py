@@ -27,7 +27,8 @@ def calibration(tiny_info):
 
 
 def test_the_target_writes_7_bit_weights(tiny_onnx, calibration, tmp_path):
-    from export.precision.int8 import ORT_QUANT_DEFAULTS, prepare_for_onnxruntime, quantize_prepared, quantize_onnxruntime
+    from export.precision.targets.int8_onnxruntime import (ORT_QUANT_DEFAULTS, prepare_for_onnxruntime,
+                                                           quantize_onnxruntime, quantize_prepared)
 
     model = quantize_onnxruntime(tiny_onnx[0], tmp_path, calibration, "max")
     weights = conv_weights(model)
@@ -78,7 +79,7 @@ def test_each_source_is_pre_processed_once(tiny_onnx, tmp_path, monkeypatch):
     import os
     import shutil
 
-    import export.precision.int8 as int8
+    import export.precision.targets.int8_onnxruntime as int8
 
     calls = []
     real = int8.prepare_for_onnxruntime
@@ -101,8 +102,9 @@ def test_the_target_is_the_same_after_a_tensorrt_conversion_in_the_process(tiny_
     pytest.importorskip("modelopt.onnx")
     import contextlib
 
-    import export.precision.int8
-    from export.precision.int8 import _onnxruntime_restored, _quantize_tensorrt, quantize_onnxruntime
+    import export.precision.targets.int8_tensorrt
+    from export.precision.targets.int8_onnxruntime import quantize_onnxruntime
+    from export.precision.targets.int8_tensorrt import _onnxruntime_restored, _quantize_tensorrt
     from pspcore.errors import PSPError
 
     def nodes(model):
@@ -117,7 +119,7 @@ def test_the_target_is_the_same_after_a_tensorrt_conversion_in_the_process(tiny_
     # garbage case: with ModelOpt's changes left in place, the same call fails or writes another model (the
     # outer, real restore puts the process back as it was for the tests after this one)
     with _onnxruntime_restored():
-        monkeypatch.setattr(export.precision.int8, "_onnxruntime_restored", contextlib.nullcontext)
+        monkeypatch.setattr(export.precision.targets.int8_tensorrt, "_onnxruntime_restored", contextlib.nullcontext)
         _quantize_tensorrt(tiny_onnx[0], tmp_path / "trt-patching", calibration, "max")
         try:
             patched = nodes(quantize_onnxruntime(tiny_onnx[0], tmp_path / "patched", calibration, "max"))

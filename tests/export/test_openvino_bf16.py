@@ -55,7 +55,7 @@ def bf16_written(scene_onnx, tmp_path_factory):
 
 
 def test_ir_records_bf16_and_the_runner_honours_it(bf16_written):
-    from export.precision.bf16 import cpu_has_bf16
+    from export.precision.targets.bf16 import cpu_has_bf16
     from pspcore.model_info import read_onnx_info
     from runtime.backends.openvino import OpenVINORunner, read_model, recorded_precision
 
@@ -76,7 +76,7 @@ def test_ir_records_bf16_and_the_runner_honours_it(bf16_written):
 
 
 def test_report_fields_and_the_plain_words_about_this_cpu(bf16_written):
-    from export.precision.bf16 import NO_BF16, cpu_has_bf16
+    from export.precision.targets.bf16 import NO_BF16, cpu_has_bf16
 
     _, _, report, result = bf16_written
     assert report["precision"] == "bf16" and report["target"] == "openvino" and report["min_agreement"] == 0.995
@@ -96,7 +96,7 @@ def test_pooling_and_output_region_are_marked_precise_in_the_ir(bf16_written):
     region (no repair was needed), on none of the other compute nodes."""
     import onnx
 
-    from export.precision.bf16 import kept_nodes, marked_nodes
+    from export.precision.targets.bf16 import kept_nodes, marked_nodes
     from export.precision.graph import output_region, pooling_nodes
     from runtime.backends.openvino import read_model
 
@@ -118,27 +118,24 @@ def test_written_ir_keeps_the_labels_when_run_again(bf16_written, tiny_info):
     assert rerun.agreement >= 0.995 and rerun.agreement == pytest.approx(report["after"]["agreement"])
 
 
-def _negated_ir(monkeypatch, module):
-    """Make `module`'s save_bf16_ir write IR whose logits are negated: a conversion that wrecks the labels."""
+def _negated_ir(source_model, exclude, info, dst):
+    """save_bf16_ir writing IR whose logits are negated: a conversion that wrecks the labels."""
     import openvino.opset13 as ops
 
-    from export.precision import bf16
+    from export.precision.ir import save_ir
+    from export.precision.targets import bf16
 
-    def negated(source_model, exclude, info, dst):
-        model = bf16.bf16_ov_model(source_model, exclude)
-        result = model.get_results()[0]
-        flipped = ops.negative(result.input_value(0))
-        result.input(0).replace_source_output(flipped.output(0))
-        from export.precision.openvino_target import save_ir
-        return save_ir(model, info, dst)
-
-    monkeypatch.setattr(module, "save_bf16_ir", negated)
+    model = bf16.bf16_ov_model(source_model, exclude)
+    result = model.get_results()[0]
+    flipped = ops.negative(result.input_value(0))
+    result.input(0).replace_source_output(flipped.output(0))
+    return save_ir(model, info, dst)
 
 
 def test_gate_refuses_garbage_with_fallback_none(scene_onnx, tmp_path, monkeypatch):
-    import export.precision.repair as repair
+    from export.precision.targets import bf16
 
-    _negated_ir(monkeypatch, repair)
+    monkeypatch.setattr(bf16, "save_bf16_ir", _negated_ir)  # every candidate, so the plain one too
     result = _bf16(scene_onnx[0], tmp_path / "m.xml", "--fallback", "none")
     assert result.exit_code == 1, result.output
     error = _one_error_line(result)
@@ -149,9 +146,10 @@ def test_gate_refuses_garbage_with_fallback_none(scene_onnx, tmp_path, monkeypat
 
 def test_written_file_below_the_gate_is_removed(scene_onnx, tmp_path, monkeypatch):
     """The conversion runs the IR it wrote: a writer that gets it wrong fails in one line, nothing left."""
-    import export.precision.verified as verified
+    from export.precision.targets.bf16 import Bf16Target
 
-    _negated_ir(monkeypatch, verified)
+    monkeypatch.setattr(Bf16Target, "write", lambda self, model, source_model, exclude, info, dst: _negated_ir(
+        source_model, tuple(exclude), info, dst))  # the written file only: the candidates pass
     result = _bf16(scene_onnx[0], tmp_path / "m.xml")
     assert result.exit_code == 1, result.output
     error = _one_error_line(result)
@@ -160,7 +158,7 @@ def test_written_file_below_the_gate_is_removed(scene_onnx, tmp_path, monkeypatc
 
 
 def test_bad_inputs_are_one_line_and_write_nothing(scene_onnx, tmp_path, monkeypatch):
-    import export.precision.verified as verified
+    from export.precision.targets import bf16
     from pspcore.errors import BackendUnavailable
 
     named = _bf16(scene_onnx[0], tmp_path / "m.onnx")
@@ -172,7 +170,7 @@ def test_bad_inputs_are_one_line_and_write_nothing(scene_onnx, tmp_path, monkeyp
         raise BackendUnavailable("the openvino backend needs the openvino package (pip install "
                                  "'pspnet-deploy[openvino]')")
 
-    monkeypatch.setattr(verified, "import_openvino", no_openvino)
+    monkeypatch.setattr(bf16, "import_openvino", no_openvino)
     absent = _bf16(scene_onnx[0], tmp_path / "m.xml")
     assert absent.exit_code == 1 and "needs the openvino package" in _one_error_line(absent)
     assert _nothing_written(tmp_path)
@@ -184,7 +182,7 @@ def test_rounded_stand_in_ranks_the_node_bf16_cannot_hold(fp16_hostile_onnx):
     it unrounded restores the labels."""
     import onnx
 
-    from export.precision.bf16 import bf16_rounded_model
+    from export.precision.targets.bf16 import bf16_rounded_model
     from export.evaluation import logits, open_runner
     from export.precision.layerwise import compare_layers
     from export.precision.verdict import judge
@@ -215,7 +213,7 @@ def test_repair_kept_nodes_are_marked_precise_in_the_ir(fp16_hostile_onnx, tiny_
     output region), so the CPU plugin leaves them in f32 when it lowers the rest to bf16."""
     import onnx
 
-    from export.precision.bf16 import marked_nodes, save_bf16_ir
+    from export.precision.targets.bf16 import marked_nodes, save_bf16_ir
     from runtime.backends.openvino import read_model
 
     source = onnx.load(str(fp16_hostile_onnx))
@@ -235,7 +233,7 @@ NO_BF16_HERE = "this CPU has no bf16 (OpenVINO needs AMX or AVX512-BF16): the IR
 
 def _resize_ops(written, source):
     """The OpenVINO ops the written IR made from the ONNX logits Resize (the output region's upsampling)."""
-    from export.precision.bf16 import ops_of
+    from export.precision.targets.bf16 import ops_of
 
     return ops_of(written, next(n for n in source.graph.node if n.name == "/network/Resize"))
 
@@ -247,7 +245,7 @@ def test_logits_resize_is_written_as_marked_matmuls_that_keep_the_fp32_logits(bf
     import onnx
 
     from export.evaluation import logits, open_runner
-    from export.precision.bf16 import PRECISE_READ_BACK
+    from export.precision.targets.bf16 import PRECISE_READ_BACK
     from export.precision.verified import drawn_scenes
     from pspcore.model_info import read_onnx_info
     from runtime.backends.openvino import OpenVINORunner, read_model
@@ -276,7 +274,7 @@ def test_bf16_for_real_keeps_the_pooling_and_output_region_f32(bf16_written):
     (the pooling MatMuls, the logits' resize MatMuls) in f32 and the backbone's convolutions in bf16."""
     import onnx
 
-    from export.precision.bf16 import kept_nodes, ops_of
+    from export.precision.targets.bf16 import kept_nodes, ops_of
     from runtime.backends.openvino import OpenVINORunner, read_model
 
     source, out, _, _ = bf16_written

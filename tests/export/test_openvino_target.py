@@ -88,17 +88,17 @@ def test_nncf_keeps_the_nodes_repair_names_unquantized(outlier_onnx, scenes_dir,
     neighbour, not kept, runs in INT8."""
     import onnx
 
-    from export.precision.int8 import INT8_TARGETS
-    from export.precision.openvino_target import save_ir
     from export.precision.graph import calibration_batch
+    from export.precision.ir import save_ir
     from export.precision.repair import Job, Search
+    from export.precision.target import create_target
     from pspcore.model_info import read_onnx_info
 
     info = read_onnx_info(outlier_onnx)
     batch = calibration_batch(sorted(scenes_dir.iterdir())[:4], info, (65, 65)).batch
-    job = Job(source=outlier_onnx, source_model=onnx.load(str(outlier_onnx)), info=info, precision="int8",
-              target=INT8_TARGETS["openvino"], method="nncf", calib=batch, verify=batch[:1], reference=batch[:1],
-              min_agreement=0.98)
+    job = Job(source=outlier_onnx, source_model=onnx.load(str(outlier_onnx)), info=info,
+              target=create_target("int8", "openvino", "nncf"), method="nncf", calib=batch, verify=batch[:1],
+              reference=batch[:1], min_agreement=0.98)
     kept, other = "/network/cls/cls.4/Conv", "/network/cls/cls.0/Conv"
     candidate = Search(job, tmp_path).convert("fallback 1 node(s)", outlier_onnx, "nncf", [kept], False)
     save_ir(candidate.model, info.with_(precision="int8"), tmp_path / "m.xml")

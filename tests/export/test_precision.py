@@ -6,10 +6,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from export.precision.int8 import int8_target
 from export.parity import compare_outputs
 from export.precision.graph import POOLING_PATTERN, calibration_batch, calibration_size, output_region, pooling_nodes
 from export.precision.cli import fp16_command, int8_command
+from export.precision.target import create_target
 from export.scenes import write_scenes
 from pspcore.errors import InputError
 from pspcore.model_info import ModelInfo
@@ -104,10 +104,10 @@ def test_converted_models_are_not_converted_again(fp16_model, tmp_path, calib_di
 
 def test_bad_int8_options(tiny_onnx, tmp_path, calib_dir):
     with pytest.raises(InputError, match="target"):
-        int8_target("tflite")
+        create_target("int8", "tflite")
     with pytest.raises(InputError, match="method for tensorrt must be one of entropy, max"):
-        int8_target("tensorrt", "percentile")
-    assert int8_target("onnxruntime", "percentile").name == "onnxruntime"
+        create_target("int8", "tensorrt", "percentile")
+    assert create_target("int8", "onnxruntime", "percentile").name == "onnxruntime"
     result = CliRunner().invoke(int8_command, [str(tiny_onnx[0]), "-o", str(tmp_path / "q.onnx"), "--calib-images",
                                                str(calib_dir), "--method", "percentile"])
     assert result.exit_code == 2 and "method for tensorrt" in result.output and not (tmp_path / "q.onnx").exists()

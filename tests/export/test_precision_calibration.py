@@ -80,14 +80,14 @@ def test_unreadable_images_are_skipped_and_reported(image_dir):
 
 @pytest.mark.parametrize("n, stride", [(64, 2), (16, 2), (13, 1), (1, 1), (2, 2)])
 def test_calibration_stride_divides_the_image_count(n, stride):
-    from export.precision.int8 import calibration_stride
+    from export.precision.targets.int8_onnxruntime import calibration_stride
 
     assert calibration_stride(n) == stride and n % stride == 0
 
 
 def test_calibration_reader_serves_each_stride_then_stops():
     """ONNX Runtime reads strides with set_range + get_next until None; every image comes exactly once."""
-    from export.precision.int8 import _Batches
+    from export.precision.targets.int8_onnxruntime import _Batches
 
     batch = np.arange(5 * 3 * 2 * 2, dtype=np.float32).reshape(5, 3, 2, 2)
     reader = _Batches("image", batch)

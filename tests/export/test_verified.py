@@ -4,7 +4,6 @@ default repairs it for both INT8 targets, FP16 passes untouched, FP16 repair by 
 the calibration-method switch and a rejected equalization; the greedy FP32 fallback when equalization is not
 available; a written file below the gate removed; psp-export compare. Every written file is run again here
 and compared with FP32 on the held-out images: the tests never take the conversion's word for it."""
-import dataclasses
 import json
 from pathlib import Path
 
@@ -150,20 +149,20 @@ def test_written_file_below_the_gate_is_removed(fp16_hostile_onnx, tmp_path, mon
     to disk) makes the command fail in one line, with nothing left at the output path."""
     import onnx
 
-    import export.precision.verified as verified
+    from export.precision.targets.fp16 import Fp16Target
 
-    real_save = verified.save_with_info
+    real_write = Fp16Target.write
 
-    def negated(model, info, dst):
+    def negated(self, model, source_model, exclude, info, dst):
         broken = onnx.ModelProto()
         broken.CopyFrom(model)
         output = broken.graph.output[0].name
         for node in broken.graph.node:
             node.output[:] = [name if name != output else output + "_raw" for name in node.output]
         broken.graph.node.append(onnx.helper.make_node("Neg", [output + "_raw"], [output], name="negate"))
-        return real_save(broken, info, dst)
+        return real_write(self, broken, source_model, exclude, info, dst)
 
-    monkeypatch.setattr(verified, "save_with_info", negated)
+    monkeypatch.setattr(Fp16Target, "write", negated)  # the written file only: the candidates pass
     out = tmp_path / "h.fp16.onnx"
     result = CliRunner().invoke(fp16_command, [str(fp16_hostile_onnx), "-o", str(out)])
     assert result.exit_code == 1, result.output
@@ -203,14 +202,14 @@ def test_method_switch_after_a_rejected_equalization(scene_onnx, scenes_dir, tmp
     method (max) passes; the written file records and keeps it."""
     import onnx
 
-    import export.precision.int8 as int8
     import export.precision.repair as repair
     from export.precision.equalize import Equalization
+    from export.precision.targets.int8_onnxruntime import OnnxRuntimeInt8
 
-    target = int8.INT8_TARGETS["onnxruntime"]
+    quantize = OnnxRuntimeInt8.quantize
 
-    def collapsing(src, work, batch, method, exclude):
-        model = target.quantize(src, work, batch, method, exclude)
+    def collapsing(self, src, work, batch, method, exclude):
+        model = quantize(self, src, work, batch, method, exclude)
         if method == "entropy":  # every activation range cut to 1%: a calibration whose ranges collapsed
             scales = {n.input[1] for n in model.graph.node if n.op_type == "QuantizeLinear"}
             for init in model.graph.initializer:
@@ -226,7 +225,7 @@ def test_method_switch_after_a_rejected_equalization(scene_onnx, scenes_dir, tmp
         onnx.save(model, str(dst))
         return Equalization(Path(dst), 1, 1.0)
 
-    monkeypatch.setitem(int8.INT8_TARGETS, "onnxruntime", dataclasses.replace(target, quantize=collapsing))
+    monkeypatch.setattr(OnnxRuntimeInt8, "quantize", collapsing)
     monkeypatch.setattr(repair, "equalize", changed)
     report_path, out = tmp_path / "report.json", tmp_path / "m.int8.onnx"
     result = CliRunner().invoke(int8_command, [str(scene_onnx[0]), "-o", str(out), "--calib-images", str(scenes_dir),

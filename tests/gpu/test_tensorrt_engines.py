@@ -14,7 +14,7 @@ pytest.importorskip("cuda.bindings", reason="needs cuda-python (pip install cuda
 from export.engine.build import build_engine  # noqa: E402
 from export.parity import compare_outputs  # noqa: E402
 from export.scenes import draw_scene  # noqa: E402
-from export.precision.verdict import DEFAULT_GATES  # noqa: E402
+from export.precision.verdict import FLOAT_GATE, INT8_GATE  # noqa: E402
 from runtime.backends.tensorrt import TensorRTRunner  # noqa: E402
 from pspcore.errors import InputError  # noqa: E402
 from pspcore.engine_file import sidecar_path  # noqa: E402
@@ -50,7 +50,7 @@ def _reference(model, batch):
 
 
 @pytest.mark.parametrize("precision,max_rel,min_agreement", [
-    ("fp32", 1e-4, 0.9999), ("fp16", 1e-2, DEFAULT_GATES["fp16"]), ("int8", None, DEFAULT_GATES["int8"])])
+    ("fp32", 1e-4, 0.9999), ("fp16", 1e-2, FLOAT_GATE), ("int8", None, INT8_GATE)])
 def test_engine_parity(scene_model, calib_images, tmp_path, precision, max_rel, min_agreement):
     if precision != "fp32":  # only the conversions need ModelOpt: FP32 engines and CUDA graphs run without it
         pytest.importorskip("modelopt.onnx", reason="FP16/INT8 conversion needs NVIDIA ModelOpt")
@@ -79,7 +79,7 @@ def test_dynamic_batch_cuda_graph_and_buffer_reuse(scene_model, tmp_path):
     batch = scene_batch(info, count=6)  # more than the profile's max: runs in chunks
     fresh = scene_batch(info, count=6, seed=300)
     expected, expected_fresh = _reference(model, batch), _reference(model, fresh)
-    with TensorRTRunner(engine) as plain, TensorRTRunner(engine, cuda_graph=True) as graph:
+    with TensorRTRunner(engine) as plain, TensorRTRunner(engine, cuda_graphs=True) as graph:
         for runner in (plain, graph):
             for images, wanted in ((batch, expected), (fresh, expected_fresh), (batch[:2], expected[:2]),
                                    (fresh[:2], expected_fresh[:2])):

@@ -46,3 +46,18 @@ def test_atomic_output_leaves_nothing_on_failure(tmp_path):
     with atomic_output(target) as tmp:
         tmp.write_text("whole")
     assert target.read_text() == "whole" and list(tmp_path.iterdir()) == [target]
+
+
+def test_one_dispatch_on_a_model_files_suffix(tmp_path):
+    """by_suffix is the one rule (case-insensitive, a key may be a tuple of suffixes); model info, Triton export
+    and the model cost all dispatch through it and refuse what no key names."""
+    from pspcore.engine_file import ENGINE_SUFFIXES
+    from pspcore.files import by_suffix, suffix_of
+    from pspcore.model_info import read_model_info
+
+    table = {".onnx": "onnx", ENGINE_SUFFIXES: "engine"}
+    assert [by_suffix(f"m{s}", table) for s in (".ONNX", ".plan", ".Engine", ".xml", "")] == [
+        "onnx", "engine", "engine", None, None]
+    assert suffix_of("a/b.PTH") == ".pth" and suffix_of("model") == ""
+    with pytest.raises(InputError, match="cannot read model info from a .xml file"):
+        read_model_info(tmp_path / "m.xml")

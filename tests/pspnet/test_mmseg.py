@@ -253,3 +253,53 @@ def test_pspnet50_d8_checkpoint(tmp_path):
     net, info = load_model(write_0x(tmp_path / "r50.pth", model, ref))
     assert net.config.arch == "mmseg-r50-d8" and net.config.head_channels == 512 and net.config.ppm_channels == 512
     assert_same_logits(ref, net, sizes=((71, 93),))
+
+
+# ---- mmseg 1.x files with config text (meta["cfg"]): the same settings as 0.x files, read from there ----
+
+def test_1x_config_text_decides_align_corners_dilations_and_crop(tmp_path):
+    model, ref = reference(align_corners=True, dilations=(1, 1, 1, 2), contract_dilation=False, seed=4)
+    model["data_preprocessor"] = dict(type="SegDataPreProcessor", mean=[1.0, 2.0, 3.0], std=[4.0, 5.0, 6.0],
+                                      bgr_to_rgb=True, size=(769, 769))  # 1.x: the crop lives here
+    path = tmp_path / "769-1x.pth"
+    R.mmseg_checkpoint(path, ref, meta_format="1.x", config=R.config_text(model), **CITYSCAPES)
+    net, info = load_model(path)
+    assert net.config.align_corners and net.config.dilations == (1, 1, 1, 2) and not net.config.contract_dilation
+    assert info.input_size == (769, 769) and info.mean == (1.0, 2.0, 3.0) and info.std == (4.0, 5.0, 6.0)
+    assert info.class_names == CITYSCAPES_NAMES
+    assert_same_logits(ref, net)
+
+
+def test_1x_crop_size_variable_wins_over_the_preprocessor_size(tmp_path):
+    model, ref = reference(seed=5)
+    model["data_preprocessor"] = dict(type="SegDataPreProcessor", size=(512, 512))
+    path = tmp_path / "crop-1x.pth"
+    R.mmseg_checkpoint(path, ref, meta_format="1.x", config=R.config_text(model, crop_size=(512, 1024)),
+                       **CITYSCAPES)
+    assert load_model(path)[1].input_size == (512, 1024)
+
+
+def test_keys_missing_from_the_config_text_take_mmsegs_class_defaults(tmp_path):
+    """What mmseg itself builds from a config without dilations, contract_dilation or align_corners: its
+    classes' defaults (ResNet dilations 1,1,1,1 and contract_dilation False; heads align_corners False). The
+    reference is built with those values written out, the file's config text leaves them out."""
+    model, ref = reference(dilations=(1, 1, 1, 1), contract_dilation=False, align_corners=False, seed=6)
+    written = {**model, "backbone": {k: v for k, v in model["backbone"].items()
+                                     if k not in ("dilations", "contract_dilation")},
+               "decode_head": {k: v for k, v in model["decode_head"].items() if k != "align_corners"},
+               "auxiliary_head": {k: v for k, v in model["auxiliary_head"].items() if k != "align_corners"}}
+    path = tmp_path / "defaults-1x.pth"
+    R.mmseg_checkpoint(path, ref, meta_format="1.x", config=R.config_text(written), **CITYSCAPES)
+    net, _ = load_model(path)
+    assert net.config.dilations == (1, 1, 1, 1) and not net.config.contract_dilation
+    assert not net.config.align_corners
+    assert_same_logits(ref, net)
+
+
+def test_a_config_without_strides_takes_resnets_default_and_is_refused_as_output_stride_32(tmp_path):
+    model, ref = reference(seed=7)
+    written = {**model, "backbone": {k: v for k, v in model["backbone"].items() if k != "strides"}}
+    path = tmp_path / "no-strides-1x.pth"
+    R.mmseg_checkpoint(path, ref, meta_format="1.x", config=R.config_text(written), **CITYSCAPES)
+    with pytest.raises(CheckpointError, match="output stride 32"):
+        load_model(path)

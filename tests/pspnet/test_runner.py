@@ -74,3 +74,25 @@ def test_cli_flags_reach_the_torch_runner_only(tmp_path):
     model = make_onnx(tmp_path / "m.onnx")
     with pytest.raises(InputError, match="does not take --precision"):
         create_runner("onnxruntime", model, precision="fp16")
+
+
+def test_labels_past_255_from_the_torch_runner(tmp_path):
+    """A 300-class checkpoint through the torch runner and the runtime's labels rule: ids past 255 survive (the
+    expected labels are the network's own argmax, computed here with torch)."""
+    from pspnet.checkpoint import info_for_config, save_checkpoint
+    from pspnet.factory import create_model
+    from runtime.postprocess import to_labels
+
+    torch.manual_seed(7)
+    net = create_model("pspnet18-tiny", 300, aux=False).eval()
+    with torch.no_grad():
+        net.cls[4].bias[256:] += 0.5  # the wide ids win most pixels
+    path = save_checkpoint(tmp_path / "wide.pth", net, info_for_config(net.config))
+    x = _images(7)
+    with torch.no_grad():
+        expected = net.eval()(torch.from_numpy(x)).argmax(1).numpy()
+    assert (expected > 255).mean() > 0.5
+    with TorchRunner(path, arch="pspnet18-tiny", num_classes=300) as runner:
+        labels = to_labels(runner.infer(x), runner.info.num_classes)
+    assert labels.dtype == np.uint16
+    np.testing.assert_array_equal(labels, expected)

@@ -178,7 +178,7 @@ def test_cuda_graph_replays_new_inputs(fake_gpu):
     """The graph captured on the first input is replayed on the next ones (it reads the input buffer as it
     is at launch): each call must give its own input's answer, not the first one's."""
     cudart = fake_gpu.cudart
-    runner = TensorRTRunner(fake_gpu.make_engine(), cuda_graph=True)
+    runner = TensorRTRunner(fake_gpu.make_engine(), cuda_graphs=True)
     for seed in (1, 2, 3):
         np.testing.assert_array_equal(runner.infer(_images(seed)), _expected(_images(seed)))
     assert runner.graph_launches == cudart.graph_launches == 3
@@ -201,7 +201,7 @@ def test_cuda_graph_failure_falls_back_once_without_leaking(fake_gpu, failure):
         cudart.capture_fails = True
     else:
         cudart.fail(failure, Error.cudaErrorNotSupported)
-    runner = TensorRTRunner(fake_gpu.make_engine(), cuda_graph=True)
+    runner = TensorRTRunner(fake_gpu.make_engine(), cuda_graphs=True)
     for seed in (1, 2, 3):
         np.testing.assert_array_equal(runner.infer(_images(seed)), _expected(_images(seed)))
     assert cudart.captures_begun == 1 and runner.graph_launches == 0
@@ -220,7 +220,7 @@ def test_allocation_failure_leaves_the_runner_consistent(fake_gpu, call, cuda_gr
     from pspcore.errors import PSPError
 
     cudart = fake_gpu.cudart
-    runner = TensorRTRunner(fake_gpu.make_engine(), cuda_graph=cuda_graph)
+    runner = TensorRTRunner(fake_gpu.make_engine(), cuda_graphs=cuda_graph)
     np.testing.assert_array_equal(runner.infer(_images(1)), _expected(_images(1)))
     cudart.fail(call)
     with pytest.raises(PSPError, match=call):
@@ -294,3 +294,30 @@ def test_tensorrt_cuda_major_from_its_distributions():
     assert tensorrt_cuda_major({"tensorrt": ["tensorrt-cu12"], "tensorrt_bindings": ["tensorrt-cu12-bindings"]}) == 12
     assert tensorrt_cuda_major({"tensorrt": ["tensorrt"]}) is None  # a tar install: cannot tell
     assert tensorrt_cuda_major({"tensorrt": ["tensorrt_cu12"], "tensorrt_libs": ["tensorrt_cu13_libs"]}) is None
+
+
+def test_psp_infer_cuda_graphs_reaches_the_tensorrt_runner(fake_gpu, monkeypatch, tmp_path):
+    """`psp-infer x.engine --cuda-graphs` runs the engine as a CUDA graph (the flag comes from TensorRT's own
+    declaration, so the command and the runner cannot name it differently); without the flag nothing is
+    captured."""
+    import cv2
+    from click.testing import CliRunner
+
+    from runtime.cli import main
+
+    monkeypatch.setattr(TensorRTRunner, "requires", ())  # the stand-in machine has what it needs
+    monkeypatch.setattr(TensorRTRunner, "unavailable_reason", classmethod(lambda cls: None))
+    engine = fake_gpu.make_engine("x.engine")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(frames / f"{i}.png"), np.full((65, 65, 3), 40 * i, np.uint8))
+    cudart = fake_gpu.cudart
+    plain = CliRunner().invoke(main, [str(engine), str(frames), "-o", str(tmp_path / "plain"), "-q"])
+    assert plain.exit_code == 0, plain.output
+    assert cudart.captures_begun == 0 and cudart.graph_launches == 0
+    graphs = CliRunner().invoke(main, [str(engine), str(frames), "-o", str(tmp_path / "graphs"), "-q",
+                                       "--cuda-graphs"])
+    assert graphs.exit_code == 0, graphs.output
+    assert cudart.captures_begun == 1 and cudart.graph_launches == 3  # captured once, replayed per frame
+    fake_gpu.assert_nothing_left()

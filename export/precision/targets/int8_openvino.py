@@ -9,35 +9,26 @@ other targets, and both taking the repair's node names to keep in FP32:
   file the onnxruntime target writes, which OpenVINO fuses into its integer kernels as well.
 The repair's ONNX-level machinery (equalization, method changes, FP32 fallback by node name) then works
 unchanged; only where the candidate runs (the openvino runtime backend, FP32 parts in f32) and how it is
-written differ (export.precision.int8's INT8_TARGETS entry)."""
+written differ (OpenVinoInt8 below)."""
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from export.precision.int8 import Int8Target
+from export.precision.ir import WritesIR, save_ir
+from export.precision.target import register_target
+from export.precision.targets.int8_onnxruntime import quantize_onnxruntime
 from pspcore.errors import PSPError
-from pspcore.model_info import ModelInfo
-
-
-
-def ov_model(model):
-    """An ov.Model from an in-memory onnx.ModelProto."""
-    from runtime.backends.openvino import import_openvino
-
-    return import_openvino().Core().read_model(model.SerializeToString())
 
 
 def quantize_for_openvino(src: Path, work: Path, batch: np.ndarray, method: str, exclude: tuple[str, ...] = ()):
     """The Q/DQ onnx.ModelProto of `src` for OpenVINO, calibrated on the preprocessed `batch`; `exclude`:
-    node names kept FP32 on top of the pooling and the output region (export.precision.int8's quantize signature)."""
+    node names kept FP32 on top of the pooling and the output region (Int8Target.quantize)."""
     if method != "nncf":
-        from export.precision.int8 import quantize_onnxruntime
-
         return quantize_onnxruntime(Path(src), Path(work), batch, method, tuple(exclude))
     return _quantize_nncf(Path(src), batch, tuple(exclude))
 
@@ -63,21 +54,18 @@ def _quantize_nncf(src: Path, batch: np.ndarray, exclude: tuple[str, ...]):
         raise PSPError(f"INT8 quantization of {src} with NNCF failed: {type(exc).__name__}: {exc}") from None
 
 
-def save_ir(model, info: ModelInfo, dst: str | os.PathLike) -> Path:
-    """Write `model` (onnx.ModelProto or ov.Model) as IR at `dst` (.xml: the openvino target checks the name
-    before converting) and its .bin, with `info` in its rt_info; both files appear only when both are complete
-    (written beside them, then renamed, .bin first)."""
-    from runtime.backends.openvino import import_openvino, write_model_info
+@register_target
+class OpenVinoInt8(WritesIR, Int8Target):
+    name = "openvino"
+    help = ("OpenVINO IR (.xml + .bin), quantized by ONNX Runtime's quantizer or NNCF (--method nncf), "
+            "judged on OpenVINO")
+    methods = ("entropy", "nncf", "max", "percentile")
+    fallback_takes_producer = True
+    runs_here = True
+    latency_where = "fp32 on ONNX Runtime, int8 on OpenVINO"
 
-    ov = import_openvino()
-    dst = Path(dst)
-    model = model if isinstance(model, ov.Model) else ov_model(model)
-    write_model_info(model, info)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{dst.stem}.", dir=dst.parent) as work:
-        tmp = Path(work) / dst.name
-        # compress_to_fp16=False: the FP32 parts keep their exact weights (the pooling matrices, the logits)
-        ov.save_model(model, str(tmp), compress_to_fp16=False)
-        os.replace(tmp.with_suffix(".bin"), dst.with_suffix(".bin"))
-        os.replace(tmp, dst)
-    return dst
+    def quantize(self, src, work, batch, method, exclude=()):
+        return quantize_for_openvino(src, work, batch, method, exclude)
+
+    def write(self, model, source_model, exclude, info, dst):
+        return save_ir(model, info, dst)

@@ -1,5 +1,5 @@
-"""BF16 for OpenVINO: the FP32 graph written as IR that asks OpenVINO's CPU plugin for bf16 inference, with the
-regions that must not be rounded kept FP32 by OpenVINO's own marking. Nothing is cast here: the CPU plugin
+"""The bf16 target, for OpenVINO: the FP32 graph written as IR that asks OpenVINO's CPU plugin for bf16 inference,
+with the regions that must not be rounded kept FP32 by OpenVINO's own marking. Nothing is cast here: the CPU plugin
 converts an FP32 graph to bf16 when compiling it with the bf16 precision hint (on AMX / AVX512-BF16 CPUs).
 
 - The precision lives in the IR's rt_info under OpenVINO's "runtime_options" section (INFERENCE_PRECISION_HINT),
@@ -12,12 +12,16 @@ converts an FP32 graph to bf16 when compiling it with the bf16 precision hint (o
   Graph::EnforceInferencePrecision leaves such nodes in f32 when it lowers the graph to bf16.
 - The logits' bilinear upsampling is written as two MatMuls, y = R_h · x · R_wᵀ (resize_as_matmuls), like the
   exact pooling: on an AVX512-BF16 CPU without AMX, OpenVINO 2026.4 ran the marked logits Interpolate in bf16
-  (issue 28) while the marked pooling MatMuls stayed f32 on every bf16 CPU. Interpolate is one of the node
-  types the CPU plugin forces to bf16 for speed (EnforceInferencePrecision's list), and whether its kernel
-  honours the mark varies with the plugin's executor; MatMul's does. The matrices are built in the graph from
-  the runtime sizes (folded to constants when the sizes are static), so dynamic shapes stay exact.
+  (issue 28) while the marked pooling MatMuls stayed f32 there and on AMX. Interpolate is on the list of node
+  types EnforceInferencePrecision never spares as the graph's tail (worth bf16 for speed), so only the mark
+  could keep it f32, and in 2026.4 on that CPU it did not (which step drops it was not pinned down: recent
+  sources let the Interpolate node take its descriptors from its executor); MatMul's and FullyConnected's held.
+  The matrices are built in the graph from the runtime sizes (constants once folded when the sizes are
+  static), so dynamic shapes stay exact.
 - Repair ranks layers on a model that rounds every compute node's inputs to bf16 in ONNX Runtime (a stand-in
-  for the ranking only: the gate is always OpenVINO's own run of the IR)."""
+  for the ranking only: the gate is always OpenVINO's own run of the IR).
+So keeping a node in higher precision means marking its OpenVINO ops precise (and leaving it unrounded in the
+stand-in)."""
 from __future__ import annotations
 
 import os
@@ -26,18 +30,17 @@ from pathlib import Path
 import numpy as np
 
 from export.precision.graph import check_output_suffix, output_region, pooling_nodes
-from pspcore.model_info import ModelInfo
-from runtime.backends.openvino import IR_SUFFIX, PRECISION_HINT_KEY, RUNTIME_OPTIONS, import_openvino
+from export.precision.ir import WritesIR
+from export.precision.target import PrecisionTarget, register_target
+from export.precision.verdict import FLOAT_GATE
+from pspcore.model_info import EXTRA_OPENVINO, ModelInfo
+from runtime.backends.openvino import IR_SUFFIX, PRECISION_HINT_KEY, RUNTIME_OPTIONS, import_openvino, read_model
 
 PRECISE = "precise_0"  # ov::disable_fp16_compression's rt_info key, set from Python as an empty string
 # How the mark reads back from an IR: 2026.x serializes it as DisablePrecisionConversion, older releases as precise
 PRECISE_READ_BACK = ("DisablePrecisionConversion_0", PRECISE)
 ROUNDED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # what the CPU plugin runs in bf16 (with Interpolate)
 UNMARKED = ("Parameter", "Result", "Constant")  # no arithmetic: nothing to keep in f32
-
-
-def check_output(dst) -> None:
-    check_output_suffix(dst, IR_SUFFIX, "the bf16 conversion (OpenVINO IR)")
 
 
 def cpu_has_bf16() -> bool:
@@ -73,7 +76,7 @@ def _nodes(source_model, names) -> list:
 def bf16_ov_model(source_model, exclude=()):
     """The ov.Model of the FP32 onnx.ModelProto with bf16 recorded as its inference precision and the kept
     nodes (kept_nodes) marked precise."""
-    from export.precision.openvino_target import ov_model
+    from export.precision.ir import ov_model
 
     model = ov_model(source_model)
     model.set_rt_info("bf16", [RUNTIME_OPTIONS, PRECISION_HINT_KEY])
@@ -153,7 +156,7 @@ def _replace_output(op, new) -> None:
 
 
 def save_bf16_ir(source_model, exclude, info: ModelInfo, dst: str | os.PathLike) -> Path:
-    from export.precision.openvino_target import save_ir
+    from export.precision.ir import save_ir
 
     return save_ir(bf16_ov_model(source_model, exclude), info, dst)
 
@@ -205,3 +208,53 @@ def _float_outputs(model) -> set[str]:
     inferred = onnx.shape_inference.infer_shapes(model)
     return {v.name for v in [*inferred.graph.value_info, *inferred.graph.output]
             if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+
+
+@register_target
+class Bf16Target(WritesIR, PrecisionTarget):
+    precision = "bf16"
+    name = "openvino"
+    help = "OpenVINO IR that OpenVINO's CPU plugin runs in bf16, judged on OpenVINO"
+    default_gate = FLOAT_GATE
+    ranking_note = ", its rounding simulated in ONNX Runtime"
+
+    def __init__(self, method=None):
+        super().__init__(method)
+        self.verified_in: str | None = None  # what OpenVINO runs bf16 in on this CPU (bf16, or f32 without it)
+
+    def check_output(self, dst) -> None:
+        check_output_suffix(dst, IR_SUFFIX, "the bf16 conversion (OpenVINO IR)")
+
+    def check_available(self) -> None:
+        import_openvino()
+
+    def begin(self) -> list[str]:
+        self.verified_in = "bf16" if cpu_has_bf16() else "f32"
+        return [] if self.verified_in == "bf16" else [NO_BF16]
+
+    def convert(self, source, source_model, exclude, calib, method):
+        return bf16_rounded_model(_loaded(source, source_model), tuple(exclude))
+
+    def candidate(self, source, source_model, exclude, calib, method, info, stem):
+        # OpenVINO lowers the FP32 graph itself: the candidate file is that graph as bf16 IR, and the model
+        # kept in memory (for the layer ranking) its bf16-rounded stand-in
+        source_model = _loaded(source, source_model)
+        model = bf16_rounded_model(source_model, tuple(exclude))
+        return model, save_bf16_ir(source_model, tuple(exclude), info, stem.with_suffix(IR_SUFFIX))
+
+    def write(self, model, source_model, exclude, info, dst):
+        return save_bf16_ir(source_model, tuple(exclude), info, dst)
+
+    def describe(self, extra, method, calib):
+        # what OpenVINO is asked for, and what the gate measured on this machine
+        return {**extra, EXTRA_OPENVINO: {"inference_precision": "bf16", "verified_in": self.verified_in}}
+
+    def read_back(self, runner, dst, source_model, exclude):
+        self.runtime_precision = runner.hint
+        self.kept_by_runtime = marked_nodes(read_model(dst), source_model, kept_nodes(source_model, exclude))
+
+
+def _loaded(source, source_model):
+    import onnx
+
+    return source_model if source_model is not None else onnx.load(str(source))
