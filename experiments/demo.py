@@ -35,7 +35,8 @@ class DemoPlan:
 
 
 # pspnet18-tiny (pspnet18 at half width, a quarter of its compute): psp-train's default recipe (500 iterations of
-# 8 129x129 crops) takes ~5.5 min on a quiet 2-core AVX2 EPYC, where pspnet18 took 19 of the demo's 21 minutes.
+# 8 129x129 crops) takes ~4 min on a quiet 2-core AVX2 EPYC (0.48 s/iteration), where pspnet18 took 19 of the
+# demo's 21 minutes (2.3 s/iteration); its mIoU on the 100 validation scenes was 86.4% (pspnet18: 86.7%).
 FULL = DemoPlan(train=(), val_images=100, calib_images=64, video_frames=120, video_size=(240, 320),
                 bench=("--batch", "1,4"), arch="pspnet18-tiny")
 QUICK = DemoPlan(train=("--iters", "2", "--scenes", "8", "--batch", "2", "--scene-size", "65", "--crop", "65",
