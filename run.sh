@@ -7,7 +7,31 @@ cd "$(dirname "$0")"
 VENV="${PSP_VENV:-.venv}"
 PY="$VENV/bin/python"
 
+# Debian packages for the live-stream tests' real RTSP server (gst-rtsp-server through the system python3-gi,
+# H.264 from x264) and the ffmpeg tool the README's examples pipe from. Skipped when they are already there.
+SYSTEM_PACKAGES="python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+    gstreamer1.0-plugins-ugly ffmpeg"
+
+system_packages() {
+    # shellcheck disable=SC2086
+    dpkg-query -W -f='${Status}\n' $SYSTEM_PACKAGES 2>/dev/null | grep -c "install ok installed" \
+        | grep -qx "$(echo $SYSTEM_PACKAGES | wc -w)" && return 0
+    if ! command -v apt-get >/dev/null; then
+        echo "notice: no apt-get; the RTSP tests skip without: $SYSTEM_PACKAGES" >&2
+        return 0
+    fi
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive  # no prompts: CI has no terminal
+    echo "== installing $SYSTEM_PACKAGES (first run only)"
+    # shellcheck disable=SC2086
+    $sudo apt-get install -y -qq $SYSTEM_PACKAGES >/dev/null \
+        || { $sudo apt-get update -qq && $sudo apt-get install -y -qq $SYSTEM_PACKAGES >/dev/null; } \
+        || echo "notice: could not install $SYSTEM_PACKAGES; the RTSP tests will skip" >&2
+}
+
 setup() {
+    system_packages
     local stamp="$VENV/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
     [ -f "$stamp" ] && return 0
     echo "== setting up $VENV (first run only)"

@@ -8,8 +8,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks.loading import Candidate, Loaded, Unavailable, backend_name, load_candidate
+from benchmarks.loading import Loaded, backend_name, load_candidate
 from benchmarks.memory import MemoryProbe
+from benchmarks.records import Candidate, Unavailable
 from benchmarks.report import markdown_table, text_table, write_text
 from pspcore.errors import InputError, PSPError, first_line
 from pspcore.files import require_file

@@ -4,103 +4,20 @@ convention: warm-up, then at least `duration_s` and at least `min_iters` per run
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from benchmarks.limits import add_limit_fractions, best_of, count_gops
-from benchmarks.loading import Candidate, Loaded, Log, Unavailable, load_all, make_input, runner_input
+from benchmarks.loading import Loaded, Log, load_all, make_input, runner_input
 from benchmarks.machine import GemmRate, load_average, machine_info, measure_gemm_limits
 from benchmarks.memory import NOTE
-from benchmarks.stats import Summary, summarize
+from benchmarks.records import BenchConfig, BenchReport, Candidate, Result, Series
+from benchmarks.stats import summarize
 from pspcore.errors import InputError
 from pspcore.runner import Runner
 
 Clock = Callable[[], float]
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    batches: tuple[int, ...] = (1,)
-    size: tuple[int, int] | None = None  # None: the first loaded model's input size, used for all
-    warmup_ms: float = 200.0
-    duration_s: float = 3.0
-    min_iters: int = 10
-    slice_ms: float = 200.0  # one runner's turn in the round robin
-    threads: int | None = None
-    seed: int = 0
-    device: str = "auto"  # auto, cpu, cuda, cuda:N (pspcore.device)
-    # The backends' own options (e.g. (("shm", True), ("precision", "fp16"))): each non-baseline runner whose
-    # backend takes one gets it (benchmarks.loading.load_candidate)
-    backend_options: tuple[tuple[str, object], ...] = ()
-    limits: bool = False  # measure the machine's INT8/FP32 GEMM rates and each model's fraction of them
-
-
-@dataclass
-class Series:
-    """Raw per-iteration samples of one runner at one batch size, in milliseconds."""
-
-    latency_ms: list[float] = field(default_factory=list)
-    h2d_ms: list[float] = field(default_factory=list)
-    compute_ms: list[float] = field(default_factory=list)
-    d2h_ms: list[float] = field(default_factory=list)
-
-    @property
-    def busy_s(self) -> float:
-        return sum(self.latency_ms) / 1e3
-
-
-@dataclass
-class Result:
-    label: str
-    model: str
-    backend: str
-    precision: str
-    batch: int
-    size: tuple[int, int]
-    baseline: bool
-    latency: Summary
-    h2d: Summary | None
-    compute: Summary | None
-    d2h: Summary | None
-    qps: float  # batches per second: iterations / time spent inside infer (one synchronous stream)
-    images_per_s: float
-    speedup: float | None = None  # baseline median latency / this median latency, same batch
-    memory: dict = field(default_factory=dict)
-    latency_samples_ms: list[float] = field(default_factory=list)
-    gop: float | None = None  # Conv + MatMul giga-operations per image (benchmarks.model_cost)
-    tops: float | None = None  # achieved: gop x batch / median latency, tera-operations per second
-    limit_fraction: float | None = None  # tops / the machine's GEMM rate of the model's kind (int8 or fp32)
-    limit_kind: str | None = None
-
-    def to_dict(self, samples: bool = True) -> dict:
-        data = asdict(self)
-        if not samples:
-            data.pop("latency_samples_ms")
-        return data
-
-
-@dataclass
-class BenchReport:
-    config: BenchConfig
-    results: list[Result]
-    unavailable: list[Unavailable]
-    machine: dict
-    memory_note: str
-    schedule: dict[int, list[str]] = field(default_factory=dict)  # batch -> runner labels, slice by slice
-    limits: list[GemmRate] = field(default_factory=list)  # the machine's GEMM rates, when measured
-
-    @property
-    def baseline(self) -> str | None:
-        return next((r.label for r in self.results if r.baseline), None)
-
-    def batches(self) -> list[int]:
-        return sorted({r.batch for r in self.results})
-
-    def fastest(self, batch: int) -> Result | None:
-        at = [r for r in self.results if r.batch == batch]
-        return max(at, key=lambda r: r.images_per_s) if at else None
 
 
 # ----------------------------------------------------------------------------------------------- the loop
@@ -165,7 +82,7 @@ def summarize_series(loaded: Loaded, series: Series, batch: int, size: tuple[int
         latency=latency, h2d=summarize(series.h2d_ms) if has_transfers else None,
         compute=summarize(series.compute_ms) if any(series.compute_ms) else None,
         d2h=summarize(series.d2h_ms) if has_transfers else None,
-        qps=qps, images_per_s=qps * batch, memory=dict(loaded.memory),
+        qps=qps, images_per_s=qps * batch, memory=dict(loaded.memory), processor=loaded.runner.processor,
         latency_samples_ms=[round(v, 4) for v in series.latency_ms])
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from benchmarks.bench import BenchConfig, BenchReport, Candidate, Series, run_benchmark
+from benchmarks.bench import run_benchmark
 from benchmarks.loading import backend_name
+from benchmarks.records import BenchConfig, BenchReport, Candidate, Series
 from pspcore.cli import (Command, Group, backend_flag_options, backend_option, batch_option, dataset_options,
                          device_option, echo_summary, json_destination, json_option, max_images_option, size_option)
 from pspcore.errors import InputError, PSPError
@@ -34,6 +35,7 @@ def main():
       psp-bench model.onnx model-int8.onnx --baseline model.pth --plot bench.png
       psp-bench accuracy --data val.txt model.onnx model-int8.onnx --baseline model.pth
       psp-bench accuracy --dataset cityscapes --data-root cityscapes/ model.onnx --baseline model.pth
+      psp-bench e2e model.onnx --source street.mp4 --backend onnxruntime,openvino
 
     MODEL: .onnx (ONNX Runtime), .engine (TensorRT) or a .pth checkpoint (PyTorch eager FP32, the
     baseline). Run `psp-bench latency --help` for every option."""
@@ -225,3 +227,47 @@ def accuracy_command(models, data_list, dataset, data_root, split, baseline, bac
             click.echo(f"wrote {written}", err=True)
     if markdown_path:
         click.echo(f"wrote {write_accuracy_markdown(report, markdown_path)}", err=True)
+
+
+# ---- psp-bench e2e (issue 29): psp-infer's pipeline on a video or stream beside the model alone
+@main.command("e2e", cls=Command)
+@click.argument("models", nargs=-1, metavar="MODEL...")
+@click.option("--source", required=True, metavar="INPUT",
+              help="What psp-infer reads: a video file, a camera, a stream URL (see psp-infer --help).")
+@backend_option("Backend(s) for every MODEL, comma-separated (auto: by file type).", several=True)
+@device_option()
+@batch_option("Frames per inference.", default=1)
+@size_option("Input HxW for dynamic-shape models.")
+@backend_flag_options()
+@click.option("--frames", type=click.IntRange(min=1), default=None,
+              help="Measure the first N frames (needed for an endless stream) [default: all].")
+@click.option("--seconds", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
+              help="Pure-inference time per round (one before and one after the end-to-end run).")
+@click.option("--realtime/--no-realtime", default=None,
+              help="psp-infer's real-time mode [default: on for cameras and streams, off for files].")
+@json_option("Write every number to this JSON")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Write a Markdown report.")
+def end_to_end_command(models, source, backend, device, batch, size, frames, seconds, realtime, json_path,
+                       markdown_path, threads, **backend_flags):
+    """End-to-end psp-infer throughput and per-stage times (decode, preprocess, inference, postprocess,
+    encode, queue waits) of every MODEL, beside the model's pure inference throughput."""
+    import json
+
+    from benchmarks.end_to_end import format_end_to_end, measure_end_to_end
+    from benchmarks.loading import candidate_options
+    from benchmarks.report import write_text
+
+    check_outputs(json_path, markdown_path)
+    candidates = build_candidates(models, backend, None)
+    given = dict(refuse_unhonoured_options(candidates, device, threads, backend_flags))
+    results = [measure_end_to_end(c, source, batch=batch, size=size, seconds=seconds, frames=frames,
+                                  realtime=realtime, log=lambda line: click.echo(line, err=True),
+                                  runner_options=candidate_options(c, threads, device, given))
+               for c in candidates]
+    text = format_end_to_end(results)
+    echo_summary(text, json_path)
+    if json_path:
+        with json_destination(json_path) as path:
+            write_text(json.dumps([r.to_dict() for r in results], indent=1) + "\n", path)
+    if markdown_path:
+        write_text("```\n" + text + "\n```\n", markdown_path)

@@ -2,13 +2,9 @@
 second) as a fraction of the best GEMM rate this machine's runtimes reach for its kind (INT8 or FP32)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from benchmarks.loading import Loaded
 from benchmarks.machine import GemmRate, best_limits
-
-if TYPE_CHECKING:  # bench imports this module
-    from benchmarks.bench import Result
-    from benchmarks.loading import Loaded
+from benchmarks.records import Result
 
 
 def limit_kind(precision: str) -> str:
@@ -18,14 +14,18 @@ def limit_kind(precision: str) -> str:
 
 
 def add_limit_fractions(results: list[Result], gops: dict[str, float | None], limits: list[GemmRate]) -> None:
-    """Each result's achieved rate (its model's operations / median latency) and its fraction of the best GEMM
-    rate of its kind. `gops`: model path -> GOP per image (see count_gops)."""
+    """Each result's achieved rate (its model's operations / median latency) and, for a model computed on the
+    CPU, its fraction of the best CPU GEMM rate of its kind. `gops`: model path -> GOP per image (see
+    count_gops). The measured rates are the CPU's: a GPU row (TensorRT, torch on CUDA, ONNX Runtime's GPU
+    providers) shows its rate without a fraction, never one of the CPU's limit."""
     best = best_limits(limits)
     for r in results:
         r.gop = gops.get(r.model)
         if r.gop is None or r.latency.median <= 0:
             continue
         r.tops = r.gop * r.batch / r.latency.median  # GOP per ms = TOP/s
+        if r.processor != "cpu":
+            continue
         r.limit_kind = limit_kind(r.precision)
         if r.limit_kind in best:
             r.limit_fraction = r.tops / best[r.limit_kind].tops

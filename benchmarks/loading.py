@@ -8,28 +8,17 @@ import importlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
 from benchmarks.memory import MemoryProbe
-from pspcore.errors import InputError, PSPError, first_line
+from benchmarks.records import BenchConfig, Candidate, Unavailable
+from pspcore.errors import InputError, PSPError, first_line, notice
 from pspcore.geometry import runner_input_size
 from pspcore.runner import FrameRunner, Runner
 
-if TYPE_CHECKING:
-    from benchmarks.bench import BenchConfig
-
 Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One thing to measure: a model file on a backend ('auto' picks by file type)."""
-
-    model: str
-    backend: str = "auto"
-    baseline: bool = False
 
 
 @dataclass
@@ -41,16 +30,17 @@ class Loaded:
     memory: dict = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Unavailable:
-    model: str
-    backend: str
-    reason: str
-    batch: int | None = None  # None: the model could not be used at all
+def candidate_options(candidate: Candidate, threads: int | None, device: str = "auto",
+                      backend_options: dict | None = None) -> dict:
+    """The runner options of one candidate: --device and --threads (which every runner must honour), and of
+    `backend_options` (--shm, --precision, --cuda-graphs: the backends' own) those its backend takes, unless it
+    is the baseline, which stays eager FP32."""
+    from pspcore.cli import runner_options
+    from pspcore.registry import resolve_backend, takes_option
 
-    def line(self) -> str:
-        where = f" at batch {self.batch}" if self.batch is not None else ""
-        return f"{Path(self.model).name} on {self.backend}{where}: {self.reason}"
+    name, _ = resolve_backend(candidate.backend, candidate.model)
+    extra = {} if candidate.baseline else {k: v for k, v in (backend_options or {}).items() if takes_option(name, k)}
+    return runner_options(name, candidate.model, device=device, threads=threads, **extra)
 
 
 def load_candidate(candidate: Candidate, threads: int | None, probe: MemoryProbe, device: str = "auto",
@@ -59,15 +49,13 @@ def load_candidate(candidate: Candidate, threads: int | None, probe: MemoryProbe
     an option its backend cannot honour (--threads on a GPU runner, --device on a server): those every runner
     must take. `backend_options` (--shm, --precision, --cuda-graphs: the backends' own) go to each runner whose
     backend takes them, except the baseline, which stays eager FP32."""
-    from pspcore.cli import runner_options
-    from pspcore.registry import create_runner, resolve_backend, runner_class, takes_option
+    from pspcore.registry import create_runner, resolve_backend, runner_class
 
     name, _ = resolve_backend(candidate.backend, candidate.model)
     cls = runner_class(name)
     if cls.model_is_path and not Path(candidate.model).exists():
         raise InputError(f"model not found: {candidate.model}")
-    extra = {} if candidate.baseline else {k: v for k, v in (backend_options or {}).items() if takes_option(name, k)}
-    options = runner_options(name, candidate.model, device=device, threads=threads, **extra)
+    options = candidate_options(candidate, threads, device, backend_options)
     for package in cls.requires:  # import cost is not the model's memory
         with contextlib.suppress(ImportError):
             importlib.import_module(package)
@@ -135,7 +123,7 @@ def load_all(candidates: list[Candidate], config: BenchConfig, log: Log
         loaded.append(item)
         log(f"loaded {Path(cand.model).name} on {item.runner.describe()} in {item.load_s:.1f} s")
         for note in item.runner.notes:  # fallbacks taken (a GPU provider not usable, defaults assumed)
-            log(f"notice: {note}")
+            notice(note, log)
     unique_labels(loaded)
     return loaded, unavailable, size, usable
 

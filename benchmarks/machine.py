@@ -103,12 +103,9 @@ def _best_seconds(run, seconds: float, least: int = 3) -> float:
 
 
 def _onnxruntime_gemm(model: bytes, feed: np.ndarray, threads: int | None):
-    import onnxruntime as ort
+    from pspcore.onnx_session import SessionFromOnnx
 
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    session = SessionFromOnnx(model, threads=threads)()
     return lambda: session.run(None, {"a": feed})
 
 

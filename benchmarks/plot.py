@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.bench import BenchReport
+from benchmarks.records import BenchReport
 from pspcore.errors import InputError
 from pspcore.files import atomic_output
 

@@ -6,8 +6,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks.bench import BenchReport
 from benchmarks.machine import best_limits, busy_warning
+from benchmarks.records import BenchReport
 from pspcore.files import atomic_output
 
 SCHEMA = "psp-bench/1"

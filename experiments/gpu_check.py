@@ -1,6 +1,8 @@
 """GPU check: what this project's GPU code does on a real GPU, always written as one JSON report.
 
     python -m experiments.gpu_check [--checkpoint model.pth | --onnx model.onnx] [-o gpu_check.json]
+    python -m experiments.gpu_check --quick     # the prepared acceptance run: PyTorch only, a few minutes
+
 
 - PyTorch (wherever torch sees CUDA, TensorRT or not): experiments.gpu_torch, the torch runner in FP32 (TF32
   off), FP16/bf16 autocast, channels_last and CUDA graphs against PyTorch FP32 on the CPU.
@@ -18,12 +20,12 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import numpy as np
 
+from experiments.gpu_config import GpuCheckConfig
 from experiments.gpu_tensorrt import independent_gpu_name, run_tensorrt_check
 from experiments.gpu_torch import (ERROR, FAILED, PASSED, VARIANTS, TorchTarget, cpu_reference, cuda_target,
                                    run_torch_check)
@@ -36,27 +38,6 @@ from pspcore.model_info import ModelInfo
 from pspcore.preprocess import prepare_frame
 
 SMALL_SIZE = (257, 257)
-
-
-@dataclass(frozen=True)
-class GpuCheckConfig:
-    checkpoint: Path | None = None
-    onnx: Path | None = None
-    arch: str = "pspnet18"  # the small model made when neither checkpoint nor ONNX model is given
-    num_classes: int = 5
-    calib_images: tuple[Path, ...] = ()
-    precisions: tuple[str, ...] = ("fp32", "fp16", "int8")  # TensorRT engines
-    size: tuple[int, int] | None = None
-    batch: int = 1
-    num_inputs: int = 8
-    num_calib: int = 64
-    duration_s: float = 3.0
-    cuda_graph: bool = False  # TensorRT engines replayed as CUDA graphs in the parity/latency runs
-    workdir: Path | None = None
-    device: int = 0
-    matmul_n: int = 8192
-    min_iters: int = 10  # latency samples per runner, at least
-    torch_variants: tuple[str, ...] | None = None  # names from experiments.gpu_torch.VARIANTS (None: all)
 
 
 def verdict(statuses: list[str]) -> bool:
@@ -134,16 +115,21 @@ def gpu_presence(config: GpuCheckConfig, target: TorchTarget | str | None) -> tu
 
     target = cuda_target(config.device) if target is None else target
     torch_reason = target if isinstance(target, str) else None
-    return (None if torch_reason else target), torch_reason, TensorRTRunner.unavailable_reason()
+    trt_reason = TensorRTRunner.unavailable_reason() if config.tensorrt else "not checked (PyTorch only)"
+    return (None if torch_reason else target), torch_reason, trt_reason
 
 
-def run_gpu_check(config: GpuCheckConfig, log=print, target: TorchTarget | str | None = None) -> dict:
+def run_gpu_check(config: GpuCheckConfig, log=print, target: TorchTarget | str | None = None,
+                  report: dict | None = None) -> dict:
     """Everything the script reports, as a JSON-ready dict. `target`: where the PyTorch part runs (default:
-    torch's CUDA device `config.device`; a test passes a stand-in)."""
+    torch's CUDA device `config.device`; a test passes a stand-in). `report`: the dict to fill, part by part, so
+    a caller that catches an exception still has every part gathered before it."""
     if config.checkpoint is not None and config.onnx is not None:
         raise InputError("give at most one of --checkpoint or --onnx")
+    report = {} if report is None else report
     target, torch_reason, trt_reason = gpu_presence(config, target)
-    report = {"gpu": None, "torch": {"skipped": torch_reason}, "tensorrt": {"skipped": trt_reason}, "passed": False}
+    report.update({"gpu": None, "torch": {"skipped": torch_reason}, "tensorrt": {"skipped": trt_reason},
+                   "passed": False})
     if target is None and trt_reason is not None:
         report["no_gpu"] = f"{torch_reason}; TensorRT: {trt_reason}"
         log(f"no GPU: {report['no_gpu']}")
@@ -161,29 +147,52 @@ def run_gpu_check(config: GpuCheckConfig, log=print, target: TorchTarget | str |
                            "arch": info.arch, "size": list(size), "inputs": config.num_inputs}
         report["gpu"] = target.name if target else independent_gpu_name(config.device)
         if target is not None and checkpoint is not None:
-            variants = [v for v in VARIANTS if config.torch_variants is None or v.name in config.torch_variants]
-            torch_check = run_torch_check(checkpoint, target, first, fresh, batch=config.batch,
-                                          duration_s=config.duration_s, matmul_n=config.matmul_n,
-                                          variants=variants, min_iters=config.min_iters, log=log)
-            report["torch"] = torch_check.to_dict()
-            statuses += [c.status for c in torch_check.checks]
+            statuses += torch_part(config, report, checkpoint, target, first, fresh, log)
         elif target is not None:
             report["torch"] = {"skipped": "the PyTorch checks need a checkpoint (--checkpoint, or no model for "
                                           "the small one)"}
         if trt_reason is None:
-            if onnx_path is None:
-                from export.onnx.exporter import export_checkpoint
-
-                onnx_path = export_checkpoint(checkpoint, work / "model.onnx", size=size).path
-            reference, (expected,) = cpu_expected(checkpoint, onnx_path, fresh)
-            report["tensorrt"] = {"reference": reference, **run_tensorrt_check(
-                config, onnx_path, info, first, fresh, expected, report["gpu"], log=log)}
-            statuses += [c["status"] for c in report["tensorrt"]["checks"]]
-            statuses += [d["status"] for d in report["tensorrt"]["device_checks"]]
+            statuses += tensorrt_part(config, report, work, checkpoint, onnx_path, info, size, first, fresh, log)
         else:
             log(f"skipped TensorRT: {trt_reason}")
     report["passed"] = verdict(statuses)
     return report
+
+
+def torch_part(config: GpuCheckConfig, report: dict, checkpoint: Path, target: TorchTarget, first: np.ndarray,
+               fresh: np.ndarray, log) -> list[str]:
+    """The PyTorch checks into report["torch"]; their statuses (ERROR when the part itself broke)."""
+    variants = [v for v in VARIANTS if config.torch_variants is None or v.name in config.torch_variants]
+    try:
+        torch_check = run_torch_check(checkpoint, target, first, fresh, batch=config.batch,
+                                      duration_s=config.duration_s, matmul_n=config.matmul_n, variants=variants,
+                                      min_iters=config.min_iters, log=log)
+    except Exception as exc:
+        report["torch"] = {"error": f"{type(exc).__name__}: {exc}"}
+        log(f"error   torch: {report['torch']['error']}")
+        return [ERROR]
+    report["torch"] = torch_check.to_dict()
+    return [c.status for c in torch_check.checks] + [ERROR for _ in torch_check.errors]
+
+
+def tensorrt_part(config: GpuCheckConfig, report: dict, work: Path, checkpoint: Path | None, onnx_path: Path | None,
+                  info: ModelInfo, size: tuple[int, int], first: np.ndarray, fresh: np.ndarray, log) -> list[str]:
+    """The TensorRT checks into report["tensorrt"]; their statuses (ERROR when the part itself broke)."""
+    try:
+        if onnx_path is None:
+            from export.onnx.exporter import export_checkpoint
+
+            onnx_path = export_checkpoint(checkpoint, work / "model.onnx", size=size).path
+        reference, (expected,) = cpu_expected(checkpoint, onnx_path, fresh)
+        part = {"reference": reference, **run_tensorrt_check(config, onnx_path, info, first, fresh, expected,
+                                                             report["gpu"], log=log)}
+    except Exception as exc:
+        report["tensorrt"] = {"error": f"{type(exc).__name__}: {exc}"}
+        log(f"error   tensorrt: {report['tensorrt']['error']}")
+        return [ERROR]
+    report["tensorrt"] = part
+    return ([c["status"] for c in part["checks"]] + [d["status"] for d in part["device_checks"]]
+            + [ERROR for _ in part["errors"]])
 
 
 def write_report(report: dict, path: str | Path) -> None:
@@ -207,12 +216,15 @@ def write_report(report: dict, path: str | Path) -> None:
 @click.option("--duration", type=click.FloatRange(min=0.01), default=3.0, show_default=True,
               help="Seconds of latency samples per runner.")
 @click.option("--cuda-graph", is_flag=True, help="Replay the TensorRT engines as CUDA graphs.")
+@click.option("--quick", is_flag=True,
+              help="The prepared GPU acceptance run (PyTorch only, a few minutes): the PyTorch checks at a small "
+                   "size, TF32 semantics, a second GPU's CUDA graphs, recapture cost and the torch GPU tests.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Keep the models and engines here [default: a temporary folder].")
 @device_option("The GPU to check: cuda or cuda:N.", default="cuda")
 @output_option("The JSON report (always written) [default: gpu_check.json].", default="gpu_check.json", dir_okay=False)
 def main(checkpoint, onnx_path, calib_images, calib_list, precisions, size, batch, num_inputs, duration,
-         cuda_graph, workdir, device, output):
+         cuda_graph, quick, workdir, device, output):
     """Check PyTorch on the GPU (and TensorRT where it runs): parity against FP32 on the CPU, and speed."""
     images = ()
     if calib_images or calib_list:
@@ -223,10 +235,16 @@ def main(checkpoint, onnx_path, calib_images, calib_list, precisions, size, batc
                             precisions=tuple(precisions) or ("fp32", "fp16", "int8"), size=size, batch=batch,
                             num_inputs=num_inputs, duration_s=duration, cuda_graph=cuda_graph, workdir=workdir,
                             device=cuda_index(device) or 0)
-    report = {"passed": False, "error": "the check stopped before its end"}
+    report = {"passed": False}
     try:
-        report = run_gpu_check(config, log=click.echo)
+        if quick:
+            from experiments.gpu_quick import quick_config, run_quick
+
+            run_quick(quick_config(config), log=click.echo, report=report)
+        else:
+            run_gpu_check(config, log=click.echo, report=report)
     except Exception as exc:
+        report["passed"] = False
         report["error"] = f"{type(exc).__name__}: {exc}"
         raise
     finally:

@@ -10,18 +10,26 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from experiments.gpu_torch import (ERROR, FAILED, PASSED, REPLAY_TARGET, SKIPPED, TARGETS, TorchTarget, cuda_target,
-                                   measure_latency, passes)
+from experiments.gpu_config import GpuCheckConfig
+from experiments.gpu_torch import (
+    ERROR,
+    FAILED,
+    PASSED,
+    REPLAY_TARGET,
+    SKIPPED,
+    TARGETS,
+    TorchTarget,
+    cuda_target,
+    gathered,
+    measure_latency,
+    passes,
+)
 from export.parity import compare_outputs
 from export.scenes import write_scenes
 from pspcore.model_info import ModelInfo
-
-if TYPE_CHECKING:
-    from experiments.gpu_check import GpuCheckConfig
 
 
 @dataclass
@@ -92,41 +100,56 @@ def independent_gpu_name(device: int) -> str | None:
 
 def device_checks(config: GpuCheckConfig, engine: Path, first: np.ndarray, fresh: np.ndarray,
                   gpu_name: str | None) -> list[dict]:
-    """What only a GPU machine shows of the runner's device handling. `gpu_name`: this GPU's name from an
-    independent source (None: that check is skipped)."""
-    from pspcore.engine_file import read_sidecar, sidecar_path
+    """What only a GPU machine shows of the runner's device handling, each check reported even when another
+    raises (its error is its result). `gpu_name`: this GPU's name from an independent source (None: that check
+    is skipped)."""
+    checks = [("engine records the GPU it was built on", lambda name: platform_check(name, engine, gpu_name)),
+              ("an engine whose sidecar names another GPU is refused",
+               lambda name: refusal_check(name, config, engine)),
+              ("CUDA graph replayed on a new input equals the direct launch on it",
+               lambda name: graph_replay_check(name, config, engine, first, fresh)),
+              ("two runners on two GPUs in one thread", lambda name: two_gpu_check(name, config, engine, fresh))]
+    results = []
+    for name, check in checks:
+        try:
+            results.append(check(name))
+        except Exception as exc:
+            results.append(device_check(name, ERROR, f"{type(exc).__name__}: {exc}"))
+    return results
+
+
+def platform_check(name: str, engine: Path, gpu_name: str | None) -> dict:
+    from pspcore.engine_file import read_sidecar
+
+    if gpu_name is None:
+        return device_check(name, SKIPPED, "no independent source of the GPU name (torch or nvidia-smi)")
+    built = read_sidecar(engine).platform
+    return device_check(name, PASSED if built.gpu_name == gpu_name else FAILED,
+                        f"sidecar: {built.gpu_name}; this GPU: {gpu_name}")
+
+
+def refusal_check(name: str, config: GpuCheckConfig, engine: Path) -> dict:
+    from pspcore.engine_file import sidecar_path
     from pspcore.errors import InputError as Refused
     from runtime.backends.tensorrt import TensorRTRunner
 
-    built = read_sidecar(engine).platform
-    if gpu_name is None:
-        results = [device_check("engine records the GPU it was built on", SKIPPED,
-                                "no independent source of the GPU name (torch or nvidia-smi)")]
-    else:
-        results = [device_check("engine records the GPU it was built on",
-                                PASSED if built.gpu_name == gpu_name else FAILED,
-                                f"sidecar: {built.gpu_name}; this GPU: {gpu_name}")]
     with tempfile.TemporaryDirectory(prefix="psp-elsewhere-") as tmp:
         copy = Path(tmp) / engine.name
         shutil.copy(engine, copy)
         data = json.loads(sidecar_path(engine).read_text())
         sidecar_path(copy).write_text(json.dumps({**data, "gpu_name": "NVIDIA Imaginary 9000"}))
         try:
-            TensorRTRunner(copy, device=config.device).activate()
-            refused = "loaded it"
+            with TensorRTRunner(copy, device=config.device):  # if it wrongly loads, it is released again
+                refused = "loaded it"
         except Refused as exc:
             refused = None if "rebuild it here" in str(exc) else f"refused for another reason: {exc}"
-    results.append(device_check("an engine whose sidecar names another GPU is refused",
-                                PASSED if refused is None else FAILED, refused or "refused with the rebuild advice"))
-    results.append(graph_replay_check(config, engine, first, fresh))
-    return results + [two_gpu_check(config, engine, fresh)]
+    return device_check(name, PASSED if refused is None else FAILED, refused or "refused with the rebuild advice")
 
 
-def graph_replay_check(config: GpuCheckConfig, engine: Path, first: np.ndarray, fresh: np.ndarray) -> dict:
+def graph_replay_check(name: str, config: GpuCheckConfig, engine: Path, first: np.ndarray, fresh: np.ndarray) -> dict:
     """The graph captured on `first` and replayed on `fresh` must equal the direct launch on `fresh`."""
     from runtime.backends.tensorrt import TensorRTRunner
 
-    name = "CUDA graph replayed on a new input equals the direct launch on it"
     with TensorRTRunner(engine, device=config.device) as plain:
         expected = plain.infer(fresh)
     with TensorRTRunner(engine, device=config.device, cuda_graphs=True) as graph:
@@ -139,12 +162,11 @@ def graph_replay_check(config: GpuCheckConfig, engine: Path, first: np.ndarray, 
     return device_check(name, PASSED if report.ok(*REPLAY_TARGET) else FAILED, report.describe())
 
 
-def two_gpu_check(config: GpuCheckConfig, engine: Path, batch: np.ndarray) -> dict:
+def two_gpu_check(name: str, config: GpuCheckConfig, engine: Path, batch: np.ndarray) -> dict:
     from pspcore.engine_file import current_platform
     from pspcore.nvidia import cuda_check, import_cudart
     from runtime.backends.tensorrt import TensorRTRunner
 
-    name = "two runners on two GPUs in one thread"
     count = cuda_check(import_cudart().cudaGetDeviceCount(), "cudaGetDeviceCount")
     other = 1 if config.device == 0 else 0
     if count < 2 or current_platform(other).gpu_name != current_platform(config.device).gpu_name:
@@ -165,7 +187,7 @@ def run_tensorrt_check(config: GpuCheckConfig, onnx_path: Path, info: ModelInfo,
         if "int8" in config.precisions and not config.calib_images:
             config = replace(config, calib_images=tuple(drawn_calibration(work / "calib", tuple(first.shape[2:]))))
             log("notice: INT8 calibrated on drawn scenes (pass --calib-images for a real accuracy check)")
-        checks, runners = [], {}
+        checks, runners, errors, latency, devices = [], {}, [], None, []
         try:
             for precision in config.precisions:
                 try:
@@ -174,8 +196,10 @@ def run_tensorrt_check(config: GpuCheckConfig, onnx_path: Path, info: ModelInfo,
                     check = PrecisionCheck(precision, ERROR, f"{type(exc).__name__}: {exc}")
                 checks.append(check)
                 log(check.line())
-            latency = (measure_latency({f"tensorrt {p}": r for p, r in runners.items()}, first[:config.batch],
-                                       config.duration_s, min_iters=config.min_iters) if runners else None)
+            if runners:
+                latency = gathered(errors, "latency", lambda: measure_latency(
+                    {f"tensorrt {p}": r for p, r in runners.items()}, first[:config.batch], config.duration_s,
+                    min_iters=config.min_iters))
             built = next((Path(c.engine) for c in checks if c.engine), None)
             devices = device_checks(config, built, first, fresh, gpu_name) if built else []
         finally:
@@ -183,5 +207,6 @@ def run_tensorrt_check(config: GpuCheckConfig, onnx_path: Path, info: ModelInfo,
                 runner.deactivate()
     for item in devices:
         log(f"{item['status']:7s} {item['check']}: {item['detail']}")
-    return {"checks": [asdict(c) for c in checks], "device_checks": devices, "latency": latency}
-
+    for error in errors:
+        log(f"error   {error}")
+    return {"checks": [asdict(c) for c in checks], "device_checks": devices, "latency": latency, "errors": errors}

@@ -6,7 +6,6 @@ the achieved rate are reported against the GPU's own measured bf16 matmul rate. 
 stand-in device (the CPU, with an eager stand-in for the graph)."""
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -73,17 +72,14 @@ def cuda_target(index: int) -> TorchTarget | str:
     return TorchTarget(f"cuda:{index}", torch.cuda.get_device_name(index), lambda: torch.cuda.synchronize(index))
 
 
-@contextlib.contextmanager
-def tf32_off():
-    """Strict FP32 for the duration: cuBLAS and cuDNN otherwise run FP32 convolutions in TF32."""
-    import torch
-
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+def gathered(errors: list[str], what: str, step: Callable[[], object]):
+    """Run one step after the per-variant loop; an exception becomes an entry of `errors` (the report keeps
+    everything gathered before it, and an error fails the verdict) instead of ending the check."""
     try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        return step()
+    except Exception as exc:
+        errors.append(f"{what}: {type(exc).__name__}: {exc}")
+        return None
 
 
 def bf16_matmul_tflops(target: TorchTarget, n: int = 8192, repeats: int = 5) -> float:
@@ -144,9 +140,11 @@ class TorchCheck:
     gpu_name: str
     reference: str
     checks: list[VariantCheck] = field(default_factory=list)
+    tf32: str = ""  # how TF32 was turned off for FP32 (pspnet.gpu.describe_tf32_off)
     bf16_matmul_tflops: float | None = None
     flops_per_image: float | None = None
     latency: dict | None = None
+    errors: list[str] = field(default_factory=list)  # steps after the variants that raised
 
     def to_dict(self) -> dict:
         return {**asdict(self), "checks": [c.to_dict() for c in self.checks]}
@@ -199,29 +197,40 @@ def run_torch_check(checkpoint: Path, target: TorchTarget, first: np.ndarray, fr
                     batch: int, duration_s: float, matmul_n: int = 8192, variants=VARIANTS, min_iters: int = 10,
                     log=print) -> TorchCheck:
     """Every variant, each reported even when another fails or cannot run (its error is its result)."""
+    from pspnet.gpu import describe_tf32_off, strict_fp32
+
     result = TorchCheck(target.device, target.name, "PyTorch FP32 on the CPU")
     (expected,) = cpu_reference(checkpoint, fresh)
     runners = {}
-    with tf32_off():
-        for variant in variants:
-            try:
-                check, runner = check_variant(checkpoint, target, variant, first, fresh, expected)
-                runners[variant.name] = (check, runner)
-            except Exception as exc:  # one variant failing must not hide the others
-                check = VariantCheck(variant, ERROR, f"{type(exc).__name__}: {exc}")
-            result.checks.append(check)
-            log(check.line())
-        try:
-            result.bf16_matmul_tflops = bf16_matmul_tflops(target, matmul_n)
-            result.flops_per_image = model_flops(checkpoint, tuple(first.shape[2:]))
+    try:
+        # The runner's FP32 turns TF32 off itself; here it also covers the matmul rate and anything around it.
+        with strict_fp32() as api:
+            result.tf32 = describe_tf32_off(api)
+            log(result.tf32)
+            for variant in variants:
+                try:
+                    check, runner = check_variant(checkpoint, target, variant, first, fresh, expected)
+                    runners[variant.name] = (check, runner)
+                except Exception as exc:  # one variant failing must not hide the others
+                    check = VariantCheck(variant, ERROR, f"{type(exc).__name__}: {exc}")
+                result.checks.append(check)
+                log(check.line())
+            errors = result.errors
+            result.bf16_matmul_tflops = gathered(errors, "bf16 matmul rate",
+                                                 lambda: bf16_matmul_tflops(target, matmul_n))
+            result.flops_per_image = gathered(errors, "model FLOPs",
+                                              lambda: model_flops(checkpoint, tuple(first.shape[2:])))
             if runners:
-                bench = measure_latency({name: r for name, (_, r) in runners.items()}, first[:batch], duration_s,
-                                        baseline="fp32", min_iters=min_iters)
-                result.latency = bench
-                fill_rates(result, bench, batch)
-        finally:
-            for _, runner in runners.values():
-                runner.deactivate()
+                result.latency = gathered(errors, "latency", lambda: measure_latency(
+                    {name: r for name, (_, r) in runners.items()}, first[:batch], duration_s, baseline="fp32",
+                    min_iters=min_iters))
+                if result.latency:
+                    fill_rates(result, result.latency, batch)
+    finally:
+        for _, runner in runners.values():
+            runner.deactivate()
+    for error in result.errors:
+        log(f"error   {error}")
     return result
 
 

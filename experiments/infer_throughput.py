@@ -17,8 +17,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from benchmarks.bench import Series, run_slice
-from benchmarks.loading import make_input
+from benchmarks.end_to_end import pure_fps
 from benchmarks.machine import machine_info
 from benchmarks.report import write_text
 from benchmarks.stats import summarize
@@ -65,15 +64,6 @@ class ThroughputReport:
                 f"e2e / pure     : {self.ratio:7.1%}  (median; rounds: "
                 f"{', '.join(f'{r:.0%}' for r in self.ratios)}; target >= 85%)",
                 f"model busy     : {np.median(self.busy):7.1%}  of e2e wall time (median of rounds)"]
-
-
-def pure_fps(runner: Runner, size: tuple[int, int], batch: int, seconds: float) -> tuple[float, Series]:
-    """Frames per second of back-to-back `infer` calls on one prepared batch (after a short warm-up)."""
-    x = make_input(batch, size, seed=0)
-    run_slice(runner, x, None, 0.5, time.perf_counter, min_iters=2)
-    series = Series()
-    run_slice(runner, x, series, seconds, time.perf_counter, min_iters=10)
-    return batch * len(series.latency_ms) / series.busy_s, series
 
 
 def export_demo_model(path: Path) -> Path:

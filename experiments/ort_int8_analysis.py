@@ -6,9 +6,10 @@ run interleaved under ORT's profiler. Every QLinearConv's rate comes from its sh
 against a MatMulInteger of the same M x K x N and against the machine's 2048^3 GEMM rates; the labels output is
 measured end to end with psp-bench and psp-infer.
 
-    python -m experiments.ort_int8_analysis runs/ort-int8 --markdown runs/ort-int8/ort-int8.md   # ~20 min, 2 cores
+    python -m experiments.ort_int8_report runs/ort-int8 --markdown runs/ort-int8/ort-int8.md   # ~20 min, 2 cores
 
-The tables and the reasons in words are written by experiments.ort_int8_report.
+The tables and the reasons in words are written by experiments.ort_int8_report, which runs this from the command
+line.
 
 Models are cached in the work folder (a PSPNet-50 export and its calibration take minutes); the measurements
 always run again."""
@@ -24,16 +25,15 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import click
 import numpy as np
 
 from benchmarks.machine import load_average, measure_gemm_limits
-from benchmarks.report import markdown_table, write_text
 from experiments.demo import run_tool
 from export.precision.targets.int8_onnxruntime import (ORT_QUANT_DEFAULTS, OrtQuantOptions, prepare_for_onnxruntime,
                                                        quantize_prepared)
-from pspcore.cli import Command
 from runtime.backends.openvino import cpu_flags
 
 CALIBRATION_IMAGES = 2  # ranges only set the scales; the kernels, and so the speed, do not depend on them
@@ -120,7 +120,7 @@ def ensure_fp32(work: Path, arch: str, classes: int, size: int) -> Path:
 
 def calibration_batch(fp32: Path, size: int) -> np.ndarray:
     from export.scenes import draw_scene
-    from pspcore.model_info import read_model_info
+    from pspcore.model_reader import read_model_info
     from pspcore.preprocess import prepare_frame
 
     info = read_model_info(str(fp32))
@@ -157,7 +157,7 @@ def build_models(work: Path, fp32: Path, size: int) -> dict[str, Path]:
     import onnx
 
     from export.precision.graph import save_with_info
-    from pspcore.model_info import read_model_info
+    from pspcore.model_reader import read_model_info
 
     models = work / "variants"
     models.mkdir(exist_ok=True)
@@ -454,7 +454,7 @@ def saturation_check(model: Path, data: Path, work: Path, threads: int) -> dict:
     strict argmax agreement with FP32 on the val images."""
     import onnxruntime as ort
 
-    from pspcore.model_info import read_model_info
+    from pspcore.model_reader import read_model_info
 
     info = read_model_info(str(model))
     calib, val = _images(data / "train" / "images", info, SATURATION_CALIB), _images(data / "val" / "images", info)
@@ -510,7 +510,8 @@ class Analysis:
 
 
 def run_analysis(work: Path, arch: str, classes: int, size: int, threads: int, runs: int, labels: bool | str,
-                 infer_images: int, trained: Path | None = None) -> Analysis:
+                 infer_images: int, trained: Path | None = None,
+                 show: Callable[[Analysis], None] = lambda analysis: None) -> Analysis:
     import onnxruntime
 
     work.mkdir(parents=True, exist_ok=True)
@@ -523,7 +524,7 @@ def run_analysis(work: Path, arch: str, classes: int, size: int, threads: int, r
                                        or "vnni" in f)) or "unknown",
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     from export.scenes import draw_scene
-    from pspcore.model_info import read_model_info
+    from pspcore.model_reader import read_model_info
     from pspcore.preprocess import prepare_frame
 
     feed = prepare_frame(draw_scene(size, size, seed=99), read_model_info(str(fp32)), (size, size))[0][None]
@@ -544,9 +545,7 @@ def run_analysis(work: Path, arch: str, classes: int, size: int, threads: int, r
     gemm_u8 = {s: gemm_ms(*s, "u8", threads) for s in sorted(shapes)}
     machine["load_end"] = load_average()
     analysis = Analysis(machine, limits, extra, measured, gemm, gemm_u8, size, runs)
-    from experiments.ort_int8_report import variant_table  # (imports this module: here, not at the top)
-
-    click.echo("\n".join(markdown_table(*variant_table(analysis))), err=True)  # seen before the long labels part
+    show(analysis)  # the variant table, seen before the long labels part
     if trained is not None:
         click.echo("U8S8 saturation on the trained model", err=True)
         from experiments.demo import Paths
@@ -567,38 +566,3 @@ def _cpu_name() -> str:
     from benchmarks.machine import machine_info
 
     return machine_info(None)["cpu"]
-
-
-@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("work", type=click.Path(file_okay=False, path_type=Path), default="runs/ort-int8")
-@click.option("--arch", default="pspnet50", show_default=True)
-@click.option("--classes", default=150, show_default=True)
-@click.option("--size", type=click.IntRange(min=65), default=473, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--runs", type=click.IntRange(min=1), default=6, show_default=True, help="Profiled runs per session.")
-@click.option("--labels", type=click.Choice(["measure", "reuse", "skip"]), default="measure", show_default=True,
-              help="Logits vs labels output with psp-bench and psp-infer: measure, take from WORK/analysis.pkl "
-                   "of an earlier run, or skip.")
-@click.option("--infer-images", type=click.IntRange(min=1), default=6, show_default=True)
-@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--trained", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="A demo output folder (models/<arch>-fp32.onnx, data/): measure U8S8 saturation on its "
-                   "trained model.")
-@click.option("--from-saved", is_flag=True, help="Write the fragment from WORK/analysis.pkl of an earlier run.")
-def main(work, arch, classes, size, threads, runs, labels, infer_images, markdown_path, from_saved, trained):
-    """Measure why ONNX Runtime's INT8 PSPNet runs below the machine's integer GEMM rate; write the fragment."""
-    from experiments.ort_int8_report import render  # (imports this module: here, not at the top)
-
-    saved = work / "analysis.pkl"
-    if from_saved:
-        analysis = pickle.loads(saved.read_bytes())
-    else:
-        analysis = run_analysis(work, arch, classes, size, threads, runs,
-                                {"measure": True, "reuse": "reuse", "skip": False}[labels], infer_images, trained)
-        saved.write_bytes(pickle.dumps(analysis))  # the numbers, to write the page again without measuring
-    write_text(render(analysis), markdown_path)
-    click.echo(f"wrote {markdown_path}", err=True)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,15 +1,22 @@
 """The Markdown of experiments.ort_int8_analysis: its measurements (an Analysis) turned into the variant,
-per-layer, per-op and labels tables, and the measured reasons written out in words."""
+per-layer, per-op and labels tables, and the measured reasons written out in words. The command runs both:
+
+    python -m experiments.ort_int8_report runs/ort-int8 --markdown runs/ort-int8/ort-int8.md   # ~20 min, 2 cores
+"""
 from __future__ import annotations
 
 import math
+import pickle
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from benchmarks.report import markdown_table
+import click
+
+from benchmarks.report import markdown_table, write_text
 from experiments.ort_int8_analysis import (ABOUT, CALIBRATION_IMAGES, Analysis, Kernel, Measured, conv_class,
-                                           conv_gemm_shape)
+                                           conv_gemm_shape, run_analysis)
+from pspcore.cli import Command
 
 def _default(analysis: Analysis) -> Measured:
     return next(m for m in analysis.measured if m.variant.name == "default")
@@ -284,3 +291,41 @@ def render(analysis: Analysis) -> str:
         lines += [""]
     lines += ["Measured reasons:", ""] + reasons(analysis, rows, totals)
     return "\n".join(lines) + "\n"
+
+
+def _show_variants(analysis: Analysis) -> None:
+    click.echo("\n".join(markdown_table(*variant_table(analysis))), err=True)
+
+
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("work", type=click.Path(file_okay=False, path_type=Path), default="runs/ort-int8")
+@click.option("--arch", default="pspnet50", show_default=True)
+@click.option("--classes", default=150, show_default=True)
+@click.option("--size", type=click.IntRange(min=65), default=473, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), default=6, show_default=True, help="Profiled runs per session.")
+@click.option("--labels", type=click.Choice(["measure", "reuse", "skip"]), default="measure", show_default=True,
+              help="Logits vs labels output with psp-bench and psp-infer: measure, take from WORK/analysis.pkl "
+                   "of an earlier run, or skip.")
+@click.option("--infer-images", type=click.IntRange(min=1), default=6, show_default=True)
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--trained", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A demo output folder (models/<arch>-fp32.onnx, data/): measure U8S8 saturation on its "
+                   "trained model.")
+@click.option("--from-saved", is_flag=True, help="Write the fragment from WORK/analysis.pkl of an earlier run.")
+def main(work, arch, classes, size, threads, runs, labels, infer_images, markdown_path, from_saved, trained):
+    """Measure why ONNX Runtime's INT8 PSPNet runs below the machine's integer GEMM rate; write the fragment."""
+    saved = work / "analysis.pkl"
+    if from_saved:
+        analysis = pickle.loads(saved.read_bytes())
+    else:
+        analysis = run_analysis(work, arch, classes, size, threads, runs,
+                                {"measure": True, "reuse": "reuse", "skip": False}[labels], infer_images, trained,
+                                show=_show_variants)
+        saved.write_bytes(pickle.dumps(analysis))  # the numbers, to write the page again without measuring
+    write_text(render(analysis), markdown_path)
+    click.echo(f"wrote {markdown_path}", err=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -16,10 +16,10 @@ import click
 import numpy as np
 
 from benchmarks.report import markdown_table, text_table, write_text
-from runtime.backends.onnxruntime import session_options
 from pspcore.cli import SIZE, Command
-from pspcore.errors import InputError, first_line
+from pspcore.errors import InputError
 from pspcore.files import require_file
+from pspcore.onnx_session import SessionFromOnnx, session_options
 
 
 @dataclass(frozen=True)
@@ -52,17 +52,13 @@ def summarize(model: str, runs: int, kernels: list[tuple[str, str, float]]) -> O
 
 def profile_model(path: str | os.PathLike, runs: int, threads: int | None, size: tuple[int, int] | None) -> OpProfile:
     """Warm up once, then profile `runs` inferences of batch 1."""
-    import onnxruntime as ort
 
     path = require_file(path, "model")
     with tempfile.TemporaryDirectory() as tmp:
         options = session_options(threads)
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "ort")
-        try:
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime's own Fail/InvalidProtobuf types
-            raise InputError(f"{path}: not a loadable ONNX model: {first_line(exc)}") from None
+        session = SessionFromOnnx(path, options=options)()
         shape = session.get_inputs()[0].shape
         h, w = (d if isinstance(d, int) and d > 0 else None for d in shape[2:4])
         if not (h and w):

@@ -88,7 +88,7 @@ SECTIONS = (
             "session options, all run interleaved under ONNX Runtime's profiler; each convolution's rate set "
             "against MatMulInteger on the same shapes and the machine's 2048^3 GEMM rates; the labels output "
             "measured with psp-bench and psp-infer; U8S8 saturation measured on the demo's trained model.",
-            ("python", "-m", "experiments.ort_int8_analysis", "{work}", "--trained", "{root}/demo",
+            ("python", "-m", "experiments.ort_int8_report", "{work}", "--trained", "{root}/demo",
              "--markdown", "{work}/ort-int8.md"),
             ("ort-int8.md",)),
     Section("triton", "Serving on the real Triton server",
@@ -103,6 +103,11 @@ SECTIONS = (
             "against the backend's pure inference throughput, rounds interleaved.",
             ("python", "-m", "experiments.infer_throughput", "--markdown", "{work}/throughput.md"),
             ("throughput.md",)),
+    Section("live", "psp-infer on a live stream, and end to end on files per backend",
+            "PSPNet-18 (129x129, ONNX Runtime INT8) on an HTTP MJPEG stream that FFmpeg serves at 30 fps, in "
+            "real-time mode: output fps, dropped frames, latency and where the time goes; then `psp-bench e2e` "
+            "on the same clip as a file, FP32 and INT8 on every CPU backend, against the model alone.",
+            ("python", "-m", "experiments.live_stream", "{work}", "--markdown", "{work}/live.md"), ("live.md",)),
 )
 
 

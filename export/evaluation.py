@@ -12,14 +12,14 @@ import numpy as np
 from pspcore.model_info import ModelInfo
 from pspcore.runner import Runner
 
-CHECK_THREADS = 2
 LATENCY_RUNS = 5
 
 
-def open_runner(path: str | os.PathLike, threads: int = CHECK_THREADS, backend: str = "onnxruntime") -> Runner:
+def open_runner(path: str | os.PathLike, threads: int | None = None, backend: str = "onnxruntime") -> Runner:
     """The Runner of a model file on the CPU, for `with runner:`: ONNX Runtime, or the backend an INT8 target
     is judged on (openvino, FP32 parts in f32). The CPU on purpose: verdicts must not depend on which GPU
-    provider a machine has (the TensorRT provider would build an engine for every candidate)."""
+    provider a machine has (the TensorRT provider would build an engine for every candidate). Threads follow
+    the one rule of every runtime (pspcore.threads: `threads`, else OMP_NUM_THREADS, else a thread per core)."""
     from pspcore.registry import create_runner
 
     if backend == "onnxruntime":

@@ -24,7 +24,7 @@ def describe_unexpected(exc: Exception) -> tuple[str, int]:
     if isinstance(exc, OSError) and (exc.filename or exc.strerror):
         where = f"{exc.filename}: " if exc.filename else ""
         return f"{where}{exc.strerror or first_line(exc)}", 1
-    return (f"unexpected {type(exc).__name__}: {first_line(exc)} (a bug: rerun with --debug or {DEBUG_VARIABLE}=1 "
+    return (f"unexpected {first_line(exc, with_type=True)} (a bug: rerun with --debug or {DEBUG_VARIABLE}=1 "
             "for the traceback and report it to the project's issue tracker)"), 1
 
 

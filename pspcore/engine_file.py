@@ -8,7 +8,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pspcore.errors import InputError, notice_once
+from pspcore.errors import InputError, first_line, notice_once
 from pspcore.files import atomic_output, require_file
 from pspcore.model_info import ModelInfo, default_info
 from pspcore.nvidia import cuda_check, import_cudart, import_tensorrt
@@ -94,7 +94,7 @@ def read_sidecar(engine_path: str | os.PathLike) -> EngineSidecar:
     try:
         return EngineSidecar.from_dict(json.loads(path.read_text()))
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{path}: not a valid engine sidecar ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"{path}: not a valid engine sidecar ({first_line(exc, with_type=True)})") from None
 
 
 def check_compatible(built: Platform, running: Platform, engine_name: str = "engine") -> None:

@@ -24,18 +24,37 @@ class BackendUnavailable(PSPError):
 _noticed: set[str] = set()
 
 
-def notice_once(key: str, message: str) -> None:
-    """Print `notice: message` on stderr the first time `key` is seen in this process (a default assumed, a
-    fallback taken): worth saying once per model or file, not once per frame."""
+def notice(message: str, echo=None) -> None:
+    """Say `notice: message`: a default assumed, a fallback taken, something the user should know that is not
+    an error. On stderr, or through `echo` where a command collects its lines (psp-bench's log)."""
     import sys
 
+    line = f"notice: {message}"
+    if echo is None:
+        print(line, file=sys.stderr)
+    else:
+        echo(line)
+
+
+def notice_once(key: str, message: str) -> None:
+    """notice(message) the first time `key` is seen in this process: worth saying once per model or file, not
+    once per frame."""
     if key not in _noticed:
         _noticed.add(key)
-        print(f"notice: {message}", file=sys.stderr)
+        notice(message)
 
 
-def first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException, *, with_type: bool = False) -> str:
     """An exception's message as one line (its first), or its type's name when it says nothing: what a
-    PSPError quotes of a library's multi-line error."""
+    PSPError quotes of a library's multi-line error. with_type: `TypeName: first line`, where the type says
+    what the text does not (a KeyError's bare key, a library's own exception class)."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    line = text.splitlines()[0] if text else ""
+    if not line:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {line}" if with_type else line
+
+
+def load_error(source, what: str, exc: BaseException, error: type[PSPError] = InputError) -> PSPError:
+    """The one error for a model a library cannot load: `SOURCE: not a loadable WHAT: first line`."""
+    return error(f"{source}: not a loadable {what}: {first_line(exc)}")

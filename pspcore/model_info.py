@@ -1,6 +1,6 @@
 """What travels with a model: classes, palette, normalisation and input size, stored in checkpoints, in ONNX
 `metadata_props`, in Triton configs and in engine sidecars, so no command needs them repeated. Also the one
-fallback for a model exported elsewhere (defaults read off its tensor shapes), and reading a model file's info."""
+fallback for a model exported elsewhere (defaults read off its tensor shapes), and reading an ONNX file's info."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from pspcore.class_names import class_names_for, generic_class_name
-from pspcore.errors import InputError, first_line, notice_once
-from pspcore.files import by_suffix, require_file, suffix_of
+from pspcore.errors import InputError, notice_once
+from pspcore.files import require_file
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, 0..255
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -140,24 +140,7 @@ def info_from_session(session, path: str | os.PathLike) -> ModelInfo:
 
 def read_onnx_info(path: str | os.PathLike) -> ModelInfo:
     """ModelInfo of an ONNX file (loads it in a CPU session without graph optimisation: metadata only)."""
-    import onnxruntime as ort
+    from pspcore.onnx_session import SessionFromOnnx
 
     p = require_file(path, "model")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        session = ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
-        raise InputError(f"{p}: not a loadable ONNX model: {first_line(exc)}") from None
-    return info_from_session(session, p)
-
-
-def read_model_info(path: str | os.PathLike) -> ModelInfo:
-    """ModelInfo of a deployed model file: .onnx or a TensorRT engine (.engine/.plan/.trt)."""
-    from pspcore.engine_file import ENGINE_SUFFIXES, read_engine_info
-
-    reader = by_suffix(path, {ENGINE_SUFFIXES: read_engine_info, ".onnx": read_onnx_info})
-    if reader is None:
-        raise InputError(f"{path}: cannot read model info from a {suffix_of(path) or 'suffix-less'} file; "
-                         "expected .onnx or a TensorRT engine (.engine/.plan)")
-    return reader(path)
+    return info_from_session(SessionFromOnnx(p, optimize=False)(), p)

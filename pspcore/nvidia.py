@@ -35,6 +35,8 @@ def cuda_check(result, what: str):
     cudart = import_cudart()
     err, *values = result if isinstance(result, tuple) else (result,)
     if err != cudart.cudaError_t.cudaSuccess:
+        # Reported here: clear it as the thread's last error, or the next kernel launch (TensorRT checks) fails too.
+        cudart.cudaGetLastError()
         _, text = cudart.cudaGetErrorString(err)
         raise PSPError(f"CUDA {what} failed: {text.decode() if isinstance(text, bytes) else text}")
     return values[0] if len(values) == 1 else tuple(values) if values else None

@@ -146,6 +146,11 @@ class Runner(abc.ABC):
         return None
 
     @property
+    def processor(self) -> str:
+        """Where the model's arithmetic runs, "cpu" or "gpu": which machine limit its rate is read against."""
+        return "cpu"
+
+    @property
     def display_name(self) -> str:
         """How error messages name the model."""
         return Path(self.model_path).name

@@ -8,7 +8,7 @@ import click
 
 from pspcore.cli import (SIZE, Command, ListOf, backend_flag_options, backend_option, dataset_options, device_option,
                          echo_summary, json_destination, json_option, max_images_option)
-from pspcore.errors import InputError
+from pspcore.errors import InputError, notice
 from pspcore.files import check_folder, check_writable
 from pspnet.data import dataset_names
 
@@ -31,7 +31,7 @@ def load_runner(model_path: str, backend: str, device: str, **options):
     runner = create_runner(name, model_path, **runner_options(name, model_path, device=device, **options))
     runner.activate()
     for note in runner.notes:
-        click.echo(f"notice: {note}", err=True)
+        notice(note)
     return runner
 
 

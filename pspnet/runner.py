@@ -11,9 +11,9 @@ from pspcore.device import parse_device
 from pspcore.errors import BackendUnavailable, InputError
 from pspcore.files import suffix_of
 from pspcore.options import BackendOptions, option, threads_option
+from pspcore.precisions import RUNNER_PRECISIONS
 from pspcore.runner import InputSpec, Runner
-
-PRECISIONS = ("fp32", "fp16", "bf16")  # fp16/bf16: torch.autocast around the forward; weights stay FP32
+from pspnet.gpu import CudaGraph, CudaGraphs, HostStaging, cudnn_benchmark, strict_fp32
 
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
@@ -32,37 +32,6 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
-class CudaGraph:
-    """One input shape's forward captured as a CUDA graph (torch.cuda.CUDAGraph). Calling it copies the batch
-    into the graph's static input and replays; the result lives in the static output, overwritten by the
-    next call."""
-
-    @staticmethod
-    def supports(device) -> bool:
-        return device.type == "cuda"
-
-    def __init__(self, forward, example):
-        import torch
-
-        self.static_input = example.clone()
-        # Warm up on a side stream first, as torch.cuda.graphs asks: cuDNN picks its kernels and the caching
-        # allocator fills its pool outside the capture.
-        side = torch.cuda.Stream(device=example.device)
-        side.wait_stream(torch.cuda.current_stream(example.device))
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                forward(self.static_input)
-        torch.cuda.current_stream(example.device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.static_output = forward(self.static_input)
-
-    def __call__(self, batch):
-        self.static_input.copy_(batch)
-        self.graph.replay()
-        return self.static_output
-
-
 @dataclass(frozen=True)
 class TorchOptions(BackendOptions):
     """What the torch backend takes."""
@@ -73,7 +42,7 @@ class TorchOptions(BackendOptions):
                                 "a GPU)")
     threads: int | None = threads_option()
     precision: str = option("fp32", "autocast precision (weights stay FP32) [default: fp32]", cli=True,
-                            choices=PRECISIONS)
+                            choices=RUNNER_PRECISIONS)
     channels_last: bool = option(False, "run in the channels-last memory format")
     cuda_graphs: bool = option(False, "replay the forward as a CUDA graph captured once per input shape (needs "
                                       "--device cuda)", cli=True)
@@ -84,8 +53,8 @@ class TorchOptions(BackendOptions):
 
 
 class TorchRunner(Runner):
-    """Runs a PSPNet checkpoint eagerly in PyTorch (options: TorchOptions). FP32 follows torch's TF32
-    settings."""
+    """Runs a PSPNet checkpoint in PyTorch (options: TorchOptions). FP32 is IEEE FP32: TF32 is off while it
+    runs."""
 
     name = "torch"
     options_class = TorchOptions
@@ -95,12 +64,13 @@ class TorchRunner(Runner):
     def __init__(self, model_path, **options):
         super().__init__(str(model_path))
         o = self.options_class.parse(self.name, options)
-        if o.precision not in PRECISIONS:
-            raise InputError(f"--precision {o.precision}: choose one of {', '.join(PRECISIONS)}")
+        if o.precision not in RUNNER_PRECISIONS:
+            raise InputError(f"--precision {o.precision}: choose one of {', '.join(RUNNER_PRECISIONS)}")
         self.arch, self.num_classes, self.device_name, self.threads = o.arch, o.num_classes, o.device, o.threads
         self.precision, self.channels_last, self.cuda_graphs = o.precision, bool(o.channels_last), bool(o.cuda_graphs)
         self.model = self.device = None
-        self._graph = self._graph_shape = None
+        self._graphs = self._staging = None
+        self._seen_shapes: set[tuple[int, ...]] = set()
 
     @classmethod
     def auto_priority(cls, model_path: str) -> int | None:
@@ -114,6 +84,8 @@ class TorchRunner(Runner):
         if self.threads:
             torch.set_num_threads(int(self.threads))
         device = torch.device(resolve_device(self.device_name))
+        if device.type == "cuda" and device.index is None:  # pinned to the GPU current now, not whichever is later
+            device = torch.device("cuda", torch.cuda.current_device())
         if self.cuda_graphs and not self.graph_type.supports(device):
             raise InputError("--cuda-graphs needs a CUDA device (--device cuda)")
         model, info = load_model(self.model_path, self.arch, self.num_classes)
@@ -121,18 +93,23 @@ class TorchRunner(Runner):
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model, self.device = model, device
+        self._staging = HostStaging(pin=True) if device.type == "cuda" else None
+        if self.cuda_graphs:
+            self._graphs = CudaGraphs(self._forward, device, self.graph_type)
         # A checkpoint runs at any size: the stored input size is a default, not a constraint.
         self.info = info.with_(output="logits", dynamic_shape=True, dynamic_batch=True, precision=self.precision)
         self.input_spec = InputSpec(size=None)
 
     def release(self) -> None:
-        self.model = self._graph = self._graph_shape = None  # the graph holds its memory pool until dropped
+        self.model = self._graphs = self._staging = None  # the graphs hold their memory pool until dropped
+        self._seen_shapes = set()
 
     def _forward(self, x):
         import torch
 
         if self.precision == "fp32":
-            return self.model(x)
+            with strict_fp32():  # cuDNN would otherwise run the convolutions in TF32
+                return self.model(x)
         dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
         # No cast cache under CUDA graphs (torch.cuda.graphs asks for this): cached casts made during capture
         # would be freed when the autocast region ends while the graph still reads them.
@@ -142,19 +119,30 @@ class TorchRunner(Runner):
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
-        with torch.inference_mode():
-            x = torch.from_numpy(batch).to(self.device)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            out = self._replay(x) if self.cuda_graphs else self._forward(x)
-            return out.float().cpu().numpy()
+        if self._staging is None:  # on the CPU (or a stand-in device): nothing to copy
+            with torch.inference_mode():
+                x = self._layout(torch.from_numpy(batch))
+                out = self._graphs(x) if self._graphs is not None else self._forward(x)
+                return out.to(torch.float32, copy=True).numpy()
+        shape = tuple(batch.shape)
+        # This runner's GPU current for the whole call (another runner may have made its own current), and cuDNN's
+        # kernel search for a shape that repeats (a graph's shape, or one seen before): it costs once per shape.
+        with torch.inference_mode(), torch.cuda.device(self.device), cudnn_benchmark(
+                self.cuda_graphs or shape in self._seen_shapes):
+            self._seen_shapes.add(shape)
+            x = self._layout(self._staging.upload(batch, self.device))
+            out = self._graphs(x) if self._graphs is not None else self._forward(x)
+            return self._staging.download(out, torch.cuda.current_stream(self.device).synchronize)
 
-    def _replay(self, x):
-        if self._graph_shape != tuple(x.shape):
-            self._graph = None  # a graph is tied to its shapes; drop the old one before capturing anew
-            self._graph = self.graph_type(self._forward, x)
-            self._graph_shape = tuple(x.shape)
-        return self._graph(x)
+    def _layout(self, x):
+        import torch
+
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    @property
+    def processor(self) -> str:
+        device = self.device.type if self.device is not None else self.device_name
+        return "gpu" if device.startswith("cuda") else "cpu"
 
     def describe(self) -> str:
         extras = [self.precision] + (["channels_last"] if self.channels_last else []) + (

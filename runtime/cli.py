@@ -1,4 +1,5 @@
-"""psp-infer: segment a video, an image or a folder of images with an exported model (no torch needed)."""
+"""psp-infer: segment a video, images, a camera, a stream or raw frames with an exported model (no torch
+needed)."""
 from __future__ import annotations
 
 import os
@@ -7,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from pspcore.cli import (Command, backend_flag_options, backend_option, batch_option, device_option, echo_summary,
-                         json_destination, json_option, option_group, output_option, size_option)
-from pspcore.errors import PSPError
+from pspcore.cli import (Command, SizeType, backend_flag_options, backend_option, batch_option, device_option,
+                         echo_summary, json_destination, json_option, option_group, output_option, size_option)
+from pspcore.errors import InputError, PSPError, notice
 
 
 def _quiet_opencv() -> None:
@@ -41,15 +42,18 @@ def labels_in_graph(backend: str, model: str, tile: bool) -> dict:
     return {"output": "labels"} if takes_option(name, "output") else {}
 
 
-def _notice(text: str) -> None:
-    click.echo(f"notice: {text}", err=True)
+class FrameSizeType(SizeType):
+    """--frame-size 640x480: width x height, the way video tools (FFmpeg, v4l2) write a frame size; parsed like
+    --size, the first number read as the width."""
+
+    name = "WxH"
 
 
 # psp-infer's options in groups, shown in this order: what it writes, which backend runs the model and how
 # (the backends' own flags come from their declarations), how frames are segmented.
 OUTPUT_OPTIONS = option_group(
-    output_option("Overlay video (.mp4/.avi) for a video; image file or folder for images.", required=True,
-                  path_type=Path),
+    output_option("Overlay video (.mp4/.avi) for a video, camera, stream or stdin; image file or folder for "
+                  "images.", required=True, path_type=Path),
     click.option("--mask-video", type=click.Path(path_type=Path), help="Also write the colour mask as a video."),
     click.option("--masks-dir", type=click.Path(path_type=Path), help="Also write per-frame label PNGs here."),
     json_option("Also write per-frame class pixel fractions as JSON"),
@@ -72,50 +76,80 @@ SEGMENT_OPTIONS = option_group(
                  help="Mask opacity in the overlay (0 frame only, 1 mask only)."),
     click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
 )
+# Live sources and analytics sinks (issue 29).
+LIVE_OPTIONS = option_group(
+    click.option("--realtime/--no-realtime", default=None,
+                 help="Keep only the newest frame while the model is busy, dropping (and counting) stale ones, so "
+                      "latency stays bounded [default: on for cameras and streams, off for files and stdin]."),
+    click.option("--frame-size", type=FrameSizeType(), default=None,
+                 help="Raw BGR24 frames on standard input (INPUT '-'): their width x height."),
+    click.option("--reconnect-tries", type=click.IntRange(min=0), default=5, show_default=True,
+                 help="Streams/cameras: reopen attempts after the source drops or stalls, before ending the run."),
+    click.option("--reconnect-wait", type=click.FloatRange(min=0), default=0.5, show_default=True,
+                 help="Seconds before the first reopen attempt; doubled each attempt, at most 8 s."),
+    click.option("--stall-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+                 help="Seconds without a frame after which a stream counts as dropped (also the open timeout)."),
+    click.option("--jsonl", "jsonl_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                 help="Write one JSON line per frame as it finishes (index, source timestamp, latency, per-class "
+                      "pixel share), flushed so another process can tail it."),
+    click.option("--jsonl-labels", is_flag=True,
+                 help="--jsonl lines also carry the label map, run-length encoded (see README)."),
+)
 
 
 @click.command(cls=Command)
 @click.argument("model")
-@click.argument("source", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("source", metavar="INPUT")
 @OUTPUT_OPTIONS
 @BACKEND_OPTIONS
 @SEGMENT_OPTIONS
+@LIVE_OPTIONS
 def main(model, source, output, mask_video, masks_dir, json_path, codec, discard_partial, backend, device, batch,
-         size, tile, opacity, quiet, **backend_flags):
-    """Segment INPUT (a video, an image or a folder of images) with MODEL (.onnx, .engine, a .pth
-    checkpoint or a Triton URL) and write the overlay to OUTPUT. A Triton image -> labels ensemble
+         size, tile, opacity, quiet, realtime, frame_size, reconnect_tries, reconnect_wait, stall_timeout, jsonl_path,
+         jsonl_labels, **backend_flags):
+    """Segment INPUT with MODEL (.onnx, .engine, a .pth checkpoint or a Triton URL) and write the overlay to
+    OUTPUT. INPUT is a video file, an image, a folder, a glob ('frames/*.jpg'), a list file (.txt, one image
+    a line), a camera (0, /dev/video0), a stream (rtsp://, rtmp://, http(s)://: whatever OpenCV's FFmpeg opens)
+    or '-' (raw BGR24 frames on standard input, with --frame-size). A Triton image -> labels ensemble
     (psp-export triton --ensemble) gets the raw frames and does its own pre- and post-processing.
 
     \b
     Example:
       psp-infer pspnet50.onnx street.mp4 -o street-seg.mp4 --batch 4 --json street.json
       psp-infer grpc://127.0.0.1:8001/pspnet street.mp4 -o street-seg.mp4
+      psp-infer pspnet18-int8.onnx 0 -o webcam-seg.mp4 --jsonl webcam.jsonl
+      psp-infer pspnet18-int8.onnx rtsp://camera.local:8554/live -o cam.mp4 --reconnect-tries 10
     """
+    if jsonl_labels and not jsonl_path:
+        raise InputError("--jsonl-labels adds label maps to the --jsonl lines: give --jsonl PATH too")
     _quiet_opencv()
     from pspcore.cli import runner_options
     from pspcore.registry import create_runner
     from runtime.outputs import OutputPaths
     from runtime.pipeline import SegmentOptions, segment
+    from runtime.sources import Reconnect
     from runtime.video import partial_name
 
     runner = create_runner(backend, model, **runner_options(backend, model, device=device, **backend_flags),
                            **labels_in_graph(backend, model, tile))
     for note in runner.notes:
-        _notice(note)
+        notice(note)
     shown = len(runner.notes)
     options = SegmentOptions(batch=batch, size=size, opacity=opacity, tile=tile, codec=codec,
-                             keep_partial=not discard_partial, progress=not quiet)
+                             keep_partial=not discard_partial, progress=not quiet, realtime=realtime,
+                             jsonl_rle=jsonl_labels)
+    reconnect = Reconnect(tries=reconnect_tries, wait=reconnect_wait, stall=stall_timeout)
     try:
         with runner, json_destination(json_path) as json_file:
-            paths = OutputPaths(output, mask_video, masks_dir, json_file and Path(json_file))
-            result = segment(runner, source, paths, options)
+            paths = OutputPaths(output, mask_video, masks_dir, json_file and Path(json_file), jsonl_path)
+            result = segment(runner, source, paths, options, frame_size=frame_size, reconnect=reconnect)
     except KeyboardInterrupt:
         kept = [p for p in (partial_name(output), mask_video and partial_name(mask_video)) if p and p.exists()]
         click.echo("interrupted: " + (f"kept the frames so far in {', '.join(map(str, kept))}" if kept
                                       else "no output written"), err=True)
         sys.exit(130)
     for note in result.notes[shown:]:
-        _notice(note)
+        notice(note)
     echo_summary(result.summary(), json_path)
 
 

@@ -1,9 +1,11 @@
 """Where a segmentation goes: the overlay video or images, an optional colour-mask video, per-frame label
-PNGs and a JSON of per-frame class pixel fractions. Every file appears at its final name only when complete."""
+PNGs, a JSON of per-frame class pixel fractions and JSON lines for analytics. Every file appears at its final
+name only when complete, except the JSON lines, which a consumer reads while they grow."""
 from __future__ import annotations
 
 import contextlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +16,8 @@ from pspcore.files import IMAGE_SUFFIXES, atomic_output, check_folder, check_wri
 from pspcore.label_maps import as_labels
 from pspcore.model_info import ModelInfo
 from pspcore.colours import colorize
-from runtime.postprocess import class_fractions
+from runtime.postprocess import class_fractions, rle_encode
+from runtime.sources import Frame
 from runtime.video import VideoWriter, write_image
 
 
@@ -24,6 +27,7 @@ class OutputPaths:
     mask_video: Path | None = None
     masks_dir: Path | None = None
     json: Path | None = None
+    jsonl: Path | None = None  # one JSON line per frame, written as frames finish (a consumer can tail it)
 
     def check(self, source_kind: str) -> None:
         """Before the first frame is decoded: each output can be written as what it is meant to be.
@@ -38,30 +42,55 @@ class OutputPaths:
             check_folder(overlay, "output folder")
         else:
             check_writable(overlay)
-        for path in (self.mask_video, self.json):
+        for path in (self.mask_video, self.json, self.jsonl):
             if path:
                 check_writable(path)
         if self.masks_dir:
             check_folder(self.masks_dir, "--masks-dir")
 
 
-class FrameRecords:
-    """Per-frame label PNGs (--masks-dir) and class pixel fractions (--json), collected as frames finish."""
+class FrameRecords(contextlib.ExitStack):
+    """Per-frame label PNGs (--masks-dir), class pixel fractions (--json, written at the end) and JSON lines
+    (--jsonl, one per frame as it finishes, flushed, so a downstream process can tail the file; lines already
+    written stay valid if the run stops). A context manager: it closes the JSON lines file."""
 
-    def __init__(self, paths: OutputPaths, info: ModelInfo):
-        self.masks_dir, self.json_path, self.info = paths.masks_dir, paths.json, info
+    def __init__(self, paths: OutputPaths, info: ModelInfo, rle: bool = False):
+        super().__init__()
+        self.masks_dir, self.json_path, self.info, self.rle = paths.masks_dir, paths.json, info, rle
         self.frames: list[dict] = []
-        if self.masks_dir:
-            self.masks_dir.mkdir(parents=True, exist_ok=True)
+        self.count = 0
+        self._jsonl = self.enter_context(open(paths.jsonl, "w", encoding="utf-8")) if paths.jsonl else None
 
-    def add(self, name: str, labels: np.ndarray) -> None:
+    def __exit__(self, exc_type, exc, tb):
+        result = super().__exit__(exc_type, exc, tb)
+        if exc_type is not None and self._jsonl and not self.count:
+            Path(self._jsonl.name).unlink(missing_ok=True)  # a failure before the first frame leaves no file
+        return result
+
+    def fractions(self, labels: np.ndarray) -> dict[str, float]:
+        """{class name: share of the frame's pixels} for the classes present."""
+        fractions = class_fractions(labels, self.info.num_classes)
+        return {self.info.class_name(int(c)): round(float(fractions[c]), 6) for c in np.flatnonzero(fractions)}
+
+    def add(self, name: str, labels: np.ndarray, frame: Frame | None = None) -> None:
         if self.masks_dir:
+            if not self.count:  # made with the first frame: a run stopped before it leaves no empty folder
+                self.masks_dir.mkdir(parents=True, exist_ok=True)
             # PNG keeps label values exact; 16 bits when a model has more than 256 classes.
             write_image(self.masks_dir / f"{Path(name).stem}.png", as_labels(labels, self.info.num_classes))
         if self.json_path:
-            fractions = class_fractions(labels, self.info.num_classes)
-            self.frames.append({"frame": len(self.frames), "name": name, "fractions": {
-                self.info.class_name(int(c)): round(float(fractions[c]), 6) for c in np.flatnonzero(fractions)}})
+            self.frames.append({"frame": len(self.frames), "name": name, "fractions": self.fractions(labels)})
+        if self._jsonl:
+            line = {"frame": self.count, "index": frame.index if frame else self.count, "name": name,
+                    "timestamp": None if frame is None or frame.timestamp is None else round(frame.timestamp, 6),
+                    "latency_ms": None if frame is None else round((time.perf_counter() - frame.decoded_at) * 1000,
+                                                                   3),
+                    "fractions": self.fractions(labels)}
+            if self.rle:
+                line["labels_rle"] = rle_encode(labels)
+            self._jsonl.write(json.dumps(line, separators=(",", ":")) + "\n")
+            self._jsonl.flush()
+        self.count += 1
 
     def save(self, summary: dict) -> list[Path]:
         if not self.json_path:
@@ -77,16 +106,17 @@ class VideoOutputs(contextlib.ExitStack):
     """The overlay (and mask) videos of one input video; a context manager around their VideoWriters."""
 
     def __init__(self, paths: OutputPaths, info: ModelInfo, lut: np.ndarray, fps: float, size: tuple[int, int],
-                 codec: str, keep_partial: bool):
+                 codec: str, keep_partial: bool, rle: bool = False):
         super().__init__()
         self.paths, self.lut = paths, lut
-        self.records = FrameRecords(paths, info)
+        self.records = FrameRecords(paths, info, rle)
         self._writers = [(p, VideoWriter(p, fps, size, codec, keep_partial))
                          for p in (paths.overlay, paths.mask_video) if p]
 
     def __enter__(self) -> "VideoOutputs":
         super().__enter__()
         try:
+            self.enter_context(self.records)
             for _, writer in self._writers:
                 self.enter_context(writer)
         except BaseException as exc:  # a writer that cannot open: the ones already open are removed
@@ -98,34 +128,47 @@ class VideoOutputs(contextlib.ExitStack):
     def overlay_writer(self) -> VideoWriter:
         return self._writers[0][1]
 
-    def write(self, frame: np.ndarray, labels: np.ndarray, blended: np.ndarray) -> None:
+    @property
+    def count(self) -> int:
+        return self.overlay_writer.frames
+
+    def write(self, frame: Frame, labels: np.ndarray, blended: np.ndarray) -> None:
         index = self.overlay_writer.frames
         self.overlay_writer.write(blended)
         if self.paths.mask_video:
             self._writers[1][1].write(colorize(labels, self.lut))
-        self.records.add(f"frame_{index:06d}", labels)
+        self.records.add(f"frame_{index:06d}", labels, frame)
 
     def files(self) -> list[Path]:
         return [p for p, _ in self._writers] + ([self.paths.masks_dir] if self.paths.masks_dir else [])
 
 
-class ImageOutputs:
+class ImageOutputs(contextlib.ExitStack):
     """Overlay images, one per input image, named after it (in a folder, or the one output file)."""
 
-    def __init__(self, paths: OutputPaths, info: ModelInfo, names: list[str], single: bool):
-        self.paths, self.names, self.single = paths, names, single
-        self.records = FrameRecords(paths, info)
+    def __init__(self, paths: OutputPaths, info: ModelInfo, single: bool, rle: bool = False):
+        super().__init__()
+        self.paths, self.single = paths, single
+        self.records = FrameRecords(paths, info, rle)
         self.written: list[Path] = []
         if not single:
             paths.overlay.mkdir(parents=True, exist_ok=True)
 
-    def write(self, frame: np.ndarray, labels: np.ndarray, blended: np.ndarray) -> None:
-        name = self.names[len(self.written)]
+    def __enter__(self) -> "ImageOutputs":
+        super().__enter__()
+        self.enter_context(self.records)
+        return self
+
+    @property
+    def count(self) -> int:
+        return len(self.written)
+
+    def write(self, frame: Frame, labels: np.ndarray, blended: np.ndarray) -> None:
         target = self.paths.overlay
         if not self.single or target.is_dir() or not target.suffix:
-            target = target / name
+            target = target / frame.name
         self.written.append(write_image(target, blended))
-        self.records.add(name, labels)
+        self.records.add(frame.name, labels, frame)
 
     def files(self) -> list[Path]:
         return self.written + ([self.paths.masks_dir] if self.paths.masks_dir else [])

@@ -1,10 +1,12 @@
-"""Segmenting a video or images with decode, inference and encode overlapping: a reader thread decodes and
-preprocesses batches, the calling thread runs the model, a writer thread post-processes and encodes. Bounded
+"""Segmenting a source (runtime/sources.py) with decode, inference and encode overlapping: a reader thread decodes
+and preprocesses batches, the calling thread runs the model, a writer thread post-processes and encodes. Bounded
 queues keep memory flat on long videos; one reader and one writer keep frame order; an exception or Ctrl-C in
-any of them stops all three and is re-raised in the caller."""
+any of them stops all of them and is re-raised in the caller. Live sources run in real-time mode
+(runtime/realtime.py); every stage's time goes to a StageTimes (runtime/stages.py)."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import queue
 import threading
 import time
@@ -23,8 +25,11 @@ from runtime.outputs import ImageOutputs, OutputPaths, VideoOutputs
 from pspcore.colours import colorize
 from runtime.postprocess import labels_to_frame, merge_tiles, overlay, palette_lut, to_labels
 from pspcore.preprocess import prepare_batch, tile_frame
-from pspcore.files import is_image, list_images
-from runtime.video import VideoReader, read_image
+from pspcore.files import list_images
+from runtime.realtime import LatestFrame, Stopped
+from runtime.sources import Frame, ImageSource, Reconnect, Source, VideoFileSource, open_source
+from runtime.stages import StageTimes, format_stages
+from runtime.video import DEFAULT_FPS
 
 
 @dataclass
@@ -37,6 +42,8 @@ class SegmentOptions:
     keep_partial: bool = True  # on Ctrl-C keep `<name>.partial.<ext>` (else remove it)
     progress: bool = True
     queue_batches: int = 2  # per queue; bounds memory to a few batches whatever the video length
+    realtime: bool | None = None  # keep only the newest frame when the model is busy; None: for live sources
+    jsonl_rle: bool = False  # --jsonl lines carry the label map, run-length encoded
 
 
 @dataclass
@@ -50,6 +57,11 @@ class SegmentResult:
     outputs: list[Path]
     video_fps: float | None = None
     notes: list[str] = field(default_factory=list)
+    dropped: int = 0  # real-time mode: frames replaced by newer ones before the model was free
+    realtime: bool = False
+    stages: dict = field(default_factory=dict)  # StageTimes.summary(): per stage mean/p50/p95 ms
+    source: str = ""  # what was read: name, kind, fps and frame size (or that they are unknown)
+    gaps: list[float] = field(default_factory=list)  # seconds a live stream was away before it was reopened
 
     @property
     def fps(self) -> float:
@@ -57,9 +69,11 @@ class SegmentResult:
         return self.frames_out / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
-        return (f"{self.frames_in} frames in, {self.frames_out} out, {self.skipped} skipped/corrupt, "
-                f"{self.fps:.1f} frames/s, backend {self.backend}, "
+        text = (f"{self.frames_in} frames in, {self.frames_out} out, {self.skipped} skipped/corrupt, "
+                + (f"{self.dropped} dropped (real-time), " if self.realtime else "")
+                + f"{self.fps:.1f} frames/s, backend {self.backend}, "
                 + (f"input {self.input_size[0]}x{self.input_size[1]}" if self.input_size else "sized by the server"))
+        return text + ("\n" + format_stages(self.stages) if self.stages else "")
 
 
 class Segmenter:
@@ -117,10 +131,6 @@ def make_segmenter(runner: Runner, options: SegmentOptions) -> Segmenter:
     return Segmenter(runner, runner_input_size(runner, options.size), options)
 
 
-class _Stopped(Exception):
-    """Raised inside a stage when another stage failed: leave quietly, the first error is reported."""
-
-
 class _Stages:
     """Bounded queues whose put/get give up when any stage has failed, so no thread waits forever."""
 
@@ -132,19 +142,25 @@ class _Stages:
         while not self.stop.is_set():
             with contextlib.suppress(queue.Full):
                 return q.put(item, timeout=0.1)
-        raise _Stopped
+        raise Stopped
 
     def get(self, q: queue.Queue):
         while not self.stop.is_set():
             with contextlib.suppress(queue.Empty):
                 return q.get(timeout=0.1)
-        raise _Stopped
+        raise Stopped
+
+    def acquire(self, credits: threading.Semaphore) -> None:
+        while not self.stop.is_set():
+            if credits.acquire(timeout=0.1):
+                return
+        raise Stopped
 
     def thread(self, target: Callable[[], None], name: str) -> threading.Thread:
         def run():
             try:
                 target()
-            except _Stopped:
+            except Stopped:
                 pass
             except BaseException as exc:  # KeyboardInterrupt from a frame source included: stop everything
                 self.errors.append(exc)
@@ -158,7 +174,7 @@ class _Stages:
 _END = object()
 
 
-def _batches(frames: Iterable[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
+def _batches(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
     chunk = []
     for frame in frames:
         chunk.append(frame)
@@ -169,129 +185,185 @@ def _batches(frames: Iterable[np.ndarray], size: int) -> Iterator[list[np.ndarra
         yield chunk
 
 
-def run_pipeline(frames: Iterable[np.ndarray], segmenter: Segmenter, write: Callable, total: int | None,
-                 options: SegmentOptions) -> int:
+@dataclass
+class PipelineCounts:
+    frames_in: int = 0  # decoded and handed to the pipeline
+    written: int = 0
+    dropped: int = 0  # real-time mode: decoded but replaced by a newer frame before the model was free
+
+
+def run_pipeline(frames: Iterable[Frame], segmenter: Segmenter, write: Callable, total: int | None,
+                 options: SegmentOptions, times: StageTimes | None = None, realtime: bool = False) -> PipelineCounts:
     """Decode/prepare in a thread, infer here, finish/write in a thread. `write(frame, labels, overlay)`
-    is called once per frame in order. Returns the number of frames written."""
+    is called once per frame kept, in order. Without `realtime` every frame is kept; with it a thread decodes
+    into a newest-frame slot (runtime/realtime.py) and a batch is taken only when the model is free."""
     if options.batch < 1:
         raise InputError(f"--batch must be at least 1, got {options.batch}")
+    times = times or StageTimes()
     stages = _Stages()
+    counts = PipelineCounts()
     prepared, finished = queue.Queue(options.queue_batches), queue.Queue(options.queue_batches)
-    bar = tqdm(total=total or None, unit="frame", desc="segmenting", disable=not options.progress,
-               dynamic_ncols=True, leave=False)
-    written = 0
+    bar = tqdm(total=None if realtime else total or None, unit="frame", desc="segmenting",
+               disable=not options.progress, dynamic_ncols=True, leave=False)
+    slot = LatestFrame(stages.stop) if realtime else None
+    credits = threading.Semaphore(1) if realtime else None  # one batch between taking frames and the model
+    shown = [time.perf_counter()]
+
+    def counted(items):
+        for frame in items:
+            counts.frames_in += 1
+            yield frame
+
+    decoded = counted(times.timed(frames, "decode"))
+
+    def grab():  # real-time mode: decode as fast as the source delivers, never waiting for the model
+        for frame in decoded:
+            slot.put(frame)
+        slot.end()
+
+    def newest():
+        while (frame := slot.take()) is not None:
+            yield frame
 
     def read():
-        for chunk in _batches(frames, options.batch):
-            stages.put(prepared, (chunk, *segmenter.prepare(chunk)))
+        source = times.timed(newest(), "wait for a frame") if realtime else decoded
+        while True:
+            if credits:
+                with times.timing("wait for the model"):
+                    stages.acquire(credits)
+            chunk = list(itertools.islice(source, options.batch))
+            if not chunk:
+                break
+            with times.timing("preprocess"):
+                item = (chunk, *segmenter.prepare([f.image for f in chunk]))
+            stages.put(prepared, item)
         stages.put(prepared, _END)
 
     def finish():
-        nonlocal written
-        while (item := stages.get(finished)) is not _END:
-            for frame, (labels, blended) in zip(item[0], segmenter.finish(*item)):
-                write(frame, labels, blended)
-                written += 1
+        while True:
+            with times.timing("wait for results"):
+                item = stages.get(finished)
+            if item is _END:
+                break
+            with times.timing("postprocess"):
+                results = segmenter.finish([f.image for f in item[0]], *item[1:])
+            for frame, (labels, blended) in zip(item[0], results):
+                with times.timing("encode"):
+                    write(frame, labels, blended)
+                times.add("latency", time.perf_counter() - frame.decoded_at)
+                counts.written += 1
                 bar.update(1)
+            if time.perf_counter() - shown[0] > 0.5:
+                shown[0] = time.perf_counter()
+                bar.set_postfix_str(times.status(counts.frames_in, counts.written, slot.dropped if slot else 0),
+                                    refresh=False)
 
-    threads = [stages.thread(read, "psp-decode"), stages.thread(finish, "psp-encode")]
+    threads = [stages.thread(read, "psp-prepare"), stages.thread(finish, "psp-encode")]
+    if realtime:
+        threads.append(stages.thread(grab, "psp-decode"))
     try:
         while (item := stages.get(prepared)) is not _END:
             chunk, batch, layouts = item
-            stages.put(finished, (chunk, segmenter.runner.infer(batch), layouts))
+            with times.timing("inference"):
+                output = segmenter.runner.infer(batch)
+            if credits:
+                credits.release()
+            stages.put(finished, (chunk, output, layouts))
         stages.put(finished, _END)
         threads[1].join()
-    except _Stopped:
+    except Stopped:
         pass
     except BaseException:
         stages.stop.set()
         raise
     finally:
         stages.stop.set()
+        if hasattr(frames, "interrupt"):
+            frames.interrupt()  # a source waiting to reconnect gives up now
         for t in threads:
             t.join()
         bar.close()
     if stages.errors:
         raise stages.errors[0]
-    return written
+    counts.dropped = slot.dropped if slot else 0
+    return counts
 
 
 def _as_paths(output) -> OutputPaths:
     return output if isinstance(output, OutputPaths) else OutputPaths(Path(output))
 
 
-def segment_video(runner: Runner, video: str | Path, output: OutputPaths | str | Path,
-                  options: SegmentOptions | None = None,
-                  on_frame: Callable[[int], None] | None = None) -> SegmentResult:
-    """Segment every frame of `video` into the overlay video (and mask video / PNGs / JSON) of `output`.
-    `on_frame(count)` is called after each frame is written (the writer thread; an exception there stops
-    the run like any other)."""
+def segment_source(runner: Runner, source: Source, output: OutputPaths | str | Path,
+                   options: SegmentOptions | None = None,
+                   on_frame: Callable[[int], None] | None = None) -> SegmentResult:
+    """Segment the frames of an open `source` into `output`: images into overlay images named after them, every
+    other source into the overlay video (and mask video / PNGs / JSON / JSON lines). Real-time mode is
+    options.realtime, or by default whether the source is live. `on_frame(count)` is called after each frame
+    is written (the writer thread; an exception there stops the run like any other)."""
     options, paths = options or SegmentOptions(), _as_paths(output)
-    paths.check("video")
+    images = isinstance(source, ImageSource)
+    paths.check(("image" if source.single else "folder") if images else "video")
     segmenter = make_segmenter(runner, options)
-    start = time.perf_counter()
-    with VideoReader(video) as reader, VideoOutputs(paths, runner.info, segmenter.lut, reader.fps, reader.size,
-                                                    options.codec, options.keep_partial) as out:
+    realtime = source.live if options.realtime is None else options.realtime
+    times = StageTimes()
+    notes = [*runner.notes]
+    if images:
+        outputs = ImageOutputs(paths, runner.info, single=source.single, rle=options.jsonl_rle)
+    else:
+        fps = source.fps or DEFAULT_FPS
+        if not source.fps:
+            notes.append(f"{source.name}: the source does not say its fps; the output video is {fps:g} fps")
+        outputs = VideoOutputs(paths, runner.info, segmenter.lut, fps, source.size, options.codec,
+                               options.keep_partial, rle=options.jsonl_rle)
+    with outputs as out:
         def write(*frame_outputs):
             out.write(*frame_outputs)
             if on_frame:
-                on_frame(out.overlay_writer.frames)
+                on_frame(out.count)
 
-        written = run_pipeline(reader, segmenter, write, reader.header_frames, options)
-        seconds = time.perf_counter() - start
-        result = SegmentResult(reader.decoded, written, reader.skipped, seconds, runner.describe(),
-                               segmenter.input_size, out.files(), reader.fps, [*runner.notes])
-        if reader.skipped or (reader.header_frames and reader.header_frames != reader.decoded):
-            result.notes.append(f"{Path(video).name}: {reader.report()}")
-        result.outputs += out.records.save(_summary(result, video))
+        server_time = getattr(runner, "server_time", None)  # a served model: its own statistics, read around
+        before = server_time() if server_time else None
+        counts = run_pipeline(source, segmenter, write, source.total, options, times, realtime)
+        times.split_server_time(before, server_time() if server_time else None)
+        seconds = time.perf_counter() - times.started
+        notes += source.notes
+        if (line := source.report()) is not None:
+            notes.append(line)
+        result = SegmentResult(counts.frames_in, counts.written, source.skipped, seconds, runner.describe(),
+                               segmenter.input_size, out.files(), source.fps, notes, dropped=counts.dropped,
+                               realtime=realtime, stages=times.summary(), source=source.describe(),
+                               gaps=list(getattr(source, "gaps", [])))
+        result.outputs += out.records.save(_summary(result, source.name))
     return result
+
+
+def segment_video(runner: Runner, video: str | Path, output: OutputPaths | str | Path,
+                  options: SegmentOptions | None = None,
+                  on_frame: Callable[[int], None] | None = None) -> SegmentResult:
+    """Segment every frame of the video file `video` (see segment_source)."""
+    with VideoFileSource(video) as source:
+        return segment_source(runner, source, output, options, on_frame)
 
 
 def segment_images(runner: Runner, images: str | Path, output: OutputPaths | str | Path,
                    options: SegmentOptions | None = None) -> SegmentResult:
     """Segment one image, or every image in a folder, into overlay image(s) named after the inputs."""
-    options, paths = options or SegmentOptions(), _as_paths(output)
-    paths.check("folder" if Path(images).is_dir() else "image")
-    segmenter = make_segmenter(runner, options)
-    files = list_images(images)
-    names: list[str] = []
-    unreadable: list[str] = []
-
-    def frames() -> Iterator[np.ndarray]:
-        for f in files:
-            try:
-                image = read_image(f)
-            except InputError:
-                if len(files) == 1:
-                    raise
-                unreadable.append(f.name)  # one bad file in a folder should not cost the rest
-                continue
-            names.append(f.name)  # appended before the frame is queued, so the writer always finds it
-            yield image
-
-    out = ImageOutputs(paths, runner.info, names, single=len(files) == 1 and not Path(images).is_dir())
-    start = time.perf_counter()
-    written = run_pipeline(frames(), segmenter, out.write, len(files), options)
-    result = SegmentResult(len(files) - len(unreadable), written, len(unreadable), time.perf_counter() - start,
-                           runner.describe(), segmenter.input_size, out.files(), None, [*runner.notes])
-    if unreadable:
-        result.notes.append(f"skipped unreadable images: {', '.join(unreadable[:5])}"
-                            + (f" (+{len(unreadable) - 5} more)" if len(unreadable) > 5 else ""))
-    result.outputs += out.records.save(_summary(result, images))
-    return result
+    with ImageSource(str(images), list_images(images), single=not Path(images).is_dir()) as source:
+        return segment_source(runner, source, output, options)
 
 
 def segment(runner: Runner, source: str | Path, output: OutputPaths | str | Path,
-            options: SegmentOptions | None = None) -> SegmentResult:
-    """A video file, an image or a folder of images: whichever `source` is."""
-    source = Path(source)
-    if source.is_dir() or is_image(source):
-        return segment_images(runner, source, output, options)
-    return segment_video(runner, source, output, options)
+            options: SegmentOptions | None = None, *, frame_size: tuple[int, int] | None = None,
+            reconnect: Reconnect | None = None) -> SegmentResult:
+    """Whatever `source` names (see runtime.sources.open_source): a video, image(s), a camera, a stream, `-`."""
+    with open_source(source, frame_size=frame_size, reconnect=reconnect) as opened:
+        return segment_source(runner, opened, output, options)
 
 
 def _summary(result: SegmentResult, source) -> dict:
     return {"source": str(source), "backend": result.backend,
             "input_size": list(result.input_size) if result.input_size else None,
             "frames_in": result.frames_in, "frames_out": result.frames_out, "skipped": result.skipped,
-            "video_fps": result.video_fps}
+            "video_fps": result.video_fps, "seconds": round(result.seconds, 3), "fps": round(result.fps, 3),
+            "realtime": result.realtime, "dropped": result.dropped,
+            "stream_gaps_s": [round(g, 3) for g in result.gaps], "stages": result.stages}

@@ -1,5 +1,6 @@
 """Network output back to the frame: argmax (or the model's own labels), letterbox padding cropped, resized to
-the frame with nearest neighbour, coloured with the model's palette, blended over the frame, and counted."""
+the frame with nearest neighbour, coloured with the model's palette, blended over the frame, counted, and
+run-length encoded for the JSON lines."""
 from __future__ import annotations
 
 import cv2
@@ -55,3 +56,22 @@ def class_fractions(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """The fraction of pixels per class, length max(num_classes, largest label + 1)."""
     counts = np.bincount(labels.ravel(), minlength=num_classes)
     return counts / max(1, labels.size)
+
+
+def rle_encode(labels: np.ndarray) -> dict:
+    """A label map as run-length encoding over its row-major pixels: {"size": [H, W], "values": [...],
+    "counts": [...]}, run i being counts[i] pixels of class values[i]. Compact for segmentation masks, plain JSON."""
+    flat = np.ascontiguousarray(labels).ravel()
+    starts = np.concatenate(([0], np.flatnonzero(flat[1:] != flat[:-1]) + 1)) if flat.size else np.zeros(0, int)
+    counts = np.diff(np.concatenate((starts, [flat.size])))
+    return {"size": [int(labels.shape[0]), int(labels.shape[1])], "values": flat[starts].tolist(),
+            "counts": counts.tolist()}
+
+
+def rle_decode(rle: dict, dtype=np.int64) -> np.ndarray:
+    """The label map `rle_encode` encoded."""
+    h, w = rle["size"]
+    flat = np.repeat(np.asarray(rle["values"], dtype), np.asarray(rle["counts"], np.int64))
+    if flat.size != h * w:
+        raise ValueError(f"run-length encoding covers {flat.size} pixels, its size says {h}x{w}")
+    return flat.reshape(h, w)

@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from pspcore.model_info import ModelInfo
+from pspcore.onnx_session import SessionFromOnnx
 from pspcore.preprocess import Letterbox, prepare_rgb
 from runtime.postprocess import labels_to_frame, to_labels
 
@@ -124,15 +125,11 @@ class OnnxStep(_Step):
     nvidia-pytriton wheel). Requests merged by Triton's dynamic batcher run as one ONNX Runtime call."""
 
     def initialize(self, args: dict) -> None:
-        import onnxruntime as ort
-
         super().initialize(args)
         folder = os.path.join(args["model_repository"], args["model_version"])
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(self.params.get("intra_op_threads") or 0)
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(os.path.join(folder, self.params.get("onnx_file", "model.onnx")),
-                                            options, providers=["CPUExecutionProvider"])
+        threads = int(self.params.get("intra_op_threads") or 0) or None  # 0: pspcore.threads' rule in the server
+        self.session = SessionFromOnnx(os.path.join(folder, self.params.get("onnx_file", "model.onnx")),
+                                       threads=threads)()
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
 

@@ -21,8 +21,8 @@ from pspcore.model_info import EXTRA_INT8_TARGET, ModelInfo, read_onnx_info
 from pspcore.geometry import resolve_input_size
 from pspcore.runner import InputSpec
 from pspcore.nvidia import collecting_logger, import_tensorrt, select_device
+from pspcore.precisions import ENGINE_PRECISIONS, converted
 
-PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_WORKSPACE_GIB = 4.0
 
 Shape = tuple[int, ...]
@@ -154,10 +154,12 @@ def _locked(path: Path):
 
 
 def _save_timing_cache(config, path: Path) -> None:
-    """Merge this build's timings with the file's current ones (ITimingCache.combine, which skips entries from
-    another GPU or TensorRT version itself) and replace it atomically, under a lock: builds sharing a cache
-    (a CI matrix, one script per precision) would otherwise each write their own snapshot and the last one
-    would drop the others' timings. Polygraphy saves its timing cache the same way."""
+    """Merge this build's timings with the file's current ones and replace it atomically, under a lock: builds
+    sharing a cache (a CI matrix, one script per precision) would otherwise each write their own snapshot and
+    the last one would drop the others' timings. Polygraphy saves its timing cache the same way.
+    ITimingCache.combine with ignore_mismatch False merges all or nothing: a file written on another GPU or by
+    another TensorRT version is not merged at all (it returns False, NvInfer.h), and the file then holds this
+    build's timings only."""
     cache = config.get_timing_cache()
     with _locked(path):
         if path.exists():
@@ -231,15 +233,14 @@ def prepare_onnx(src: Path, precision: str | None, info: ModelInfo, workdir: Pat
         raise InputError(f"{src.name} was quantized for ONNX Runtime (asymmetric U8 activations), which TensorRT "
                          "cannot build; make a TensorRT INT8 model with `psp-export int8 --target tensorrt` or "
                          "pass the FP32 model with --int8")
-    if precision is None or precision == have:
+    wanted = precision or have
+    if wanted == have:
         return src, info, []
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if have != "fp32":
+    if wanted not in ENGINE_PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(ENGINE_PRECISIONS)}, got {wanted!r}")
+    if converted(have):
         raise InputError(f"{src.name} is already an {have} model; build it without --fp16/--int8, or pass its "
-                         f"FP32 model to convert to {precision}")
-    if precision == "fp32":
-        return src, info, []
+                         f"FP32 model to convert to {wanted}")
     from export.precision.target import engine_target
     from export.precision.verified import Conversion, convert_verified  # needs modelopt: only when converting
 

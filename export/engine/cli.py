@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import click
 
+from export.engine.build import DEFAULT_WORKSPACE_GIB
 from export.precision.calibration import DEFAULT_NUM_IMAGES
-from export.precision.cli import calibration_images, calibration_options
+from export.precision.cli import TargetChoice, calibration_images, calibration_options
+from export.precision.target import engine_calibrated, engine_precisions, engine_target
 from pspcore.cli import Command, batch_option, device_option, num_images_option, output_option, size_option
 from pspcore.device import cuda_index
-from pspcore.errors import InputError
+from pspcore.errors import InputError, notice
+from pspcore.precisions import INT8
 
 
 @click.command(cls=Command)
@@ -20,14 +23,14 @@ from pspcore.errors import InputError
                    "--calib-dataset).")
 @calibration_options
 @num_images_option("Calibrate on", default=DEFAULT_NUM_IMAGES, when="--int8")
-@click.option("--method", "calib_method", type=click.Choice(["entropy", "max"]), default="entropy",
+@click.option("--method", "calib_method", type=TargetChoice(lambda: list(engine_target(INT8).methods)), default="entropy",
               show_default=True, help="INT8 calibration method.")
 @batch_option("Batch size N or MIN:OPT:MAX (dynamic-batch models).", kind=click.STRING)
 @size_option(kind=click.STRING,
              help="Input HxW, or MIN:OPT:MAX sizes like 257x257:513x513:1025x1025 (dynamic-shape models) "
                   "[default: the model's own size].")
-@click.option("--workspace", "workspace_gib", type=click.FloatRange(min=0, min_open=True), default=4.0,
-              show_default=True, help="Builder workspace limit in GiB.")
+@click.option("--workspace", "workspace_gib", type=click.FloatRange(min=0, min_open=True),
+              default=DEFAULT_WORKSPACE_GIB, show_default=True, help="Builder workspace limit in GiB.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False),
               help="Timing cache file: read if present, updated after the build (makes rebuilds fast).")
 @device_option("The GPU to build for: cuda or cuda:N (an engine runs on the GPU model that built it).",
@@ -47,16 +50,16 @@ def main(onnx_model, engine, precision, calib_images, calib_list, calib_dataset,
     if device == "cpu":
         raise InputError("--device cpu: TensorRT builds for a GPU; give cuda or cuda:N")
 
-    if (calib_images or calib_list or calib_dataset) and precision != "int8":
-        raise InputError("--calib-images/--calib-list/--calib-dataset are for --int8")
-    images = []
-    if precision == "int8":
-        images = calibration_images(calib_images, calib_list, calib_dataset, data_root, calib_split)
+    calibrated = engine_calibrated(precision)
+    if (calib_images or calib_list or calib_dataset) and not calibrated:
+        flags = ", ".join(f"--{p}" for p in engine_precisions() if engine_calibrated(p))
+        raise InputError(f"--calib-images/--calib-list/--calib-dataset are for {flags}")
+    images = calibration_images(calib_images, calib_list, calib_dataset, data_root, calib_split) if calibrated else []
     result = build_engine(onnx_model, engine, precision=precision, batch=batch, size=size,
                           workspace_gib=workspace_gib, timing_cache=timing_cache, calib_images=images,
                           calib_method=calib_method, num_images=num_images, device=cuda_index(device) or 0, verbose=verbose)
     for note in result.notes:
-        click.echo(f"notice: {note}", err=True)
+        notice(note)
     for name, shapes in result.profiles.items():
         click.echo(f"profile {name}: min {shapes['min']} opt {shapes['opt']} max {shapes['max']}")
     click.echo(f"wrote {result.engine_path} ({result.precision}, TensorRT {result.sidecar.platform.tensorrt_version}, "

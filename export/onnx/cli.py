@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 from tqdm import tqdm
 
+from export.onnx import MAX_OPSET, MIN_OPSET, OPSET
 from pspcore.cli import Command, batch_option, output_option, size_option
 
 STEPS = ("load", "trace", "slim and check", "verify")
@@ -45,7 +46,7 @@ def _default_output(checkpoint: str) -> str:
 @batch_option("Fixed batch size N, or 'dynamic'.", kind=BatchType(), default="dynamic")
 @click.option("--dynamic-shape", is_flag=True,
               help="Make height and width dynamic too: one model, exact at any input size.")
-@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (13..20).")
+@click.option("--opset", type=int, default=OPSET, show_default=True, help=f"ONNX opset ({MIN_OPSET}..{MAX_OPSET}).")
 @click.option("--emit", type=click.Choice(["logits", "labels"]), default="logits",
               show_default=True, help="What the model outputs: logits [N,C,H,W] float32, or labels [N,H,W] "
               "class ids (uint8 up to 256 classes): an ArgMax in the graph, far less data to copy back.")

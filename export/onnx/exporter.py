@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from export.onnx import MAX_OPSET, MIN_OPSET, OPSET
 from export.parity import FP32_MAX_REL, FP32_MIN_AGREEMENT, ParityReport, compare_outputs, worst
 from export.onnx.pooling import with_exact_pooling
 from export.scenes import sample_batch
@@ -26,7 +27,6 @@ from pspcore.label_maps import graph_label_dtype
 from pspcore.model_info import INPUT_NAME, ModelInfo
 
 OUTPUTS = ("logits", "labels")
-MIN_OPSET, MAX_OPSET = 13, 20  # 13: the Resize/ArgMax forms used here; 20: the legacy exporter's newest
 OUTPUT_STRIDE = 8
 
 
@@ -192,7 +192,7 @@ def verify_onnx(path: str | os.PathLike, reference: nn.Module, info: ModelInfo, 
     chunk = batch or 2
     count = chunk * -(-2 // chunk)  # at least one scene and one noise image, in whole batches
     checks = []
-    with open_runner(path, threads=max(1, torch.get_num_threads())) as runner:
+    with open_runner(path) as runner:
         for i, size in enumerate(sizes):
             inputs = sample_batch(info, size, count, seed=i)
             expected, got = [], []
@@ -229,7 +229,7 @@ def _export_info(model: nn.Module, info: ModelInfo, **exported) -> ModelInfo:
 
 
 def export_onnx(model: nn.Module, info: ModelInfo, path: str | os.PathLike, *, size: tuple[int, int],
-                batch: int | None = None, dynamic_shape: bool = False, opset: int = 17, output: str = "logits",
+                batch: int | None = None, dynamic_shape: bool = False, opset: int = OPSET, output: str = "logits",
                 verify: bool = True, on_step: Callable[[str], None] | None = None) -> ExportResult:
     """Export `model` (a PSPNet) to `path`. `batch=None` makes the batch dimension dynamic; `dynamic_shape`
     makes height and width dynamic too (`size` is then the size it is traced and verified at). The file only

@@ -37,7 +37,7 @@ def calibration_images(calib_images, calib_list, calib_dataset, data_root, calib
     return find_calibration_images(calib_images, calib_list, data_root, dataset=calib_dataset, split=calib_split)
 
 
-class _FromTargets(click.Choice):
+class TargetChoice(click.Choice):
     """The choices the registered targets offer when the command runs (`choices_of()`), so a target registered
     after this module was imported is offered too."""
 
@@ -165,9 +165,9 @@ def bf16_command(**options):
 @click.argument("onnx_model", type=click.Path(dir_okay=False))
 @output_option("INT8 ONNX file to write.", required=True, dir_okay=False)
 @calibration_options
-@click.option("--target", cls=_TargetsHelp, type=_FromTargets(_int8_targets), default="tensorrt", show_default=True,
+@click.option("--target", cls=_TargetsHelp, type=TargetChoice(_int8_targets), default="tensorrt", show_default=True,
               help_of=_target_help)
-@click.option("--method", cls=_TargetsHelp, type=_FromTargets(lambda: all_methods("int8")), default="entropy",
+@click.option("--method", cls=_TargetsHelp, type=TargetChoice(lambda: all_methods("int8")), default="entropy",
               show_default=True, help_of=_method_help)
 @num_images_option("Calibrate on", default=DEFAULT_NUM_IMAGES)
 @size_option("Input size HxW to prepare images at [default: the model's own size].")

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from pspcore.cli import Command, echo_summary, json_destination, json_option, num_images_option
+from pspcore.errors import notice
 
 
 @click.command(cls=Command)
@@ -47,8 +48,7 @@ def compare_command(fp32_model, other_model, images, num_images, threshold, json
         if other_info.extra.get(EXTRA_PRECISION_REPAIR, {}).get("equalized"):
             # its layers were rescaled per channel by repair: compare with the same (deterministic) rescale
             reference = equalize(fp32_model, Path(work) / "equalized.onnx").path
-            click.echo("note: OTHER_MODEL was cross-layer equalized; layers compared with the equalized FP32 model",
-                       err=True)
+            notice("OTHER_MODEL was cross-layer equalized; layers compared with the equalized FP32 model")
         rows = compare_layers(reference, other_model, batch)
     if not rows:
         raise InputError(f"{other_model} shares no compute node names with {fp32_model}: not its conversion")

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from pathlib import Path
 
 from export.precision.calibration import DEFAULT_NUM_IMAGES, CalibrationSet, load_calibration_set
-from pspcore.errors import InputError, PSPError
+from pspcore.errors import InputError, PSPError, notice
 from pspcore.files import atomic_output
 from pspcore.geometry import resolve_input_size
+from pspcore.precisions import converted
 from pspcore.model_info import PROP_PREFIX, ModelInfo
 
 ONNX_SUFFIX = ".onnx"
@@ -25,7 +25,7 @@ COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 def check_source(info: ModelInfo, src: str | os.PathLike) -> ModelInfo:
     """`info` of the model to convert, refused unless it is FP32 (a conversion starts from the FP32 export)."""
-    if info.precision != "fp32":
+    if converted(info.precision):
         raise InputError(f"{src} is already an {info.precision} model; convert its FP32 model instead")
     return info
 
@@ -91,6 +91,6 @@ def calibration_batch(paths: list, info: ModelInfo, size: tuple[int, int],
     calib = load_calibration_set(list(paths), info, size, num_images, progress=False)
     if calib.skipped:
         names = ", ".join(f"{p.name} ({why})" for p, why in calib.skipped[:3])
-        print(f"notice: skipped {len(calib.skipped)} unreadable {what} image(s): {names}"
-              + (" ..." if len(calib.skipped) > 3 else ""), file=sys.stderr)
+        notice(f"skipped {len(calib.skipped)} unreadable {what} image(s): {names}"
+               + (" ..." if len(calib.skipped) > 3 else ""))
     return calib

@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pspcore.errors import PSPError
 
 COMPUTE = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
@@ -90,16 +89,9 @@ def _exposed_session(model, threads: int | None):
     """An ONNX Runtime CPU session of an in-memory model. Not the Runner on purpose: the copies run here exist
     only in memory, with every compared node's output added as a graph output, and all of those outputs are
     read (a Runner runs a model file and returns its first output)."""
-    import onnxruntime as ort
+    from pspcore.onnx_session import SessionFromOnnx
 
-    from runtime.backends.onnxruntime import session_options
-
-    options = session_options(threads)
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ONNX Runtime raises its own exception types
-        raise PSPError(f"ONNX Runtime cannot load the model: {type(exc).__name__}: {exc}") from None
+    return SessionFromOnnx(model, threads=threads, quiet=True)()
 
 
 def _exposed(model, tensors: list[str]):

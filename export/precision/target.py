@@ -172,6 +172,11 @@ def engine_target(precision: str) -> type[PrecisionTarget]:
     return found[0]
 
 
+def engine_calibrated(precision: str | None) -> bool:
+    """Whether psp-build-engine's conversion to `precision` calibrates on images (None: the model as it is)."""
+    return bool(precision) and any(t.builds_engine and t.calibrated for t in targets(precision))
+
+
 def engine_precisions() -> list[str]:
     """The precisions a conversion makes for TensorRT, in registration order."""
     return list(dict.fromkeys(t.precision for t in targets() if t.builds_engine))

@@ -25,7 +25,7 @@ from export.precision.report import PrecisionReport, flops_share, write_report_j
 from export.precision.target import PrecisionTarget, create_target
 from export.precision.verdict import GateError, Verdict, judge
 from export.scenes import draw_scene
-from pspcore.errors import InputError
+from pspcore.errors import InputError, notice
 from pspcore.files import check_writable, list_images
 from pspcore.model_info import EXTRA_PRECISION_REPAIR, ModelInfo
 from pspcore.preprocess import prepare_frame
@@ -147,7 +147,7 @@ def convert(state: State) -> None:
     options, target = state.options, state.target
     for warning in target.begin():
         state.warnings.append(warning)
-        state.log(f"note: {warning}")
+        notice(warning, state.log)
     # a target without calibration images ranks layers on the check images
     job = Job(source=state.src, source_model=state.source_model, info=state.info, target=target,
               method=target.method, calib=state.calib if state.calib is not None else state.verify,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from pspcore.cli import Command, ListOf, output_option
+from pspcore.errors import notice
 
 
 @click.command(cls=Command)
@@ -55,4 +56,4 @@ def triton_command(model, repository, name, max_batch, preferred_batch, queue_de
     click.echo(f"wrote {result.model_dir} ({what}{result.platform}, {batching}, {instances} "
                f"{result.instance_kind.upper()} instance{'s' if instances > 1 else ''})")
     for note in result.notes:
-        click.echo(f"notice: {note}", err=True)
+        notice(note)

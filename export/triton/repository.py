@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pspcore.engine_file import ENGINE_SUFFIXES, read_sidecar
-from pspcore.errors import InputError, notice_once
+from pspcore.errors import InputError, load_error, notice_once
 from pspcore.files import by_suffix, require_file
 from pspcore.label_maps import graph_label_dtype
 from pspcore.model_info import INPUT_NAME, ModelInfo, fallback_info
@@ -61,7 +61,7 @@ class TritonOptions:
     force: bool = False
     platform: str | None = None  # None: onnxruntime_onnx for .onnx, tensorrt_plan for engines; or "python"
     ensemble: bool = False  # also write preprocess/postprocess steps and an image -> labels ensemble
-    intra_op_threads: int = 0  # ONNX Runtime threads of the python platform (0: its default)
+    intra_op_threads: int = 0  # ONNX Runtime threads of the python platform (0: pspcore.threads' rule)
 
 
 @dataclass
@@ -101,7 +101,7 @@ def read_onnx_model(path: str | os.PathLike) -> ServedModel:
     try:
         model = onnx.load(str(p), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and friends from protobuf
-        raise InputError(f"{p}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+        raise load_error(p, "ONNX model", exc) from None
     weights = {t.name for t in model.graph.initializer}
     inputs = tuple(_onnx_tensor(v) for v in model.graph.input if v.name not in weights)
     outputs = tuple(_onnx_tensor(v) for v in model.graph.output)

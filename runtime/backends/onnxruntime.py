@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pspcore import onnx_session
 from pspcore.device import cuda_index
 from pspcore.errors import BackendUnavailable, InputError, PSPError, first_line
 from pspcore.files import require_file, suffix_of
@@ -13,7 +14,6 @@ from pspcore.model_info import ModelInfo, info_from_session
 from pspcore.options import BackendOptions, option, threads_option
 from pspcore.registry import CATCH_ALL
 from pspcore.runner import InputSpec, Runner
-from pspcore.threads import cpu_threads
 from pspcore.triton_protocol import url_scheme
 
 # Best first. `auto` takes every one of these the installed wheel offers; ONNX Runtime assigns each node to
@@ -45,17 +45,6 @@ def resolve_providers(providers) -> list[str]:
         raise BackendUnavailable(f"onnxruntime here has no {', '.join(missing)} (available: "
                                  f"{', '.join(ort.get_available_providers())}); onnxruntime-gpu adds CUDA/TensorRT")
     return names
-
-
-def session_options(threads: int | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    threads = cpu_threads(threads)  # None: ONNX Runtime's default, a thread per core
-    if threads:
-        options.intra_op_num_threads = threads
-    return options
 
 
 PROFILE_KEYS = ("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes")
@@ -97,6 +86,25 @@ def profile_input_spec(spec: InputSpec, profile: dict) -> InputSpec:
                    min_size=None if one_size else tuple(low[2:]), max_size=None if one_size else tuple(high[2:]))
 
 
+# Which TensorRT builder flag a model's precision needs in ONNX Runtime's TensorRT provider. Decided from the
+# shipped onnxruntime-gpu 1.31.1 wheel (its source could not be read here): libonnxruntime_providers_tensorrt.so
+# links libnvinfer.so.10 and has no strongly typed path (no "strongly typed" string at all; its precision messages
+# are "[TensorRT EP] FP16 mode is enabled" / "INT8 mode is enabled" behind trt_fp16_enable / trt_int8_enable, off by
+# default). So it builds weakly typed TensorRT 10 networks, where FP16 or Q/DQ layers without the builder flag are
+# refused ("fp16/Int8 precision has been set for a layer or layer output, but fp16/int8 is not configured in the
+# builder": NVIDIA/TensorRT#3277 through this provider, microsoft/onnxruntime#13381). A Q/DQ model carries its
+# scales; the provider sets dynamic ranges only from a calibration table, and none is given. psp-build-engine
+# needs none of this: it builds strongly typed. (bf16 is left out: trt_bf16_enable is recent, an older
+# onnxruntime-gpu refuses the unknown option, and the bf16 file is OpenVINO's.)
+TENSORRT_PRECISION_FLAGS = {"fp16": "trt_fp16_enable", "int8": "trt_int8_enable"}
+
+
+def tensorrt_precision_options(precision: str) -> dict:
+    """The TensorRT provider's builder flag for a model of `precision` (ModelInfo.precision), else nothing."""
+    flag = TENSORRT_PRECISION_FLAGS.get(precision.lower().split("-")[0])
+    return {flag: True} if flag else {}
+
+
 def provider_options(name: str, model_path: Path, device_id: int, profile: dict | None = None) -> dict:
     if name == "TensorrtExecutionProvider":
         # Building a TensorRT engine takes minutes; cache it (and the tactic timings) beside the model.
@@ -123,53 +131,48 @@ def _dim(value) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-class SessionFromOnnx:
-    """A loader (Polygraphy's idea): calling it opens an ONNX Runtime session on the model with the chosen
-    providers and threads. The one place sessions are made: psp-infer's runner and export's checks alike.
-    `notes` collects what the user should hear (providers dropped, a TensorRT profile assumed)."""
+class SessionFromOnnx(onnx_session.SessionFromOnnx):
+    """pspcore's session loader with the runtime's choice of providers: psp-infer's runner and export's checks
+    alike. Providers by name or short name (None: the best the wheel offers), each given its options (device,
+    the TensorRT provider's engine cache and profile). `notes` collects what the user should hear (providers
+    dropped, a TensorRT profile assumed)."""
 
     def __init__(self, model_path, providers=None, threads: int | None = None, device_id: int = 0,
                  trt_max_batch: int = 8):
         self.model_path = Path(require_file(model_path, "model"))
-        self.providers = resolve_providers(providers)
-        self.threads, self.device_id, self.trt_max_batch = threads, device_id, int(trt_max_batch)
+        super().__init__(self.model_path, resolve_providers(providers), threads=threads)
+        self.device_id, self.trt_max_batch = device_id, int(trt_max_batch)
         self.notes: list[str] = []
         self.profile: dict = {}  # the TensorRT provider's trt_profile_* options of the last session
 
     def __call__(self):
         import onnxruntime as ort
 
-        profile = {}
+        profile, precision = {}, {}
         if "TensorrtExecutionProvider" in self.providers:
-            profile, notes = self._tensorrt_profile()
+            profile, precision, notes = self._tensorrt_options()
             self.notes += notes
-        if set(self.providers) - {"CPUExecutionProvider"}:
+        if set(self.providers) - {onnx_session.CPU}:
             _preload_gpu_libraries(ort)
         self.profile = profile
-        chosen = [(p, provider_options(p, self.model_path, self.device_id, profile)) for p in self.providers]
-        try:
-            session = ort.InferenceSession(str(self.model_path), session_options(self.threads), providers=chosen)
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            raise InputError(f"{self.model_path}: not a loadable ONNX model: {first_line(exc)}") from None
+        session = self.open([(p, provider_options(p, self.model_path, self.device_id, {**profile, **precision}))
+                             for p in self.providers])
         used = session.get_providers()
         dropped = [p for p in self.providers if p not in used]
         if dropped:  # e.g. CUDA listed by the wheel but no driver/GPU on this machine: say so, once
             self.notes.append(f"onnxruntime could not use {', '.join(dropped)}; running on {', '.join(used)}")
         return session
 
-    def _tensorrt_profile(self) -> tuple[dict, list[str]]:
-        """The TensorRT provider's profile, read off a metadata-only CPU session of the same file."""
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    def _tensorrt_options(self) -> tuple[dict, dict, list[str]]:
+        """The TensorRT provider's profile and precision flag, read off a metadata-only CPU session of the same
+        file: (trt_profile_* options, trt_*_enable options, notes)."""
         try:
-            peek = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
-        except Exception:  # not a loadable model: the real session says so in one line
-            return {}, []
-        first = peek.get_inputs()[0]
-        return tensorrt_profile(first.name, first.shape, info_from_session(peek, str(self.model_path)),
-                                self.trt_max_batch)
+            peek = onnx_session.SessionFromOnnx(self.model_path, optimize=False)()
+        except InputError:  # not a loadable model: the real session says so in one line
+            return {}, {}, []
+        first, info = peek.get_inputs()[0], info_from_session(peek, str(self.model_path))
+        profile, notes = tensorrt_profile(first.name, first.shape, info, self.trt_max_batch)
+        return profile, tensorrt_precision_options(info.precision), notes
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,11 @@ class OnnxRuntimeRunner(Runner):
         if "TensorrtExecutionProvider" in self.providers:  # as the session kept it: not dropped for want of a GPU
             spec = profile_input_spec(spec, self.loader.profile)
         return spec
+
+    @property
+    def processor(self) -> str:
+        # The session's first provider takes the nodes it supports (the heavy ones); the CPU only its leftovers.
+        return "cpu" if not self.providers or self.providers[0] == "CPUExecutionProvider" else "gpu"
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         try:

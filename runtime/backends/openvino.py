@@ -15,6 +15,7 @@ import numpy as np
 
 from pspcore.errors import BackendUnavailable, InputError, PSPError
 from pspcore.files import require_file, suffix_of
+from pspcore.label_maps import graph_label_dtype
 from pspcore.model_info import ModelInfo, fallback_info
 from pspcore.options import BackendOptions, option, threads_option
 from pspcore.runner import InputSpec, Runner
@@ -112,17 +113,18 @@ def _shape(partial) -> list[int | None]:
 
 
 def append_labels(model) -> None:
-    """Replace the logits output [N, C, H, W] by class ids [N, H, W] (uint8 up to 256 classes, else int32):
-    the argmax then runs inside OpenVINO and 4*C bytes per pixel are never copied out."""
+    """Replace the logits output [N, C, H, W] by class ids [N, H, W] in the type an exported model's labels
+    output has (pspcore.label_maps.graph_label_dtype): the argmax then runs inside OpenVINO and 4*C bytes per
+    pixel are never copied out."""
     import openvino.opset13 as ops
 
     logits_result = model.get_results()[0]
     logits = logits_result.input_value(0)
     classes = logits.get_partial_shape()[1]
-    wide = classes.is_dynamic or classes.get_length() > 256
+    dtype = graph_label_dtype(0 if classes.is_dynamic else classes.get_length())
     top = ops.topk(logits, ops.constant(np.int64(1)), 1, "max", "none", "i32")
     ids = ops.squeeze(top.output(1), ops.constant(np.array([1], np.int64)))
-    labels = ops.result(ids if wide else ops.convert(ids, "u8"))
+    labels = ops.result(ids if dtype == np.int32 else ops.convert(ids, dtype))
     labels.output(0).get_tensor().set_names({"labels"})
     model.add_results([labels])
     model.remove_result(logits_result)

@@ -273,22 +273,27 @@ class TensorRTRunner(Runner):
         if not self._context.execute_async_v3(int(stream)):
             raise PSPError(f"TensorRT inference failed:\n{self._logger.text(5)}")
         cuda_check(cudart.cudaStreamSynchronize(stream), "inference")
-        cuda_check(cudart.cudaStreamBeginCapture(
-            stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture")
-        launched = self._context.execute_async_v3(int(stream))
-        err, graph = cudart.cudaStreamEndCapture(stream)  # ends the capture whatever happened inside it
+        err, = cudart.cudaStreamBeginCapture(stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
         graph_exec, why = None, None
         if err != cudart.cudaError_t.cudaSuccess:
-            why = f"stream capture failed ({getattr(err, 'name', err)})"
+            why = f"cudaStreamBeginCapture failed ({getattr(err, 'name', err)})"
         else:
-            if not launched:
-                why = "TensorRT refused to launch inside a stream capture"
+            launched = self._context.execute_async_v3(int(stream))
+            err, graph = cudart.cudaStreamEndCapture(stream)  # ends the capture whatever happened inside it
+            if err != cudart.cudaError_t.cudaSuccess:
+                why = f"stream capture failed ({getattr(err, 'name', err)})"
             else:
-                err, graph_exec = cudart.cudaGraphInstantiate(graph, 0)
-                if err != cudart.cudaError_t.cudaSuccess:
-                    why, graph_exec = f"cudaGraphInstantiate failed ({getattr(err, 'name', err)})", None
-            cudart.cudaGraphDestroy(graph)  # an instantiated exec keeps its own copy
+                if not launched:
+                    why = "TensorRT refused to launch inside a stream capture"
+                else:
+                    err, graph_exec = cudart.cudaGraphInstantiate(graph, 0)
+                    if err != cudart.cudaError_t.cudaSuccess:
+                        why, graph_exec = f"cudaGraphInstantiate failed ({getattr(err, 'name', err)})", None
+                cudart.cudaGraphDestroy(graph)  # an instantiated exec keeps its own copy
         if graph_exec is None:
+            # A failed capture leaves its error as the thread's last CUDA error, which TensorRT's next launch
+            # would report as its own failure: clear it, as trtexec does (sampleInference.cpp).
+            cudart.cudaGetLastError()
             self._uncapturable.add(self._shape)
             note = f"input shape {self._shape} cannot be replayed as a CUDA graph ({why}); launching it directly"
             if note not in self.notes:
@@ -299,6 +304,10 @@ class TensorRTRunner(Runner):
         if self._graph is not None:
             import_cudart().cudaGraphExecDestroy(self._graph)
             self._graph = None
+
+    @property
+    def processor(self) -> str:
+        return "gpu"
 
     def describe(self) -> str:
         graph = ", CUDA graph" if self.cuda_graph else ""

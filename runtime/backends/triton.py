@@ -178,6 +178,18 @@ class _Served:
     def _where(self) -> str:
         return f"Triton at {self.url} ({self.protocol})"
 
+    def server_time(self) -> tuple[int, float] | None:
+        """(requests, seconds) the server has spent on this model since it started, from the request's arrival
+        to its response (Triton's statistics extension, `success`); None when the server does not say. Two
+        readings around a run split its round trips into server time and client + network time."""
+        kwargs = {"as_json": True} if self.protocol == "grpc" else {}
+        try:
+            stats = self._client.get_inference_statistics(self.model_name, self.model_version, **kwargs)
+            success = stats["model_stats"][0]["inference_stats"]["success"]
+        except Exception:  # noqa: BLE001 - statistics are optional; the run does not depend on them
+            return None
+        return int(success.get("count", 0)), int(success.get("ns", 0)) / 1e9
+
     def _connect(self):
         try:
             if self.protocol == "grpc":

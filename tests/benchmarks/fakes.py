@@ -42,7 +42,8 @@ class FakeOptions(BackendOptions):
 
 
 class FakeRunner(Runner):
-    """Reads its behaviour from the model file (JSON): cost_ms, precision, size, max_batch, label, fail.
+    """Reads its behaviour from the model file (JSON): cost_ms, precision, size, max_batch, label, fail,
+    processor ("cpu" or "gpu": where it claims to compute).
     With `real=True` it sleeps instead of advancing the fake clock (for CLI tests on the wall clock)."""
 
     name = "fake"
@@ -66,6 +67,11 @@ class FakeRunner(Runner):
         self.threads = threads
         self.label = int(spec.get("label", 0))  # the class its logits favour everywhere
         self.calls = 0
+        self._processor = spec.get("processor", "cpu")
+
+    @property
+    def processor(self) -> str:
+        return self._processor
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         self.calls += 1

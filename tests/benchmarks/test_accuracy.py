@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from benchmarks.accuracy import AccuracyConfig, format_accuracy, format_accuracy_markdown, run_accuracy
-from benchmarks.bench import Candidate
 from benchmarks.cli import main
+from benchmarks.records import Candidate
 from tests.benchmarks.fakes import write_model
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.bench import BenchConfig, Candidate, measure_interleaved, run_benchmark
+from benchmarks.bench import measure_interleaved, run_benchmark
+from benchmarks.records import BenchConfig, Candidate
 from tests.benchmarks.fakes import FakeClock, FakeRunner, write_model
 
 CONFIG = BenchConfig(batches=(1,), warmup_ms=10, duration_s=0.2, min_iters=5, slice_ms=20)

@@ -7,10 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.bench import BenchConfig, Candidate, run_benchmark
+from benchmarks.bench import run_benchmark
 from benchmarks.limits import add_limit_fractions
 from benchmarks.machine import GemmRate, best_limits, measure_gemm_limits
 from benchmarks.model_cost import model_gop
+from benchmarks.records import BenchConfig, Candidate
 from tests.benchmarks.fakes import write_model
 from tests.runtime.conftest import make_onnx
 
@@ -81,6 +82,24 @@ def test_fraction_uses_the_rate_of_the_model_kind(tmp_path, fake_backend):
     # 3 GOP in 10 ms = 0.3 TOP/s = 60% of the FP32 rate; in 5 ms 0.6 TOP/s = 30% of the best INT8 rate
     assert by_model[fp32].tops == pytest.approx(0.3) and by_model[fp32].limit_fraction == pytest.approx(0.6)
     assert by_model[int8].limit_kind == "int8" and by_model[int8].limit_fraction == pytest.approx(0.3)
+
+
+def test_a_gpu_row_is_not_divided_by_the_cpu_limit(tmp_path, fake_backend):
+    """The measured GEMM rates are the CPU's: a model computed on a GPU keeps its achieved rate but gets no
+    fraction of them (a TensorRT row once showed thousands of percent)."""
+    from benchmarks.report import format_terminal
+
+    cpu = write_model(tmp_path / "cpu.fake", cost_ms=10.0)
+    gpu = write_model(tmp_path / "gpu.fake", cost_ms=0.5, processor="gpu")
+    config = BenchConfig(warmup_ms=0, duration_s=0.05, min_iters=2, slice_ms=10, size=(33, 33))
+    report = run_benchmark([Candidate(cpu, "fake"), Candidate(gpu, "fake")], config, clock=fake_backend.CLOCK)
+    report.limits = [GemmRate("onnxruntime", "fp32", "MatMul", 0.5)]
+    add_limit_fractions(report.results, {cpu: 3.0, gpu: 3.0}, report.limits)
+    by_model = {r.model: r for r in report.results}
+    assert by_model[gpu].processor == "gpu" and by_model[gpu].tops == pytest.approx(6.0)
+    assert by_model[gpu].limit_fraction is None and by_model[gpu].limit_kind is None
+    assert by_model[cpu].limit_fraction == pytest.approx(0.6)
+    assert "1200%" not in format_terminal(report)
 
 
 def test_report_shows_the_limit(tmp_path, fake_backend, monkeypatch):

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from benchmarks.bench import BenchConfig, Candidate, run_benchmark
+from benchmarks.bench import run_benchmark
+from benchmarks.records import BenchConfig, Candidate
 from benchmarks.report import SCHEMA, format_markdown, format_terminal, write_json, write_markdown
 from tests.benchmarks.fakes import write_model
 

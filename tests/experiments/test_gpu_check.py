@@ -2,6 +2,7 @@
 TensorRT part and its device checks on the CUDA/TensorRT stand-in, and the parity gates."""
 import importlib.util
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -92,7 +93,11 @@ class EagerGraph:
     def supports(device) -> bool:
         return True
 
-    def __init__(self, forward, example):
+    @staticmethod
+    def resources(device) -> tuple:
+        return None, None  # no stream or memory pool on the CPU
+
+    def __init__(self, forward, example, stream, pool):
         self.forward, self.static_input = forward, example.clone()
         self.static_output = forward(self.static_input)
 
@@ -111,7 +116,7 @@ class StaleGraph(EagerGraph):
 
 
 class BrokenGraph(EagerGraph):
-    def __init__(self, forward, example):
+    def __init__(self, forward, example, stream, pool):
         raise RuntimeError("operation not permitted when stream is capturing")
 
 
@@ -150,7 +155,8 @@ def test_a_bad_cuda_graph_fails_and_the_rest_is_still_reported(tmp_path, graph, 
     against eager on that input fails it. A variant that breaks is reported as an error, after which the
     others still run (N5)."""
     config = _torch_config(tmp_path, torch_variants=(GRAPHS, "fp32"))
-    report = run_gpu_check(config, log=lambda line: None, target=TorchTarget("cpu", "Stand-in GPU", lambda: None, graph))
+    target = TorchTarget("cpu", "Stand-in GPU", lambda: None, graph)
+    report = run_gpu_check(config, log=lambda line: None, target=target)
     checks = {c["variant"]["name"]: c for c in report["torch"]["checks"]}
     assert checks[GRAPHS]["status"] == expected, checks[GRAPHS]["detail"]
     assert checks["fp32"]["status"] == PASSED and checks["fp32"]["latency_ms"]
@@ -221,3 +227,93 @@ def test_every_precision_reported_when_one_fails_its_build(fake_gpu, monkeypatch
                                "NVIDIA L4", log=lambda line: None)
     assert [c["status"] for c in wrong["checks"]] == [FAILED, ERROR, FAILED]
     fake_gpu.assert_nothing_left()
+
+
+def test_a_wrongly_loading_refused_engine_fails_and_is_released(fake_gpu, monkeypatch):
+    """If the runner loaded an engine whose sidecar names another GPU, the check fails and the runner it
+    loaded is released again, not left holding the GPU for the rest of the check."""
+    import pspcore.engine_file
+    import runtime.backends.tensorrt as trt_module
+
+    from tests.pspcore.test_engine_file import BUILT
+
+    monkeypatch.setattr(pspcore.engine_file, "current_platform", lambda device=0: BUILT)
+    monkeypatch.setattr(trt_module, "check_compatible", lambda built, here, name: None)
+    engine, (first, fresh) = fake_gpu.make_engine(), _batches()
+    results = device_checks(GpuCheckConfig(onnx=engine), engine, first, fresh, "NVIDIA L4")
+    assert results[1]["status"] == FAILED and results[1]["detail"] == "loaded it"
+    fake_gpu.assert_nothing_left()
+
+
+def test_results_gathered_before_a_later_step_raises_are_kept(fake_gpu, monkeypatch, tmp_path):
+    """A step after the per-variant loops that raises (the matmul rate, latency, a device check) is reported
+    as an error beside every result gathered before it, and fails the verdict."""
+    import experiments.gpu_tensorrt as gpu_tensorrt
+    import experiments.gpu_torch as gpu_torch
+    import pspcore.engine_file
+
+    from tests.pspcore.test_engine_file import BUILT
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(gpu_torch, "bf16_matmul_tflops", broken)
+    config = _torch_config(tmp_path, torch_variants=("fp32",))
+    report = run_gpu_check(config, log=lambda line: None, target=TorchTarget("cpu", "Stand-in GPU", lambda: None,
+                                                                             EagerGraph))
+    assert report["torch"]["checks"][0]["status"] == PASSED and report["torch"]["latency"]
+    assert report["torch"]["errors"] == ["bf16 matmul rate: RuntimeError: CUDA error: an illegal memory access "
+                                         "was encountered"]
+    assert report["passed"] is False and "TF32 off" in report["torch"]["tf32"]
+
+    monkeypatch.setattr(pspcore.engine_file, "current_platform", lambda device=0: BUILT)
+    monkeypatch.setattr(gpu_tensorrt, "build_engine_for",
+                        lambda config, precision, onnx_path, work: (fake_gpu.make_engine(), 1.0, []))
+    monkeypatch.setattr(gpu_tensorrt, "measure_latency", broken)
+    monkeypatch.setattr(gpu_tensorrt, "two_gpu_check", broken)
+    first, fresh = _batches()
+    config = GpuCheckConfig(onnx=tmp_path / "m.onnx", precisions=("fp32",), duration_s=0.01,
+                            workdir=tmp_path / "work")
+    part = run_tensorrt_check(config, tmp_path / "m.onnx", ModelInfo(), first, fresh, _fake_expected(fresh),
+                              "NVIDIA L4", log=lambda line: None)
+    assert part["checks"][0]["status"] == PASSED and part["latency"] is None
+    assert part["errors"] == ["latency: RuntimeError: CUDA error: an illegal memory access was encountered"]
+    assert [d["status"] for d in part["device_checks"]] == [PASSED, PASSED, PASSED, ERROR]
+    fake_gpu.assert_nothing_left()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the report of a machine without a GPU")
+def test_quick_without_a_gpu_writes_its_report_with_one_line(tmp_path):
+    out = tmp_path / "quick.json"
+    result = CliRunner().invoke(main, ["--quick", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.output.splitlines() if line.strip()] == [
+        line for line in result.output.splitlines() if line.startswith("no GPU: ")]
+    assert len(result.output.strip().splitlines()) == 1
+    report = json.loads(out.read_text())
+    assert report["passed"] is None and "sees no CUDA device" in report["no_gpu"]
+    assert report["tensorrt"]["skipped"] == "not checked (PyTorch only)" and "quick" not in report
+
+
+@pytest.mark.slow  # the whole quick run, on the stand-in device
+def test_quick_run_on_a_stand_in_device(tmp_path):
+    """Every part of the quick run executes; what needs CUDA says so (skipped), the recapture check runs: two
+    alternating shapes, two graphs. A graph that never re-runs fails it."""
+    from experiments.gpu_quick import run_quick
+
+    config = _torch_config(tmp_path / "work", torch_variants=("fp32", GRAPHS))
+    report = run_quick(config, log=lambda line: None, target=TorchTarget("cpu", "Stand-in GPU", lambda: None,
+                                                                         EagerGraph))
+    json.dumps(report)
+    checks = {c["check"]: c for c in report["quick"]}
+    recapture = checks["two alternating shapes are captured once each"]
+    assert recapture["status"] == PASSED and recapture["graphs"] == 2, recapture["detail"]
+    assert len(recapture["capture_ms"]) == 2
+    assert {c["status"] for name, c in checks.items() if c is not recapture} == {SKIPPED}
+    assert report["passed"] is True and report["torch"]["checks"][0]["status"] == PASSED
+    from experiments.gpu_quick import recapture_cost
+
+    checkpoint = report["model"]["checkpoint"]
+    stale = recapture_cost(recapture["check"], TorchTarget("cpu", "Stand-in GPU", lambda: None, StaleGraph),
+                           Path(checkpoint), rounds=2)
+    assert stale["status"] == FAILED, stale["detail"]

@@ -87,7 +87,7 @@ def test_report_fields_and_the_plain_words_about_this_cpu(bf16_written):
         assert NO_BF16 not in report["warnings"] and "no bf16" not in result.output
     else:  # one line in the log, one in the report: the gate above measured f32
         assert report["warnings"] == [NO_BF16]
-        assert result.output.count(f"note: {NO_BF16}") == 1
+        assert result.output.count(f"notice: {NO_BF16}") == 1
         assert "OpenVINO compiled the written file in f32" in result.output
 
 

@@ -23,4 +23,5 @@ def test_torch_variants_on_the_gpu(tmp_path):
     assert all(c["status"] == PASSED for c in checks), [c["detail"] for c in checks]
     graphs = next(c for c in checks if c["variant"]["cuda_graphs"])
     assert graphs["replay"]["passed"] and graphs["latency_ms"]["median"] > 0
-    assert report["torch"]["bf16_matmul_tflops"] > 0
+    assert report["torch"]["bf16_matmul_tflops"] > 0 and not report["torch"]["errors"]
+    assert report["torch"]["tf32"].startswith("TF32 off")

@@ -53,7 +53,7 @@ def test_one_dispatch_on_a_model_files_suffix(tmp_path):
     and the model cost all dispatch through it and refuse what no key names."""
     from pspcore.engine_file import ENGINE_SUFFIXES
     from pspcore.files import by_suffix, suffix_of
-    from pspcore.model_info import read_model_info
+    from pspcore.model_reader import read_model_info
 
     table = {".onnx": "onnx", ENGINE_SUFFIXES: "engine"}
     assert [by_suffix(f"m{s}", table) for s in (".ONNX", ".plan", ".Engine", ".xml", "")] == [

@@ -18,7 +18,7 @@ def test_asked_threads_else_the_variable_else_the_runtime_default(monkeypatch, v
 
 
 def test_onnxruntime_sessions_follow_the_variable(monkeypatch):
-    from runtime.backends.onnxruntime import session_options
+    from pspcore.onnx_session import session_options
 
     monkeypatch.setenv(THREADS_VARIABLE, "1")
     assert session_options().intra_op_num_threads == 1 and session_options(2).intra_op_num_threads == 2

@@ -11,8 +11,10 @@ more, so a runner that relies on anything CUDA does not promise gives wrong answ
 - Events get a time stamp from a simulated clock when their record runs: elapsed time is end - start (negative
   when the arguments are swapped), cudaErrorNotReady before the record ran, an error for an unrecorded event.
 - Every stream, event, graph, graph exec and allocation is counted while alive, so leaks show.
-- `fail(name, error, times)` makes the next `times` calls of a runtime function fail (allocation, end of
-  capture, instantiation, ...).
+- `fail(name, error, times)` makes the next `times` calls of a runtime function fail (allocation, begin or end
+  of capture, instantiation, ...).
+- Every failing runtime call also leaves its error as the thread's last error, until cudaGetLastError returns
+  and clears it. TensorRT checks it around a launch, so an error left pending fails the next engine launch.
 
 Memory is modelled per GPU: device buffers are bytearrays tagged with the GPU that was current when they were
 allocated; an execution context refuses to launch (returns False, like TensorRT) when the current GPU or any
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import inspect
 import itertools
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -103,6 +106,7 @@ class FakeCudart:
         self.capture_fails = False  # an engine launch inside stream capture returns False (TensorRT)
         self.clock_ms = 0.0
         self.sticky: Error | None = None  # an error raised by work that ran (reported by the next sync)
+        self.last_error = Error.cudaSuccess  # cudaGetLastError's: the latest failing call's, until read
         self._failures: dict[str, list[Error]] = {}
         self._seq = itertools.count(1)
         self._handles = itertools.count(101)
@@ -128,6 +132,10 @@ class FakeCudart:
 
     def cudaGetErrorString(self, err):
         return Error.cudaSuccess, Error(err).name.encode()
+
+    def cudaGetLastError(self):
+        error, self.last_error = self.last_error, Error.cudaSuccess
+        return (error,)
 
     def cudaGetDeviceCount(self):
         if self.count_error != Error.cudaSuccess:
@@ -284,11 +292,13 @@ class FakeCudart:
         return self._complete({handle: float("inf")})
 
     def cudaStreamBeginCapture(self, stream, mode):
+        self.captures_begun += 1  # attempts, failed ones included
+        if error := self._injected("cudaStreamBeginCapture"):
+            return (error,)
         handle = int(stream)
         if handle == 0 or handle not in self.streams or self.streams[handle].capture is not None:
             return (Error.cudaErrorStreamCaptureUnsupported,)
         self.streams[handle].capture, self.streams[handle].capture_broken = [], False
-        self.captures_begun += 1
         return (Error.cudaSuccess,)
 
     def _break_captures(self) -> None:
@@ -384,6 +394,24 @@ class FakeCudart:
         return Error.cudaSuccess, last.stamp - first.stamp
 
 
+def _keeping_last_error(function):
+    def call(self, *args, **kwargs):
+        result = function(self, *args, **kwargs)
+        error = result[0] if isinstance(result, tuple) else result
+        if error != Error.cudaSuccess:
+            self.last_error = Error(error)
+        return result
+    call.__name__ = call.__qualname__ = function.__name__
+    call.__wrapped__ = function  # the conformance test reads the stand-in's own signature
+    return call
+
+
+for _name, _function in list(vars(FakeCudart).items()):
+    if (_name.startswith("cuda") and inspect.isfunction(_function)
+            and _name not in ("cudaGetLastError", "cudaGetErrorString")):
+        setattr(FakeCudart, _name, _keeping_last_error(_function))
+
+
 class _IllegalAddress(Exception):
     """Queued work touched memory that is not (or no longer) allocated."""
 
@@ -433,6 +461,8 @@ class FakeTensorRT:
                 stream = cudart.streams.get(int(stream_handle))
                 if stream is None:
                     return False
+                if cudart.cudaGetLastError()[0] != Error.cudaSuccess:
+                    return False  # an error left pending by an earlier call: TensorRT reports the launch failed
                 if stream.capture is not None and cudart.capture_fails:
                     return False
                 if cudart.current != self.gpu or any(cudart.device_memory.get(a, (self.gpu,))[0] != self.gpu

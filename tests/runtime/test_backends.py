@@ -9,7 +9,7 @@ import pytest
 from pspcore.registry import available_backends, create_runner, resolve_backend
 from pspcore.errors import BackendUnavailable, InputError, PSPError
 from pspcore.engine_file import EngineSidecar, Platform, sidecar_path, write_sidecar
-from pspcore.model_info import read_model_info
+from pspcore.model_reader import read_model_info
 
 from tests.runtime.conftest import make_onnx, tiny_info
 

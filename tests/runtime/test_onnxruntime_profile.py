@@ -78,3 +78,34 @@ def test_runner_narrows_its_spec_only_while_the_tensorrt_provider_runs(tmp_path)
     runner.providers = ["TensorrtExecutionProvider", "CPUExecutionProvider"]
     spec = runner._read_input_spec()
     assert (spec.size, spec.min_batch, spec.max_batch) == ((65, 97), 1, 8)
+
+
+@pytest.mark.parametrize("precision,expected", [("fp32", {}), ("fp16", {"trt_fp16_enable": True}),
+                                                ("int8", {"trt_int8_enable": True}), ("bf16", {})])
+def test_the_tensorrt_provider_gets_the_builder_flag_of_the_model_precision(tmp_path, monkeypatch, precision,
+                                                                             expected):
+    """onnxruntime-gpu 1.31's TensorRT provider builds weakly typed TensorRT 10 networks: an FP16 or Q/DQ model
+    needs trt_fp16_enable / trt_int8_enable, else TensorRT refuses its layers. Read from the model's metadata and
+    passed with the session's TensorRT options (the provider cannot run here: the session records them)."""
+    import onnxruntime
+
+    from runtime.backends.onnxruntime import SessionFromOnnx
+    from tests.runtime.conftest import make_onnx
+
+    path = make_onnx(tmp_path / "m.onnx", info=tiny_info(precision=precision))
+    real, chosen = onnxruntime.InferenceSession, {}
+
+    def recording(model, options=None, providers=None, **kwargs):
+        if providers and isinstance(providers[0], tuple):
+            chosen.update(dict(providers))
+            providers = ["CPUExecutionProvider"]
+        return real(model, options, providers=providers, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", recording)
+    loader = SessionFromOnnx(path, providers="cpu")
+    loader.providers = ["TensorrtExecutionProvider", "CPUExecutionProvider"]
+    loader()
+    flags = {k: v for k, v in chosen["TensorrtExecutionProvider"].items()
+             if k in ("trt_fp16_enable", "trt_int8_enable")}
+    assert flags == expected
+    assert "trt_engine_cache_enable" in chosen["TensorrtExecutionProvider"] and chosen["CPUExecutionProvider"] == {}

@@ -135,6 +135,18 @@ def test_labels_output_is_the_argmax_in_the_graph(ov, pspnet_onnx):
     np.testing.assert_array_equal(labels, logits.argmax(1))
 
 
+@pytest.mark.parametrize("classes", [4, 256, 257])
+def test_labels_in_the_graph_have_the_exported_models_type(ov, tmp_path, classes):
+    """The appended argmax gives what an exported model's own labels output gives (one rule: uint8 up to 256
+    classes, int32 above)."""
+    from pspcore.label_maps import graph_label_dtype
+    from runtime.backends.openvino import append_labels
+
+    model = ov.Core().read_model(str(make_onnx(tmp_path / "m.onnx", num_classes=classes)))
+    append_labels(model)
+    assert model.output(0).get_element_type().to_dtype() == graph_label_dtype(classes)
+
+
 def test_reshape_to_a_fixed_batch_and_size(ov, tmp_path):
     from runtime.backends.openvino import OpenVINORunner
 

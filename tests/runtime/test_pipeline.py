@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -158,3 +159,53 @@ def test_long_video_with_small_queues(runner, tmp_path):
     result = segment(runner, video, tmp_path / "out.avi", SegmentOptions(batch=3, queue_batches=1, codec="MJPG",
                                                                          **QUIET))
     assert result.frames_out == 120 == count_frames(tmp_path / "out.avi")
+
+
+def test_every_frame_is_written_when_the_writer_is_the_slowest_stage(runner, tmp_path):
+    """The writer is held at the first frame until the model has run every batch (and the pipeline has had
+    its chance to stop): made to happen on purpose, so a pipeline that stops before draining its writer loses
+    frames at any batch size, not only where the thread timing happens to show it."""
+    video = write_video(tmp_path / "three.avi", frames=3)
+    counting = FailingRunner(runner, fail_at=0)  # fails never; counts the batches
+    all_inferred = threading.Event()
+
+    def infer(batch):
+        output = runner.infer(batch)
+        counting.calls += 1
+        if counting.calls == 3:
+            all_inferred.set()
+        return output
+
+    counting.infer = infer
+
+    def hold(count):
+        if count == 1:
+            assert all_inferred.wait(timeout=30)
+            time.sleep(0.3)  # the window in which a pipeline that does not drain would stop the writer
+
+    result = segment_video(counting, video, tmp_path / "out.avi",
+                           SegmentOptions(batch=1, codec="MJPG", queue_batches=4, **QUIET), on_frame=hold)
+    assert (result.frames_in, result.frames_out) == (3, 3)
+    assert count_frames(tmp_path / "out.avi") == 3
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_ctrl_c_before_the_first_frame_leaves_nothing(runner, tiny_video, tmp_path, keep, monkeypatch):
+    """Interrupted while the source opens its first frame: no partial video (it would hold no frame), no JSON."""
+    import runtime.pipeline as pipeline
+
+    real = pipeline.run_pipeline
+
+    def interrupted(frames, *args, **kwargs):
+        def first_read_interrupted():
+            raise KeyboardInterrupt
+            yield  # a generator: the interrupt comes when the first frame is asked for
+
+        return real(first_read_interrupted(), *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_pipeline", interrupted)
+    paths = OutputPaths(tmp_path / "out.mp4", json=tmp_path / "f.json", jsonl=tmp_path / "f.jsonl",
+                        mask_video=tmp_path / "mask.avi", masks_dir=tmp_path / "masks")
+    with pytest.raises(KeyboardInterrupt):
+        segment_video(runner, tiny_video, paths, SegmentOptions(keep_partial=keep, **QUIET))
+    assert list(tmp_path.iterdir()) == []

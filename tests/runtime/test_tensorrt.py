@@ -190,10 +190,11 @@ def test_cuda_graph_replays_new_inputs(fake_gpu):
     fake_gpu.assert_nothing_left()
 
 
-@pytest.mark.parametrize("failure", ["launch", "cudaStreamEndCapture", "cudaGraphInstantiate"])
+@pytest.mark.parametrize("failure", ["launch", "cudaStreamBeginCapture", "cudaStreamEndCapture", "cudaGraphInstantiate"])
 def test_cuda_graph_failure_falls_back_once_without_leaking(fake_gpu, failure):
     """A shape that cannot be captured or instantiated is launched directly from then on: right answers, the
-    failed graph destroyed, no new capture attempt on every call (N7)."""
+    failed graph destroyed, no new capture attempt on every call (N7), also when the capture could not even
+    begin; the failure's CUDA error is cleared, else TensorRT's next launch reports it as its own."""
     from tests.runtime.fake_cuda import Error
 
     cudart = fake_gpu.cudart

@@ -4,6 +4,7 @@ keeps serving, shared memory works on both protocols and leaves no region behind
 Ctrl-C included), and psp-infer / psp-bench run through it."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -213,3 +214,19 @@ def test_psp_infer_shm_interrupted_by_ctrl_c_leaves_no_region(triton_server, tmp
         proc.wait(timeout=30)
     assert proc.returncode == 130, err
     assert regions_of(triton_server, proc.pid) == ([], []), "psp-infer --shm left a region behind"
+
+
+def test_psp_infer_splits_round_trips_into_server_and_client_time(triton_server, tiny_video, tmp_path):
+    """On the ensemble, psp-infer's stage table splits inference into the server's own time (its statistics)
+    and client + network."""
+    out_json = tmp_path / "run.json"
+    result = CliRunner().invoke(infer_main, [f"http://{triton_server.http_url}/pspnet", str(tiny_video), "-o",
+                                             str(tmp_path / "out.avi"), "--codec", "MJPG", "--json", str(out_json),
+                                             "-q"])
+    assert result.exit_code == 0, result.output
+    stages = json.loads(out_json.read_text())["stages"]
+    server, rest = stages["  in the server"], stages["  client + network"]
+    assert server["count"] == rest["count"] == stages["inference"]["count"] == 30
+    assert server["mean_ms"] > 0 and rest["mean_ms"] >= 0
+    assert server["total_s"] + rest["total_s"] == pytest.approx(stages["inference"]["total_s"], abs=0.01)
+    assert "in the server" in result.output and "client + network" in result.output

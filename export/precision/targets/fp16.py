@@ -8,7 +8,7 @@ import re
 from export.precision.graph import POOLING_PATTERN, output_region, require_modelopt
 from export.precision.target import PrecisionTarget, register_target
 from export.precision.verdict import FLOAT_GATE
-from pspcore.errors import PSPError
+from pspcore.errors import PSPError, first_line
 
 
 def fp16_model(src: str | os.PathLike, exclude: tuple[str, ...] = (), source_model=None):
@@ -28,7 +28,7 @@ def fp16_model(src: str | os.PathLike, exclude: tuple[str, ...] = (), source_mod
         return convert_to_mixed_precision(str(src), low_precision_type="fp16", keep_io_types=True,
                                           nodes_to_exclude=patterns)
     except Exception as exc:  # AutoCast raises assorted errors on graphs it cannot type
-        raise PSPError(f"FP16 conversion of {src} failed: {type(exc).__name__}: {exc}") from None
+        raise PSPError(f"FP16 conversion of {src} failed: {first_line(exc, with_type=True)}") from None
 
 
 @register_target

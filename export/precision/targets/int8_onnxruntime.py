@@ -14,7 +14,7 @@ from typing import Callable
 from export.precision.graph import output_region, pooling_nodes
 from export.precision.int8 import Int8Target
 from export.precision.target import register_target
-from pspcore.errors import PSPError
+from pspcore.errors import PSPError, first_line
 
 CALIBRATION_STRIDE = 2  # images ONNX Runtime calibrates at a time (histograms merge): bounds its memory
 PERCENTILE = 99.99  # ONNX Runtime's percentile calibration keeps the 0.01..99.99% range
@@ -145,7 +145,7 @@ def quantize_onnxruntime(src: Path, work: Path, batch, method: str, exclude: tup
     try:
         quantize_prepared(prepared_for_onnxruntime(Path(src)), out, batch, method, exclude)
     except Exception as exc:  # ONNX Runtime raises assorted errors
-        raise PSPError(f"INT8 quantization of {src} failed: {type(exc).__name__}: {exc}") from None
+        raise PSPError(f"INT8 quantization of {src} failed: {first_line(exc, with_type=True)}") from None
     return onnx.load(str(out))
 
 

@@ -22,7 +22,7 @@ from export.precision.int8 import Int8Target
 from export.precision.ir import WritesIR, save_ir
 from export.precision.target import register_target
 from export.precision.targets.int8_onnxruntime import quantize_onnxruntime
-from pspcore.errors import PSPError
+from pspcore.errors import PSPError, first_line
 
 
 def quantize_for_openvino(src: Path, work: Path, batch: np.ndarray, method: str, exclude: tuple[str, ...] = ()):
@@ -51,7 +51,7 @@ def _quantize_nncf(src: Path, batch: np.ndarray, exclude: tuple[str, ...]):
             return nncf.quantize(model, dataset, subset_size=len(batch),
                                  ignored_scope=nncf.IgnoredScope(names=kept, validate=False))
     except Exception as exc:  # NNCF raises assorted errors
-        raise PSPError(f"INT8 quantization of {src} with NNCF failed: {type(exc).__name__}: {exc}") from None
+        raise PSPError(f"INT8 quantization of {src} with NNCF failed: {first_line(exc, with_type=True)}") from None
 
 
 @register_target

@@ -12,7 +12,7 @@ from pathlib import Path
 from export.precision.graph import POOLING_PATTERN, require_modelopt
 from export.precision.int8 import Int8Target
 from export.precision.target import register_target
-from pspcore.errors import PSPError
+from pspcore.errors import PSPError, first_line
 
 
 @contextlib.contextmanager
@@ -61,7 +61,7 @@ def _quantize_tensorrt(src: Path, work: Path, batch, method: str, exclude: tuple
                      nodes_to_exclude=[POOLING_PATTERN, *(re.escape(name) + "$" for name in exclude)],
                      high_precision_dtype="fp32", log_level="ERROR")
     except Exception as exc:  # ModelOpt and ONNX Runtime raise assorted errors
-        raise PSPError(f"INT8 quantization of {src} failed: {type(exc).__name__}: {exc}") from None
+        raise PSPError(f"INT8 quantization of {src} failed: {first_line(exc, with_type=True)}") from None
     return onnx.load(str(out))
 
 
