@@ -408,6 +408,11 @@ MUTATIONS: list[Mutation] = [
              ("tests/export/test_openvino_bf16.py::"
               "test_logits_resize_is_written_as_marked_matmuls_that_keep_the_fp32_logits",),
              "resize matrices that are not align_corners bilinear ((L_in-1)/L_out steps)"),
+    Mutation("bf16-layers-never-flags", "experiments/bf16_layers.py",
+             '            if mark and precision == "bf16" and kind not in SHAPE_ONLY:',
+             "            if False:",
+             ("tests/experiments/test_bf16_layers.py",),
+             "the bf16-CPU check passing while a kept layer runs in bf16"),
 ]
 
 
