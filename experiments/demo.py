@@ -21,7 +21,7 @@ from pspcore.errors import InputError, PSPError
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """Sizes of every stage. FULL is the real demo (~7 min on a quiet 2-core AVX2 CPU); QUICK proves the wiring in
+    """Sizes of every stage. FULL is the real demo (~6 min on a quiet 2-core AVX2 CPU); QUICK proves the wiring in
     seconds."""
 
     train: tuple[str, ...]  # extra psp-train options
@@ -286,8 +286,8 @@ def run_demo(out: str | os.PathLike, quick: bool = False, threads: int | None = 
 def main(out_dir, quick, threads):
     """The end-to-end demo: train a small PSPNet (pspnet18-tiny, half width) on context-scenes (CPU), export
     FP32 ONNX, convert FP16 and INT8, segment a generated video, benchmark speed and accuracy of every backend
-    and precision. Everything lands in OUT_DIR (default demo-out); about 7 minutes on 2 cores (under 10 on an
-    AVX2-only CPU), seconds with --quick."""
+    and precision. Everything lands in OUT_DIR (default demo-out); about 6 minutes on a quiet 2-core AVX2-only
+    CPU, seconds with --quick."""
     run_demo(out_dir, quick, threads)
 
 
