@@ -516,6 +516,22 @@ MUTATIONS: list[Mutation] = [
              "        self._jsonl = self.enter_context(",
              ("tests/runtime/test_pipeline.py::test_ctrl_c_before_the_first_frame_leaves_nothing",),
              "an empty --masks-dir left by a run stopped before its first frame"),
+    # ---- bf16 on bf16 CPUs (issue 28): the logits' resize as marked MatMuls ----
+    Mutation("bf16-logits-resize-left-interpolate", "export/precision/targets/bf16.py",
+             '    resize_as_matmuls(model, [n for n in kept if n.op_type == "Resize"])\n', "",
+             ("tests/export/test_openvino_bf16.py::"
+              "test_logits_resize_is_written_as_marked_matmuls_that_keep_the_fp32_logits",),
+             "the logits Interpolate left in the bf16 IR, which OpenVINO runs in bf16 on AVX512-BF16 CPUs"),
+    Mutation("bf16-resize-matrix-off-by-one", "export/precision/targets/bf16.py",
+             'named(ops.subtract(l_out, one), what + "/out_1")', "l_out",
+             ("tests/export/test_openvino_bf16.py::"
+              "test_logits_resize_is_written_as_marked_matmuls_that_keep_the_fp32_logits",),
+             "resize matrices that are not align_corners bilinear ((L_in-1)/L_out steps)"),
+    Mutation("bf16-layers-never-flags", "experiments/bf16_layers.py",
+             '            if mark and precision == "bf16" and kind not in SHAPE_ONLY:',
+             "            if False:",
+             ("tests/experiments/test_bf16_layers.py",),
+             "the bf16-CPU check passing while a kept layer runs in bf16"),
 ]
 
 

@@ -548,8 +548,9 @@ def run_analysis(work: Path, arch: str, classes: int, size: int, threads: int, r
     show(analysis)  # the variant table, seen before the long labels part
     if trained is not None:
         click.echo("U8S8 saturation on the trained model", err=True)
-        analysis.saturation = saturation_check(trained / "models" / "pspnet18-fp32.onnx", trained / "data", work,
-                                               threads)
+        from experiments.demo import Paths
+
+        analysis.saturation = saturation_check(Paths.found_model(trained, "fp32"), trained / "data", work, threads)
     if labels == "reuse":
         analysis.labels = pickle.loads((work / "analysis.pkl").read_bytes()).labels
     elif labels:

@@ -310,7 +310,7 @@ def _show_variants(analysis: Analysis) -> None:
 @click.option("--infer-images", type=click.IntRange(min=1), default=6, show_default=True)
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--trained", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="A demo output folder (models/pspnet18-fp32.onnx, data/): measure U8S8 saturation on its "
+              help="A demo output folder (models/<arch>-fp32.onnx, data/): measure U8S8 saturation on its "
                    "trained model.")
 @click.option("--from-saved", is_flag=True, help="Write the fragment from WORK/analysis.pkl of an earlier run.")
 def main(work, arch, classes, size, threads, runs, labels, infer_images, markdown_path, from_saved, trained):

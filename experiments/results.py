@@ -63,9 +63,9 @@ SECTIONS = (
             "INT8 file and on the openvino IR, each against the machine's own GEMM rate; then ONNX Runtime's "
             "per-op profile.",
             ("python", "-m", "experiments.cpu_speed", "{work}"), ("bench.md", "profile.md")),
-    Section("demo", "The demo model, PSPNet-18 on context-scenes",
-            "`./run.sh demo`: a PSPNet-18 trained on the CPU, exported, converted to FP16 and INT8, benchmarked "
-            "for speed and for accuracy on the same validation images.",
+    Section("demo", "The demo model, pspnet18-tiny on context-scenes",
+            "`./run.sh demo`: a pspnet18-tiny (PSPNet-18 at half width) trained on the CPU, exported, converted to "
+            "FP16 and INT8, benchmarked for speed and for accuracy on the same validation images.",
             ("python", "-m", "experiments.demo", "{work}"), ("bench.md", "accuracy.md")),
     Section("precision", "Verified INT8 with automatic repair: the demo model and PSPNet-50 at 473x473",
             "`psp-export int8` as a user runs it: calibration on drawn scenes with every 4th held out, the gate "

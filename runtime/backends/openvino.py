@@ -1,8 +1,8 @@
 """OpenVINO backend (CPU): runs our .onnx files (FP32, FP16, INT8 Q/DQ) and OpenVINO IR (.xml + .bin).
 
-Precision is what the model says, never what the CPU prefers: on a CPU with AMX OpenVINO runs an FP32 model in
-bf16 unless INFERENCE_PRECISION_HINT is "f32", a silent change the parity promise does not allow. So the hint
-is f32 unless the caller asks for bf16, or the model asks for it (an IR recording INFERENCE_PRECISION_HINT in
+Precision is what the model says, never what the CPU prefers: on a CPU with AMX or AVX512-BF16 OpenVINO runs an
+FP32 model in bf16 unless INFERENCE_PRECISION_HINT is "f32", a silent change the parity promise does not allow. So
+the hint is f32 unless the caller asks for bf16, or the model asks for it (an IR recording INFERENCE_PRECISION_HINT in
 its rt_info "runtime_options", as psp-export bf16 writes, or a model whose description says bf16), and
 `describe()` shows the precision the compiled model actually reports and who asked for another one."""
 from __future__ import annotations

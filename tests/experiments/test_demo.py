@@ -47,3 +47,16 @@ def test_demo_refuses_a_file_as_output(tmp_path):
     target.write_text("x")
     result = CliRunner().invoke(main, [str(target)])
     assert result.exit_code == 2 and "is a file" in result.output
+
+
+def test_a_demo_folder_names_its_model_whatever_network_it_trained(tmp_path):
+    """Other experiments (ort_int8_analysis --trained) read the demo's models through Paths.found_model."""
+    from experiments.demo import Paths
+    from pspcore.errors import InputError
+
+    with pytest.raises(InputError, match="no demo model"):
+        Paths.found_model(tmp_path, "fp32")
+    (tmp_path / "models").mkdir()
+    for name in ("pspnet18-tiny-fp32.onnx", "pspnet18-tiny-int8.onnx"):
+        (tmp_path / "models" / name).write_bytes(b"x")
+    assert Paths.found_model(tmp_path, "fp32") == tmp_path / "models" / "pspnet18-tiny-fp32.onnx"

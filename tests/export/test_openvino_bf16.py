@@ -234,10 +234,47 @@ def _bf16_capable() -> bool:
 NO_BF16_HERE = "this CPU has no bf16 (OpenVINO needs AMX or AVX512-BF16): the IR can only run in f32 here"
 
 
+def _resize_ops(written, source):
+    """The OpenVINO ops the written IR made from the ONNX logits Resize (the output region's upsampling)."""
+    from export.precision.targets.bf16 import ops_of
+
+    return ops_of(written, next(n for n in source.graph.node if n.name == "/network/Resize"))
+
+
+def test_logits_resize_is_written_as_marked_matmuls_that_keep_the_fp32_logits(bf16_written):
+    """On every CPU: the IR upsamples the logits with two MatMuls (R_h · x · R_wᵀ), not an Interpolate (which
+    OpenVINO ran in bf16 on an AVX512-BF16 CPU despite the mark), all marked precise, and in f32 the IR's logits
+    are the FP32 source's (ONNX Runtime's Resize) to float rounding."""
+    import onnx
+
+    from export.evaluation import logits, open_runner
+    from export.precision.targets.bf16 import PRECISE_READ_BACK
+    from export.precision.verified import drawn_scenes
+    from pspcore.model_info import read_onnx_info
+    from runtime.backends.openvino import OpenVINORunner, read_model
+
+    source, out, _, _ = bf16_written
+    model, written = onnx.load(str(source)), read_model(out)
+    ops = _resize_ops(written, model)
+    assert "Interpolate" not in {op.get_type_name() for op in ops}
+    assert [op.get_type_name() for op in ops if op.get_type_name() == "MatMul"] == ["MatMul", "MatMul"]
+    assert all(any(key in op.get_rt_info() for key in PRECISE_READ_BACK) for op in ops)
+    assert [r.input_value(0).get_node().get_type_name() for r in written.get_results()] == ["MatMul"]
+    images = drawn_scenes(read_onnx_info(source), SIZE)[:3]
+    with open_runner(source) as fp32, OpenVINORunner(out, precision="fp32") as f32:
+        reference, mine = logits(fp32, images), logits(f32, images)
+    assert np.abs(mine - reference).max() <= 1e-5 * max(1.0, float(np.abs(reference).max()))
+
+
+# Layers that read only their input's dimensions: OpenVINO reports them in the precision of the tensor they
+# measure (the classifier's bf16 output), though no value of it is rounded or computed with.
+SHAPE_ONLY = ("ShapeOf",)
+
+
 @pytest.mark.skipif(not _bf16_capable(), reason=NO_BF16_HERE)
 def test_bf16_for_real_keeps_the_pooling_and_output_region_f32(bf16_written):
-    """On a bf16 CPU: OpenVINO's compiled model runs the layers made from the marked nodes (the pooling MatMuls,
-    the logits Resize) in f32 and the backbone's convolutions in bf16."""
+    """On a bf16 CPU (AMX or AVX512-BF16): OpenVINO's compiled model runs every layer made from the marked nodes
+    (the pooling MatMuls, the logits' resize MatMuls) in f32 and the backbone's convolutions in bf16."""
     import onnx
 
     from export.precision.targets.bf16 import kept_nodes, ops_of
@@ -247,12 +284,16 @@ def test_bf16_for_real_keeps_the_pooling_and_output_region_f32(bf16_written):
     model, written = onnx.load(str(source)), read_model(out)
     marked = {op.get_friendly_name() for node in model.graph.node if node.name in kept_nodes(model)
               for op in ops_of(written, node)}
+    resize = {op.get_friendly_name() for op in _resize_ops(written, model)}
     with OpenVINORunner(out) as runner:
         assert runner.hint == "bf16"
         layers = runner.layer_precisions()
     kept = [(kind, precision) for kind, precision, names in layers if marked & set(names)]
-    assert "Interpolate" in {kind for kind, _ in kept} and "MatMul" in {kind for kind, _ in kept}, kept
-    assert not [layer for layer in kept if layer[1] == "bf16"], kept  # f32 (or i32: the output size's arithmetic)
+    resized = [(kind, precision) for kind, precision, names in layers if resize & set(names)]
+    assert "MatMul" in {kind for kind, _ in kept} and "Interpolate" not in {kind for kind, _ in resized}, kept
+    assert {kind for kind, _ in resized} & {"MatMul", "FullyConnected"}, resized
+    # f32 (or i32: the output size's arithmetic); shape-only layers report the measured tensor's precision
+    assert not [layer for layer in kept if layer[1] == "bf16" and layer[0] not in SHAPE_ONLY], kept
     assert any(kind == "Convolution" and precision == "bf16" for kind, precision, _ in layers)
 
 

@@ -10,6 +10,14 @@ converts an FP32 graph to bf16 when compiling it with the bf16 precision hint (o
 - Kept nodes carry OpenVINO's "precise" attribute (ov::disable_fp16_compression; ov.save_model writes it as
   DisablePrecisionConversion "dynamic:f16"). The CPU plugin's Node sets keepOrigPrecision from it, and
   Graph::EnforceInferencePrecision leaves such nodes in f32 when it lowers the graph to bf16.
+- The logits' bilinear upsampling is written as two MatMuls, y = R_h · x · R_wᵀ (resize_as_matmuls), like the
+  exact pooling: on an AVX512-BF16 CPU without AMX, OpenVINO 2026.4 ran the marked logits Interpolate in bf16
+  (issue 28) while the marked pooling MatMuls stayed f32 there and on AMX. Interpolate is on the list of node
+  types EnforceInferencePrecision never spares as the graph's tail (worth bf16 for speed), so only the mark
+  could keep it f32, and in 2026.4 on that CPU it did not (which step drops it was not pinned down: recent
+  sources let the Interpolate node take its descriptors from its executor); MatMul's and FullyConnected's held.
+  The matrices are built in the graph from the runtime sizes (constants once folded when the sizes are
+  static), so dynamic shapes stay exact.
 - Repair ranks layers on a model that rounds every compute node's inputs to bf16 in ONNX Runtime (a stand-in
   for the ranking only: the gate is always OpenVINO's own run of the IR).
 So keeping a node in higher precision means marking its OpenVINO ops precise (and leaving it unrounded in the
@@ -18,6 +26,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import numpy as np
 
 from export.precision.graph import check_output_suffix, output_region, pooling_nodes
 from export.precision.ir import WritesIR
@@ -70,10 +80,79 @@ def bf16_ov_model(source_model, exclude=()):
 
     model = ov_model(source_model)
     model.set_rt_info("bf16", [RUNTIME_OPTIONS, PRECISION_HINT_KEY])
-    for node in _nodes(source_model, kept_nodes(source_model, exclude)):
+    kept = _nodes(source_model, kept_nodes(source_model, exclude))
+    resize_as_matmuls(model, [n for n in kept if n.op_type == "Resize"])
+    for node in kept:
         for op in ops_of(model, node):
             op.get_rt_info()[PRECISE] = ""
     return model
+
+
+def resize_as_matmuls(model, resizes) -> list[str]:
+    """Replace, in the ov.Model, the Interpolate made from each ONNX Resize node in `resizes` that is a 4-D
+    bilinear align_corners resize by sizes (the logits' upsampling) with y = R_h · x · R_wᵀ, where row i of
+    R (L_out x L_in) holds max(0, 1 - |i·(L_in-1)/(L_out-1) - j|): the same interpolation, as MatMuls, which
+    the CPU plugin keeps in f32 when marked. The new ops are named `<resize>/...`, the last one takes the
+    Interpolate's name and output names, so ops_of still finds them. Returns the ONNX names replaced."""
+    replaced = []
+    for node in resizes:
+        for op in ops_of(model, node):
+            if _bilinear_align_corners(op):
+                _replace_output(op, _matmul_resize(op.input_value(0), op.input_value(1), node.name + "/"))
+                replaced.append(node.name)
+    if replaced:
+        model.validate_nodes_and_infer_types()
+    return replaced
+
+
+def _bilinear_align_corners(op) -> bool:
+    attrs = op.get_attributes() if op.get_type_name() == "Interpolate" else {}
+    return (attrs.get("mode") in ("linear", "linear_onnx") and op.get_input_size() == 2
+            and attrs.get("coordinate_transformation_mode") == "align_corners"
+            and attrs.get("shape_calculation_mode") == "sizes" and not attrs.get("antialias")
+            and not any(attrs.get("pads_begin", [])) and not any(attrs.get("pads_end", []))
+            and op.get_input_partial_shape(0).rank.get_length() == 4)
+
+
+def _matmul_resize(data, sizes, prefix: str):
+    """R_h · data · R_wᵀ for NCHW `data` and the 4-vector `sizes`; the matrices from the runtime shapes."""
+    import openvino.opset13 as ops
+
+    def named(new, what):
+        new.set_friendly_name(prefix + what)
+        return new
+
+    one, zero = ops.constant(np.float32(1)), ops.constant(np.float32(0))
+    in_shape = named(ops.shape_of(data), "in_shape")
+
+    def length(shape, axis, what):  # one entry of a shape vector as an f32 scalar
+        picked = named(ops.gather(shape, ops.constant(np.int64(axis)), ops.constant(np.int64(0))), what)
+        return named(ops.convert(picked, "f32"), what + "/f32")
+
+    def matrix(axis, what):  # [L_out, L_in]
+        l_in, l_out = length(in_shape, axis, what + "/in"), length(sizes, axis, what + "/out")
+        step = named(ops.divide(named(ops.subtract(l_in, one), what + "/in_1"),
+                                named(ops.maximum(named(ops.subtract(l_out, one), what + "/out_1"), one),
+                                      what + "/out_1_min1")), what + "/step")
+        out_column = named(ops.unsqueeze(named(ops.range(zero, l_out, one, "f32"), what + "/out_index"),
+                                         ops.constant(np.int64(1))), what + "/out_column")
+        source = named(ops.multiply(out_column, step), what + "/source")
+        in_index = named(ops.range(zero, l_in, one, "f32"), what + "/in_index")
+        distance = named(ops.abs(named(ops.subtract(source, in_index), what + "/offset")), what + "/distance")
+        return named(ops.relu(named(ops.subtract(one, distance), what + "/weight")), what)
+
+    rows = named(ops.matmul(matrix(2, "rows"), data, False, False), "rows_applied")
+    return ops.matmul(rows, matrix(3, "cols"), False, True)
+
+
+def _replace_output(op, new) -> None:
+    """Let `new` stand in for `op`: its consumers, its friendly name and its output's tensor names."""
+    new.set_friendly_name(op.get_friendly_name())
+    names = op.output(0).get_names()
+    for target in list(op.output(0).get_target_inputs()):
+        target.replace_source_output(new.output(0))
+    op.output(0).get_tensor().set_names(set())
+    new.output(0).get_tensor().set_names(names)
 
 
 def save_bf16_ir(source_model, exclude, info: ModelInfo, dst: str | os.PathLike) -> Path:
