@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: sets up .venv on first use, then
 #   ./run.sh demo [OUT_DIR]   the end-to-end demo (train on CPU, export, convert, infer on video, benchmark)
-#   ./run.sh test [PYTEST_ARGS...]   the test suite (2 workers; PSP_TEST_WORKERS=0 runs it in one process)
+#   ./run.sh test [PYTEST_ARGS...]   ruff, then the test suite (2 workers; PSP_TEST_WORKERS=0 runs it in one process)
+#   ./run.sh lint                    ruff alone
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV="${PSP_VENV:-.venv}"
@@ -53,8 +54,13 @@ case "$cmd" in
     demo)
         setup
         exec "$VENV/bin/python" -m experiments.demo "${@:-demo-out}" ;;
+    lint)
+        setup
+        "$VENV/bin/ruff" check . ;;
     test)
         setup
+        # The linter first (pyflakes, pycodestyle errors, import order; pyproject.toml's [tool.ruff]): a second.
+        "$VENV/bin/ruff" check --quiet . || { echo "error: ruff found problems (./run.sh lint shows them)" >&2; exit 1; }
         set +e
         # Two workers (pytest-xdist), as CI has 2 cores; each worker takes its share of the cores (tests/conftest.py).
         # loadgroup: the tests of one xdist_group (the real Triton server's) run on one worker.
@@ -66,6 +72,6 @@ case "$cmd" in
     setup)
         setup ;;
     *)
-        echo "usage: ./run.sh demo [OUT_DIR] | ./run.sh test [PYTEST_ARGS...] | ./run.sh setup" >&2
+        echo "usage: ./run.sh demo [OUT_DIR] | ./run.sh test [PYTEST_ARGS...] | ./run.sh lint | ./run.sh setup" >&2
         exit 2 ;;
 esac

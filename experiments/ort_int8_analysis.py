@@ -32,8 +32,12 @@ import numpy as np
 
 from benchmarks.machine import load_average, measure_gemm_limits
 from experiments.demo import run_tool
-from export.precision.targets.int8_onnxruntime import (ORT_QUANT_DEFAULTS, OrtQuantOptions, prepare_for_onnxruntime,
-                                                       quantize_prepared)
+from export.precision.targets.int8_onnxruntime import (
+    ORT_QUANT_DEFAULTS,
+    OrtQuantOptions,
+    prepare_for_onnxruntime,
+    quantize_prepared,
+)
 from runtime.backends.openvino import cpu_flags
 
 CALIBRATION_IMAGES = 2  # ranges only set the scales; the kernels, and so the speed, do not depend on them

@@ -14,9 +14,18 @@ from pathlib import Path
 import click
 
 from benchmarks.report import markdown_table, write_text
-from experiments.ort_int8_analysis import (ABOUT, CALIBRATION_IMAGES, Analysis, Kernel, Measured, conv_class,
-                                           conv_gemm_shape, run_analysis)
+from experiments.ort_int8_analysis import (
+    ABOUT,
+    CALIBRATION_IMAGES,
+    Analysis,
+    Kernel,
+    Measured,
+    conv_class,
+    conv_gemm_shape,
+    run_analysis,
+)
 from pspcore.cli import Command
+
 
 def _default(analysis: Analysis) -> Measured:
     return next(m for m in analysis.measured if m.variant.name == "default")

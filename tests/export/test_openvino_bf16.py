@@ -99,8 +99,8 @@ def test_pooling_and_output_region_are_marked_precise_in_the_ir(bf16_written):
     region (no repair was needed), on none of the other compute nodes."""
     import onnx
 
-    from export.precision.targets.bf16 import kept_nodes, marked_nodes
     from export.precision.graph import output_region, pooling_nodes
+    from export.precision.targets.bf16 import kept_nodes, marked_nodes
     from runtime.backends.openvino import read_model
 
     source, out, report, _ = bf16_written
@@ -185,9 +185,9 @@ def test_rounded_stand_in_ranks_the_node_bf16_cannot_hold(fp16_hostile_onnx):
     it unrounded restores the labels."""
     import onnx
 
-    from export.precision.targets.bf16 import bf16_rounded_model
     from export.evaluation import logits, open_runner
     from export.precision.layerwise import compare_layers
+    from export.precision.targets.bf16 import bf16_rounded_model
     from export.precision.verdict import judge
     from export.precision.verified import drawn_scenes
     from pspcore.model_info import read_onnx_info
