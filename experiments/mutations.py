@@ -532,6 +532,12 @@ MUTATIONS: list[Mutation] = [
              "            if False:",
              ("tests/experiments/test_bf16_layers.py",),
              "the bf16-CPU check passing while a kept layer runs in bf16"),
+    Mutation("opencv-pool-beside-the-model", "runtime/pipeline.py", "    cv2.setNumThreads(1)\n", "",
+             ("tests/runtime/test_pipeline.py::test_opencv_runs_serially_beside_the_model_and_is_restored",),
+             "OpenCV's thread pool in the pipeline's stages competing with the model for the cores"),
+    Mutation("opencv-threads-not-restored", "runtime/pipeline.py", "        cv2.setNumThreads(opencv_threads)\n", "",
+             ("tests/runtime/test_pipeline.py::test_opencv_runs_serially_beside_the_model_and_is_restored",),
+             "psp-infer's pipeline leaving the process's OpenCV thread count changed"),
 ]
 
 

@@ -258,6 +258,10 @@ def run_pipeline(frames: Iterable[Frame], segmenter: Segmenter, write: Callable,
                 bar.set_postfix_str(times.status(counts.frames_in, counts.written, slot.dropped if slot else 0),
                                     refresh=False)
 
+    # The stages already run beside the model in threads of their own: OpenCV's thread pool inside each decode,
+    # resize and encode would take the cores the model computes on (docs/results.md, live section).
+    opencv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
     threads = [stages.thread(read, "psp-prepare"), stages.thread(finish, "psp-encode")]
     if realtime:
         threads.append(stages.thread(grab, "psp-decode"))
@@ -282,6 +286,7 @@ def run_pipeline(frames: Iterable[Frame], segmenter: Segmenter, write: Callable,
             frames.interrupt()  # a source waiting to reconnect gives up now
         for t in threads:
             t.join()
+        cv2.setNumThreads(opencv_threads)
         bar.close()
     if stages.errors:
         raise stages.errors[0]

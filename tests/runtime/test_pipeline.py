@@ -208,3 +208,18 @@ def test_ctrl_c_before_the_first_frame_leaves_nothing(runner, tiny_video, tmp_pa
     with pytest.raises(KeyboardInterrupt):
         segment_video(runner, tiny_video, paths, SegmentOptions(keep_partial=keep, **QUIET))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_opencv_runs_serially_beside_the_model_and_is_restored(runner, tiny_video, tmp_path):
+    """The pipeline's stages are threads beside the model: OpenCV's own pool is off while they run (it would take
+    the model's cores) and back as it was afterwards."""
+    original = cv2.getNumThreads()
+    cv2.setNumThreads(3)  # a pool of its own whatever this machine's core count
+    try:
+        seen = []
+        segment_video(runner, tiny_video, tmp_path / "out.avi", SegmentOptions(codec="MJPG", **QUIET),
+                      on_frame=lambda count: seen.append(cv2.getNumThreads()))
+        assert seen and set(seen) == {1}
+        assert cv2.getNumThreads() == 3
+    finally:
+        cv2.setNumThreads(original)
