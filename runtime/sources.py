@@ -10,6 +10,7 @@ import os
 import sys
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ class Reconnect:
             yield min(self.max_wait, self.wait * 2 ** attempt)
 
 
-class Source:
+class Source(ABC):
     """An iterable of `Frame`s, closed after use (a context manager). `fps`/`size` (W, H) are None when the
     source does not know them; `live` sources produce frames whether or not we keep up."""
 
@@ -63,8 +64,9 @@ class Source:
         self.notes: list[str] = []
         self._interrupted = threading.Event()
 
+    @abstractmethod
     def __iter__(self) -> Iterator[Frame]:
-        raise NotImplementedError
+        """The frames, in order."""
 
     def interrupt(self) -> None:
         """Ask a reader waiting to reconnect to give up now (the run is stopping)."""

@@ -4,6 +4,7 @@ quantizes, which calibration methods it offers and where its Q/DQ sit."""
 from __future__ import annotations
 
 import tempfile
+from abc import abstractmethod
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +23,10 @@ class Int8Target(PrecisionTarget):
     calibrated = True
     advice = " or convert to FP16 instead"
 
+    @abstractmethod
     def quantize(self, src: Path, work: Path, batch: np.ndarray, method: str, exclude: tuple[str, ...] = ()):
         """The Q/DQ onnx.ModelProto of `src` calibrated on the preprocessed `batch` [N, 3, H, W]; `work`: a
         folder for the quantizer's files."""
-        raise NotImplementedError
 
     def convert(self, source, source_model, exclude, calib, method):
         with tempfile.TemporaryDirectory(prefix="psp-int8-") as work:

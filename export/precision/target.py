@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
@@ -19,7 +20,7 @@ TARGET_PACKAGE = "export.precision.targets"  # its __init__ imports every target
 _TARGETS: dict[tuple[str, str | None], type["PrecisionTarget"]] = {}
 
 
-class PrecisionTarget:
+class PrecisionTarget(ABC):
     """One target. Its class attributes are what it declares about itself; an instance is one conversion to it
     (the calibration method chosen, and what the target learns on the way: what the runtime compiled the written
     file in, the nodes it was told to keep). Subclasses implement `convert` and override what differs."""
@@ -68,11 +69,11 @@ class PrecisionTarget:
         """Warnings about this machine, said once when the conversion starts (and kept in the report)."""
         return []
 
+    @abstractmethod
     def convert(self, source: Path, source_model, exclude: tuple[str, ...], calib: np.ndarray, method: str | None):
         """The converted onnx.ModelProto of the FP32 file `source` (`source_model`: the original FP32 model,
         loaded once, or None when `source` is another file); `exclude`: node names (exact) kept in higher
         precision (repair's fallback); `calib`: the calibration batch (the check images without calibration)."""
-        raise NotImplementedError
 
     def candidate(self, source: Path, source_model, exclude: tuple[str, ...], calib: np.ndarray,
                   method: str | None, info: ModelInfo, stem: Path) -> tuple[object, Path]:
