@@ -139,13 +139,16 @@ class TorchRunner(Runner):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     @property
+    def _where(self) -> str:
+        """The device it runs on: the loaded model's, else the one asked for."""
+        return self.device.type if self.device is not None else self.device_name
+
+    @property
     def processor(self) -> str:
-        device = self.device.type if self.device is not None else self.device_name
-        return "gpu" if device.startswith("cuda") else "cpu"
+        return "gpu" if self._where.startswith("cuda") else "cpu"
 
     def describe(self) -> str:
         extras = [self.precision] + (["channels_last"] if self.channels_last else []) + (
             ["CUDA graphs"] if self.cuda_graphs else [])
-        where = self.device.type if self.device is not None else self.device_name
         arch = self._info.arch if self._info is not None else ""  # known once loaded
-        return f"{self.name}[{where}] ({arch or 'checkpoint'}, {', '.join(extras)})"
+        return f"{self.name}[{self._where}] ({arch or 'checkpoint'}, {', '.join(extras)})"

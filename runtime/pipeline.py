@@ -20,14 +20,13 @@ from tqdm import tqdm
 
 from pspcore.colours import colorize
 from pspcore.errors import InputError
-from pspcore.files import list_images
 from pspcore.geometry import runner_input_size
 from pspcore.preprocess import prepare_batch, tile_frame
 from pspcore.runner import FrameRunner, Runner
 from runtime.outputs import ImageOutputs, OutputPaths, VideoOutputs
 from runtime.postprocess import labels_to_frame, merge_tiles, overlay, palette_lut, to_labels
 from runtime.realtime import LatestFrame, Stopped
-from runtime.sources import Frame, ImageSource, Reconnect, Source, VideoFileSource, open_source
+from runtime.sources import Frame, ImageSource, Reconnect, Source, VideoFileSource, image_source, open_source
 from runtime.stages import StageTimes, format_stages
 from runtime.video import DEFAULT_FPS
 
@@ -353,7 +352,7 @@ def segment_video(runner: Runner, video: str | Path, output: OutputPaths | str |
 def segment_images(runner: Runner, images: str | Path, output: OutputPaths | str | Path,
                    options: SegmentOptions | None = None) -> SegmentResult:
     """Segment one image, or every image in a folder, into overlay image(s) named after the inputs."""
-    with ImageSource(str(images), list_images(images), single=not Path(images).is_dir()) as source:
+    with image_source(images) as source:
         return segment_source(runner, source, output, options)
 
 

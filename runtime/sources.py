@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 
 from pspcore.errors import InputError, PSPError
-from pspcore.files import is_image, list_images, read_list_file
+from pspcore.files import IMAGE_SUFFIXES, is_image, list_images, read_list_file
+from pspcore.triton_protocol import url_scheme
 from runtime.video import VideoReader, read_image
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt")
@@ -128,7 +129,7 @@ class ImageSource(Source):
     def __init__(self, name: str, files: list[Path], single: bool = False):
         super().__init__(name)
         if not files:
-            raise InputError(f"{name}: matches no images ({', '.join(('.png', '.jpg', '...'))})")
+            raise InputError(f"{name}: matches no images ({', '.join(IMAGE_SUFFIXES)})")
         self.files, self.single = files, single
         self.total = len(files)
         self.unreadable: list[str] = []
@@ -308,7 +309,7 @@ def open_source(spec: str | os.PathLike, *, frame_size: tuple[int, int] | None =
         if isinstance(camera, str) and not os.path.exists(camera):
             raise InputError(f"camera not found: {camera} (no such device)")
         return CaptureSource(camera, reconnect, camera=True)
-    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    scheme = (url_scheme(text) or "").lower()
     if scheme in STREAM_SCHEMES:
         return CaptureSource(text, reconnect)
     if scheme:
@@ -316,7 +317,7 @@ def open_source(spec: str | os.PathLike, *, frame_size: tuple[int, int] | None =
                          f"{', '.join(s + '://' for s in STREAM_SCHEMES)})")
     path = Path(text)
     if path.is_dir():
-        return ImageSource(text, list_images(path))
+        return image_source(path)
     if not path.exists() and glob.has_magic(text):
         files = sorted(Path(f) for f in glob.glob(text, recursive=True) if is_image(f))
         return ImageSource(text, files)
@@ -328,5 +329,10 @@ def open_source(spec: str | os.PathLike, *, frame_size: tuple[int, int] | None =
                              f"({len(others)} of {len(images)} entries are not image files)")
         return ImageSource(text, images)
     if is_image(path):
-        return ImageSource(text, list_images(path), single=True)
+        return image_source(path)
     return VideoFileSource(path)
+
+
+def image_source(path: str | os.PathLike) -> ImageSource:
+    """One image file, or a folder's images in order."""
+    return ImageSource(str(path), list_images(path), single=not Path(path).is_dir())
