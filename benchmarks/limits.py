@@ -1,5 +1,6 @@
 """The machine's limit beside each measurement: a model's achieved rate (its Conv + MatMul operations per
-second) as a fraction of the best GEMM rate this machine's runtimes reach for its kind (INT8 or FP32)."""
+second) as a fraction of the best GEMM rate this machine's runtimes reach for its kind (INT8, FP32, or bf16 on a
+CPU that runs it)."""
 from __future__ import annotations
 
 from benchmarks.loading import Loaded
@@ -7,10 +8,14 @@ from benchmarks.machine import GemmRate, best_limits
 from benchmarks.records import Result
 
 
-def limit_kind(precision: str) -> str:
-    """Which GEMM rate bounds a model: INT8 models the integer one, everything else (fp32, fp16 and bf16
-    computed on a CPU without them) the FP32 one."""
-    return "int8" if precision.lower().startswith("int8") else "fp32"
+def limit_kind(precision: str, measured) -> str:
+    """Which GEMM rate bounds a model: INT8 models the integer one, bf16 models the bf16 one where it was
+    `measured` (a CPU that runs bf16), everything else (fp32, and fp16 or bf16 computed on a CPU without them,
+    in f32) the FP32 one."""
+    precision = precision.lower()
+    if precision.startswith("int8"):
+        return "int8"
+    return "bf16" if precision.startswith("bf16") and "bf16" in measured else "fp32"
 
 
 def add_limit_fractions(results: list[Result], gops: dict[str, float | None], limits: list[GemmRate]) -> None:
@@ -26,7 +31,7 @@ def add_limit_fractions(results: list[Result], gops: dict[str, float | None], li
         r.tops = r.gop * r.batch / r.latency.median  # GOP per ms = TOP/s
         if r.processor != "cpu":
             continue
-        r.limit_kind = limit_kind(r.precision)
+        r.limit_kind = limit_kind(r.precision, best)
         if r.limit_kind in best:
             r.limit_fraction = r.tops / best[r.limit_kind].tops
 

@@ -7,6 +7,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -54,7 +55,7 @@ class GemmRate:
     """One runtime's best rate on an n^3 GEMM (2*n^3 operations), in tera-operations per second."""
 
     runtime: str
-    kind: str  # "int8" or "fp32"
+    kind: str  # "int8", "fp32" or "bf16" (a CPU that runs bf16)
     op: str
     tops: float
 
@@ -109,11 +110,11 @@ def _onnxruntime_gemm(model: bytes, feed: np.ndarray, threads: int | None):
     return lambda: session.run(None, {"a": feed})
 
 
-def _openvino_gemm(model: bytes, feed: np.ndarray, threads: int | None):
+def _openvino_gemm(model: bytes, feed: np.ndarray, threads: int | None, hint: str = "f32"):
     import openvino as ov
 
     core = ov.Core()
-    config = {"INFERENCE_PRECISION_HINT": "f32", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
+    config = {"INFERENCE_PRECISION_HINT": hint, **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
     compiled = core.compile_model(core.read_model(model), "CPU", config)
     request = compiled.create_infer_request()
     return lambda: request.infer({0: feed}, share_inputs=True, share_outputs=True)
@@ -121,7 +122,8 @@ def _openvino_gemm(model: bytes, feed: np.ndarray, threads: int | None):
 
 def measure_gemm_limits(threads: int | None, n: int = GEMM_N, seconds: float = 0.5) -> list[GemmRate]:
     """The best INT8 and FP32 GEMM rates this machine's runtimes reach (ONNX Runtime; OpenVINO where
-    installed), each the best of at least 3 runs over about `seconds`. Runtimes or ops a build lacks are
+    installed), each the best of at least 3 runs over about `seconds`, and on a CPU that runs bf16 (AMX or
+    AVX512-BF16) OpenVINO's bf16 rate (the FP32 MatMul with the bf16 hint). Runtimes or ops a build lacks are
     left out. A few seconds in all."""
     threads = cpu_threads(threads)  # the count the models' runners use (OMP_NUM_THREADS when none is given)
     rng = np.random.default_rng(1)
@@ -130,22 +132,35 @@ def measure_gemm_limits(threads: int | None, n: int = GEMM_N, seconds: float = 0
     runtimes = {"onnxruntime": _onnxruntime_gemm}
     if importlib.util.find_spec("openvino") is not None:
         runtimes["openvino"] = _openvino_gemm
-    rates = []
-    for op, model in gemm_models(n).items():
+    runs = []  # (runtime, kind, op, the GEMM's run)
+    models = gemm_models(n)
+    for op, model in models.items():
         feed = feeds["uint8" if "Integer" in op else "float32"]
         for runtime, build in runtimes.items():
             if runtime == "openvino" and "Integer" in op:
                 continue  # OpenVINO reads MatMulInteger as a float MatMul; its integer kernel is the Q/DQ form
-            try:
-                best = _best_seconds(build(model, feed, threads), seconds)
-            except Exception:  # an op this runtime build does not implement: no rate, not a failed benchmark
-                continue
-            rates.append(GemmRate(runtime, op.split()[0], op.split(" ", 1)[1], 2.0 * n ** 3 / best / 1e12))
+            runs.append((runtime, op.split()[0], op.split(" ", 1)[1], partial(build, model, feed, threads)))
+    if "openvino" in runtimes and _runs_bf16():
+        runs.append(("openvino", "bf16", "MatMul (bf16 hint)",
+                     partial(_openvino_gemm, models["fp32 MatMul"], feeds["float32"], threads, hint="bf16")))
+    rates = []
+    for runtime, kind, op, build in runs:
+        try:
+            best = _best_seconds(build(), seconds)
+        except Exception:  # an op this runtime build does not implement: no rate, not a failed benchmark
+            continue
+        rates.append(GemmRate(runtime, kind, op, 2.0 * n ** 3 / best / 1e12))
     return rates
 
 
+def _runs_bf16() -> bool:
+    from runtime.backends.openvino import cpu_has_bf16
+
+    return cpu_has_bf16()
+
+
 def best_limits(rates: list[GemmRate]) -> dict[str, GemmRate]:
-    """kind ('int8', 'fp32') -> the fastest rate measured for it."""
+    """kind ('int8', 'fp32', 'bf16') -> the fastest rate measured for it."""
     best: dict[str, GemmRate] = {}
     for rate in rates:
         if rate.kind not in best or rate.tops > best[rate.kind].tops:

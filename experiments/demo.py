@@ -1,9 +1,11 @@
 """The end-to-end demo (`./run.sh demo`, `python -m experiments.demo OUT_DIR`): train a small PSPNet on
 context-scenes, export FP32 ONNX, convert to FP16 and INT8, segment a generated video, then benchmark speed
 and accuracy of every backend and precision -- all through the psp-* commands exactly as a user runs them,
-so the demo also proves the commands work together. TensorRT steps run only where TensorRT and a GPU are."""
+so the demo also proves the commands work together. TensorRT steps run only where TensorRT and a GPU are, the
+OpenVINO bf16 step only on a CPU with bf16 (AMX or AVX512-BF16): elsewhere OpenVINO would run it in f32."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -53,7 +55,7 @@ class Demo:
     threads: int
     stages: list[tuple[str, float, str]] = field(default_factory=list)  # (title, seconds, outcome)
     started: float = field(default_factory=time.perf_counter)
-    total: int = 7
+    total: int = 8
 
     def header(self, title: str) -> None:
         n = len(self.stages) + 1
@@ -139,6 +141,10 @@ class Paths:
     def report(self, name: str) -> Path:
         return self.out / name
 
+    def conversion_report(self, precision: str) -> Path:
+        """psp-export's JSON report of the verified conversion to `precision`."""
+        return self.out / "models" / f"{self.arch}-{precision}.report.json"
+
 
 def make_data(paths: Paths, plan: DemoPlan) -> tuple[Path, Path]:
     """Validation images for accuracy, and separate training-split images to calibrate INT8 on."""
@@ -163,10 +169,29 @@ def train(paths: Paths, plan: DemoPlan, threads: int) -> Path:
 def convert(paths: Paths, calib: Path, plan: DemoPlan) -> list[Path]:
     fp32, fp16, int8 = paths.model("fp32"), paths.model("fp16"), paths.model("int8")
     run_tool("psp-export", "onnx", paths.checkpoint, "-o", fp32)
-    run_tool("psp-export", "fp16", fp32, "-o", fp16)
+    run_tool("psp-export", "fp16", fp32, "-o", fp16, "--json", paths.conversion_report("fp16"))
     run_tool("psp-export", "int8", fp32, "-o", int8, "--target", "onnxruntime", "--calib-list", calib,
-             "--num-images", plan.calib_images)
+             "--num-images", plan.calib_images, "--json", paths.conversion_report("int8"))
     return [fp32, fp16, int8]
+
+
+def bf16_reason() -> str | None:
+    """None when OpenVINO runs bf16 on this CPU, else why the demo skips its bf16 model."""
+    if importlib.util.find_spec("openvino") is None:
+        return "openvino is not installed"
+    from export.precision.targets.bf16 import cpu_has_bf16
+
+    return None if cpu_has_bf16() else "this CPU has neither AMX nor AVX512-BF16: OpenVINO would run it in f32"
+
+
+def convert_bf16(paths: Paths) -> list[Path] | str:
+    """psp-export bf16 (verified against FP32 like FP16) where the CPU runs it; its agreement is in its report."""
+    reason = bf16_reason()
+    if reason:
+        return f"skipped: OpenVINO bf16 needs a CPU with bf16 ({reason})"
+    bf16 = paths.model("bf16", ".xml")
+    run_tool("psp-export", "bf16", paths.model("fp32"), "-o", bf16, "--json", paths.conversion_report("bf16"))
+    return [bf16]
 
 
 def build_engines(paths: Paths, calib: Path, plan: DemoPlan) -> list[Path] | str:
@@ -221,6 +246,9 @@ def accuracy(paths: Paths, models: list[Path], val: Path, threads: int) -> None:
              "--json", paths.report("accuracy.json"), "--markdown", paths.report("accuracy.md"))
 
 
+CONVERSIONS = ("fp16", "int8", "bf16")  # psp-export's verified conversions the demo runs (bf16: on bf16 CPUs)
+
+
 def key_numbers(paths: Paths) -> list[str]:
     """The lines a reader wants from the reports: fastest runner, speed-ups, mIoU and drops."""
     lines = []
@@ -233,6 +261,12 @@ def key_numbers(paths: Paths) -> list[str]:
     for r in acc["rows"]:
         drop = f" (drop {r['drop']:+.2f} pts)" if r.get("drop") is not None and not r["reference"] else ""
         lines.append(f"  mIoU {r['label']:<22} {100 * r['miou']:6.2f}%{drop}")
+    for precision in CONVERSIONS:
+        path = paths.conversion_report(precision)
+        if path.is_file():
+            after = json.loads(path.read_text())["after"]
+            lines.append(f"  {precision.upper()} agreement with the FP32 labels {100 * after['agreement']:6.2f}% "
+                         f"(95% lower bound {100 * after['lower_bound']:.2f}%, {after['images']} images)")
     return lines
 
 
@@ -244,6 +278,7 @@ def summary(demo: Demo, frames: list[Path]) -> str:
     lines += ["outputs:",
               f"  checkpoint     {paths.checkpoint}",
               f"  models         {paths.model('fp32').parent}/",
+              f"  conversions    {paths.conversion_report('*')} (psp-export's verification reports)",
               f"  video overlay  {paths.overlay}",
               f"  frames         {', '.join(str(f) for f in frames)}",
               f"  speed          {paths.report('bench.md')}  {paths.report('bench.json')}  "
@@ -265,8 +300,10 @@ def run_demo(out: str | os.PathLike, quick: bool = False, threads: int | None = 
     val, calib = demo.stage("generate context-scenes data", lambda: make_data(paths, plan))
     demo.stage(f"train {plan.arch} (psp-train)", lambda: train(paths, plan, demo.threads))
     models = demo.stage("export FP32, convert FP16 and INT8", lambda: convert(paths, calib, plan))
-    engines = demo.stage("TensorRT engines", lambda: build_engines(paths, calib, plan))
-    models += engines if isinstance(engines, list) else []
+    for title, action in (("OpenVINO bf16 (psp-export bf16)", lambda: convert_bf16(paths)),
+                          ("TensorRT engines", lambda: build_engines(paths, calib, plan))):
+        made = demo.stage(title, action)
+        models += made if isinstance(made, list) else []
     frames = demo.stage("segment a video (psp-infer)",
                         lambda: segment_video(paths, plan, paths.model("int8"), demo.threads))
     demo.stage("benchmark speed (psp-bench)", lambda: benchmark(paths, plan, models, demo.threads))

@@ -7,7 +7,8 @@ it. Nothing in the page is typed by hand.
     python -m experiments.results docs/results.md --reuse         # assemble from what the work folder has
 
 A section whose outputs are already in the work folder is reused with --reuse (so a long run can be done in
-parts); without it every selected section runs again."""
+parts); without it every selected section runs again. A section with no outputs in the work folder (one not run
+on this machine) keeps its text from the page as it was, so `--only NAME` replaces that section alone."""
 from __future__ import annotations
 
 import os
@@ -60,8 +61,8 @@ SECTIONS = (
             "A PSPNet-50 checkpoint through `psp-export onnx`, `psp-export int8 --target onnxruntime` and "
             "`--target openvino`, then psp-bench's interleaved measurement (PyTorch eager FP32 as the baseline): "
             "ONNX Runtime FP32/INT8, OpenVINO FP32 (f32 hint) on the FP32 .onnx, OpenVINO on the ONNX Runtime "
-            "INT8 file and on the openvino IR, each against the machine's own GEMM rate; then ONNX Runtime's "
-            "per-op profile.",
+            "INT8 file and on the openvino IR (on a CPU with bf16 also `psp-export bf16`'s IR), each against the "
+            "machine's own GEMM rate; then ONNX Runtime's per-op profile.",
             ("python", "-m", "experiments.cpu_speed", "{work}"), ("bench.md", "profile.md")),
     Section("demo", "The demo model, pspnet18-tiny on context-scenes",
             "`./run.sh demo`: a pspnet18-tiny (PSPNet-18 at half width) trained on the CPU, exported, converted to "
@@ -139,7 +140,22 @@ def run_section(section: Section, work: Path, reuse: bool) -> None:
         raise InputError(f"{section.name}: the command ran but wrote no {', '.join(missing)} in {folder}")
 
 
-def page(sections: list[Section], work: Path) -> str:
+def written_sections(text: str, sections: list[Section]) -> dict[str, str]:
+    """What the page `text` holds under each section's heading (title -> its body, up to the next section)."""
+    titles = {section.title for section in sections}
+    found: dict[str, list[str]] = {}
+    body: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("## ") and line[3:] in titles:
+            body = found.setdefault(line[3:], [])
+        elif body is not None:
+            body.append(line)
+    return {title: "\n".join(lines).strip() for title, lines in found.items()}
+
+
+def page(sections: list[Section], work: Path, before: str = "") -> str:
+    """The page: each section from its outputs in `work`, else as the page `before` had it (else left out)."""
+    kept = written_sections(before, sections)
     lines = ["# Measured results", "",
              "Written by `python -m experiments.results docs/results.md`; every table below is the output of "
              "the command above it, rerun with `--only NAME`. Nothing on this page is typed by hand.", "",
@@ -150,6 +166,8 @@ def page(sections: list[Section], work: Path) -> str:
         folder = work / section.name
         available = [out for out in section.outputs if (folder / out).is_file()]
         if not available:
+            if kept.get(section.title):
+                lines += [f"## {section.title}", "", kept[section.title], ""]
             continue
         lines += [f"## {section.title}", "", section.about, "", "```", section.shown(folder), "```", ""]
         for out in available:
@@ -176,7 +194,8 @@ def main(page_path, work, only, reuse):
     for section in SECTIONS:
         if section.name in names:
             run_section(section, work, reuse)
-    write_text(page(list(SECTIONS), work), page_path)
+    before = page_path.read_text() if page_path.is_file() else ""
+    write_text(page(list(SECTIONS), work, before), page_path)
     click.echo(f"wrote {page_path}", err=True)
 
 

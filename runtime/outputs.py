@@ -102,14 +102,53 @@ class FrameRecords(contextlib.ExitStack):
         return [self.json_path]
 
 
+@dataclass
+class Pacing:
+    """A constant-rate video from frames stamped on the source's clock, for real-time runs (frames dropped, or a
+    stream's rate only guessed): each frame goes to its slot on the video's clock. A frame a slot or more late
+    first repeats the one before it (what was on screen meanwhile); one more than a slot early is left out of the
+    video (its labels still reach --masks-dir, --json and --jsonl). So the video plays at the source's speed."""
+
+    fps: float
+    start: float | None = None
+    slots: int = 0  # video frames placed
+    held: int = 0  # repeats of an earlier frame
+    left_out: int = 0
+
+    def place(self, timestamp: float | None) -> tuple[int, bool]:
+        """(repeats of the previous frame to write first, whether this frame goes into the video)."""
+        if timestamp is None:
+            self.slots += 1
+            return 0, True
+        if self.start is None:
+            self.start = timestamp
+        late = (timestamp - self.start) * self.fps - self.slots  # in slots; within one either way is jitter
+        if late < -1:
+            self.left_out += 1
+            return 0, False
+        repeats = max(0, round(late)) if self.slots else 0
+        self.held += repeats
+        self.slots += repeats + 1
+        return repeats, True
+
+    def note(self, name: str) -> str | None:
+        if not (self.held or self.left_out):
+            return None
+        return (f"{name}: paced to the source's clock at {self.fps:g} frames/s (it plays at the source's speed): "
+                f"{self.held} video frame(s) repeat the one before (frames dropped or late), {self.left_out} "
+                "frame(s) left out of the video (the source ran faster), every frame's labels kept")
+
+
 class VideoOutputs(contextlib.ExitStack):
-    """The overlay (and mask) videos of one input video; a context manager around their VideoWriters."""
+    """The overlay (and mask) videos of one input video; a context manager around their VideoWriters. paced:
+    frames are placed on the video's clock by their timestamps (Pacing), else written one after another."""
 
     def __init__(self, paths: OutputPaths, info: ModelInfo, lut: np.ndarray, fps: float, size: tuple[int, int],
-                 codec: str, keep_partial: bool, rle: bool = False):
+                 codec: str, keep_partial: bool, rle: bool = False, paced: bool = False):
         super().__init__()
         self.paths, self.lut = paths, lut
         self.records = FrameRecords(paths, info, rle)
+        self.pacing = Pacing(fps) if paced else None
         self._writers = [(p, VideoWriter(p, fps, size, codec, keep_partial))
                          for p in (paths.overlay, paths.mask_video) if p]
 
@@ -125,19 +164,22 @@ class VideoOutputs(contextlib.ExitStack):
         return self
 
     @property
-    def overlay_writer(self) -> VideoWriter:
-        return self._writers[0][1]
-
-    @property
     def count(self) -> int:
-        return self.overlay_writer.frames
+        """Frames segmented and recorded (a paced video may hold more or fewer)."""
+        return self.records.count
 
     def write(self, frame: Frame, labels: np.ndarray, blended: np.ndarray) -> None:
-        index = self.overlay_writer.frames
-        self.overlay_writer.write(blended)
-        if self.paths.mask_video:
-            self._writers[1][1].write(colorize(labels, self.lut))
-        self.records.add(f"frame_{index:06d}", labels, frame)
+        repeats, placed = self.pacing.place(frame.timestamp) if self.pacing else (0, True)
+        images = [blended, colorize(labels, self.lut) if self.paths.mask_video else None]
+        for (_, writer), image in zip(self._writers, images):
+            writer.repeat(repeats)
+            if placed:
+                writer.write(image)
+        self.records.add(f"frame_{self.count:06d}", labels, frame)
+
+    def notes(self) -> list[str]:
+        note = self.pacing.note(self.paths.overlay.name) if self.pacing else None
+        return [note] if note else []
 
     def files(self) -> list[Path]:
         return [p for p, _ in self._writers] + ([self.paths.masks_dir] if self.paths.masks_dir else [])
@@ -172,3 +214,6 @@ class ImageOutputs(contextlib.ExitStack):
 
     def files(self) -> list[Path]:
         return self.written + ([self.paths.masks_dir] if self.paths.masks_dir else [])
+
+    def notes(self) -> list[str]:
+        return []  # images are written one per input, nothing to pace

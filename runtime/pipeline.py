@@ -318,7 +318,7 @@ def segment_source(runner: Runner, source: Source, output: OutputPaths | str | P
         if not source.fps:
             notes.append(f"{source.name}: the source does not say its fps; the output video is {fps:g} fps")
         outputs = VideoOutputs(paths, runner.info, segmenter.lut, fps, source.size, options.codec,
-                               options.keep_partial, rle=options.jsonl_rle)
+                               options.keep_partial, rle=options.jsonl_rle, paced=realtime)
     with outputs as out:
         def write(*frame_outputs):
             out.write(*frame_outputs)
@@ -330,7 +330,7 @@ def segment_source(runner: Runner, source: Source, output: OutputPaths | str | P
         counts = run_pipeline(source, segmenter, write, source.total, options, times, realtime)
         times.split_server_time(before, server_time() if server_time else None)
         seconds = time.perf_counter() - times.started
-        notes += source.notes
+        notes += source.notes + out.notes()
         if (line := source.report()) is not None:
             notes.append(line)
         result = SegmentResult(counts.frames_in, counts.written, source.skipped, seconds, runner.describe(),

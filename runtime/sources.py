@@ -176,7 +176,11 @@ class CaptureSource(Source):
         if self._first is None:
             self.close()
             raise PSPError(f"{self.name}: opened, but no frame arrived within {self.reconnect.stall:g} s")
-        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        # HTTP MJPEG (JPEGs in a multipart response) carries no timestamps: FFmpeg numbers its frames at an assumed
+        # 25 fps, which is neither the stream's rate nor its clock. Such a stream is stamped on arrival, fps unknown.
+        codec = int(self._cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little")
+        self.untimed = self.kind == "stream" and url_scheme(str(target)) in ("http", "https") and codec == b"MJPG"
+        fps = None if self.untimed else self._cap.get(cv2.CAP_PROP_FPS)
         # FFmpeg reports 1000 or 90000 (a time base, not a rate) for streams that do not say.
         self.fps = fps if fps and math.isfinite(fps) and 0 < fps <= 240 else None
         self.size = (self._first.shape[1], self._first.shape[0])
@@ -201,7 +205,7 @@ class CaptureSource(Source):
 
     def _stamp(self, image: np.ndarray) -> Frame:
         now = time.perf_counter()
-        position = self._cap.get(cv2.CAP_PROP_POS_MSEC)  # the frame's presentation time; -1: not known
+        position = -1.0 if self.untimed else self._cap.get(cv2.CAP_PROP_POS_MSEC)  # presentation time; -1: none
         clock = position / 1000 if position >= 0 else now - self._opened_at
         if self._resume_at is not None:  # a reopened stream's clock starts again: continue after the gap
             self._offset, self._resume_at = self._resume_at - clock, None

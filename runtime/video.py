@@ -100,6 +100,7 @@ class VideoWriter:
         self.requested_codec, self.codec = codec, codec
         self.keep_partial = keep_partial
         self.frames = 0
+        self._last: np.ndarray | None = None
         self.partial_path: Path | None = None
         self._writer = None
         self._output = contextlib.ExitStack()
@@ -138,7 +139,14 @@ class VideoWriter:
             raise PSPError(f"{self.path.name}: frame {self.frames} is {frame.shape} {frame.dtype}, "
                            f"the video is ({h}, {w}, 3) uint8")
         self._writer.write(frame)
+        self._last = frame
         self.frames += 1
+
+    def repeat(self, times: int) -> None:
+        """Write the last frame again `times` times (a constant-rate video holding it through a gap)."""
+        for _ in range(times if self.frames else 0):
+            self._writer.write(self._last)
+            self.frames += 1
 
     def __exit__(self, exc_type, exc, tb):
         self._writer.release()  # finalises the container, so even an interrupted file is playable

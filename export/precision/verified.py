@@ -216,14 +216,12 @@ def verify_written(state: State) -> None:
 
 
 def make_report(state: State) -> None:
-    """The report of the conversion (figures of the written file); a notice when it was judged on too few
-    images to be sure of."""
+    """The report of the conversion (figures of the written file); a warning when it was judged on too few
+    images to be sure of (said once: by the summary printed right after, not also as a notice)."""
     if state.written.uncertain:
-        warning = (f"the agreement was judged on {state.written.images} verification image(s), fewer than "
-                   f"{MIN_SURE_IMAGES}: the figure is uncertain (its lower bound "
-                   f"{100 * state.written.lower_bound:.2f}%); verify on more images (--verify-images DIR)")
-        state.warnings.append(warning)
-        notice(warning, state.log)
+        state.warnings.append(f"the agreement was judged on {state.written.images} verification image(s), fewer "
+                              f"than {MIN_SURE_IMAGES}: the figure is uncertain (its lower bound "
+                              f"{100 * state.written.lower_bound:.2f}%); verify on more images (--verify-images DIR)")
     state.report = _report(state, time.perf_counter() - state.started)
 
 

@@ -61,6 +61,11 @@ def cpu_flags() -> set[str]:
     return set(line.split(":", 1)[-1].split())
 
 
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin runs bf16 on this machine (AMX or AVX512-BF16)."""
+    return "BF16" in import_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 def read_model(path: str | Path):
     """The ov.Model of an .onnx or .xml file, or one clear InputError (missing .bin, unreadable file)."""
     ov = import_openvino()

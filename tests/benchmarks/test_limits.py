@@ -70,6 +70,30 @@ def test_gemm_rates_are_measured_for_both_kinds():
     assert best["int8"].tops == max(r.tops for r in rates if r.kind == "int8")
 
 
+def test_a_bf16_rate_is_measured_only_where_the_cpu_runs_bf16(monkeypatch):
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install '.[openvino]')")
+    from benchmarks import machine
+
+    for runs_bf16 in (False, True):
+        monkeypatch.setattr(machine, "_runs_bf16", lambda: runs_bf16)
+        rates = measure_gemm_limits(threads=1, n=64, seconds=0.0)
+        bf16 = [r for r in rates if r.kind == "bf16"]
+        assert [(r.runtime, r.op) for r in bf16] == ([("openvino", "MatMul (bf16 hint)")] if runs_bf16 else [])
+
+
+def test_a_bf16_model_is_set_against_the_bf16_rate_where_one_was_measured(tmp_path, fake_backend):
+    """On a bf16 CPU a bf16 row's fraction is of the bf16 GEMM rate (it would show far above 100% of the FP32
+    one); where none was measured the model ran in f32, and the FP32 rate bounds it."""
+    bf16 = write_model(tmp_path / "a.fake", cost_ms=10.0, precision="bf16")
+    config = BenchConfig(warmup_ms=0, duration_s=0.05, min_iters=2, slice_ms=10, size=(33, 33))
+    fp32_rate = GemmRate("openvino", "fp32", "MatMul", 0.2)
+    for limits, kind, fraction in (([fp32_rate], "fp32", 1.5), ([fp32_rate, GemmRate("openvino", "bf16", "MatMul",
+                                                                                   0.6)], "bf16", 0.5)):
+        report = run_benchmark([Candidate(bf16, "fake")], config, clock=fake_backend.CLOCK)
+        add_limit_fractions(report.results, {bf16: 3.0}, limits)  # 3 GOP in 10 ms: 0.3 TOP/s
+        assert (report.results[0].limit_kind, report.results[0].limit_fraction) == (kind, pytest.approx(fraction))
+
+
 def test_fraction_uses_the_rate_of_the_model_kind(tmp_path, fake_backend):
     fp32 = write_model(tmp_path / "a.fake", cost_ms=10.0)
     int8 = write_model(tmp_path / "b.fake", cost_ms=5.0, precision="int8")

@@ -39,3 +39,19 @@ def test_reuse_keeps_outputs_and_a_silent_command_fails(tmp_path, monkeypatch):
     failing = Section("f", "Fails", "", ("python", "-c", "raise SystemExit(3)"), ("out.md",))
     with pytest.raises(PSPError, match="exit code 3"):
         run_section(failing, work, reuse=False)
+
+
+def test_a_section_not_run_here_keeps_its_text_from_the_page(tmp_path, monkeypatch):
+    """--only NAME on a machine whose work folder has only NAME: the other sections stay as the page had them."""
+    monkeypatch.setattr("experiments.demo.tool", lambda name: sys.executable if name == "python" else name)
+    work = tmp_path / "runs"
+    first, second, third = writer("a", "new a\n"), writer("b", "new b\n"), writer("c", "new c\n")
+    for section in (first, second):
+        run_section(section, work, reuse=False)
+    before = page([first, second], work).replace("new a", "old a").replace("new b", "old b\n## not a section")
+    (work / "b" / "out.md").unlink()
+    text = page([first, second, third], work, before)
+    assert "new a" in text and "old a" not in text  # rerun: from its outputs
+    assert "old b\n## not a section" in text and text.count("## Title b") == 1  # kept whole, heading once
+    assert "Title c" not in text  # neither run nor on the page before
+    assert text.index("## Title a") < text.index("## Title b")

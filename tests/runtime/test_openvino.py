@@ -69,12 +69,12 @@ def test_garbage_is_not_parity(ov, pspnet_onnx):
 
 
 def test_bf16_is_asked_for_not_assumed(ov, tmp_path):
-    from runtime.backends.openvino import OpenVINORunner
+    from runtime.backends.openvino import OpenVINORunner, cpu_has_bf16
 
     model = make_onnx(tmp_path / "m.onnx")
     with OpenVINORunner(model, precision="bf16") as runner:
         runner.infer(_batch(1, (32, 32)))
-        capable = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        capable = cpu_has_bf16()
         assert runner.hint == ("bf16" if capable else "f32")
         assert capable or any("no bf16" in note for note in runner.notes)
     with pytest.raises(InputError, match="fp32 or bf16"):
@@ -97,13 +97,13 @@ def test_ir_carries_the_model_info(ov, tmp_path):
 def test_the_precision_an_ir_records_is_honoured_and_shown(ov, tmp_path):
     """An IR recording INFERENCE_PRECISION_HINT in its rt_info runtime_options (psp-export bf16) is compiled with
     it and says who asked; the precision option still wins; an IR recording nothing runs in f32."""
-    from runtime.backends.openvino import OpenVINORunner, read_model
+    from runtime.backends.openvino import OpenVINORunner, cpu_has_bf16, read_model
 
     model = read_model(make_onnx(tmp_path / "m.onnx"))  # its description says fp32: only the IR asks for bf16
     ov.save_model(model, str(tmp_path / "plain.xml"))
     model.set_rt_info("bf16", ["runtime_options", "INFERENCE_PRECISION_HINT"])
     ov.save_model(model, str(tmp_path / "bf16.xml"))
-    capable = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    capable = cpu_has_bf16()
     with OpenVINORunner(tmp_path / "bf16.xml") as runner:
         assert (runner.wanted, runner.wanted_by) == ("bf16", "the IR's runtime_options")
         assert runner.hint == ("bf16" if capable else "f32")

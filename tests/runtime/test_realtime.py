@@ -16,6 +16,7 @@ from runtime.outputs import OutputPaths
 from runtime.pipeline import SegmentOptions, segment_source
 from runtime.realtime import LatestFrame
 from runtime.sources import Frame, Source
+from runtime.video import VideoReader
 from tests.runtime.test_video import count_frames
 
 WAIT = 20  # seconds: only a bug ever waits this long
@@ -106,8 +107,15 @@ def test_slow_model_on_a_live_source_drops_stale_frames(runner, tmp_path, takes)
     assert kept == list(range(0, 1 + k * m, k))  # FIFO would give 0, 1, 2, ...
     assert result.dropped == (k - 1) * m == result.frames_in - result.frames_out
     assert all(taken == newest and not busy for taken, newest, busy in takes) and len(takes) == m + 1
-    assert count_frames(tmp_path / "out.avi") == m + 1
+    # The video is paced to the source's clock (10 fps, like the source): a dropped frame's slot holds the frame
+    # before it, so the video lasts as long as the source did, not (m + 1) frames.
+    means = [float(image.mean()) for image in VideoReader(tmp_path / "out.avi")]
+    assert len(means) == k * m + 1
+    for slot, mean in enumerate(means):
+        assert mean == pytest.approx(means[slot - slot % k], abs=1.0), slot  # holds the frame taken last
+    assert all(abs(means[i] - means[i - k]) > 5 for i in range(k, k * m + 1, k))  # a new frame each k slots
     assert "dropped (real-time)" in result.summary()
+    assert any(f"{(k - 1) * m} video frame(s) repeat the one before" in note for note in result.notes)
 
 
 def test_the_slot_holds_one_frame_and_counts_what_it_replaces():
@@ -126,3 +134,21 @@ def test_without_real_time_every_frame_of_a_live_source_is_kept(runner, tmp_path
                             SegmentOptions(codec="MJPG", progress=False, realtime=False, batch=2))
     assert not result.realtime and result.dropped == 0 and takes == []
     assert result.frames_out == 21 == count_frames(tmp_path / "out.avi")
+
+
+def test_pacing_holds_late_frames_and_leaves_out_early_ones():
+    """The video's clock: at 10 frames/s, a frame 0.3 s after the last takes 3 slots (2 repeats of the last);
+    jitter within a slot changes nothing; a source faster than the video loses frames from the video only."""
+    from runtime.outputs import Pacing
+
+    pacing = Pacing(10.0)
+    placed = [pacing.place(t) for t in (5.0, 5.1, 5.4, 5.52, 5.58)]
+    assert placed == [(0, True), (0, True), (2, True), (0, True), (0, True)]
+    assert (pacing.slots, pacing.held, pacing.left_out) == (7, 2, 0)
+    fast = Pacing(10.0)  # a 20 frames/s source: every other frame is more than a slot early
+    kept = [fast.place(i / 20)[1] for i in range(41)]
+    assert abs(fast.slots - 21) <= 1 and fast.held == 0  # 2 s of video: within a slot of 21 frames
+    assert kept.count(True) == fast.slots and fast.left_out == 41 - fast.slots
+    assert Pacing(10.0).note("v.mp4") is None and "2 video frame(s) repeat" in pacing.note("v.mp4")
+    unstamped = Pacing(10.0)
+    assert [unstamped.place(None) for _ in range(3)] == [(0, True)] * 3 and unstamped.note("v") is None

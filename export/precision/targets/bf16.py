@@ -34,18 +34,20 @@ from export.precision.ir import WritesIR
 from export.precision.target import PrecisionTarget, register_target
 from export.precision.verdict import FLOAT_GATE
 from pspcore.model_info import EXTRA_OPENVINO, ModelInfo
-from runtime.backends.openvino import IR_SUFFIX, PRECISION_HINT_KEY, RUNTIME_OPTIONS, import_openvino, read_model
+from runtime.backends.openvino import (
+    IR_SUFFIX,
+    PRECISION_HINT_KEY,
+    RUNTIME_OPTIONS,
+    cpu_has_bf16,
+    import_openvino,
+    read_model,
+)
 
 PRECISE = "precise_0"  # ov::disable_fp16_compression's rt_info key, set from Python as an empty string
 # How the mark reads back from an IR: 2026.x serializes it as DisablePrecisionConversion, older releases as precise
 PRECISE_READ_BACK = ("DisablePrecisionConversion_0", PRECISE)
 ROUNDED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # what the CPU plugin runs in bf16 (with Interpolate)
 UNMARKED = ("Parameter", "Result", "Constant")  # no arithmetic: nothing to keep in f32
-
-
-def cpu_has_bf16() -> bool:
-    """Whether OpenVINO's CPU plugin runs bf16 on this machine (AMX or AVX512-BF16)."""
-    return "BF16" in import_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 NO_BF16 = ("this CPU has no bf16 (OpenVINO needs AMX or AVX512-BF16): OpenVINO runs the model in f32 here, so "
