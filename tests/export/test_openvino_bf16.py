@@ -311,7 +311,9 @@ def test_bf16_for_real_repairs_and_keeps_the_marked_nodes_f32(fp16_hostile_onnx,
     result = _bf16(fp16_hostile_onnx, out, "--json", str(report_path))
     assert result.exit_code == 0, result.output
     report = json.loads(report_path.read_text())
-    assert report["runtime_precision"] == "bf16" and not report["warnings"]
+    # no word of f32 on this CPU; the one warning is the uncertain figure of its 6 drawn verification scenes
+    assert report["runtime_precision"] == "bf16" and report["after"]["uncertain"]
+    assert [w for w in report["warnings"] if "the figure is uncertain" not in w] == [] and report["warnings"]
     assert not report["attempts"][0]["passed"] and report["before"]["agreement"] < 0.5
     assert "difference" in report["kept_fp32"] and report["after"]["agreement"] >= 0.995
     with OpenVINORunner(out) as runner:
