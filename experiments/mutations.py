@@ -538,6 +538,32 @@ MUTATIONS: list[Mutation] = [
     Mutation("opencv-threads-not-restored", "runtime/pipeline.py", "        cv2.setNumThreads(opencv_threads)\n", "",
              ("tests/runtime/test_pipeline.py::test_opencv_runs_serially_beside_the_model_and_is_restored",),
              "psp-infer's pipeline leaving the process's OpenCV thread count changed"),
+    Mutation("live-video-not-paced", "runtime/pipeline.py", "options.keep_partial, rle=options.jsonl_rle, paced=realtime)",
+             "options.keep_partial, rle=options.jsonl_rle, paced=False)",
+             ("tests/runtime/test_realtime.py::test_slow_model_on_a_live_source_drops_stale_frames",
+              "tests/runtime/test_streams.py"),
+             "a real-time run's video holding only the segmented frames: it plays faster than the source"),
+    Mutation("pacing-never-repeats", "runtime/outputs.py", "        repeats = max(0, round(late)) if self.slots else 0\n",
+             "        repeats = 0\n", ("tests/runtime/test_realtime.py",),
+             "a dropped frame's slot left out of the video instead of holding the frame before it"),
+    Mutation("mjpeg-on-ffmpeg-clock", "runtime/sources.py", 'in ("http", "https") and codec == b"MJPG"',
+             'in ("http", "https") and codec == b"none"',
+             ("tests/runtime/test_streams.py::test_http_mjpeg_stream_killed_and_restarted",),
+             "HTTP MJPEG stamped on FFmpeg's assumed 25 fps clock and reported as 25 fps"),
+    Mutation("bf16-row-against-fp32-rate", "benchmarks/limits.py",
+             'return "bf16" if precision.startswith("bf16") and "bf16" in measured else "fp32"', 'return "fp32"',
+             ("tests/benchmarks/test_limits.py::"
+              "test_a_bf16_model_is_set_against_the_bf16_rate_where_one_was_measured",),
+             "a bf16 row on a bf16 CPU divided by the FP32 GEMM rate (far above 100%)"),
+    Mutation("results-drop-sections-not-rerun", "experiments/results.py",
+             "            if kept.get(section.title):", "            if False:",
+             ("tests/experiments/test_results.py",),
+             "experiments.results --only NAME rewriting the page with that section alone"),
+    Mutation("demo-bf16-never-converts", "experiments/demo.py", "    reason = bf16_reason()\n    if reason:",
+             "    reason = bf16_reason()\n    if True:",
+             ("tests/experiments/test_demo.py::"
+              "test_the_bf16_step_converts_where_the_cpu_runs_bf16_and_says_why_not_elsewhere",),
+             "the demo skipping bf16 on a CPU that runs it"),
 ]
 
 

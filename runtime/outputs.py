@@ -149,14 +149,14 @@ class VideoOutputs(contextlib.ExitStack):
         self.paths, self.lut = paths, lut
         self.records = FrameRecords(paths, info, rle)
         self.pacing = Pacing(fps) if paced else None
-        self._writers = [(p, VideoWriter(p, fps, size, codec, keep_partial))
-                         for p in (paths.overlay, paths.mask_video) if p]
+        self._writers = {kind: VideoWriter(p, fps, size, codec, keep_partial)
+                         for kind, p in (("overlay", paths.overlay), ("mask", paths.mask_video)) if p}
 
     def __enter__(self) -> "VideoOutputs":
         super().__enter__()
         try:
             self.enter_context(self.records)
-            for _, writer in self._writers:
+            for writer in self._writers.values():
                 self.enter_context(writer)
         except BaseException as exc:  # a writer that cannot open: the ones already open are removed
             self.__exit__(type(exc), exc, exc.__traceback__)
@@ -170,11 +170,10 @@ class VideoOutputs(contextlib.ExitStack):
 
     def write(self, frame: Frame, labels: np.ndarray, blended: np.ndarray) -> None:
         repeats, placed = self.pacing.place(frame.timestamp) if self.pacing else (0, True)
-        images = [blended, colorize(labels, self.lut) if self.paths.mask_video else None]
-        for (_, writer), image in zip(self._writers, images):
+        for kind, writer in self._writers.items():
             writer.repeat(repeats)
             if placed:
-                writer.write(image)
+                writer.write(blended if kind == "overlay" else colorize(labels, self.lut))
         self.records.add(f"frame_{self.count:06d}", labels, frame)
 
     def notes(self) -> list[str]:
@@ -182,7 +181,7 @@ class VideoOutputs(contextlib.ExitStack):
         return [note] if note else []
 
     def files(self) -> list[Path]:
-        return [p for p, _ in self._writers] + ([self.paths.masks_dir] if self.paths.masks_dir else [])
+        return [w.path for w in self._writers.values()] + ([self.paths.masks_dir] if self.paths.masks_dir else [])
 
 
 class ImageOutputs(contextlib.ExitStack):
