@@ -559,6 +559,11 @@ MUTATIONS: list[Mutation] = [
              "            if kept.get(section.title):", "            if False:",
              ("tests/experiments/test_results.py",),
              "experiments.results --only NAME rewriting the page with that section alone"),
+    Mutation("latency-five-calls-only", "export/evaluation.py",
+             "    while len(times) < runs or time.perf_counter() - start < seconds:",
+             "    while len(times) < runs:",
+             ("tests/export/test_verified.py::test_the_reported_latency_is_timed_long_enough",),
+             "psp-export's latency from five calls of a 10 ms model: a spurious 'INT8 is not faster' warning"),
     Mutation("demo-bf16-never-converts", "experiments/demo.py", "    reason = bf16_reason()\n    if reason:",
              "    reason = bf16_reason()\n    if True:",
              ("tests/experiments/test_demo.py::"

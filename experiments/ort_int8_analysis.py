@@ -452,7 +452,7 @@ def _images(folder: Path, info, count: int | None = None) -> np.ndarray:
 
 
 def saturation_check(model: Path, data: Path, work: Path, threads: int) -> dict:
-    """On a trained model (the demo's PSPNet-18 and its context-scenes split): the onnxruntime target's INT8
+    """On a trained model (the demo's trained model and its context-scenes split): the onnxruntime target's INT8
     (entropy, calibrated on train images) in the default session (U8S8, which saturates in vpmaddubsw on AVX2
     without VNNI) and in ORT's exact session (`session.x64quantprecision`: U8U8), and the 7-bit-weight file:
     strict argmax agreement with FP32 on the val images."""

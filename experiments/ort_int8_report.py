@@ -235,7 +235,7 @@ def reasons(analysis: Analysis, layer_rows_: list[list[str]], layer_totals: dict
         eight, exact = rows["S8 weights"], rows["S8 weightsexact"]
         seven = rows["7-bit weights (reduce_range)"]
         lines.append(f"- **U8S8 saturation on this CPU costs accuracy, 7-bit weights remove it for free.** On the "
-                     f"trained PSPNet-18, 8-bit weights keep {100 * eight['agreement']:.2f}% of the FP32 labels "
+                     f"demo's trained model, 8-bit weights keep {100 * eight['agreement']:.2f}% of the FP32 labels "
                      f"(logit error {eight['error']}), ORT's exact mode {100 * exact['agreement']:.2f}% "
                      f"({exact['error']}), 7-bit weights {100 * seven['agreement']:.2f}% ({seven['error']}); 7-bit "
                      "weights run the same kernels (the reduce-range row above), the exact mode does not. The "
@@ -292,7 +292,7 @@ def render(analysis: Analysis) -> str:
             lines += markdown_table(*openvino_label_rows(analysis.labels)) + [""]
     if analysis.saturation:
         sat = analysis.saturation
-        lines += [f"U8S8 saturation on this CPU, on a trained model ({Path(sat['model']).name}, the demo's PSPNet-18; "
+        lines += [f"U8S8 saturation on this CPU, on a trained model ({Path(sat['model']).name}, the demo's; "
                   f"INT8 calibrated with entropy on {sat['calibration']} train images; {sat['images']} val images):",
                   ""]
         lines += markdown_table(["INT8 session", "labels = FP32", "logit error vs FP32"],

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from export.evaluation import LATENCY_RUNS, LATENCY_SECONDS, LATENCY_WARMUP_S
 from pspcore.cli import Command
 from pspcore.files import atomic_output
 
@@ -64,7 +65,8 @@ def markdown(rows: list[Row]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     notes = ["", "Agreement: share of FP32 pixel labels kept on held-out images (every 4th calibration image); "
              "gate 98%. Latency (onnxruntime target; TensorRT Q/DQ is not meant for CPUs): ONNX Runtime CPU, "
-             "2 threads, batch 1, median of 5. Conversion time: calibration, verification and repair together."]
+             f"2 threads, batch 1, median of at least {LATENCY_RUNS} calls and {LATENCY_SECONDS:g} s after "
+             f"{LATENCY_WARMUP_S:g} s of warm-up. Conversion time: calibration, verification and repair together."]
     return "\n".join(lines + notes) + "\n"
 
 

@@ -171,7 +171,8 @@ def page(sections: list[Section], work: Path, before: str = "") -> str:
             continue
         lines += [f"## {section.title}", "", section.about, "", "```", section.shown(folder), "```", ""]
         for out in available:
-            text = (folder / out).read_text().strip()
+            # the commands ran in the absolute work folder: the page names it as a reader types it
+            text = (folder / out).read_text().strip().replace(str(work), os.path.relpath(work))
             # A fragment's own top-level title would break the page's outline: it goes under the section's.
             lines += [("##" + line) if line.startswith("# ") else line for line in text.splitlines()] + [""]
     return "\n".join(lines).rstrip() + "\n"

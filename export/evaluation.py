@@ -12,7 +12,9 @@ import numpy as np
 from pspcore.model_info import ModelInfo
 from pspcore.runner import Runner
 
-LATENCY_RUNS = 5
+LATENCY_RUNS = 5  # timed calls at least (a big model's calls take seconds)
+LATENCY_SECONDS = 0.5  # and timed for at least this long (a small model's calls take milliseconds)
+LATENCY_WARMUP_S = 0.2
 
 
 def open_runner(path: str | os.PathLike, threads: int | None = None, backend: str = "onnxruntime") -> Runner:
@@ -46,12 +48,18 @@ def evaluate_miou(runner: Runner, eval_list: str | os.PathLike, info: ModelInfo,
     return 0.0 if math.isnan(miou) else miou
 
 
-def latency_ms(runner: Runner, image: np.ndarray, runs: int = LATENCY_RUNS) -> float:
-    """Median wall time of `runs` calls on `image` (batch 1) after one warm-up call."""
+def latency_ms(runner: Runner, image: np.ndarray, runs: int = LATENCY_RUNS,
+               seconds: float = LATENCY_SECONDS) -> float:
+    """Median wall time of the calls on `image` (batch 1): at least `runs` and `seconds`, after warm-up calls
+    for LATENCY_WARMUP_S (at least one). Five calls of a 10 ms model right after loading were noise: the demo's
+    INT8 once measured slower than FP32 here while psp-bench had it 1.6x faster."""
+    start = time.perf_counter()
     runner.infer(image)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
+    while time.perf_counter() - start < LATENCY_WARMUP_S:
         runner.infer(image)
-        times.append(1000 * (time.perf_counter() - start))
+    times, start = [], time.perf_counter()
+    while len(times) < runs or time.perf_counter() - start < seconds:
+        began = time.perf_counter()
+        runner.infer(image)
+        times.append(1000 * (time.perf_counter() - began))
     return statistics.median(times)

@@ -25,6 +25,11 @@ def test_sections_run_and_the_page_shows_each_table_under_its_command(tmp_path, 
     assert text.index("## Title a") < text.index("| 1 |") < text.index("## Title b") < text.index("- figure 2")
     assert "### Fragment" in text and "\n# Fragment" not in text  # a fragment's title goes under the section's
     assert text.count("python -c") == 2 and "{work}" not in text  # the command, with its real folder
+    named = writer("c", f"- images in {work / 'c' / 'val.txt'}\n")  # a fragment naming its absolute folder
+    run_section(named, work, reuse=False)
+    monkeypatch.chdir(tmp_path)
+    text = page([named], work)
+    assert [line for line in text.splitlines() if line.startswith("- images")] == ["- images in runs/c/val.txt"]
 
 
 def test_reuse_keeps_outputs_and_a_silent_command_fails(tmp_path, monkeypatch):

@@ -320,3 +320,21 @@ def test_latency_warning_when_int8_is_not_faster(outlier_onnx, scenes_dir, tmp_p
     monkeypatch.setattr(verified, "latency_ms", lambda runner, image: 10.0)
     result, out = _int8(["--target", "onnxruntime", "--min-agreement", "0"], tmp_path, outlier_onnx, scenes_dir)
     assert result.exit_code == 0 and "warning: INT8 (10.0 ms) is not faster than FP32 (10.0 ms)" in result.output
+
+
+def test_the_reported_latency_is_timed_long_enough(monkeypatch):
+    """At least LATENCY_RUNS timed calls and LATENCY_SECONDS of them, after LATENCY_WARMUP_S of warm-up: on a
+    clock that moves 1/8 s per call, 2 warm-up calls and 5 timed; at 1/64 s per call, 13 and 32."""
+    import export.evaluation as evaluation
+
+    for step, warm, timed in ((1 / 8, 2, 5), (1 / 64, 13, 32)):  # binary fractions: exact sums
+        now, calls = [0.0], []
+        monkeypatch.setattr(evaluation.time, "perf_counter", lambda: now[0])
+
+        class Runner:
+            def infer(self, batch):
+                now[0] += step
+                calls.append(now[0])
+
+        assert evaluation.latency_ms(Runner(), np.zeros((1, 3, 8, 8), np.float32)) == pytest.approx(1000 * step)
+        assert len(calls) == warm + timed, (step, len(calls))
