@@ -116,6 +116,12 @@ class Paths:
         return self.out / "data"
 
     @property
+    def train_images(self) -> Path:
+        """The training split's images (export_split's layout): FP16/bf16 verify on them (the INT8 conversion
+        calibrates on them and verifies on every 4th), never on the validation images the accuracy is judged on."""
+        return self.data / "train" / "images"
+
+    @property
     def checkpoint(self) -> Path:
         return self.out / "train" / "model.pth"
 
@@ -169,7 +175,8 @@ def train(paths: Paths, plan: DemoPlan, threads: int) -> Path:
 def convert(paths: Paths, calib: Path, plan: DemoPlan) -> list[Path]:
     fp32, fp16, int8 = paths.model("fp32"), paths.model("fp16"), paths.model("int8")
     run_tool("psp-export", "onnx", paths.checkpoint, "-o", fp32)
-    run_tool("psp-export", "fp16", fp32, "-o", fp16, "--json", paths.conversion_report("fp16"))
+    run_tool("psp-export", "fp16", fp32, "-o", fp16, "--verify-images", paths.train_images,
+             "--json", paths.conversion_report("fp16"))
     run_tool("psp-export", "int8", fp32, "-o", int8, "--target", "onnxruntime", "--calib-list", calib,
              "--num-images", plan.calib_images, "--json", paths.conversion_report("int8"))
     return [fp32, fp16, int8]
@@ -190,7 +197,8 @@ def convert_bf16(paths: Paths) -> list[Path] | str:
     if reason:
         return f"skipped: OpenVINO bf16 needs a CPU with bf16 ({reason})"
     bf16 = paths.model("bf16", ".xml")
-    run_tool("psp-export", "bf16", paths.model("fp32"), "-o", bf16, "--json", paths.conversion_report("bf16"))
+    run_tool("psp-export", "bf16", paths.model("fp32"), "-o", bf16, "--verify-images", paths.train_images,
+             "--json", paths.conversion_report("bf16"))
     return [bf16]
 
 

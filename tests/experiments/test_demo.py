@@ -44,6 +44,9 @@ def test_quick_demo_writes_every_output(tmp_path):
     agreements = re.findall(r"^  (\w+) agreement with the FP32 labels +([\d.]+)% ", summary, re.M)
     assert [p for p, _ in agreements] == ["FP16", "INT8", *(("BF16",) if bf16 else ())], summary
     assert all(0 <= float(v) <= 100 for _, v in agreements)
+    fp16 = json.loads((out / "models" / "pspnet18-tiny-fp16.report.json").read_text())
+    # verified on the demo's training-split scenes, not on 6 drawn ones
+    assert fp16["verification"].endswith("train/images") and fp16["verification_images"] == 3
 
 
 def test_demo_refuses_a_file_as_output(tmp_path):
@@ -77,13 +80,17 @@ def test_the_bf16_step_converts_where_the_cpu_runs_bf16_and_says_why_not_elsewhe
     from experiments import demo
     from tests.runtime.conftest import make_onnx
 
+    from pspnet.data.context_scenes import export_split
+
     paths = demo.Paths(tmp_path, "tiny")
     paths.model("fp32").parent.mkdir()
     make_onnx(paths.model("fp32"))
+    export_split(paths.data, "train", n=3, size=33)  # what it verifies on
     monkeypatch.setattr(demo, "bf16_reason", lambda: "no bf16 here")
     assert demo.convert_bf16(paths) == "skipped: OpenVINO bf16 needs a CPU with bf16 (no bf16 here)"
     assert not paths.model("bf16", ".xml").exists()
     monkeypatch.setattr(demo, "bf16_reason", lambda: None)
     assert demo.convert_bf16(paths) == [paths.model("bf16", ".xml")]
     assert paths.model("bf16", ".xml").stat().st_size > 0 and paths.model("bf16", ".bin").stat().st_size > 0
-    assert json.loads(paths.conversion_report("bf16").read_text())["precision"] == "bf16"
+    report = json.loads(paths.conversion_report("bf16").read_text())
+    assert report["precision"] == "bf16" and report["verification_images"] == 3
