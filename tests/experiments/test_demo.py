@@ -78,9 +78,8 @@ def test_the_bf16_step_converts_where_the_cpu_runs_bf16_and_says_why_not_elsewhe
     in f32 where the CPU has no bf16); forced off, the stage is skipped with the reason and writes nothing."""
     pytest.importorskip("openvino", reason="openvino is not installed (pip install '.[openvino]')")
     from experiments import demo
-    from tests.runtime.conftest import make_onnx
-
     from pspnet.data.context_scenes import export_split
+    from tests.runtime.conftest import make_onnx
 
     paths = demo.Paths(tmp_path, "tiny")
     paths.model("fp32").parent.mkdir()
