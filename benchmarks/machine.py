@@ -130,6 +130,8 @@ def measure_gemm_limits(threads: int | None, n: int = GEMM_N, seconds: float = 0
     feeds = {"uint8": rng.integers(0, 256, (n, n), dtype=np.uint8),
              "float32": rng.standard_normal((n, n), dtype=np.float32)}
     runtimes = {"onnxruntime": _onnxruntime_gemm}
+    from runtime.backends import openvino as openvino_backend  # its package is imported only when called
+
     if importlib.util.find_spec("openvino") is not None:
         runtimes["openvino"] = _openvino_gemm
     runs = []  # (runtime, kind, op, the GEMM's run)
@@ -140,7 +142,7 @@ def measure_gemm_limits(threads: int | None, n: int = GEMM_N, seconds: float = 0
             if runtime == "openvino" and "Integer" in op:
                 continue  # OpenVINO reads MatMulInteger as a float MatMul; its integer kernel is the Q/DQ form
             runs.append((runtime, op.split()[0], op.split(" ", 1)[1], partial(build, model, feed, threads)))
-    if "openvino" in runtimes and _runs_bf16():
+    if "openvino" in runtimes and openvino_backend.cpu_has_bf16():
         runs.append(("openvino", "bf16", "MatMul (bf16 hint)",
                      partial(_openvino_gemm, models["fp32 MatMul"], feeds["float32"], threads, hint="bf16")))
     rates = []
@@ -151,12 +153,6 @@ def measure_gemm_limits(threads: int | None, n: int = GEMM_N, seconds: float = 0
             continue
         rates.append(GemmRate(runtime, kind, op, 2.0 * n ** 3 / best / 1e12))
     return rates
-
-
-def _runs_bf16() -> bool:
-    from runtime.backends.openvino import cpu_has_bf16
-
-    return cpu_has_bf16()
 
 
 def best_limits(rates: list[GemmRate]) -> dict[str, GemmRate]:

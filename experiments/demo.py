@@ -186,7 +186,7 @@ def bf16_reason() -> str | None:
     """None when OpenVINO runs bf16 on this CPU, else why the demo skips its bf16 model."""
     if importlib.util.find_spec("openvino") is None:
         return "openvino is not installed"
-    from export.precision.targets.bf16 import cpu_has_bf16
+    from runtime.backends.openvino import cpu_has_bf16
 
     return None if cpu_has_bf16() else "this CPU has neither AMX nor AVX512-BF16: OpenVINO would run it in f32"
 

@@ -126,7 +126,7 @@ class Pacing:
         if late < -1:
             self.left_out += 1
             return 0, False
-        repeats = max(0, round(late)) if self.slots else 0
+        repeats = max(0, round(late))  # the first stamped frame is on time: late is 0 (or below) there
         self.held += repeats
         self.slots += repeats + 1
         return repeats, True

@@ -72,10 +72,10 @@ def test_gemm_rates_are_measured_for_both_kinds():
 
 def test_a_bf16_rate_is_measured_only_where_the_cpu_runs_bf16(monkeypatch):
     pytest.importorskip("openvino", reason="openvino is not installed (pip install '.[openvino]')")
-    from benchmarks import machine
+    from runtime.backends import openvino as openvino_backend
 
     for runs_bf16 in (False, True):
-        monkeypatch.setattr(machine, "_runs_bf16", lambda: runs_bf16)
+        monkeypatch.setattr(openvino_backend, "cpu_has_bf16", lambda: runs_bf16)
         rates = measure_gemm_limits(threads=1, n=64, seconds=0.0)
         bf16 = [r for r in rates if r.kind == "bf16"]
         assert [(r.runtime, r.op) for r in bf16] == ([("openvino", "MatMul (bf16 hint)")] if runs_bf16 else [])
